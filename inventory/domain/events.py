@@ -1,0 +1,561 @@
+"""Every event kind in the log, as frozen dataclasses (spec sections 2-4, 12).
+
+`event_type` is "<Enum>::<Variant>" as in the reference; the JSON payload is externally tagged
+(`{"MintRequested": {...}}`) and built by `inventory.codec`. Fields beyond the reference are the
+section-12 fixes: signed transactions stored before broadcast, failure events valid where the
+failure happens (B5), received amounts and fees (B6), operator reconciliation (B13) and venue
+balance snapshots (B1).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import ClassVar
+
+from inventory.domain.values import (
+    Address,
+    Direction,
+    RebalanceDirection,
+    TransferRef,
+    TxHash,
+)
+
+EVENT_VERSION = "1.0"
+
+POSITION = "Position"
+MINT = "TokenizedEquityMint"
+REDEMPTION = "EquityRedemption"
+USDC_REBALANCE = "UsdcRebalance"
+SNAPSHOT = "InventorySnapshot"
+SETTINGS = "RebalancingSettings"
+
+EVENT_CLASSES: dict[str, type[DomainEvent]] = {}
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    AGGREGATE_TYPE: ClassVar[str] = ""
+    ENUM: ClassVar[str] = ""
+    # Terminal events end an operation (and release its guard).
+    TERMINAL: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.ENUM:
+            EVENT_CLASSES[cls.event_type_name()] = cls
+
+    @classmethod
+    def event_type_name(cls) -> str:
+        return f"{cls.ENUM}::{cls.__name__}"
+
+    @property
+    def event_type(self) -> str:
+        return self.event_type_name()
+
+    @classmethod
+    def variant(cls) -> str:
+        return cls.__name__
+
+
+# --- Position (aggregate id = symbol) --------------------------------------------------------
+
+
+class ThresholdKind(enum.StrEnum):
+    SHARES = "Shares"
+    DOLLAR_VALUE = "DollarValue"
+
+
+@dataclass(frozen=True)
+class ExecutionThreshold:
+    kind: ThresholdKind
+    value: Decimal
+
+
+@dataclass(frozen=True)
+class TradeId:
+    tx_hash: TxHash
+    log_index: int
+
+    def __str__(self) -> str:
+        return f"{self.tx_hash}:{self.log_index}"
+
+
+@dataclass(frozen=True)
+class TriggerReason:
+    net_position_shares: Decimal
+    threshold_shares: Decimal
+
+
+@dataclass(frozen=True)
+class PositionEvent(DomainEvent):
+    AGGREGATE_TYPE: ClassVar[str] = POSITION
+    ENUM: ClassVar[str] = ""
+
+    def timestamp(self) -> datetime:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Initialized(PositionEvent):
+    ENUM: ClassVar[str] = "PositionEvent"
+    symbol: str
+    threshold: ExecutionThreshold
+    initialized_at: datetime
+
+    def timestamp(self) -> datetime:
+        return self.initialized_at
+
+
+@dataclass(frozen=True)
+class Migrated(PositionEvent):
+    ENUM: ClassVar[str] = "PositionEvent"
+    symbol: str
+    net_position: Decimal
+    accumulated_long: Decimal
+    accumulated_short: Decimal
+    threshold: ExecutionThreshold
+    migrated_at: datetime
+
+    def timestamp(self) -> datetime:
+        return self.migrated_at
+
+
+@dataclass(frozen=True)
+class OnChainOrderFilled(PositionEvent):
+    """A fill on the onchain order book; price is USDC per share (moves onchain USDC too)."""
+
+    ENUM: ClassVar[str] = "PositionEvent"
+    trade_id: TradeId
+    amount: Decimal
+    direction: Direction
+    price_usdc: Decimal
+    block_timestamp: datetime
+    seen_at: datetime
+
+    def timestamp(self) -> datetime:
+        return self.seen_at
+
+
+@dataclass(frozen=True)
+class OffChainOrderPlaced(PositionEvent):
+    ENUM: ClassVar[str] = "PositionEvent"
+    execution_id: int
+    shares: Decimal
+    direction: Direction
+    broker: str
+    trigger_reason: TriggerReason | None
+    placed_at: datetime
+
+    def timestamp(self) -> datetime:
+        return self.placed_at
+
+
+@dataclass(frozen=True)
+class OffChainOrderFilled(PositionEvent):
+    """A hedge fill at the brokerage; price in cents per share (moves offchain cash too)."""
+
+    ENUM: ClassVar[str] = "PositionEvent"
+    execution_id: int
+    shares_filled: Decimal
+    direction: Direction
+    broker_order_id: str
+    price_cents: int
+    broker_timestamp: datetime
+
+    def timestamp(self) -> datetime:
+        return self.broker_timestamp
+
+
+@dataclass(frozen=True)
+class OffChainOrderFailed(PositionEvent):
+    ENUM: ClassVar[str] = "PositionEvent"
+    execution_id: int
+    error: str
+    failed_at: datetime
+
+    def timestamp(self) -> datetime:
+        return self.failed_at
+
+
+@dataclass(frozen=True)
+class ThresholdUpdated(PositionEvent):
+    ENUM: ClassVar[str] = "PositionEvent"
+    old_threshold: ExecutionThreshold
+    new_threshold: ExecutionThreshold
+    updated_at: datetime
+
+    def timestamp(self) -> datetime:
+        return self.updated_at
+
+
+# --- Operator reconciliation, shared by the three operation aggregates (B13) ------------------
+
+
+@dataclass(frozen=True)
+class ReconciliationFields:
+    """Inflight that an operator declares settled outside the system (zeroed, not credited)."""
+
+    reason: str
+    operator: str
+    reconciled_at: datetime
+
+
+# --- TokenizedEquityMint (aggregate id = our issuer request id, a UUID) -----------------------
+
+
+@dataclass(frozen=True)
+class MintEvent(DomainEvent):
+    AGGREGATE_TYPE: ClassVar[str] = MINT
+
+
+@dataclass(frozen=True)
+class MintRequested(MintEvent):
+    """Genesis, recorded before Alpaca is called: the aggregate id is the idempotency key."""
+
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    symbol: str
+    quantity: Decimal
+    wallet: Address
+    requested_at: datetime
+
+
+@dataclass(frozen=True)
+class MintRejected(MintEvent):
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    TERMINAL: ClassVar[bool] = True
+    reason: str
+    rejected_at: datetime
+
+
+@dataclass(frozen=True)
+class MintAccepted(MintEvent):
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    issuer_request_id: str
+    tokenization_request_id: str
+    accepted_at: datetime
+
+
+@dataclass(frozen=True)
+class MintAcceptanceFailed(MintEvent):
+    """Alpaca rejected an accepted request: the shares never left, inflight returns."""
+
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    TERMINAL: ClassVar[bool] = True
+    reason: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
+class MintTimedOut(MintEvent):
+    """No outcome in time after acceptance: the shares may still be moving, inflight kept."""
+
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    TERMINAL: ClassVar[bool] = True
+    reason: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
+class TokensReceived(MintEvent):
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    tx_hash: TxHash
+    receipt_id: int
+    shares_minted: int
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class MintCompleted(MintEvent):
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    TERMINAL: ClassVar[bool] = True
+    completed_at: datetime
+
+
+@dataclass(frozen=True)
+class MintReconciled(MintEvent, ReconciliationFields):
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+
+
+# --- EquityRedemption (aggregate id = UUID) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedemptionEvent(DomainEvent):
+    AGGREGATE_TYPE: ClassVar[str] = REDEMPTION
+
+
+@dataclass(frozen=True)
+class TransferSigned(RedemptionEvent):
+    """Genesis: the ERC-20 transfer to the redemption wallet, signed and stored before it is
+    broadcast, so a resumed worker rebroadcasts the same bytes instead of sending twice."""
+
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+    symbol: str
+    quantity: Decimal
+    token: Address
+    redemption_wallet: Address
+    raw_tx: bytes
+    tx_hash: TxHash
+    signed_at: datetime
+
+
+@dataclass(frozen=True)
+class TransferFailed(RedemptionEvent):
+    """The stored transfer reverted or can never be mined: no tokens left, nothing inflight."""
+
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+    TERMINAL: ClassVar[bool] = True
+    reason: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
+class TokensSent(RedemptionEvent):
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+    symbol: str
+    quantity: Decimal
+    redemption_wallet: Address
+    tx_hash: TxHash
+    sent_at: datetime
+
+
+@dataclass(frozen=True)
+class Detected(RedemptionEvent):
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+    tokenization_request_id: str
+    detected_at: datetime
+
+
+@dataclass(frozen=True)
+class DetectionFailed(RedemptionEvent):
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+    TERMINAL: ClassVar[bool] = True
+    reason: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
+class Completed(RedemptionEvent):
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+    TERMINAL: ClassVar[bool] = True
+    completed_at: datetime
+
+
+@dataclass(frozen=True)
+class RedemptionRejected(RedemptionEvent):
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+    TERMINAL: ClassVar[bool] = True
+    reason: str
+    rejected_at: datetime
+
+
+@dataclass(frozen=True)
+class RedemptionReconciled(RedemptionEvent, ReconciliationFields):
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+
+
+# --- UsdcRebalance (aggregate id = UUID) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsdcRebalanceEvent(DomainEvent):
+    AGGREGATE_TYPE: ClassVar[str] = USDC_REBALANCE
+
+
+class TxPurpose(enum.StrEnum):
+    VAULT_WITHDRAW = "vault_withdraw"
+    BURN = "burn"
+    MINT = "mint"
+    VAULT_DEPOSIT = "vault_deposit"
+    ALPACA_DEPOSIT = "alpaca_deposit"
+
+
+@dataclass(frozen=True)
+class Requested(UsdcRebalanceEvent):
+    """Genesis, recorded before the first side effect (Alpaca withdrawal or vault withdraw)."""
+
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    direction: RebalanceDirection
+    amount: Decimal
+    requested_at: datetime
+
+
+@dataclass(frozen=True)
+class RequestFailed(UsdcRebalanceEvent):
+    """The first side effect never happened (refused, or its transaction reverted)."""
+
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    TERMINAL: ClassVar[bool] = True
+    reason: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
+class TransactionSigned(UsdcRebalanceEvent):
+    """A signed transaction stored before broadcast; valid in any non-terminal state."""
+
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    purpose: TxPurpose
+    chain_id: int
+    raw_tx: bytes
+    tx_hash: TxHash
+    signed_at: datetime
+
+
+@dataclass(frozen=True)
+class Initiated(UsdcRebalanceEvent):
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    direction: RebalanceDirection
+    amount: Decimal
+    withdrawal_ref: TransferRef
+    initiated_at: datetime
+
+
+@dataclass(frozen=True)
+class WithdrawalConfirmed(UsdcRebalanceEvent):
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    confirmed_at: datetime
+    # USDC that reached the bridge source wallet (Alpaca's network fee deducted).
+    amount_received: Decimal | None = None
+    fee: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class WithdrawalFailed(UsdcRebalanceEvent):
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    TERMINAL: ClassVar[bool] = True
+    reason: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
+class BridgingInitiated(UsdcRebalanceEvent):
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    burn_tx_hash: TxHash
+    cctp_nonce: str  # full 32-byte nonce as 0x hex
+    burned_at: datetime
+    burn_amount: Decimal | None = None
+    max_fee: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class BridgeAttestationReceived(UsdcRebalanceEvent):
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    attestation: bytes
+    attested_at: datetime
+    message: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Bridged(UsdcRebalanceEvent):
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    mint_tx_hash: TxHash
+    minted_at: datetime
+    amount_received: Decimal | None = None
+    fee: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class BridgingFailed(UsdcRebalanceEvent):
+    """Valid in WithdrawalComplete (burn failed, B5), Bridging and Attested."""
+
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    TERMINAL: ClassVar[bool] = True
+    burn_tx_hash: TxHash | None
+    cctp_nonce: str | None
+    reason: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
+class DepositInitiated(UsdcRebalanceEvent):
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    deposit_ref: TransferRef
+    deposit_initiated_at: datetime
+
+
+@dataclass(frozen=True)
+class DepositConfirmed(UsdcRebalanceEvent):
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    TERMINAL: ClassVar[bool] = True
+    deposit_confirmed_at: datetime
+    amount_deposited: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class DepositFailed(UsdcRebalanceEvent):
+    """Valid in Bridged (deposit submission failed, B5) and DepositInitiated."""
+
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    TERMINAL: ClassVar[bool] = True
+    deposit_ref: TransferRef | None
+    reason: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
+class UsdcReconciled(UsdcRebalanceEvent, ReconciliationFields):
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+
+
+# --- InventorySnapshot (aggregate id = "venues"): observed venue balances (B1) ---------------
+
+
+@dataclass(frozen=True)
+class SnapshotEvent(DomainEvent):
+    AGGREGATE_TYPE: ClassVar[str] = SNAPSHOT
+
+
+@dataclass(frozen=True)
+class OnchainEquity(SnapshotEvent):
+    ENUM: ClassVar[str] = "InventorySnapshotEvent"
+    balances: dict[str, Decimal]
+    fetched_at: datetime
+
+
+@dataclass(frozen=True)
+class OnchainCash(SnapshotEvent):
+    ENUM: ClassVar[str] = "InventorySnapshotEvent"
+    usdc_balance: Decimal
+    fetched_at: datetime
+
+
+@dataclass(frozen=True)
+class OffchainEquity(SnapshotEvent):
+    ENUM: ClassVar[str] = "InventorySnapshotEvent"
+    positions: dict[str, Decimal]
+    fetched_at: datetime
+
+
+@dataclass(frozen=True)
+class OffchainCash(SnapshotEvent):
+    ENUM: ClassVar[str] = "InventorySnapshotEvent"
+    cash_balance: Decimal
+    fetched_at: datetime
+
+
+# --- RebalancingSettings (aggregate id = "global" or a base symbol): audited config ----------
+
+
+@dataclass(frozen=True)
+class SettingsEvent(DomainEvent):
+    AGGREGATE_TYPE: ClassVar[str] = SETTINGS
+
+
+@dataclass(frozen=True)
+class SettingChanged(SettingsEvent):
+    """An operator changed a threshold, switch, minimum, cap or asset: who, old and new."""
+
+    ENUM: ClassVar[str] = "RebalancingSettingsEvent"
+    scope: str
+    setting: str
+    old_value: str | None
+    new_value: str | None
+    changed_by: str
+    changed_at: datetime
+
+
+OPERATION_EVENT_TYPES = (MINT, REDEMPTION, USDC_REBALANCE)

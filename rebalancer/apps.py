@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RebalancerConfig(AppConfig):
+    name = "rebalancer"
+    verbose_name = "Rebalancer"
