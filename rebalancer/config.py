@@ -7,6 +7,7 @@ pass: `ConfigError` names each variable, the reason, and never echoes a secret.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +108,11 @@ def sqlite_database(path: str | Path) -> dict[str, Any]:
             "timeout": 30,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         },
-        "TEST": {"NAME": str(Path(path).with_name("test_" + Path(path).name))},
+        # A file (real worker processes must open it), unique per test run so that several
+        # runs on one machine never share it.
+        "TEST": {
+            "NAME": str(Path(tempfile.gettempdir()) / f"rebalancer-test-{os.getpid()}.sqlite3")
+        },
     }
 
 
