@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -132,6 +133,7 @@ class SettingsEnv:
     database: dict[str, Any]
     log_level: str
     q_cluster: dict[str, Any]
+    rebalancing: RebalancingConfig
 
 
 def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -> SettingsEnv:
@@ -170,9 +172,66 @@ def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -
             poll_s=poll_s or 0.5,
             redis_url=redis_url,
         ),
+        rebalancing=load_rebalancing_config(reader),
     )
     reader.fail_if_problems()
     return settings_env
+
+
+def parse_decimal(value: str) -> Decimal:
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise ValueError("not a decimal number") from None
+    if not number.is_finite():
+        raise ValueError("must be finite")
+    return number
+
+
+def parse_ratio(value: str) -> Decimal:
+    number = parse_decimal(value)
+    if not Decimal(0) <= number <= Decimal(1):
+        raise ValueError("must be between 0 and 1 inclusive")
+    return number
+
+
+def parse_non_negative(value: str) -> Decimal:
+    number = parse_decimal(value)
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
+@dataclass(frozen=True)
+class RebalancingConfig:
+    """Rebalancing settings from the environment. The thresholds, minimums and caps are the
+    defaults for the database settings rows, which operators edit afterwards."""
+
+    enabled: bool
+    equity_target_ratio: Decimal
+    equity_deviation: Decimal
+    usdc_target_ratio: Decimal
+    usdc_deviation: Decimal
+    equity_minimum_shares: Decimal
+    usdc_minimum: Decimal
+    equity_cap_shares: Decimal | None
+    usdc_cap: Decimal | None
+
+
+def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
+    return RebalancingConfig(
+        enabled=bool(reader.get("REBALANCING_ENABLED", parse_bool, default=False)),
+        equity_target_ratio=reader.get("EQUITY_TARGET_RATIO", parse_ratio, default=Decimal("0.5")),
+        equity_deviation=reader.get("EQUITY_DEVIATION", parse_non_negative, default=Decimal("0.2")),
+        usdc_target_ratio=reader.get("USDC_TARGET_RATIO", parse_ratio, default=Decimal("0.5")),
+        usdc_deviation=reader.get("USDC_DEVIATION", parse_non_negative, default=Decimal("0.3")),
+        equity_minimum_shares=reader.get(
+            "EQUITY_MINIMUM_SHARES", parse_non_negative, default=Decimal("1")
+        ),
+        usdc_minimum=reader.get("USDC_MINIMUM", parse_non_negative, default=Decimal("51")),
+        equity_cap_shares=reader.get("EQUITY_CAP_SHARES", parse_non_negative),
+        usdc_cap=reader.get("USDC_CAP", parse_non_negative),
+    )
 
 
 def q_cluster_config(

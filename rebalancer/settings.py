@@ -80,6 +80,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # second worker while the first still runs; our workflows are resumable either way.
 Q_CLUSTER = ENV.q_cluster
 
+# Typed rebalancing configuration (rebalancer.config.RebalancingConfig).
+REBALANCING = ENV.rebalancing
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
