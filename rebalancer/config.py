@@ -202,10 +202,116 @@ def parse_non_negative(value: str) -> Decimal:
     return number
 
 
+SECP256K1_ORDER = int("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141", 16)
+TRADING_MODES = ("paper", "live")
+DEFAULT_CIRCLE_IRIS_URL = "https://iris-api.circle.com"
+
+
+class Secret:
+    """A value that never shows itself in a repr, str, log line or error message.
+
+    `reveal()` is the one way to read it, so every use of a key or an RPC URL is greppable.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('<redacted>')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _hex_body(value: str, *, length_bytes: int) -> str:
+    if not value.startswith(("0x", "0X")):
+        raise ValueError("must start with 0x")
+    body = value[2:]
+    if len(body) != 2 * length_bytes:
+        raise ValueError(f"must be 0x followed by {2 * length_bytes} hex digits")
+    try:
+        int(body, 16)
+    except ValueError:
+        raise ValueError("must be hexadecimal") from None
+    return body
+
+
+def parse_address(value: str) -> str:
+    """A 20-byte 0x address; mixed case must be a valid EIP-55 checksum. Returns it checksummed."""
+    from eth_utils import is_checksum_address, to_checksum_address
+
+    body = _hex_body(value, length_bytes=20)
+    mixed_case = body != body.lower() and body != body.upper()
+    if mixed_case and not is_checksum_address(value):
+        raise ValueError("mixed-case address with an invalid EIP-55 checksum")
+    return str(to_checksum_address("0x" + body.lower()))
+
+
+def parse_bytes32(value: str) -> str:
+    """A 32-byte 0x hex value (vault id), returned lower-case."""
+    return "0x" + _hex_body(value, length_bytes=32).lower()
+
+
+def parse_private_key(value: str) -> Secret:
+    """A 0x 32-byte hex secp256k1 private key (1 <= k < n). The message never echoes it."""
+    body = _hex_body(value, length_bytes=32)
+    if not 1 <= int(body, 16) < SECP256K1_ORDER:
+        raise ValueError("not a valid secp256k1 private key (must be 1 <= k < curve order)")
+    return Secret("0x" + body.lower())
+
+
+def parse_url(value: str, *, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"scheme must be one of {', '.join(schemes)}")
+    if not parts.netloc:
+        raise ValueError("must include a host")
+    return value.rstrip("/")
+
+
+def parse_rpc_url(value: str) -> Secret:
+    """An RPC URL (http, https, ws, wss); it often embeds an API key, so it is a Secret."""
+    return Secret(parse_url(value, schemes=("http", "https", "ws", "wss")))
+
+
+def parse_trading_mode(value: str) -> str:
+    lowered = value.lower()
+    if lowered not in TRADING_MODES:
+        raise ValueError(f"expected one of {', '.join(TRADING_MODES)}")
+    return lowered
+
+
+def parse_positive(value: str) -> Decimal:
+    number = parse_decimal(value)
+    if number <= 0:
+        raise ValueError("must be > 0")
+    return number
+
+
 @dataclass(frozen=True)
 class RebalancingConfig:
     """Rebalancing settings from the environment. The thresholds, minimums and caps are the
-    defaults for the database settings rows, which operators edit afterwards."""
+    defaults for the database settings rows, which operators edit afterwards.
+
+    Venue fields are None when rebalancing is disabled and they are not set; when
+    `enabled` is true every required one is present (checked by `load_rebalancing_config`).
+    Secrets (`evm_private_key`, the RPC URLs, Alpaca credentials) are `Secret` values.
+    """
 
     enabled: bool
     equity_target_ratio: Decimal
@@ -216,11 +322,35 @@ class RebalancingConfig:
     usdc_minimum: Decimal
     equity_cap_shares: Decimal | None
     usdc_cap: Decimal | None
+    redemption_wallet: str | None = None
+    market_maker_wallet: str | None = None
+    ethereum_rpc_url: Secret | None = None
+    base_rpc_url: Secret | None = None
+    evm_private_key: Secret | None = None
+    base_orderbook: str | None = None
+    usdc_vault_id: str | None = None
+    alpaca_api_key: Secret | None = None
+    alpaca_api_secret: Secret | None = None
+    alpaca_account_id: str | None = None
+    alpaca_trading_mode: str = "paper"
+    alpaca_base_url: str | None = None
+    circle_iris_url: str = DEFAULT_CIRCLE_IRIS_URL
 
 
 def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
+    enabled = bool(reader.get("REBALANCING_ENABLED", parse_bool, default=False))
+
+    def required(name: str, parse: Callable[[str], T], *, secret: bool = False) -> T | None:
+        return reader.get(name, parse, required=enabled, secret=secret)
+
+    # EVM_PRIVATE_KEY is the name; ETHEREUM_PRIVATE_KEY (the trigger-era name) is accepted too.
+    key_name = (
+        "ETHEREUM_PRIVATE_KEY"
+        if reader.raw("EVM_PRIVATE_KEY") is None and reader.raw("ETHEREUM_PRIVATE_KEY")
+        else "EVM_PRIVATE_KEY"
+    )
     return RebalancingConfig(
-        enabled=bool(reader.get("REBALANCING_ENABLED", parse_bool, default=False)),
+        enabled=enabled,
         equity_target_ratio=reader.get("EQUITY_TARGET_RATIO", parse_ratio, default=Decimal("0.5")),
         equity_deviation=reader.get("EQUITY_DEVIATION", parse_non_negative, default=Decimal("0.2")),
         usdc_target_ratio=reader.get("USDC_TARGET_RATIO", parse_ratio, default=Decimal("0.5")),
@@ -229,8 +359,23 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
             "EQUITY_MINIMUM_SHARES", parse_non_negative, default=Decimal("1")
         ),
         usdc_minimum=reader.get("USDC_MINIMUM", parse_non_negative, default=Decimal("51")),
-        equity_cap_shares=reader.get("EQUITY_CAP_SHARES", parse_non_negative),
-        usdc_cap=reader.get("USDC_CAP", parse_non_negative),
+        equity_cap_shares=reader.get("EQUITY_CAP_SHARES", parse_positive),
+        usdc_cap=reader.get("USDC_CAP", parse_positive),
+        redemption_wallet=required("REDEMPTION_WALLET", parse_address),
+        market_maker_wallet=required("MARKET_MAKER_WALLET", parse_address),
+        ethereum_rpc_url=required("ETHEREUM_RPC_URL", parse_rpc_url, secret=True),
+        base_rpc_url=required("BASE_RPC_URL", parse_rpc_url, secret=True),
+        evm_private_key=required(key_name, parse_private_key, secret=True),
+        base_orderbook=required("BASE_ORDERBOOK", parse_address),
+        usdc_vault_id=required("USDC_VAULT_ID", parse_bytes32),
+        alpaca_api_key=required("ALPACA_API_KEY", Secret, secret=True),
+        alpaca_api_secret=required("ALPACA_API_SECRET", Secret, secret=True),
+        alpaca_account_id=required("ALPACA_ACCOUNT_ID", str),
+        alpaca_trading_mode=reader.get("ALPACA_TRADING_MODE", parse_trading_mode, default="paper")
+        or "paper",
+        alpaca_base_url=reader.get("ALPACA_BASE_URL", parse_url),
+        circle_iris_url=reader.get("CIRCLE_IRIS_URL", parse_url, default=DEFAULT_CIRCLE_IRIS_URL)
+        or DEFAULT_CIRCLE_IRIS_URL,
     )
 
 

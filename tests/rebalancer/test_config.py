@@ -1,0 +1,251 @@
+"""Rebalancing configuration from the environment (seed plan Task 8, spec 9.1 and 13)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from rebalancer.config import (
+    ConfigError,
+    EnvReader,
+    RebalancingConfig,
+    Secret,
+    load_rebalancing_config,
+    load_settings_env,
+)
+
+PRIVATE_KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+ETH_RPC = "https://eth.example.invalid/v2/rpc-key-eth-123"
+BASE_RPC = "wss://base.example.invalid/v2/rpc-key-base-456"
+REDEMPTION_WALLET = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+MARKET_MAKER_WALLET = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
+ORDERBOOK = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB"
+VAULT_ID = "0x" + "ab" * 32
+
+ALL_REQUIRED = {
+    "REBALANCING_ENABLED": "true",
+    "REDEMPTION_WALLET": REDEMPTION_WALLET,
+    "MARKET_MAKER_WALLET": MARKET_MAKER_WALLET,
+    "ETHEREUM_RPC_URL": ETH_RPC,
+    "BASE_RPC_URL": BASE_RPC,
+    "EVM_PRIVATE_KEY": PRIVATE_KEY,
+    "BASE_ORDERBOOK": ORDERBOOK,
+    "USDC_VAULT_ID": VAULT_ID,
+    "ALPACA_API_KEY": "alpaca-key-id",
+    "ALPACA_API_SECRET": "alpaca-very-secret",
+    "ALPACA_ACCOUNT_ID": "acct-123",
+}
+SECRET_TEXTS = [PRIVATE_KEY, PRIVATE_KEY[2:], ETH_RPC, BASE_RPC, "alpaca-very-secret"]
+
+
+def load(env: dict[str, str]) -> RebalancingConfig:
+    reader = EnvReader(env)
+    config = load_rebalancing_config(reader)
+    reader.fail_if_problems()
+    return config
+
+
+def problems_of(env: dict[str, str]) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        load(env)
+    return dict(info.value.problems)
+
+
+def test_rebalancing_disabled_by_default():
+    config = load({})
+    assert config.enabled is False
+    assert config.redemption_wallet is None
+    assert config.evm_private_key is None
+
+
+def test_from_env_with_all_required_fields_succeeds():
+    config = load(ALL_REQUIRED)
+    assert config.enabled is True
+    assert (
+        config.equity_target_ratio,
+        config.equity_deviation,
+        config.usdc_target_ratio,
+        config.usdc_deviation,
+    ) == (Decimal("0.5"), Decimal("0.2"), Decimal("0.5"), Decimal("0.3"))
+    assert config.redemption_wallet == REDEMPTION_WALLET
+    assert config.market_maker_wallet == MARKET_MAKER_WALLET
+    assert config.base_orderbook == ORDERBOOK
+    assert config.usdc_vault_id == VAULT_ID
+    assert config.evm_private_key is not None
+    assert config.evm_private_key.reveal() == PRIVATE_KEY
+    assert config.ethereum_rpc_url is not None
+    assert config.ethereum_rpc_url.reveal() == ETH_RPC
+    assert config.base_rpc_url is not None
+    assert config.base_rpc_url.reveal() == BASE_RPC
+    assert config.alpaca_account_id == "acct-123"
+    assert config.alpaca_trading_mode == "paper"
+    assert config.alpaca_base_url is None
+    assert config.circle_iris_url == "https://iris-api.circle.com"
+
+
+def test_rebalancing_uses_default_minimums_and_no_caps():
+    config = load(ALL_REQUIRED)
+    assert config.usdc_minimum == Decimal("51")
+    assert config.equity_minimum_shares == Decimal("1")
+    assert config.equity_cap_shares is None
+    assert config.usdc_cap is None
+
+
+def test_from_env_with_custom_thresholds():
+    config = load(
+        ALL_REQUIRED
+        | {
+            "EQUITY_TARGET_RATIO": "0.6",
+            "EQUITY_DEVIATION": "0.1",
+            "USDC_TARGET_RATIO": "0.4",
+            "USDC_DEVIATION": "0.15",
+            "USDC_MINIMUM": "75.5",
+            "EQUITY_CAP_SHARES": "10",
+            "USDC_CAP": "1000",
+            "ALPACA_TRADING_MODE": "LIVE",
+            "ALPACA_BASE_URL": "http://127.0.0.1:8765/",
+            "CIRCLE_IRIS_URL": "http://127.0.0.1:8766",
+        }
+    )
+    assert (
+        config.equity_target_ratio,
+        config.equity_deviation,
+        config.usdc_target_ratio,
+        config.usdc_deviation,
+    ) == (Decimal("0.6"), Decimal("0.1"), Decimal("0.4"), Decimal("0.15"))
+    assert config.usdc_minimum == Decimal("75.5")
+    assert config.equity_cap_shares == Decimal("10")
+    assert config.usdc_cap == Decimal("1000")
+    assert config.alpaca_trading_mode == "live"
+    assert config.alpaca_base_url == "http://127.0.0.1:8765"
+    assert config.circle_iris_url == "http://127.0.0.1:8766"
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "REDEMPTION_WALLET",
+        "MARKET_MAKER_WALLET",
+        "ETHEREUM_RPC_URL",
+        "BASE_RPC_URL",
+        "EVM_PRIVATE_KEY",
+        "BASE_ORDERBOOK",
+        "USDC_VAULT_ID",
+        "ALPACA_API_KEY",
+        "ALPACA_API_SECRET",
+        "ALPACA_ACCOUNT_ID",
+    ],
+)
+def test_from_env_missing_required_field_fails_when_enabled(missing):
+    env = {k: v for k, v in ALL_REQUIRED.items() if k != missing}
+    assert problems_of(env) == {missing: "is required but not set"}
+
+
+def test_rebalancing_missing_fields_are_all_reported_at_once():
+    problems = problems_of({"REBALANCING_ENABLED": "true"})
+    assert set(problems) == set(ALL_REQUIRED) - {"REBALANCING_ENABLED"}
+
+
+def test_required_fields_are_not_required_when_disabled():
+    assert load({"REBALANCING_ENABLED": "false"}).enabled is False
+
+
+def test_legacy_ethereum_private_key_name_is_accepted():
+    env = {k: v for k, v in ALL_REQUIRED.items() if k != "EVM_PRIVATE_KEY"}
+    config = load(env | {"ETHEREUM_PRIVATE_KEY": PRIVATE_KEY})
+    assert config.evm_private_key == Secret(PRIVATE_KEY)
+
+
+def test_lowercase_address_is_accepted_and_checksummed():
+    config = load(ALL_REQUIRED | {"REDEMPTION_WALLET": REDEMPTION_WALLET.lower()})
+    assert config.redemption_wallet == REDEMPTION_WALLET
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason_part"),
+    [
+        ("REDEMPTION_WALLET", "0x1234", "40 hex digits"),
+        ("REDEMPTION_WALLET", "5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", "must start with 0x"),
+        ("MARKET_MAKER_WALLET", "0xzzAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", "hexadecimal"),
+        # One letter's case flipped: a broken EIP-55 checksum.
+        ("BASE_ORDERBOOK", "0xDbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB", "checksum"),
+        ("USDC_VAULT_ID", "0xabcd", "64 hex digits"),
+        ("ETHEREUM_RPC_URL", "ftp://eth.example.invalid", "scheme"),
+        ("BASE_RPC_URL", "https://", "host"),
+        ("ALPACA_TRADING_MODE", "yolo", "paper, live"),
+        ("USDC_CAP", "0", "> 0"),
+        ("EQUITY_TARGET_RATIO", "1.5", "between 0 and 1"),
+        ("USDC_DEVIATION", "-0.1", ">= 0"),
+    ],
+)
+def test_from_env_invalid_format_fails(name, value, reason_part):
+    problems = problems_of(ALL_REQUIRED | {name: value})
+    assert list(problems) == [name]
+    assert reason_part in problems[name]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "0x1234",
+        PRIVATE_KEY[2:],
+        "0x" + "g" * 64,
+        "0x" + "00" * 32,  # zero is not a key
+        "0x" + "ff" * 32,  # above the secp256k1 curve order
+    ],
+)
+def test_from_env_invalid_private_key_format_fails(key):
+    problems = problems_of(ALL_REQUIRED | {"EVM_PRIVATE_KEY": key})
+    assert list(problems) == ["EVM_PRIVATE_KEY"]
+    assert key not in problems["EVM_PRIVATE_KEY"]
+    assert "<redacted>" in problems["EVM_PRIVATE_KEY"]
+
+
+def test_invalid_values_are_reported_even_when_disabled():
+    problems = problems_of({"REDEMPTION_WALLET": "0x12"})
+    assert list(problems) == ["REDEMPTION_WALLET"]
+
+
+def test_secrets_never_appear_in_repr_or_str():
+    config = load(ALL_REQUIRED)
+    for text in (repr(config), str(config), f"{config.evm_private_key}", repr(config.base_rpc_url)):
+        for secret in SECRET_TEXTS:
+            assert secret not in text
+
+
+def test_secrets_never_appear_in_config_error_messages():
+    env = ALL_REQUIRED | {
+        "EVM_PRIVATE_KEY": PRIVATE_KEY + "00",
+        "ETHEREUM_RPC_URL": "ftp://user:rpc-key-eth-123@eth.example.invalid",
+        "BASE_RPC_URL": "notaurl-rpc-key-base-456",
+        "REDEMPTION_WALLET": "0x12",
+    }
+    with pytest.raises(ConfigError) as info:
+        load(env)
+    message = str(info.value)
+    assert set(dict(info.value.problems)) == {
+        "EVM_PRIVATE_KEY",
+        "ETHEREUM_RPC_URL",
+        "BASE_RPC_URL",
+        "REDEMPTION_WALLET",
+    }
+    for secret in ("rpc-key-eth-123", "rpc-key-base-456", PRIVATE_KEY[2:]):
+        assert secret not in message
+
+
+def test_settings_env_carries_the_rebalancing_config(tmp_path: Path):
+    settings_env = load_settings_env(base_dir=tmp_path, env=ALL_REQUIRED)
+    assert settings_env.rebalancing.enabled is True
+    assert settings_env.rebalancing.market_maker_wallet == MARKET_MAKER_WALLET
+
+
+def test_settings_env_reports_rebalancing_and_other_problems_together(tmp_path: Path):
+    with pytest.raises(ConfigError) as info:
+        load_settings_env(
+            base_dir=tmp_path, env={"REBALANCING_ENABLED": "true", "Q_WORKERS": "zero"}
+        )
+    names = {name for name, _ in info.value.problems}
+    assert "Q_WORKERS" in names
+    assert "EVM_PRIVATE_KEY" in names
