@@ -1,0 +1,641 @@
+"""Inventory maths: venue balances, pools, imbalance detection and event application.
+
+Pure: standard library only, time passed in. Spec section 3 with the section-12 fixes:
+venues that were never observed are `None` (distinct from zero, B1), genesis data comes from
+the operation's first stored event (B3), fills move USDC too (B11), bridged USDC credits the
+received amount (B6) and an operator reconciliation zeroes kept inflight (B13).
+
+All arithmetic runs in `_EXACT`, a context that refuses to round (`Inexact` trapped): an
+amount is either represented exactly or the operation fails, it is never silently changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+)
+from typing import Any
+
+from inventory.domain import events as ev
+from inventory.domain.values import (
+    USDC_POOL,
+    Direction,
+    DomainError,
+    InvalidValue,
+    RebalanceDirection,
+)
+
+ZERO = Decimal(0)
+
+_EXACT = Context(
+    prec=120,
+    rounding=ROUND_HALF_EVEN,
+    Emin=-999999,
+    Emax=999999,
+    traps=[Inexact, InvalidOperation, DivisionByZero, Overflow],
+)
+# Ratios are for display only; detection compares products exactly.
+_RATIO = Context(prec=40, rounding=ROUND_HALF_EVEN, Emin=-999999, Emax=999999)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class InventoryError(DomainError):
+    """A balance change that cannot be applied; the caller keeps the old value."""
+
+
+class InsufficientAvailable(InventoryError):
+    def __init__(self, requested: Decimal, available: Decimal) -> None:
+        self.requested = requested
+        self.available = available
+        super().__init__(f"insufficient available: requested {requested}, available {available}")
+
+
+class InsufficientInflight(InventoryError):
+    def __init__(self, requested: Decimal, inflight: Decimal) -> None:
+        self.requested = requested
+        self.inflight = inflight
+        super().__init__(f"insufficient inflight: requested {requested}, inflight {inflight}")
+
+
+class VenueNotObserved(InventoryError):
+    def __init__(self, venue: str) -> None:
+        self.venue = venue
+        super().__init__(f"{venue} venue was never observed (no balance snapshot yet)")
+
+
+class InvalidAmount(InventoryError):
+    def __init__(self, amount: object, rule: str) -> None:
+        self.amount = amount
+        self.rule = rule
+        super().__init__(f"amount {amount!r}: {rule}")
+
+
+class InventoryArithmeticError(InventoryError):
+    def __init__(self, operation: str, lhs: Decimal, rhs: Decimal) -> None:
+        self.operation = operation
+        self.lhs = lhs
+        self.rhs = rhs
+        super().__init__(f"{operation}({lhs}, {rhs}) cannot be computed exactly")
+
+
+def _amount(a: Decimal) -> Decimal:
+    if not isinstance(a, Decimal) or not a.is_finite():
+        raise InvalidAmount(a, "must be a finite Decimal")
+    if a < 0:
+        raise InvalidAmount(a, "must be >= 0")
+    return a
+
+
+def _add(lhs: Decimal, rhs: Decimal) -> Decimal:
+    try:
+        return _EXACT.add(lhs, rhs)
+    except ArithmeticError:
+        raise InventoryArithmeticError("add", lhs, rhs) from None
+
+
+def _sub(lhs: Decimal, rhs: Decimal) -> Decimal:
+    try:
+        return _EXACT.subtract(lhs, rhs)
+    except ArithmeticError:
+        raise InventoryArithmeticError("subtract", lhs, rhs) from None
+
+
+def _mul(lhs: Decimal, rhs: Decimal) -> Decimal:
+    try:
+        return _EXACT.multiply(lhs, rhs)
+    except ArithmeticError:
+        raise InventoryArithmeticError("multiply", lhs, rhs) from None
+
+
+# --- 3.1 VenueBalance -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VenueBalance:
+    """Assets ready at a venue (`available`) and assets that left it (`inflight`)."""
+
+    available: Decimal = ZERO
+    inflight: Decimal = ZERO
+
+    def total(self) -> Decimal:
+        return _add(self.available, self.inflight)
+
+    def has_inflight(self) -> bool:
+        return self.inflight != 0
+
+    def move_to_inflight(self, a: Decimal) -> VenueBalance:
+        a = _amount(a)
+        available = _sub(self.available, a)
+        if available < 0:
+            raise InsufficientAvailable(requested=a, available=self.available)
+        return VenueBalance(available=available, inflight=_add(self.inflight, a))
+
+    def confirm_inflight(self, a: Decimal) -> VenueBalance:
+        a = _amount(a)
+        inflight = _sub(self.inflight, a)
+        if inflight < 0:
+            raise InsufficientInflight(requested=a, inflight=self.inflight)
+        return VenueBalance(available=self.available, inflight=inflight)
+
+    def cancel_inflight(self, a: Decimal) -> VenueBalance:
+        a = _amount(a)
+        inflight = _sub(self.inflight, a)
+        if inflight < 0:
+            raise InsufficientInflight(requested=a, inflight=self.inflight)
+        return VenueBalance(available=_add(self.available, a), inflight=inflight)
+
+    def add_available(self, a: Decimal) -> VenueBalance:
+        a = _amount(a)
+        return VenueBalance(available=_add(self.available, a), inflight=self.inflight)
+
+    def remove_available(self, a: Decimal) -> VenueBalance:
+        a = _amount(a)
+        available = _sub(self.available, a)
+        if available < 0:
+            raise InsufficientAvailable(requested=a, available=self.available)
+        return VenueBalance(available=available, inflight=self.inflight)
+
+    def with_available(self, a: Decimal) -> VenueBalance:
+        return VenueBalance(available=_amount(a), inflight=self.inflight)
+
+
+# --- 3.2 PoolInventory ------------------------------------------------------------------------
+
+ONCHAIN = "onchain"
+OFFCHAIN = "offchain"
+
+
+@dataclass(frozen=True)
+class PoolInventory:
+    """One venue pair (an equity symbol or the USDC pool).
+
+    `None` for a venue means it was never observed (no snapshot yet), which is not zero.
+    `reconciliation_reason` is set when a recorded fact could not be applied; the values are
+    then not trusted until a balance snapshot sets them again.
+    """
+
+    onchain: VenueBalance | None = None
+    offchain: VenueBalance | None = None
+    last_rebalancing: datetime | None = None
+    last_updated: datetime | None = None
+    reconciliation_reason: str | None = None
+
+    @property
+    def needs_reconciliation(self) -> bool:
+        return self.reconciliation_reason is not None
+
+    @property
+    def observed(self) -> bool:
+        return self.onchain is not None and self.offchain is not None
+
+    def venue(self, name: str) -> VenueBalance:
+        balance = self.onchain if name == ONCHAIN else self.offchain
+        if balance is None:
+            raise VenueNotObserved(name)
+        return balance
+
+    def with_venue(self, name: str, balance: VenueBalance) -> PoolInventory:
+        return replace(self, **{name: balance})
+
+    def has_inflight(self) -> bool:
+        return any(v is not None and v.has_inflight() for v in (self.onchain, self.offchain))
+
+    def add_onchain_available(self, a: Decimal) -> PoolInventory:
+        return self.with_venue(ONCHAIN, self.venue(ONCHAIN).add_available(a))
+
+    def remove_onchain_available(self, a: Decimal) -> PoolInventory:
+        return self.with_venue(ONCHAIN, self.venue(ONCHAIN).remove_available(a))
+
+    def add_offchain_available(self, a: Decimal) -> PoolInventory:
+        return self.with_venue(OFFCHAIN, self.venue(OFFCHAIN).add_available(a))
+
+    def remove_offchain_available(self, a: Decimal) -> PoolInventory:
+        return self.with_venue(OFFCHAIN, self.venue(OFFCHAIN).remove_available(a))
+
+    def move_offchain_to_inflight(self, a: Decimal) -> PoolInventory:
+        return self.with_venue(OFFCHAIN, self.venue(OFFCHAIN).move_to_inflight(a))
+
+    def move_onchain_to_inflight(self, a: Decimal) -> PoolInventory:
+        return self.with_venue(ONCHAIN, self.venue(ONCHAIN).move_to_inflight(a))
+
+    def transfer_offchain_inflight_to_onchain(
+        self, a: Decimal, received: Decimal | None = None
+    ) -> PoolInventory:
+        """Confirm `a` out of offchain inflight; credit onchain with `received` (default a)."""
+        offchain = self.venue(OFFCHAIN).confirm_inflight(a)
+        onchain = self.venue(ONCHAIN).add_available(a if received is None else received)
+        return replace(self, onchain=onchain, offchain=offchain)
+
+    def transfer_onchain_inflight_to_offchain(
+        self, a: Decimal, received: Decimal | None = None
+    ) -> PoolInventory:
+        onchain = self.venue(ONCHAIN).confirm_inflight(a)
+        offchain = self.venue(OFFCHAIN).add_available(a if received is None else received)
+        return replace(self, onchain=onchain, offchain=offchain)
+
+    def cancel_offchain_inflight(self, a: Decimal) -> PoolInventory:
+        return self.with_venue(OFFCHAIN, self.venue(OFFCHAIN).cancel_inflight(a))
+
+    def cancel_onchain_inflight(self, a: Decimal) -> PoolInventory:
+        return self.with_venue(ONCHAIN, self.venue(ONCHAIN).cancel_inflight(a))
+
+    def reconcile_inflight(self, venue: str, a: Decimal) -> PoolInventory:
+        """Zero `a` of the venue's inflight without crediting anything (operator, B13)."""
+        return self.with_venue(venue, self.venue(venue).confirm_inflight(a))
+
+    def with_last_rebalancing(self, ts: datetime) -> PoolInventory:
+        return replace(self, last_rebalancing=ts)
+
+    def touched(self, ts: datetime) -> PoolInventory:
+        return replace(self, last_updated=ts)
+
+    def flagged(self, reason: str) -> PoolInventory:
+        return replace(self, reconciliation_reason=reason)
+
+
+# --- 3.3 Imbalance detection ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImbalanceThreshold:
+    """Target onchain share of the pool and the allowed deviation either side."""
+
+    target: Decimal
+    deviation: Decimal
+
+    def __post_init__(self) -> None:
+        for name in ("target", "deviation"):
+            value = getattr(self, name)
+            if not isinstance(value, Decimal) or not value.is_finite():
+                raise InvalidValue(name, value, "must be a finite Decimal")
+        if not ZERO <= self.target <= 1:
+            raise InvalidValue("target", self.target, "must be between 0 and 1 inclusive")
+        if self.deviation < 0:
+            raise InvalidValue("deviation", self.deviation, "must be >= 0")
+
+    @property
+    def lower(self) -> Decimal:
+        return _EXACT.subtract(self.target, self.deviation)
+
+    @property
+    def upper(self) -> Decimal:
+        return _EXACT.add(self.target, self.deviation)
+
+
+@dataclass(frozen=True)
+class TooMuchOnchain:
+    """Redeem (equity) or move USDC Base -> Alpaca by `excess`."""
+
+    excess: Decimal
+
+
+@dataclass(frozen=True)
+class TooMuchOffchain:
+    """Mint (equity) or move USDC Alpaca -> Base by `excess`."""
+
+    excess: Decimal
+
+
+Imbalance = TooMuchOnchain | TooMuchOffchain
+
+
+def _venue_totals(pool: PoolInventory) -> tuple[Decimal, Decimal] | None:
+    if pool.onchain is None or pool.offchain is None:
+        return None
+    return pool.onchain.total(), pool.offchain.total()
+
+
+def ratio(pool: PoolInventory) -> Decimal | None:
+    """Onchain share of the pool's total (inflight counts); None if unobserved or empty."""
+    totals = _venue_totals(pool)
+    if totals is None:
+        return None
+    on, off = totals
+    total = _add(on, off)
+    if total == 0:
+        return None
+    return _RATIO.divide(on, total)
+
+
+def detect_imbalance(pool: PoolInventory, threshold: ImbalanceThreshold) -> Imbalance | None:
+    """Spec 3.3 exactly: strict band edges, any inflight / zero total / unobserved -> None.
+
+    Compared as products (`on < lower * total`), so no division rounding decides an edge.
+    """
+    try:
+        if pool.has_inflight():
+            return None
+        totals = _venue_totals(pool)
+        if totals is None:
+            return None
+        on, off = totals
+        total = _add(on, off)
+        if total == 0:
+            return None
+        target_onchain = _mul(total, threshold.target)
+        if on < _mul(total, threshold.lower):
+            return TooMuchOffchain(excess=_sub(target_onchain, on))
+        if on > _mul(total, threshold.upper):
+            return TooMuchOnchain(excess=_sub(on, target_onchain))
+        return None
+    except InventoryError:
+        return None
+
+
+# --- 3.4 applying events ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OperationGenesis:
+    """What an operation moves, from its first stored event (B3).
+
+    `direction` is the flow: a mint is AlpacaToBase (offchain -> onchain), a redemption
+    BaseToAlpaca (onchain -> offchain); USDC uses its own direction.
+    """
+
+    aggregate_type: str
+    pool_key: str
+    direction: RebalanceDirection
+    amount: Decimal
+
+    @property
+    def source(self) -> str:
+        return OFFCHAIN if self.direction is RebalanceDirection.ALPACA_TO_BASE else ONCHAIN
+
+    @property
+    def destination(self) -> str:
+        return ONCHAIN if self.direction is RebalanceDirection.ALPACA_TO_BASE else OFFCHAIN
+
+
+class NotAGenesisEvent(DomainError):
+    def __init__(self, aggregate_type: str, event: object) -> None:
+        self.aggregate_type = aggregate_type
+        self.event = event
+        super().__init__(
+            f"{aggregate_type}: first event {type(event).__name__} carries no genesis data"
+        )
+
+
+def genesis_from_event(aggregate_type: str, event: Any) -> OperationGenesis:
+    """Genesis data from an operation's sequence-1 event."""
+    if aggregate_type == ev.MINT and isinstance(event, ev.MintRequested):
+        return OperationGenesis(
+            ev.MINT, event.symbol, RebalanceDirection.ALPACA_TO_BASE, event.quantity
+        )
+    if aggregate_type == ev.REDEMPTION and isinstance(event, ev.TransferSigned | ev.TokensSent):
+        return OperationGenesis(
+            ev.REDEMPTION, event.symbol, RebalanceDirection.BASE_TO_ALPACA, event.quantity
+        )
+    if aggregate_type == ev.USDC_REBALANCE and isinstance(event, ev.Requested | ev.Initiated):
+        return OperationGenesis(ev.USDC_REBALANCE, USDC_POOL, event.direction, event.amount)
+    raise NotAGenesisEvent(aggregate_type, event)
+
+
+@dataclass(frozen=True)
+class OperationTrack:
+    """An operation's genesis plus the inflight it currently holds (its own events only)."""
+
+    genesis: OperationGenesis
+    held_inflight: Decimal = ZERO
+
+
+# Events that move the genesis amount from the source venue into inflight.
+_MOVES_TO_INFLIGHT = (ev.MintAccepted, ev.TokensSent, ev.Initiated)
+# Events that settle the held inflight at the destination.
+_SETTLES = (ev.TokensReceived, ev.Completed, ev.Bridged)
+_CANCELS = (ev.MintAcceptanceFailed,)
+_RECONCILES = (ev.MintReconciled, ev.RedemptionReconciled, ev.UsdcReconciled)
+_GENESIS_TYPES = (ev.MintRequested, ev.TransferSigned, ev.TokensSent, ev.Requested, ev.Initiated)
+
+
+def track_apply(track: OperationTrack, event: Any) -> OperationTrack:
+    """The operation's held inflight after `event` (independent of any pool's values)."""
+    if isinstance(event, _MOVES_TO_INFLIGHT):
+        return replace(track, held_inflight=track.genesis.amount)
+    if isinstance(event, _SETTLES + _CANCELS + _RECONCILES):
+        return replace(track, held_inflight=ZERO)
+    return track
+
+
+def track_fold(aggregate_type: str, events: Iterable[Any]) -> OperationTrack | None:
+    """Track from an operation's stored events in sequence order (the first is genesis)."""
+    track: OperationTrack | None = None
+    for event in events:
+        if track is None:
+            track = OperationTrack(genesis_from_event(aggregate_type, event))
+        track = track_apply(track, event)
+    return track
+
+
+def _fill_usdc(shares: Decimal, price_usdc: Decimal) -> Decimal:
+    return _mul(shares, price_usdc)
+
+
+def _cents_to_usd(price_cents: int) -> Decimal:
+    return _EXACT.divide(Decimal(price_cents), Decimal(100))
+
+
+def affected_pools(
+    aggregate_type: str, aggregate_id: str, event: Any, track: OperationTrack | None
+) -> tuple[str, ...]:
+    """Pool keys an event changes (a fill touches its symbol and USDC)."""
+    if aggregate_type == ev.POSITION:
+        if isinstance(event, ev.OnChainOrderFilled | ev.OffChainOrderFilled):
+            return (aggregate_id, USDC_POOL)
+        return (aggregate_id,)
+    if aggregate_type in ev.OPERATION_EVENT_TYPES:
+        return (track.genesis.pool_key,) if track is not None else ()
+    if isinstance(event, ev.OnchainEquity):
+        return tuple(sorted(event.balances))
+    if isinstance(event, ev.OffchainEquity):
+        return tuple(sorted(event.positions))
+    if isinstance(event, ev.OnchainCash | ev.OffchainCash):
+        return (USDC_POOL,)
+    return ()
+
+
+def _apply_position(pool: PoolInventory, event: Any, pool_key: str) -> PoolInventory:
+    ts = event.timestamp()
+    is_usdc = pool_key == USDC_POOL
+    if isinstance(event, ev.OnChainOrderFilled):
+        buy = event.direction == Direction.BUY
+        if is_usdc:
+            cost = _fill_usdc(event.amount, event.price_usdc)
+            pool = pool.remove_onchain_available(cost) if buy else pool.add_onchain_available(cost)
+        else:
+            amount = event.amount
+            pool = (
+                pool.add_onchain_available(amount) if buy else pool.remove_onchain_available(amount)
+            )
+    elif isinstance(event, ev.OffChainOrderFilled):
+        buy = event.direction == Direction.BUY
+        if is_usdc:
+            cost = _mul(event.shares_filled, _cents_to_usd(event.price_cents))
+            pool = (
+                pool.remove_offchain_available(cost) if buy else pool.add_offchain_available(cost)
+            )
+        else:
+            shares = event.shares_filled
+            pool = (
+                pool.add_offchain_available(shares)
+                if buy
+                else pool.remove_offchain_available(shares)
+            )
+    return pool.touched(ts)
+
+
+def _apply_operation(
+    pool: PoolInventory, event: Any, track: OperationTrack, now: datetime
+) -> PoolInventory:
+    genesis = track.genesis
+    source, destination = genesis.source, genesis.destination
+    if isinstance(event, _MOVES_TO_INFLIGHT):
+        pool = pool.with_venue(source, pool.venue(source).move_to_inflight(genesis.amount))
+    elif isinstance(event, _SETTLES):
+        received = event.amount_received if isinstance(event, ev.Bridged) else None
+        held = track.held_inflight
+        confirmed = pool.venue(source).confirm_inflight(held)
+        credited = pool.venue(destination).add_available(held if received is None else received)
+        pool = replace(pool, **{source: confirmed, destination: credited})
+        if isinstance(event, ev.Completed):
+            pool = pool.with_last_rebalancing(event.completed_at)
+    elif isinstance(event, _CANCELS):
+        pool = pool.with_venue(source, pool.venue(source).cancel_inflight(track.held_inflight))
+    elif isinstance(event, _RECONCILES):
+        pool = pool.reconcile_inflight(source, track.held_inflight)
+    elif isinstance(event, ev.MintCompleted):
+        pool = pool.with_last_rebalancing(event.completed_at)
+    elif isinstance(event, ev.DepositConfirmed):
+        pool = pool.with_last_rebalancing(event.deposit_confirmed_at)
+    # Everything else (requests, signatures, detections, failures that keep inflight) only
+    # updates last_updated.
+    return pool.touched(now)
+
+
+def _snapshot_value(event: Any, pool_key: str) -> tuple[str, Decimal | None]:
+    if isinstance(event, ev.OnchainEquity):
+        return ONCHAIN, event.balances.get(pool_key)
+    if isinstance(event, ev.OffchainEquity):
+        return OFFCHAIN, event.positions.get(pool_key)
+    if isinstance(event, ev.OnchainCash):
+        return ONCHAIN, event.usdc_balance if pool_key == USDC_POOL else None
+    if isinstance(event, ev.OffchainCash):
+        return OFFCHAIN, event.cash_balance if pool_key == USDC_POOL else None
+    raise TypeError(f"not a snapshot event: {type(event).__name__}")
+
+
+def _apply_snapshot(pool: PoolInventory, event: Any, pool_key: str) -> PoolInventory:
+    """B1: a snapshot sets available only when the pool has no inflight at all."""
+    venue, value = _snapshot_value(event, pool_key)
+    if value is None:
+        return pool
+    if pool.has_inflight():
+        return pool.touched(event.fetched_at)
+    current = (pool.onchain if venue == ONCHAIN else pool.offchain) or VenueBalance()
+    return replace(
+        pool.with_venue(venue, current.with_available(value)),
+        reconciliation_reason=None,
+    ).touched(event.fetched_at)
+
+
+def apply_event(
+    pool: PoolInventory,
+    event: Any,
+    genesis: OperationTrack | None,
+    now: datetime,
+    *,
+    pool_key: str,
+) -> PoolInventory:
+    """One event's effect on one pool; raises `InventoryError` (the caller keeps `pool`).
+
+    `genesis` is the operation's track (genesis from its first stored event plus the inflight
+    it holds before this event); None for position and snapshot events. `now` is when the
+    event was recorded: operation events stamp `last_updated` with it, position events use
+    their own timestamp, snapshots their `fetched_at`.
+    """
+    aggregate_type = type(event).AGGREGATE_TYPE
+    if aggregate_type == ev.POSITION:
+        return _apply_position(pool, event, pool_key)
+    if aggregate_type in ev.OPERATION_EVENT_TYPES:
+        if genesis is None:
+            raise NotAGenesisEvent(aggregate_type, event)
+        return _apply_operation(pool, event, genesis, now)
+    if aggregate_type == ev.SNAPSHOT:
+        return _apply_snapshot(pool, event, pool_key)
+    return pool
+
+
+def apply_event_or_flag(
+    pool: PoolInventory,
+    event: Any,
+    genesis: OperationTrack | None,
+    now: datetime,
+    *,
+    pool_key: str,
+) -> PoolInventory:
+    """`apply_event`, but a fact that cannot be applied flags the pool (values unchanged)."""
+    try:
+        return apply_event(pool, event, genesis, now, pool_key=pool_key)
+    except InventoryError as error:
+        reason = f"{type(event).__name__}: {error}"
+        return pool.flagged(reason).touched(now)
+
+
+# --- replaying many events (projection and rebuild share this) --------------------------------
+
+
+@dataclass
+class InventoryFold:
+    """Mutable accumulator: pools by key and the tracks of the operations seen so far."""
+
+    pools: dict[str, PoolInventory] = field(default_factory=dict)
+    tracks: dict[tuple[str, str], OperationTrack] = field(default_factory=dict)
+
+    def pool(self, key: str) -> PoolInventory:
+        return self.pools.get(key) or PoolInventory()
+
+    def track_for(
+        self, aggregate_type: str, aggregate_id: str, event: Any
+    ) -> OperationTrack | None:
+        """Track before `event`; a genesis event starts one (never overwrites a stored one)."""
+        key = (aggregate_type, aggregate_id)
+        track = self.tracks.get(key)
+        if track is None and isinstance(event, _GENESIS_TYPES):
+            track = OperationTrack(genesis_from_event(aggregate_type, event))
+            self.tracks[key] = track
+        return track
+
+    def pools_for(self, aggregate_type: str, aggregate_id: str, event: Any) -> tuple[str, ...]:
+        track = None
+        if aggregate_type in ev.OPERATION_EVENT_TYPES:
+            track = self.track_for(aggregate_type, aggregate_id, event)
+        return affected_pools(aggregate_type, aggregate_id, event, track)
+
+    def apply(
+        self, aggregate_type: str, aggregate_id: str, event: Any, now: datetime
+    ) -> tuple[str, ...]:
+        """Apply one stored event; returns the pool keys it touched."""
+        track = None
+        if aggregate_type in ev.OPERATION_EVENT_TYPES:
+            track = self.track_for(aggregate_type, aggregate_id, event)
+        keys = affected_pools(aggregate_type, aggregate_id, event, track)
+        for key in keys:
+            self.pools[key] = apply_event_or_flag(self.pool(key), event, track, now, pool_key=key)
+        if track is not None:
+            self.tracks[(aggregate_type, aggregate_id)] = track_apply(track, event)
+        return keys
+
+
+def pools_equal(a: Mapping[str, PoolInventory], b: Mapping[str, PoolInventory]) -> bool:
+    return dict(a) == dict(b)
