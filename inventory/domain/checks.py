@@ -1,0 +1,151 @@
+"""Validation shared by the aggregates' command handlers (pure stdlib).
+
+Every failure is an `InvalidValue(field, value, rule)`; refusals that depend on the current
+state are `CommandRefused` subclasses defined per aggregate.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from inventory.domain.units import U256_MAX
+from inventory.domain.values import (
+    Address,
+    DomainError,
+    InvalidValue,
+    RebalanceDirection,
+    TransferRef,
+    TransferRefKind,
+    TxHash,
+    validate_quantity,
+    validate_symbol,
+)
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+__all__ = [
+    "CommandRefused",
+    "validate_address",
+    "validate_amount",
+    "validate_bytes",
+    "validate_direction",
+    "validate_fee",
+    "validate_optional_amount",
+    "validate_symbol",
+    "validate_text",
+    "validate_transfer_ref",
+    "validate_tx_hash",
+    "validate_u256",
+    "validate_aware",
+]
+
+
+class CommandRefused(DomainError):
+    """A command that is not valid in the aggregate's current state.
+
+    Attributes: `command` (command class name), `state` (state class name or
+    "Uninitialized"), `rule` (why), plus any keyword details given.
+    """
+
+    RULE: ClassVar[str] = "not valid in this state"
+
+    def __init__(self, command: object, state: object, **details: Any) -> None:
+        self.command = command if isinstance(command, str) else type(command).__name__
+        self.state = state_name(state)
+        self.rule = self.RULE
+        self.details = details
+        for key, value in details.items():
+            setattr(self, key, value)
+        extra = "".join(f" {key}={value!r}" for key, value in details.items())
+        super().__init__(
+            f"{type(self).__name__}: {self.command} refused in state {self.state}: "
+            f"{self.rule}{extra}"
+        )
+
+
+def state_name(state: object) -> str:
+    if state is None:
+        return "Uninitialized"
+    if isinstance(state, str):
+        return state
+    return type(state).__name__
+
+
+def validate_amount(field: str, value: Decimal) -> Decimal:
+    """A strictly positive, finite Decimal."""
+    return validate_quantity(field, value)
+
+
+def validate_optional_amount(field: str, value: Decimal | None) -> Decimal | None:
+    return None if value is None else validate_quantity(field, value)
+
+
+def validate_fee(field: str, value: Decimal | None) -> Decimal | None:
+    """An optional fee: a finite Decimal >= 0."""
+    return None if value is None else validate_quantity(field, value, allow_zero=True)
+
+
+def validate_text(field: str, value: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidValue(field, value, "must be a non-empty string")
+    return value
+
+
+def validate_address(field: str, value: str) -> Address:
+    if not isinstance(value, str) or not _ADDRESS.match(value):
+        raise InvalidValue(field, value, "must be a 0x-prefixed 20-byte hex address")
+    return Address(value)
+
+
+def validate_tx_hash(field: str, value: str) -> TxHash:
+    if not isinstance(value, str) or not _HASH.match(value):
+        raise InvalidValue(field, value, "must be a 0x-prefixed 32-byte hex hash")
+    return TxHash(value)
+
+
+def validate_bytes(field: str, value: bytes) -> bytes:
+    if not isinstance(value, bytes) or len(value) == 0:
+        raise InvalidValue(field, value, "must be non-empty bytes")
+    return value
+
+
+def validate_u256(field: str, value: int, *, allow_zero: bool = True) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValue(field, value, "must be an integer")
+    if value < 0 or value > U256_MAX or (value == 0 and not allow_zero):
+        rule = "must fit a uint256" if allow_zero else "must be a positive uint256"
+        raise InvalidValue(field, value, rule)
+    return value
+
+
+def validate_direction(field: str, value: RebalanceDirection) -> RebalanceDirection:
+    if not isinstance(value, RebalanceDirection):
+        raise InvalidValue(field, value, "must be a RebalanceDirection")
+    return value
+
+
+def validate_transfer_ref(field: str, value: TransferRef) -> TransferRef:
+    """An Alpaca transfer id (a UUID) or an onchain transaction hash."""
+    if not isinstance(value, TransferRef):
+        raise InvalidValue(field, value, "must be a TransferRef")
+    if value.kind is TransferRefKind.ALPACA_ID:
+        try:
+            uuid.UUID(value.value)
+        except (ValueError, TypeError, AttributeError):
+            raise InvalidValue(field, value.value, "AlpacaId must be a UUID") from None
+    elif value.kind is TransferRefKind.ONCHAIN_TX:
+        validate_tx_hash(field, value.value)
+    else:
+        raise InvalidValue(field, value.kind, "unknown TransferRef kind")
+    return value
+
+
+def validate_aware(field: str, value: datetime) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidValue(field, value, "must be a timezone-aware datetime")
+    return value
