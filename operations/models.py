@@ -1,1 +1,121 @@
+"""Operation records: one row per rebalancing operation the trigger started.
 
+The row is the durable guard (a partial unique constraint allows one active operation per pool:
+per equity symbol, and one for USDC) and the worker's to-do item. The operation's facts live in
+its aggregate's events (`aggregate_id` is that aggregate's id, and for a mint our
+issuer_request_id); this row only tracks scheduling: status, attempts, errors, lease, times.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from inventory.domain.events import MINT, REDEMPTION, USDC_REBALANCE
+from inventory.domain.values import USDC_POOL
+from inventory.fields import ExactDecimalField
+
+
+class OperationKind(models.TextChoices):
+    MINT = "mint", "Mint (offchain shares -> onchain tokens)"
+    REDEMPTION = "redemption", "Redemption (onchain tokens -> offchain shares)"
+    USDC_ALPACA_TO_BASE = "usdc_alpaca_to_base", "USDC Alpaca -> Base"
+    USDC_BASE_TO_ALPACA = "usdc_base_to_alpaca", "USDC Base -> Alpaca"
+
+
+class OperationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"  # created, task queued, no attempt yet
+    RUNNING = "running", "Running"  # a worker is advancing it
+    WAITING = "waiting", "Waiting"  # between steps, resumes at next_run_at
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATUSES = (OperationStatus.PENDING, OperationStatus.RUNNING, OperationStatus.WAITING)
+TERMINAL_STATUSES = (
+    OperationStatus.COMPLETED,
+    OperationStatus.FAILED,
+    OperationStatus.CANCELLED,
+)
+EQUITY_KINDS = (OperationKind.MINT, OperationKind.REDEMPTION)
+USDC_KINDS = (OperationKind.USDC_ALPACA_TO_BASE, OperationKind.USDC_BASE_TO_ALPACA)
+AGGREGATE_TYPE_BY_KIND = {
+    OperationKind.MINT: MINT,
+    OperationKind.REDEMPTION: REDEMPTION,
+    OperationKind.USDC_ALPACA_TO_BASE: USDC_REBALANCE,
+    OperationKind.USDC_BASE_TO_ALPACA: USDC_REBALANCE,
+}
+
+
+class Operation(models.Model):
+    kind = models.CharField(max_length=32, choices=OperationKind.choices)
+    # An equity symbol, or "USDC" for the cash pool.
+    pool = models.CharField(max_length=32)
+    # Shares for mint/redemption, USDC for the USDC kinds.
+    amount = ExactDecimalField()
+    # The ERC-20 token redeemed (redemptions only), from the asset table.
+    token_address = models.CharField(max_length=42, blank=True, default="")
+    status = models.CharField(
+        max_length=16, choices=OperationStatus.choices, default=OperationStatus.PENDING
+    )
+    # The operation's aggregate id (UUID4); for a mint also our issuer_request_id.
+    aggregate_id = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    # Why it ended when it failed or was cancelled (the terminal event's reason or the operator's).
+    failure_reason = models.TextField(blank=True, default="")
+    # Who ended it: "event:<EventType>", "system" or an operator name.
+    finished_by = models.CharField(max_length=128, blank=True, default="")
+    # When a waiting operation is due again (the sweep re-enqueues it then).
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    # Set when a human must look (for example a failure that left inflight behind).
+    needs_attention = models.BooleanField(default=False)
+    # A worker's lease: a duplicate delivery of the same task skips while it is valid.
+    claimed_by = models.CharField(max_length=128, blank=True, default="")
+    claimed_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pool"],
+                condition=models.Q(status__in=ACTIVE_STATUSES),
+                name="operation_one_active_per_pool",
+                violation_error_message="An operation is already active for this pool.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=OperationStatus.values),
+                name="operation_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(kind__in=USDC_KINDS, pool=USDC_POOL)
+                    | (models.Q(kind__in=EQUITY_KINDS) & ~models.Q(pool=USDC_POOL))
+                ),
+                name="operation_kind_matches_pool",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(kind=OperationKind.REDEMPTION, token_address=""),
+                name="operation_redemption_has_token",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_run_at"], name="operation_status_next_run_idx"),
+            models.Index(fields=["pool", "-created_at"], name="operation_pool_created_idx"),
+        ]
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} {self.pool} {self.amount} [{self.status}]"
+
+    @property
+    def aggregate_type(self) -> str:
+        return AGGREGATE_TYPE_BY_KIND[OperationKind(self.kind)]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES

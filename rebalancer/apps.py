@@ -1,6 +1,23 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.db.models.signals import post_migrate
+
+
+def _ensure_sweep_schedule(sender, using="default", **kwargs):
+    from operations.sweep import sweep_schedule_ensure
+
+    sweep_schedule_ensure(using=using)
 
 
 class RebalancerConfig(AppConfig):
     name = "rebalancer"
     verbose_name = "Rebalancer"
+
+    def ready(self) -> None:
+        # After every migrate (and the test flushes, which re-send post_migrate), make sure the
+        # sweep runs every minute. post_migrate is sent only for apps with models, so listen
+        # for `operations` (sent after every migration ran, so django_q's tables exist).
+        post_migrate.connect(
+            _ensure_sweep_schedule,
+            sender=apps.get_app_config("operations"),
+            dispatch_uid="rebalancer.sweep_schedule",
+        )

@@ -1,0 +1,332 @@
+"""Writes to Operation rows: create (the guard) with its queued task, finish, fail, attempts.
+
+The guard is the database: `operation_one_active_per_pool` allows one active operation per pool.
+`operation_create` inserts inside a savepoint, so losing the race is an ordinary "already active"
+outcome (None), never an error in the caller's transaction.
+
+The queued task is the outbox: with the ORM broker on the same database, `async_task` inside the
+creating transaction means the task exists iff the operation does. With another broker (Redis)
+the task is pushed on commit and the sweep (`operations.sweep`) covers a lost push.
+
+Every path that ends an operation goes through `operation_finish` (a terminal event, called by
+the trigger) or `operation_fail` (no terminal event: an error before the aggregate's first event,
+exhausted attempts, an operator force-fail). `operation_fail` sends `operation_released` inside
+its transaction so the trigger re-checks the pool and USDC (the rebalancer app listens).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.dispatch import Signal
+from django.utils import timezone
+
+from inventory.models import Event
+from operations.models import (
+    ACTIVE_STATUSES,
+    EQUITY_KINDS,
+    Operation,
+    OperationKind,
+    OperationStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+EXECUTE_TASK = "operations.tasks.execute_operation"
+TASK_GROUP = "operations"
+# Our own attempt counter: a worker killed mid-task bypasses django-q's max_attempts.
+MAX_ATTEMPTS = 10
+GUARD_CONSTRAINT = "operation_one_active_per_pool"
+
+# Sent inside the transaction of `operation_fail` after the guard was released without a
+# terminal event. kwargs: operation (Operation, now terminal). The trigger re-checks pools.
+operation_released = Signal()
+
+
+class OperationError(Exception):
+    """Root of the operations app's errors."""
+
+
+class OperationNotFound(OperationError):
+    def __init__(self, operation_id: int) -> None:
+        self.operation_id = operation_id
+        super().__init__(f"operation_id={operation_id}: no such operation")
+
+
+class OperationAlreadyFinished(OperationError):
+    def __init__(self, operation_id: int, status: str) -> None:
+        self.operation_id = operation_id
+        self.status = status
+        super().__init__(f"operation_id={operation_id}: already {status}, cannot be failed")
+
+
+class OperationStarted(OperationError):
+    """The aggregate has events: ending it must go through the aggregate's failure command."""
+
+    def __init__(self, operation_id: int, aggregate_type: str, aggregate_id: str) -> None:
+        self.operation_id = operation_id
+        self.aggregate_type = aggregate_type
+        self.aggregate_id = aggregate_id
+        super().__init__(
+            f"operation_id={operation_id}: {aggregate_type}/{aggregate_id} has events; "
+            "fail it through the aggregate's failure command so the log records it"
+        )
+
+
+def orm_broker_in_use() -> bool:
+    return "orm" in settings.Q_CLUSTER and not settings.Q_CLUSTER.get("redis")
+
+
+def operation_enqueue(*, operation: Operation) -> None:
+    """Queue `execute_operation(operation.pk)`: in this transaction (ORM), else on commit."""
+    from django_q.tasks import async_task
+
+    operation_id = operation.pk
+
+    def push() -> None:
+        async_task(
+            EXECUTE_TASK, operation_id, task_name=f"operation-{operation_id}", group=TASK_GROUP
+        )
+
+    if orm_broker_in_use():
+        push()
+    else:
+        transaction.on_commit(push)
+    logger.debug("operation %s: task queued", operation_id)
+
+
+def _is_guard_conflict(error: IntegrityError) -> bool:
+    text = str(error)
+    # PostgreSQL names the index; SQLite names the column of the partial unique index.
+    return GUARD_CONSTRAINT in text or "operations_operation.pool" in text
+
+
+def operation_create(
+    *,
+    kind: OperationKind,
+    pool: str,
+    amount: Decimal,
+    token_address: str = "",
+    now: datetime | None = None,
+) -> Operation | None:
+    """Create an active operation for `pool` and queue its task, or None if one is active.
+
+    Runs in the caller's transaction when there is one (the trigger's event transaction).
+    """
+    moment = now or timezone.now()
+    if kind == OperationKind.REDEMPTION and not token_address:
+        raise ValueError(f"token_address={token_address!r}: a redemption needs the token")
+    if kind not in EQUITY_KINDS and token_address:
+        raise ValueError(f"token_address={token_address!r}: only redemptions carry a token")
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                operation = Operation.objects.create(
+                    kind=kind,
+                    pool=pool,
+                    amount=amount,
+                    token_address=token_address,
+                    status=OperationStatus.PENDING,
+                    aggregate_id=str(uuid.uuid4()),
+                    created_at=moment,
+                    updated_at=moment,
+                )
+        except IntegrityError as error:
+            if not _is_guard_conflict(error):
+                raise
+            logger.debug("pool %s: an operation is already active, not creating %s", pool, kind)
+            return None
+        operation_enqueue(operation=operation)
+    logger.info(
+        "operation %s created: %s %s amount=%s aggregate_id=%s",
+        operation.pk,
+        kind,
+        pool,
+        amount,
+        operation.aggregate_id,
+    )
+    return operation
+
+
+def _terminate(
+    operation: Operation,
+    *,
+    status: OperationStatus,
+    reason: str,
+    finished_by: str,
+    now: datetime,
+) -> None:
+    operation.status = status
+    operation.failure_reason = reason
+    operation.finished_by = finished_by
+    operation.finished_at = now
+    operation.updated_at = now
+    operation.next_run_at = None
+    operation.claimed_by = ""
+    operation.claimed_until = None
+    operation.save(
+        update_fields=[
+            "status",
+            "failure_reason",
+            "finished_by",
+            "finished_at",
+            "updated_at",
+            "next_run_at",
+            "claimed_by",
+            "claimed_until",
+        ]
+    )
+
+
+def operation_finish(
+    *,
+    aggregate_id: str,
+    status: OperationStatus,
+    reason: str = "",
+    finished_by: str,
+    needs_attention: bool = False,
+    now: datetime | None = None,
+) -> Operation | None:
+    """Mark the active operation of `aggregate_id` terminal (a terminal event arrived).
+
+    Returns the operation, or None when there is none or it is already terminal (idempotent).
+    The caller (the trigger) re-checks the pools afterwards.
+    """
+    if status in ACTIVE_STATUSES:
+        raise ValueError(f"status={status!r}: must be terminal")
+    moment = now or timezone.now()
+    with transaction.atomic():
+        operation = Operation.objects.select_for_update().filter(aggregate_id=aggregate_id).first()
+        if operation is None:
+            logger.debug("aggregate %s has no operation row", aggregate_id)
+            return None
+        if not operation.is_active:
+            logger.debug("operation %s already %s", operation.pk, operation.status)
+            return None
+        _terminate(operation, status=status, reason=reason, finished_by=finished_by, now=moment)
+        if needs_attention and not operation.needs_attention:
+            operation.needs_attention = True
+            operation.save(update_fields=["needs_attention"])
+    logger.info(
+        "operation %s %s (%s)%s",
+        operation.pk,
+        status,
+        finished_by,
+        f": {reason}" if reason else "",
+    )
+    return operation
+
+
+def operation_has_events(operation: Operation) -> bool:
+    return Event.objects.filter(
+        aggregate_type=operation.aggregate_type, aggregate_id=operation.aggregate_id
+    ).exists()
+
+
+def operation_fail(
+    *, operation_id: int, reason: str, actor: str, now: datetime | None = None
+) -> Operation:
+    """End an active operation whose aggregate has no events yet, releasing the guard.
+
+    For the paths with no terminal event (B4): an error before the first event, exhausted
+    attempts, an operator force-fail before anything happened. Sends `operation_released`
+    in the transaction so the trigger re-checks the pool and USDC.
+
+    Raises OperationNotFound, OperationAlreadyFinished, or OperationStarted when the aggregate
+    has events (then the aggregate's failure command must end it, so the log records why).
+    """
+    if not reason.strip():
+        raise ValueError(f"reason={reason!r}: must not be empty")
+    moment = now or timezone.now()
+    with transaction.atomic():
+        operation = Operation.objects.select_for_update().filter(pk=operation_id).first()
+        if operation is None:
+            raise OperationNotFound(operation_id)
+        if not operation.is_active:
+            raise OperationAlreadyFinished(operation_id, operation.status)
+        if operation_has_events(operation):
+            raise OperationStarted(operation_id, operation.aggregate_type, operation.aggregate_id)
+        operation.last_error = reason
+        operation.save(update_fields=["last_error"])
+        _terminate(
+            operation, status=OperationStatus.FAILED, reason=reason, finished_by=actor, now=moment
+        )
+        operation_released.send(sender=Operation, operation=operation)
+    logger.warning(
+        "operation %s failed by %s before its first event: %s", operation_id, actor, reason
+    )
+    return operation
+
+
+def operation_attempt_record(*, operation_id: int, now: datetime | None = None) -> Operation | None:
+    """Count one delivery of the operation's task; fail it once MAX_ATTEMPTS is exceeded.
+
+    Returns the operation when it is active and may run, None otherwise (finished, unknown,
+    or just failed for exhausted attempts).
+    """
+    moment = now or timezone.now()
+    with transaction.atomic():
+        operation = Operation.objects.select_for_update().filter(pk=operation_id).first()
+        if operation is None:
+            logger.warning("operation %s: no such operation, task dropped", operation_id)
+            return None
+        if not operation.is_active:
+            logger.info("operation %s already %s, task dropped", operation_id, operation.status)
+            return None
+        operation.attempts += 1
+        operation.updated_at = moment
+        fields: list[str] = ["attempts", "updated_at"]
+        if operation.started_at is None:
+            operation.started_at = moment
+            fields.append("started_at")
+        if operation.status == OperationStatus.PENDING:
+            operation.status = OperationStatus.RUNNING
+            fields.append("status")
+        operation.save(update_fields=fields)
+        if operation.attempts <= MAX_ATTEMPTS:
+            return operation
+    reason = f"exhausted {MAX_ATTEMPTS} attempts"
+    if operation.last_error:
+        reason = f"{reason}; last error: {operation.last_error}"
+    operation_give_up(operation=operation, reason=reason, now=moment)
+    return None
+
+
+def operation_give_up(*, operation: Operation, reason: str, now: datetime | None = None) -> None:
+    """System path for an operation that cannot go on: fail it (no events yet) or flag it.
+
+    With events already recorded, only the aggregate's failure command may end it; that is the
+    workflow's decision, so here it is flagged for an operator instead.
+    """
+    try:
+        operation_fail(operation_id=operation.pk, reason=reason, actor="system", now=now)
+    except OperationStarted:
+        operation_flag(operation_id=operation.pk, error=reason, now=now)
+    except OperationAlreadyFinished:
+        pass
+
+
+def operation_flag(
+    *, operation_id: int, error: str, now: datetime | None = None
+) -> Operation | None:
+    """Record an error and ask for a human (`needs_attention`) without ending the operation."""
+    moment = now or timezone.now()
+    updated = Operation.objects.filter(pk=operation_id).update(
+        needs_attention=True, last_error=error, updated_at=moment
+    )
+    if not updated:
+        return None
+    logger.error("operation %s needs attention: %s", operation_id, error)
+    return Operation.objects.get(pk=operation_id)
+
+
+def operation_error_record(*, operation_id: int, error: str, now: datetime | None = None) -> None:
+    """Keep the latest retried error of an attempt (the operation stays active)."""
+    Operation.objects.filter(pk=operation_id).update(
+        last_error=error, updated_at=now or timezone.now()
+    )

@@ -1,0 +1,126 @@
+"""The sweep re-enqueues active operations that lost their task, and never duplicates one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django_q.models import OrmQ, Schedule
+
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.services import operation_create, operation_fail
+from operations.sweep import (
+    SWEEP_FUNC,
+    SWEEP_SCHEDULE_NAME,
+    sweep_operations,
+    sweep_schedule_ensure,
+)
+from tests.rebalancer.support import queued_operation_tasks, queued_tasks
+
+NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+
+pytestmark = pytest.mark.django_db
+
+
+def create(pool: str = "AAPL") -> Operation:
+    kind = OperationKind.USDC_BASE_TO_ALPACA if pool == "USDC" else OperationKind.MINT
+    operation = operation_create(kind=kind, pool=pool, amount=Decimal("60"), now=NOW)
+    assert operation is not None
+    return operation
+
+
+def lose_all_tasks() -> None:
+    OrmQ.objects.all().delete()
+
+
+def test_sweep_reenqueues_an_operation_whose_task_was_lost():
+    operation = create()
+    lose_all_tasks()
+    assert sweep_operations(now=NOW) == [operation.pk]
+    assert queued_tasks() == [("operations.tasks.execute_operation", (operation.pk,))]
+
+
+def test_sweep_does_not_duplicate_a_queued_task():
+    operation = create()
+    assert sweep_operations(now=NOW) == []
+    assert queued_operation_tasks() == [operation.pk]
+
+
+def test_sweep_twice_queues_one_task_per_operation():
+    mint = create("AAPL")
+    cash = create("USDC")
+    lose_all_tasks()
+    assert sweep_operations(now=NOW) == [mint.pk, cash.pk]
+    assert sweep_operations(now=NOW) == []
+    assert sorted(queued_operation_tasks()) == [mint.pk, cash.pk]
+
+
+def test_sweep_keeps_a_task_that_a_worker_holds_locked():
+    operation = create()
+    OrmQ.objects.update(lock=NOW + timedelta(minutes=3))  # claimed by a worker
+    assert sweep_operations(now=NOW) == []
+    assert queued_operation_tasks() == [operation.pk]
+
+
+def test_sweep_ignores_finished_operations():
+    operation = create()
+    lose_all_tasks()
+    operation_fail(operation_id=operation.pk, reason="refused", actor="system")
+    assert sweep_operations(now=NOW) == []
+    assert queued_tasks() == []
+
+
+@pytest.mark.parametrize(
+    ("next_run_at", "expected_enqueued"),
+    [
+        (NOW + timedelta(seconds=30), False),
+        (NOW, True),
+        (NOW - timedelta(minutes=5), True),
+        (None, True),
+    ],
+)
+def test_sweep_reenqueues_a_waiting_operation_only_when_it_is_due(next_run_at, expected_enqueued):
+    operation = create()
+    lose_all_tasks()
+    Operation.objects.filter(pk=operation.pk).update(
+        status=OperationStatus.WAITING, next_run_at=next_run_at
+    )
+    assert sweep_operations(now=NOW) == ([operation.pk] if expected_enqueued else [])
+
+
+def test_sweep_reenqueues_a_running_operation_whose_worker_died_with_its_task():
+    operation = create()
+    lose_all_tasks()
+    Operation.objects.filter(pk=operation.pk).update(status=OperationStatus.RUNNING)
+    assert sweep_operations(now=NOW) == [operation.pk]
+
+
+def test_sweep_ignores_other_tasks_in_the_queue():
+    from django_q.tasks import async_task
+
+    operation = create()
+    lose_all_tasks()
+    async_task("math.floor", operation.pk)
+    assert sweep_operations(now=NOW) == [operation.pk]
+
+
+def test_sweep_schedule_ensure_is_idempotent_and_runs_every_minute():
+    sweep_schedule_ensure()
+    sweep_schedule_ensure()
+    schedules = Schedule.objects.filter(name=SWEEP_SCHEDULE_NAME)
+    assert schedules.count() == 1
+    schedule = schedules.get()
+    assert (schedule.func, schedule.schedule_type, schedule.minutes, schedule.repeats) == (
+        SWEEP_FUNC,
+        Schedule.MINUTES,
+        1,
+        -1,
+    )
+
+
+def test_migrate_creates_the_sweep_schedule():
+    Schedule.objects.filter(name=SWEEP_SCHEDULE_NAME).delete()
+    call_command("migrate", verbosity=0)
+    assert Schedule.objects.filter(name=SWEEP_SCHEDULE_NAME, func=SWEEP_FUNC).count() == 1
