@@ -1,0 +1,1045 @@
+"""EVM chain client (web3 v8): ERC-20, CCTP V2 TokenMessenger/MessageTransmitter, orderbook vault.
+
+One signer per client; every write is signed locally with it (B10). Writes are two-phase so a
+worker can store the signed bytes before anything leaves the process:
+
+    signed = chain.build_erc20_transfer(token=..., to=..., amount_units=..., nonce=n)
+    # store signed.raw / signed.tx_hash / signed.nonce in an event, commit
+    chain.broadcast(signed)          # idempotent: a rebroadcast of the same bytes is a no-op
+    receipt = chain.wait_for_receipt(signed.tx_hash, timeout_s=120)
+
+`build_*` estimates gas with the current chain state (a call that would revert raises
+`PreflightReverted` and nothing is signed), unless `gas` is given. Amounts are integer onchain
+units (`amount_units`); converting from Decimal is `inventory.domain.units`' job.
+
+This module imports no Django app. Error messages and `repr` never contain the private key or
+the RPC URL's path, query or credentials (API keys usually live there).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from eth_account import Account
+from eth_utils import is_address, keccak, to_checksum_address
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+
+from venues import cctp
+
+logger = logging.getLogger(__name__)
+
+ZERO_BYTES32 = b"\x00" * 32
+GAS_MARGIN_PERCENT = 20
+
+ERC20_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "balanceOf",
+        "stateMutability": "view",
+        "inputs": [{"name": "owner", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "type": "function",
+        "name": "allowance",
+        "stateMutability": "view",
+        "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "type": "function",
+        "name": "decimals",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "uint8"}],
+    },
+    {
+        "type": "function",
+        "name": "symbol",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "string"}],
+    },
+    {
+        "type": "function",
+        "name": "transfer",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "to", "type": "address"}, {"name": "value", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "type": "function",
+        "name": "approve",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "type": "event",
+        "name": "Transfer",
+        "anonymous": False,
+        "inputs": [
+            {"name": "from", "type": "address", "indexed": True},
+            {"name": "to", "type": "address", "indexed": True},
+            {"name": "value", "type": "uint256", "indexed": False},
+        ],
+    },
+]
+
+TOKEN_MESSENGER_V2_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "depositForBurn",
+        "stateMutability": "nonpayable",
+        "inputs": [
+            {"name": "amount", "type": "uint256"},
+            {"name": "destinationDomain", "type": "uint32"},
+            {"name": "mintRecipient", "type": "bytes32"},
+            {"name": "burnToken", "type": "address"},
+            {"name": "destinationCaller", "type": "bytes32"},
+            {"name": "maxFee", "type": "uint256"},
+            {"name": "minFinalityThreshold", "type": "uint32"},
+        ],
+        "outputs": [],
+    },
+]
+
+MESSAGE_TRANSMITTER_V2_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "receiveMessage",
+        "stateMutability": "nonpayable",
+        "inputs": [
+            {"name": "message", "type": "bytes"},
+            {"name": "attestation", "type": "bytes"},
+        ],
+        "outputs": [{"name": "success", "type": "bool"}],
+    },
+    {
+        "type": "function",
+        "name": "usedNonces",
+        "stateMutability": "view",
+        "inputs": [{"name": "nonce", "type": "bytes32"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "type": "event",
+        "name": "MessageSent",
+        "anonymous": False,
+        "inputs": [{"name": "message", "type": "bytes", "indexed": False}],
+    },
+]
+
+# The simulated vault's interface (venues/sim/contracts/OrderBookVault.sol): Rain IOrderBookV5's
+# deposit3/withdraw3 with uint256 amounts instead of rain-math-float and without `tasks`.
+ORDERBOOK_VAULT_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "deposit3",
+        "stateMutability": "nonpayable",
+        "inputs": [
+            {"name": "token", "type": "address"},
+            {"name": "vaultId", "type": "bytes32"},
+            {"name": "depositAmount", "type": "uint256"},
+        ],
+        "outputs": [],
+    },
+    {
+        "type": "function",
+        "name": "withdraw3",
+        "stateMutability": "nonpayable",
+        "inputs": [
+            {"name": "token", "type": "address"},
+            {"name": "vaultId", "type": "bytes32"},
+            {"name": "targetAmount", "type": "uint256"},
+        ],
+        "outputs": [],
+    },
+    {
+        "type": "function",
+        "name": "vaultBalance",
+        "stateMutability": "view",
+        "inputs": [
+            {"name": "owner", "type": "address"},
+            {"name": "token", "type": "address"},
+            {"name": "vaultId", "type": "bytes32"},
+        ],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+]
+
+# MessageTransmitterV2's revert reason for a message that was already received (real and sim).
+NONCE_ALREADY_USED_REASON = "Nonce already used"
+
+TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
+MESSAGE_SENT_TOPIC = "0x" + keccak(text="MessageSent(bytes)").hex()
+
+# Node answers to a rebroadcast of a transaction the node already has (geth, anvil, reth,
+# nethermind, erigon spell it differently).
+_ALREADY_KNOWN_MARKERS = ("already known", "already imported", "known transaction", "alreadyknown")
+_NONCE_TOO_LOW_MARKERS = ("nonce too low", "nonce is too low", "oldnonce")
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+class ChainError(Exception):
+    """Root of every chain client error. Messages never carry the key or the RPC URL secrets."""
+
+
+class ChainRpcError(ChainError):
+    """The node could not be reached or answered with an error we do not interpret."""
+
+    def __init__(self, chain: str, method: str, detail: str) -> None:
+        self.chain = chain
+        self.method = method
+        self.detail = detail
+        super().__init__(f"{chain}: RPC {method} failed: {detail}")
+
+
+class InvalidArgument(ChainError):
+    def __init__(self, field: str, value: object, rule: str) -> None:
+        self.field = field
+        self.value = value
+        self.rule = rule
+        super().__init__(f"{field}={value!r}: {rule}")
+
+
+class ContractReverted(ChainError):
+    """A contract call reverted; `reason` is the decoded revert string when there is one."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class PreflightReverted(ContractReverted):
+    """Gas estimation reverted while building a transaction: nothing was signed or sent."""
+
+    def __init__(self, chain: str, function: str, reason: str) -> None:
+        self.chain = chain
+        self.function = function
+        super().__init__(f"{chain}: {function} would revert: {reason}", reason)
+
+
+class TransactionReverted(ContractReverted):
+    """A mined transaction has status 0."""
+
+    def __init__(self, tx_hash: str, reason: str) -> None:
+        self.tx_hash = tx_hash
+        super().__init__(f"transaction {tx_hash} reverted: {reason}", reason)
+
+
+class BroadcastRejected(ChainError):
+    """The node refused the raw transaction (and it is not a rebroadcast of a known one)."""
+
+    def __init__(self, tx_hash: str, reason: str) -> None:
+        self.tx_hash = tx_hash
+        self.reason = reason
+        super().__init__(f"transaction {tx_hash} rejected by the node: {reason}")
+
+
+class NonceAlreadyUsed(BroadcastRejected):
+    """'nonce too low' and this hash is unknown: another transaction consumed the nonce."""
+
+
+class ReceiptTimeout(ChainError):
+    def __init__(self, tx_hash: str, timeout_s: float) -> None:
+        self.tx_hash = tx_hash
+        self.timeout_s = timeout_s
+        super().__init__(f"no receipt for transaction {tx_hash} after {timeout_s}s")
+
+
+class MessageSentEventNotFound(ChainError):
+    def __init__(self, tx_hash: str) -> None:
+        self.tx_hash = tx_hash
+        super().__init__(f"transaction {tx_hash} emitted no CCTP MessageSent event")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    raw: bytes
+    tx_hash: str  # 0x-prefixed
+    nonce: int
+    chain_id: int
+
+    def __repr__(self) -> str:
+        return f"SignedTx(tx_hash={self.tx_hash}, nonce={self.nonce}, chain_id={self.chain_id})"
+
+
+@dataclass(frozen=True)
+class Log:
+    address: str
+    topics: tuple[str, ...]
+    data: bytes
+    log_index: int
+    block_number: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
+class Receipt:
+    tx_hash: str
+    status: int  # 1 success, 0 reverted
+    block_number: int
+    from_: str
+    to: str | None
+    gas_used: int
+    logs: tuple[Log, ...]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == 1
+
+
+@dataclass(frozen=True)
+class Erc20Transfer:
+    token: str
+    from_: str
+    to: str
+    amount_units: int
+    tx_hash: str
+    block_number: int
+    log_index: int
+
+
+@dataclass(frozen=True)
+class CctpBurn:
+    """The MessageSent of a depositForBurn: everything needed to fetch and use an attestation."""
+
+    message: bytes = field(repr=False)
+    message_hash: str
+    nonce: str  # 0x-prefixed 32 bytes
+    source_domain: int
+    destination_domain: int
+    amount: int  # burned amount, units
+    max_fee: int  # units
+    mint_recipient: str
+    burn_token: str
+    tx_hash: str
+    block_number: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocol
+
+
+class Chain(Protocol):
+    name: str
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def chain_id(self) -> int: ...
+    def block_number(self) -> int: ...
+    def erc20_balance(self, *, token: str, owner: str) -> int: ...
+    def erc20_allowance(self, *, token: str, owner: str, spender: str) -> int: ...
+    def erc20_decimals(self, *, token: str) -> int: ...
+    def erc20_symbol(self, *, token: str) -> str: ...
+    def vault_balance(self, *, vault: str, owner: str, token: str, vault_id: bytes) -> int: ...
+    def receipt(self, tx_hash: str) -> Receipt | None: ...
+    def transaction_known(self, tx_hash: str) -> bool: ...
+    def erc20_transfers(
+        self,
+        *,
+        token: str,
+        from_block: int,
+        to_block: int | None = None,
+        to: str | None = None,
+        from_: str | None = None,
+    ) -> list[Erc20Transfer]: ...
+    def build_erc20_transfer(
+        self, *, token: str, to: str, amount_units: int, nonce: int | None = None
+    ) -> SignedTx: ...
+    def build_erc20_approve(
+        self, *, token: str, spender: str, amount_units: int, nonce: int | None = None
+    ) -> SignedTx: ...
+    def build_deposit_for_burn(
+        self,
+        *,
+        token_messenger: str,
+        burn_token: str,
+        amount_units: int,
+        destination_domain: int,
+        mint_recipient: str,
+        max_fee_units: int,
+        min_finality_threshold: int = cctp.FINALITY_THRESHOLD_FAST,
+        nonce: int | None = None,
+    ) -> SignedTx: ...
+    def build_receive_message(
+        self,
+        *,
+        message_transmitter: str,
+        message: bytes,
+        attestation: bytes,
+        nonce: int | None = None,
+    ) -> SignedTx: ...
+    def build_vault_deposit(
+        self,
+        *,
+        vault: str,
+        token: str,
+        vault_id: bytes,
+        amount_units: int,
+        nonce: int | None = None,
+    ) -> SignedTx: ...
+    def build_vault_withdraw(
+        self,
+        *,
+        vault: str,
+        token: str,
+        vault_id: bytes,
+        target_amount_units: int,
+        nonce: int | None = None,
+    ) -> SignedTx: ...
+    def broadcast(self, signed: SignedTx) -> str: ...
+    def wait_for_receipt(
+        self, tx_hash: str, *, timeout_s: float = 120.0, poll_s: float = 1.0
+    ) -> Receipt: ...
+    def decode_message_sent(self, receipt: Receipt) -> CctpBurn: ...
+    def cctp_nonce_used(self, *, message_transmitter: str, nonce: str) -> bool: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _hex(value: bytes | str) -> str:
+    if isinstance(value, str):
+        return value if value.startswith("0x") else "0x" + value
+    return "0x" + bytes(value).hex()
+
+
+def _address(field: str, value: str) -> str:
+    if not isinstance(value, str) or not is_address(value):
+        raise InvalidArgument(field, value, "must be a 20-byte hex address")
+    return to_checksum_address(value)
+
+
+def _units(field: str, value: int, *, positive: bool) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(field, value, "must be an int in onchain units")
+    if value < 0 or (positive and value == 0):
+        raise InvalidArgument(field, value, "must be positive" if positive else "must be >= 0")
+    if value >= 2**256:
+        raise InvalidArgument(field, value, "must fit in uint256")
+    return value
+
+
+def _bytes32(field: str, value: bytes) -> bytes:
+    if not isinstance(value, bytes | bytearray) or len(value) != 32:
+        raise InvalidArgument(field, value, "must be exactly 32 bytes")
+    return bytes(value)
+
+
+def _topic_address(address: str) -> str:
+    return "0x" + "00" * 12 + to_checksum_address(address)[2:].lower()
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port] only: userinfo, path and query often hold API keys."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid url>"
+    suffix = "/…" if (parts.path not in ("", "/") or parts.query or parts.username) else ""
+    return f"{parts.scheme}://{host}{port}{suffix}"
+
+
+def receipt_from_web3(raw: Any) -> Receipt:
+    logs = tuple(
+        Log(
+            address=to_checksum_address(entry["address"]),
+            topics=tuple(_hex(bytes(t)) for t in entry["topics"]),
+            data=bytes(entry["data"]),
+            log_index=int(entry["logIndex"]),
+            block_number=int(entry["blockNumber"]),
+            tx_hash=_hex(bytes(entry["transactionHash"])),
+        )
+        for entry in raw["logs"]
+    )
+    return Receipt(
+        tx_hash=_hex(bytes(raw["transactionHash"])),
+        status=int(raw["status"]),
+        block_number=int(raw["blockNumber"]),
+        from_=to_checksum_address(raw["from"]),
+        to=to_checksum_address(raw["to"]) if raw.get("to") else None,
+        gas_used=int(raw["gasUsed"]),
+        logs=logs,
+    )
+
+
+def _transfer_from_log(log: Log) -> Erc20Transfer | None:
+    if len(log.topics) != 3 or log.topics[0] != TRANSFER_TOPIC or len(log.data) != 32:
+        return None
+    return Erc20Transfer(
+        token=log.address,
+        from_=to_checksum_address(bytes.fromhex(log.topics[1][2:])[12:]),
+        to=to_checksum_address(bytes.fromhex(log.topics[2][2:])[12:]),
+        amount_units=int.from_bytes(log.data, "big"),
+        tx_hash=log.tx_hash,
+        block_number=log.block_number,
+        log_index=log.log_index,
+    )
+
+
+def erc20_transfers_in(
+    receipt: Receipt, *, token: str, to: str | None = None, from_: str | None = None
+) -> list[Erc20Transfer]:
+    """The `Transfer` logs of `token` in one receipt, optionally filtered by recipient/sender."""
+    token = _address("token", token)
+    to = _address("to", to) if to is not None else None
+    from_ = _address("from_", from_) if from_ is not None else None
+    found = []
+    for log in receipt.logs:
+        if log.address != token:
+            continue
+        transfer = _transfer_from_log(log)
+        if transfer is None:
+            continue
+        if to is not None and transfer.to != to:
+            continue
+        if from_ is not None and transfer.from_ != from_:
+            continue
+        found.append(transfer)
+    return found
+
+
+def decode_message_sent(receipt: Receipt) -> CctpBurn:
+    """Decode the CCTP V2 `MessageSent(bytes)` log of a depositForBurn receipt."""
+    for log in receipt.logs:
+        if log.topics and log.topics[0] == MESSAGE_SENT_TOPIC:
+            offset = int.from_bytes(log.data[0:32], "big")
+            length = int.from_bytes(log.data[offset : offset + 32], "big")
+            message = log.data[offset + 32 : offset + 32 + length]
+            parsed = cctp.parse_message(message)
+            return CctpBurn(
+                message=message,
+                message_hash=cctp.message_hash(message),
+                nonce=parsed.nonce,
+                source_domain=parsed.source_domain,
+                destination_domain=parsed.destination_domain,
+                amount=parsed.body.amount_units,
+                max_fee=parsed.body.max_fee_units,
+                mint_recipient=parsed.body.mint_recipient,
+                burn_token=parsed.body.burn_token,
+                tx_hash=receipt.tx_hash,
+                block_number=receipt.block_number,
+            )
+    raise MessageSentEventNotFound(receipt.tx_hash)
+
+
+# ---------------------------------------------------------------------------------------------
+# Client
+
+
+class EvmChain:
+    """web3 client for one EVM chain with one signing key (HTTP JSON-RPC)."""
+
+    def __init__(
+        self,
+        *,
+        rpc_url: str,
+        private_key: str,
+        name: str,
+        expected_chain_id: int | None = None,
+        request_timeout_s: float = 30.0,
+    ) -> None:
+        self.name = name
+        self._rpc_url = rpc_url
+        try:
+            self._account = Account.from_key(private_key)
+        except Exception:  # never echo the key
+            raise InvalidArgument(
+                "private_key", "<redacted>", "must be a 32-byte hex key"
+            ) from None
+        url = urlsplit(rpc_url)
+        candidates = (
+            private_key,
+            private_key.removeprefix("0x"),
+            rpc_url,
+            url.path if url.path not in ("", "/") else "",
+            url.query,
+            url.password or "",
+        )
+        self._secrets = tuple(s for s in candidates if s)
+        self._w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout_s}))
+        self._expected_chain_id = expected_chain_id
+        self._chain_id: int | None = None
+        self._erc20 = self._w3.eth.contract(abi=ERC20_ABI)
+        self._messenger = self._w3.eth.contract(abi=TOKEN_MESSENGER_V2_ABI)
+        self._transmitter = self._w3.eth.contract(abi=MESSAGE_TRANSMITTER_V2_ABI)
+        self._vault = self._w3.eth.contract(abi=ORDERBOOK_VAULT_ABI)
+
+    def __repr__(self) -> str:
+        return (
+            f"EvmChain(name={self.name!r}, address={self.address}, "
+            f"rpc={redact_url(self._rpc_url)}, private_key=<redacted>)"
+        )
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "<redacted>")
+        return text
+
+    def _rpc(self, method: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except ChainError:
+            raise
+        except ContractLogicError:
+            raise
+        except Exception as exc:
+            detail = self._redact(f"{type(exc).__name__}: {exc}")
+            raise ChainRpcError(self.name, method, detail) from None
+
+    @property
+    def address(self) -> str:
+        return str(self._account.address)
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            chain_id = int(self._rpc("eth_chainId", lambda: self._w3.eth.chain_id))
+            if self._expected_chain_id is not None and chain_id != self._expected_chain_id:
+                raise ChainError(
+                    f"{self.name}: chain_id={chain_id}: expected {self._expected_chain_id}"
+                )
+            self._chain_id = chain_id
+        return self._chain_id
+
+    def _call(self, contract: Any, address: str, function: str, *args: Any) -> Any:
+        bound = contract(address=address).functions[function](*args)
+        try:
+            return self._rpc(f"eth_call {function}", bound.call)
+        except ContractLogicError as exc:
+            raise ContractReverted(
+                f"{self.name}: {function} call reverted: {self._reason(exc)}", self._reason(exc)
+            ) from None
+
+    @staticmethod
+    def _reason(exc: ContractLogicError) -> str:
+        message = str(exc.args[0]) if exc.args else str(exc)
+        return message.removeprefix("execution reverted: ").removeprefix("execution reverted")
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def block_number(self) -> int:
+        return int(self._rpc("eth_blockNumber", lambda: self._w3.eth.block_number))
+
+    def pending_nonce(self) -> int:
+        return int(
+            self._rpc(
+                "eth_getTransactionCount",
+                self._w3.eth.get_transaction_count,
+                self._account.address,
+                "pending",
+            )
+        )
+
+    def erc20_balance(self, *, token: str, owner: str) -> int:
+        return int(
+            self._call(self._erc20, _address("token", token), "balanceOf", _address("owner", owner))
+        )
+
+    def erc20_allowance(self, *, token: str, owner: str, spender: str) -> int:
+        return int(
+            self._call(
+                self._erc20,
+                _address("token", token),
+                "allowance",
+                _address("owner", owner),
+                _address("spender", spender),
+            )
+        )
+
+    def erc20_decimals(self, *, token: str) -> int:
+        return int(self._call(self._erc20, _address("token", token), "decimals"))
+
+    def erc20_symbol(self, *, token: str) -> str:
+        return str(self._call(self._erc20, _address("token", token), "symbol"))
+
+    def vault_balance(self, *, vault: str, owner: str, token: str, vault_id: bytes) -> int:
+        return int(
+            self._call(
+                self._vault,
+                _address("vault", vault),
+                "vaultBalance",
+                _address("owner", owner),
+                _address("token", token),
+                _bytes32("vault_id", vault_id),
+            )
+        )
+
+    def cctp_nonce_used(self, *, message_transmitter: str, nonce: str) -> bool:
+        """True once `receiveMessage` consumed this nonce on this chain (already minted)."""
+        raw = bytes.fromhex(nonce.removeprefix("0x"))
+        return (
+            int(
+                self._call(
+                    self._transmitter,
+                    _address("message_transmitter", message_transmitter),
+                    "usedNonces",
+                    _bytes32("nonce", raw),
+                )
+            )
+            != 0
+        )
+
+    def receipt(self, tx_hash: str) -> Receipt | None:
+        """The receipt, or None while the transaction is unknown or not yet mined."""
+        try:
+            raw = self._w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return None
+        except Exception as exc:
+            raise ChainRpcError(
+                self.name, "eth_getTransactionReceipt", self._redact(f"{type(exc).__name__}: {exc}")
+            ) from None
+        if raw is None:
+            return None
+        return receipt_from_web3(raw)
+
+    def transaction_known(self, tx_hash: str) -> bool:
+        """True if the node has the transaction (pending or mined)."""
+        try:
+            return self._w3.eth.get_transaction(tx_hash) is not None  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return False
+        except Exception as exc:
+            raise ChainRpcError(
+                self.name,
+                "eth_getTransactionByHash",
+                self._redact(f"{type(exc).__name__}: {exc}"),
+            ) from None
+
+    def erc20_transfers(
+        self,
+        *,
+        token: str,
+        from_block: int,
+        to_block: int | None = None,
+        to: str | None = None,
+        from_: str | None = None,
+    ) -> list[Erc20Transfer]:
+        """`Transfer` logs of `token` in [from_block, to_block] (latest if None), oldest first.
+
+        Used to verify an arrival and, on resume, to find an earlier send before sending again.
+        """
+        topics: list[Any] = [
+            TRANSFER_TOPIC,
+            _topic_address(_address("from_", from_)) if from_ is not None else None,
+            _topic_address(_address("to", to)) if to is not None else None,
+        ]
+        while topics and topics[-1] is None:
+            topics.pop()
+        params: dict[str, Any] = {
+            "address": _address("token", token),
+            "fromBlock": from_block,
+            "toBlock": to_block if to_block is not None else "latest",
+            "topics": topics,
+        }
+        raw_logs = self._rpc("eth_getLogs", self._w3.eth.get_logs, params)
+        transfers = []
+        for entry in raw_logs:
+            log = Log(
+                address=to_checksum_address(entry["address"]),
+                topics=tuple(_hex(bytes(t)) for t in entry["topics"]),
+                data=bytes(entry["data"]),
+                log_index=int(entry["logIndex"]),
+                block_number=int(entry["blockNumber"]),
+                tx_hash=_hex(bytes(entry["transactionHash"])),
+            )
+            transfer = _transfer_from_log(log)
+            if transfer is not None:
+                transfers.append(transfer)
+        transfers.sort(key=lambda t: (t.block_number, t.log_index))
+        return transfers
+
+    # -- writes: build (sign) ---------------------------------------------------------------
+
+    def _build(
+        self,
+        *,
+        contract: Any,
+        address: str,
+        function: str,
+        args: Sequence[Any],
+        nonce: int | None,
+        gas: int | None,
+    ) -> SignedTx:
+        data = contract.encode_abi(function, args=list(args))
+        tx: dict[str, Any] = {
+            "from": self._account.address,
+            "to": address,
+            "data": data,
+            "value": 0,
+            "chainId": self.chain_id,
+        }
+        if gas is None:
+            try:
+                estimate = self._rpc(f"eth_estimateGas {function}", self._w3.eth.estimate_gas, tx)
+            except ContractLogicError as exc:
+                raise PreflightReverted(self.name, function, self._reason(exc)) from None
+            gas = int(estimate) * (100 + GAS_MARGIN_PERCENT) // 100
+        latest = self._rpc("eth_getBlockByNumber", self._w3.eth.get_block, "latest")
+        base_fee = int(latest.get("baseFeePerGas") or 0)
+        priority = int(self._rpc("eth_maxPriorityFeePerGas", lambda: self._w3.eth.max_priority_fee))
+        tx.update(
+            {
+                "gas": gas,
+                "nonce": self.pending_nonce() if nonce is None else nonce,
+                "maxPriorityFeePerGas": priority,
+                "maxFeePerGas": 2 * base_fee + priority,
+                "type": 2,
+            }
+        )
+        del tx["from"]
+        signed = self._account.sign_transaction(tx)
+        result = SignedTx(
+            raw=bytes(signed.raw_transaction),
+            tx_hash=_hex(bytes(signed.hash)),
+            nonce=int(tx["nonce"]),
+            chain_id=int(tx["chainId"]),
+        )
+        logger.info(
+            "%s: signed %s tx %s nonce %d", self.name, function, result.tx_hash, result.nonce
+        )
+        return result
+
+    def build_erc20_transfer(
+        self,
+        *,
+        token: str,
+        to: str,
+        amount_units: int,
+        nonce: int | None = None,
+        gas: int | None = None,
+    ) -> SignedTx:
+        return self._build(
+            contract=self._erc20,
+            address=_address("token", token),
+            function="transfer",
+            args=[_address("to", to), _units("amount_units", amount_units, positive=True)],
+            nonce=nonce,
+            gas=gas,
+        )
+
+    def build_erc20_approve(
+        self,
+        *,
+        token: str,
+        spender: str,
+        amount_units: int,
+        nonce: int | None = None,
+        gas: int | None = None,
+    ) -> SignedTx:
+        return self._build(
+            contract=self._erc20,
+            address=_address("token", token),
+            function="approve",
+            args=[
+                _address("spender", spender),
+                _units("amount_units", amount_units, positive=False),
+            ],
+            nonce=nonce,
+            gas=gas,
+        )
+
+    def build_deposit_for_burn(
+        self,
+        *,
+        token_messenger: str,
+        burn_token: str,
+        amount_units: int,
+        destination_domain: int,
+        mint_recipient: str,
+        max_fee_units: int,
+        min_finality_threshold: int = cctp.FINALITY_THRESHOLD_FAST,
+        destination_caller: bytes = ZERO_BYTES32,
+        nonce: int | None = None,
+        gas: int | None = None,
+    ) -> SignedTx:
+        amount_units = _units("amount_units", amount_units, positive=True)
+        max_fee_units = _units("max_fee_units", max_fee_units, positive=False)
+        if max_fee_units >= amount_units:
+            raise InvalidArgument(
+                "max_fee_units", max_fee_units, f"must be less than amount_units {amount_units}"
+            )
+        return self._build(
+            contract=self._messenger,
+            address=_address("token_messenger", token_messenger),
+            function="depositForBurn",
+            args=[
+                amount_units,
+                destination_domain,
+                cctp.bytes32(_address("mint_recipient", mint_recipient)),
+                _address("burn_token", burn_token),
+                _bytes32("destination_caller", destination_caller),
+                max_fee_units,
+                min_finality_threshold,
+            ],
+            nonce=nonce,
+            gas=gas,
+        )
+
+    def build_receive_message(
+        self,
+        *,
+        message_transmitter: str,
+        message: bytes,
+        attestation: bytes,
+        nonce: int | None = None,
+        gas: int | None = None,
+    ) -> SignedTx:
+        return self._build(
+            contract=self._transmitter,
+            address=_address("message_transmitter", message_transmitter),
+            function="receiveMessage",
+            args=[bytes(message), bytes(attestation)],
+            nonce=nonce,
+            gas=gas,
+        )
+
+    def build_vault_deposit(
+        self,
+        *,
+        vault: str,
+        token: str,
+        vault_id: bytes,
+        amount_units: int,
+        nonce: int | None = None,
+        gas: int | None = None,
+    ) -> SignedTx:
+        return self._build(
+            contract=self._vault,
+            address=_address("vault", vault),
+            function="deposit3",
+            args=[
+                _address("token", token),
+                _bytes32("vault_id", vault_id),
+                _units("amount_units", amount_units, positive=True),
+            ],
+            nonce=nonce,
+            gas=gas,
+        )
+
+    def build_vault_withdraw(
+        self,
+        *,
+        vault: str,
+        token: str,
+        vault_id: bytes,
+        target_amount_units: int,
+        nonce: int | None = None,
+        gas: int | None = None,
+    ) -> SignedTx:
+        return self._build(
+            contract=self._vault,
+            address=_address("vault", vault),
+            function="withdraw3",
+            args=[
+                _address("token", token),
+                _bytes32("vault_id", vault_id),
+                _units("target_amount_units", target_amount_units, positive=True),
+            ],
+            nonce=nonce,
+            gas=gas,
+        )
+
+    # -- writes: send -----------------------------------------------------------------------
+
+    def broadcast(self, signed: SignedTx) -> str:
+        """Send the signed bytes; idempotent. Returns the transaction hash.
+
+        A node that already has the transaction ("already known") or has mined it ("nonce too
+        low" with a receipt or a known transaction for this hash) counts as success.
+        """
+        if signed.chain_id != self.chain_id:
+            raise InvalidArgument(
+                "signed.chain_id", signed.chain_id, f"must match {self.name} chain {self.chain_id}"
+            )
+        try:
+            self._w3.eth.send_raw_transaction(signed.raw)
+        except Web3RPCError as exc:
+            text = self._redact(str(exc))
+            lowered = text.lower()
+            if any(marker in lowered for marker in _ALREADY_KNOWN_MARKERS):
+                logger.info("%s: tx %s already known to the node", self.name, signed.tx_hash)
+                return signed.tx_hash
+            if any(marker in lowered for marker in _NONCE_TOO_LOW_MARKERS):
+                if self.transaction_known(signed.tx_hash):
+                    logger.info("%s: tx %s already mined", self.name, signed.tx_hash)
+                    return signed.tx_hash
+                raise NonceAlreadyUsed(signed.tx_hash, text) from None
+            raise BroadcastRejected(signed.tx_hash, text) from None
+        except Exception as exc:
+            raise ChainRpcError(
+                self.name, "eth_sendRawTransaction", self._redact(f"{type(exc).__name__}: {exc}")
+            ) from None
+        logger.info("%s: broadcast tx %s nonce %d", self.name, signed.tx_hash, signed.nonce)
+        return signed.tx_hash
+
+    def revert_reason(self, tx_hash: str) -> str:
+        """Replay a mined transaction with eth_call on its parent block to recover the reason."""
+        try:
+            tx = self._w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+            call = {
+                "from": tx["from"],
+                "to": tx["to"],
+                "data": tx["input"],
+                "value": tx["value"],
+                "gas": tx["gas"],
+            }
+            self._w3.eth.call(call, int(tx["blockNumber"]) - 1)  # type: ignore[arg-type]
+        except ContractLogicError as exc:
+            return self._reason(exc) or "reverted without a reason"
+        except Exception as exc:
+            return self._redact(f"reason unavailable ({type(exc).__name__})")
+        return "reason unavailable (replay succeeded; likely out of gas or state changed)"
+
+    def require_success(self, receipt: Receipt) -> Receipt:
+        if not receipt.succeeded:
+            raise TransactionReverted(receipt.tx_hash, self.revert_reason(receipt.tx_hash))
+        return receipt
+
+    def wait_for_receipt(
+        self, tx_hash: str, *, timeout_s: float = 120.0, poll_s: float = 1.0
+    ) -> Receipt:
+        """Poll until mined; raises `TransactionReverted` for status 0, `ReceiptTimeout`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.receipt(tx_hash)
+            if found is not None:
+                return self.require_success(found)
+            if time.monotonic() >= deadline:
+                raise ReceiptTimeout(tx_hash, timeout_s)
+            time.sleep(poll_s)
+
+    def send(self, signed: SignedTx, *, timeout_s: float = 120.0, poll_s: float = 0.5) -> Receipt:
+        """broadcast + wait_for_receipt, for callers that do not store the signed bytes first."""
+        self.broadcast(signed)
+        return self.wait_for_receipt(signed.tx_hash, timeout_s=timeout_s, poll_s=poll_s)
+
+    def decode_message_sent(self, receipt: Receipt) -> CctpBurn:
+        return decode_message_sent(receipt)
+
+
+def is_already_received(error: BaseException) -> bool:
+    """True when a receiveMessage reverted because the message was already received."""
+    return isinstance(error, ContractReverted) and NONCE_ALREADY_USED_REASON in error.reason
