@@ -1,5 +1,11 @@
+from decimal import Decimal
+
 from django.db import models
 from django.utils import timezone
+
+from inventory.domain.inventory import PoolInventory, VenueBalance
+from inventory.domain.values import USDC_POOL
+from inventory.fields import ExactDecimalField
 
 
 class Event(models.Model):
@@ -41,3 +47,138 @@ class Event(models.Model):
         from inventory.codec import decode_event
 
         return decode_event(self.event_type, self.payload)
+
+
+class PoolKind(models.TextChoices):
+    EQUITY = "equity", "Equity"
+    USDC = "usdc", "USDC"
+
+
+class InventoryPool(models.Model):
+    """Projection row: one per equity symbol and one for USDC ("USDC").
+
+    Updated in the same transaction as the events it reflects (`inventory.projection`);
+    `rebuild_inventory` replays the log and must reproduce every field. An unobserved venue
+    (never snapshotted) has `*_observed = False` and zero amounts.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    key = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=PoolKind.choices)
+    onchain_available = ExactDecimalField(default=Decimal(0))
+    onchain_inflight = ExactDecimalField(default=Decimal(0))
+    offchain_available = ExactDecimalField(default=Decimal(0))
+    offchain_inflight = ExactDecimalField(default=Decimal(0))
+    onchain_observed = models.BooleanField(default=False)
+    offchain_observed = models.BooleanField(default=False)
+    last_rebalancing = models.DateTimeField(null=True, blank=True)
+    needs_reconciliation = models.BooleanField(default=False)
+    reconciliation_reason = models.TextField(blank=True, default="")
+    last_event_id = models.BigIntegerField(null=True, blank=True)
+    # The domain's `last_updated`: event time of the last change, deterministic on replay.
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(kind__in=PoolKind.values), name="inventorypool_kind_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} pool"
+
+    def to_domain(self) -> PoolInventory:
+        return PoolInventory(
+            onchain=(
+                VenueBalance(self.onchain_available, self.onchain_inflight)
+                if self.onchain_observed
+                else None
+            ),
+            offchain=(
+                VenueBalance(self.offchain_available, self.offchain_inflight)
+                if self.offchain_observed
+                else None
+            ),
+            last_rebalancing=self.last_rebalancing,
+            last_updated=self.updated_at,
+            reconciliation_reason=self.reconciliation_reason if self.needs_reconciliation else None,
+        )
+
+    def set_from_domain(self, pool: PoolInventory) -> list[str]:
+        """Copy a domain pool onto the row; returns the names of the fields that changed."""
+        on = pool.onchain or VenueBalance()
+        off = pool.offchain or VenueBalance()
+        values = {
+            "onchain_available": on.available,
+            "onchain_inflight": on.inflight,
+            "offchain_available": off.available,
+            "offchain_inflight": off.inflight,
+            "onchain_observed": pool.onchain is not None,
+            "offchain_observed": pool.offchain is not None,
+            "last_rebalancing": pool.last_rebalancing,
+            "needs_reconciliation": pool.needs_reconciliation,
+            "reconciliation_reason": pool.reconciliation_reason or "",
+            "updated_at": pool.last_updated,
+        }
+        changed = []
+        for name, value in values.items():
+            current = getattr(self, name)
+            if current != value:
+                setattr(self, name, value)
+                changed.append(name)
+        return changed
+
+    @staticmethod
+    def kind_for(key: str) -> str:
+        return PoolKind.USDC if key == USDC_POOL else PoolKind.EQUITY
+
+
+class Asset(models.Model):
+    """A tokenized equity we rebalance (spec section 10): base symbol <-> onchain token."""
+
+    id = models.BigAutoField(primary_key=True)
+    base_symbol = models.CharField(max_length=32, unique=True)
+    token_address = models.CharField(max_length=42, unique=True)
+    token_symbol = models.CharField(max_length=40)
+    decimals = models.PositiveSmallIntegerField(default=18)
+    vault_id = models.CharField(max_length=66)
+    rebalancing_enabled = models.BooleanField(default=True)
+    # Per-asset threshold overrides; None falls back to the global equity threshold.
+    target_ratio = ExactDecimalField(null=True, blank=True)
+    deviation = ExactDecimalField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["base_symbol"]
+
+    def __str__(self) -> str:
+        return f"{self.base_symbol} ({self.token_symbol} {self.token_address})"
+
+
+class RebalancingSettingsRow(models.Model):
+    """Operator-editable global settings; one row (`scope="global"`), created on first read
+    from `settings.REBALANCING`. Every change also appends a `SettingChanged` event."""
+
+    id = models.BigAutoField(primary_key=True)
+    scope = models.CharField(max_length=32, unique=True, default="global")
+    paused = models.BooleanField(default=False)
+    equity_target_ratio = ExactDecimalField()
+    equity_deviation = ExactDecimalField()
+    usdc_target_ratio = ExactDecimalField()
+    usdc_deviation = ExactDecimalField()
+    equity_minimum_shares = ExactDecimalField()
+    usdc_minimum = ExactDecimalField()
+    equity_cap_shares = ExactDecimalField(null=True, blank=True)
+    usdc_cap = ExactDecimalField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        verbose_name = "rebalancing settings"
+        verbose_name_plural = "rebalancing settings"
+
+    def __str__(self) -> str:
+        return f"rebalancing settings ({self.scope})"

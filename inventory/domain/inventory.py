@@ -616,11 +616,13 @@ class InventoryFold:
             self.tracks[key] = track
         return track
 
-    def pools_for(self, aggregate_type: str, aggregate_id: str, event: Any) -> tuple[str, ...]:
-        track = None
-        if aggregate_type in ev.OPERATION_EVENT_TYPES:
-            track = self.track_for(aggregate_type, aggregate_id, event)
-        return affected_pools(aggregate_type, aggregate_id, event, track)
+    def follow(self, aggregate_type: str, aggregate_id: str, event: Any) -> None:
+        """Advance only an operation's track (for history the pools already reflect)."""
+        if aggregate_type not in ev.OPERATION_EVENT_TYPES:
+            return
+        track = self.track_for(aggregate_type, aggregate_id, event)
+        if track is not None:
+            self.tracks[(aggregate_type, aggregate_id)] = track_apply(track, event)
 
     def apply(
         self, aggregate_type: str, aggregate_id: str, event: Any, now: datetime

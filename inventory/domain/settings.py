@@ -1,0 +1,187 @@
+"""RebalancingSettings aggregate: audited operator changes (aggregate id = scope).
+
+Pure. The scope is "global" (switches, thresholds, minimums and caps) or a base symbol (that
+asset's switch, registration and threshold overrides). The current values live in database
+rows; every change is also a `SettingChanged{scope, setting, old, new, changed_by}` event,
+appended in the same transaction, so the event log is the audit trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from inventory.domain import events as ev
+from inventory.domain.aggregate import AggregateSpec
+from inventory.domain.lifecycle import Lifecycle, lifecycle_apply
+from inventory.domain.values import InvalidValue, validate_symbol
+
+GLOBAL_SCOPE = "global"
+
+SettingValue = Decimal | bool | str | None
+
+
+def _decimal(setting: str, raw: Any) -> Decimal:
+    if isinstance(raw, bool | float):
+        raise InvalidValue(setting, raw, "must be a decimal given as str, int or Decimal")
+    try:
+        number = Decimal(str(raw).strip()) if not isinstance(raw, Decimal) else raw
+    except InvalidOperation:
+        raise InvalidValue(setting, raw, "not a decimal number") from None
+    if not number.is_finite():
+        raise InvalidValue(setting, raw, "must be finite")
+    return number
+
+
+def parse_ratio(setting: str, raw: Any) -> Decimal:
+    number = _decimal(setting, raw)
+    if not Decimal(0) <= number <= Decimal(1):
+        raise InvalidValue(setting, raw, "must be between 0 and 1 inclusive")
+    return number
+
+
+def parse_non_negative(setting: str, raw: Any) -> Decimal:
+    number = _decimal(setting, raw)
+    if number < 0:
+        raise InvalidValue(setting, raw, "must be >= 0")
+    return number
+
+
+def parse_cap(setting: str, raw: Any) -> Decimal | None:
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        return None
+    number = _decimal(setting, raw)
+    if number <= 0:
+        raise InvalidValue(setting, raw, "must be > 0, or empty for no cap")
+    return number
+
+
+def parse_optional_ratio(setting: str, raw: Any) -> Decimal | None:
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        return None
+    return parse_ratio(setting, raw)
+
+
+def parse_optional_non_negative(setting: str, raw: Any) -> Decimal | None:
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        return None
+    return parse_non_negative(setting, raw)
+
+
+def parse_bool(setting: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(raw, str) and raw.strip().lower() in ("false", "0", "no", "off"):
+        return False
+    raise InvalidValue(setting, raw, "must be true or false")
+
+
+Parser = Callable[[str, Any], SettingValue]
+
+GLOBAL_SETTINGS: Mapping[str, Parser] = {
+    "paused": parse_bool,
+    "equity_target_ratio": parse_ratio,
+    "equity_deviation": parse_non_negative,
+    "usdc_target_ratio": parse_ratio,
+    "usdc_deviation": parse_non_negative,
+    "equity_minimum_shares": parse_non_negative,
+    "usdc_minimum": parse_non_negative,
+    "equity_cap_shares": parse_cap,
+    "usdc_cap": parse_cap,
+}
+
+ASSET_SETTINGS: Mapping[str, Parser] = {
+    "rebalancing_enabled": parse_bool,
+    "target_ratio": parse_optional_ratio,
+    "deviation": parse_optional_non_negative,
+}
+
+# Registration of an asset is audited under the asset's scope with this setting name.
+ASSET_REGISTERED = "asset"
+
+
+def validate_scope(scope: str) -> str:
+    if scope == GLOBAL_SCOPE:
+        return scope
+    return validate_symbol(scope)
+
+
+def parse_setting(scope: str, setting: str, raw: Any) -> SettingValue:
+    """Validate one setting value for a scope; raises `InvalidValue` naming field and rule."""
+    validate_scope(scope)
+    table = GLOBAL_SETTINGS if scope == GLOBAL_SCOPE else ASSET_SETTINGS
+    parser = table.get(setting)
+    if parser is None:
+        raise InvalidValue("setting", setting, f"expected one of {', '.join(sorted(table))}")
+    return parser(setting, raw)
+
+
+def format_setting(value: SettingValue) -> str | None:
+    """The audit text of a value: None stays None, booleans are "true"/"false"."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class SettingsState:
+    # setting -> newest audited value text
+    values: Mapping[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChangeSetting:
+    scope: str
+    setting: str
+    old_value: str | None
+    new_value: str | None
+    changed_by: str
+
+
+def _advance(state: SettingsState, event: ev.SettingChanged) -> SettingsState:
+    return SettingsState(values={**state.values, event.setting: event.new_value})
+
+
+def apply(state: Lifecycle[SettingsState], event: Any) -> Lifecycle[SettingsState]:
+    return lifecycle_apply(
+        state,
+        event,
+        apply_transition=_advance,
+        from_event=lambda e: _advance(SettingsState(), e),
+    )
+
+
+def handle(
+    state: Lifecycle[SettingsState], command: ChangeSetting, now: datetime
+) -> list[ev.SettingChanged]:
+    """One audited change; nothing when the value does not change."""
+    state.current()
+    validate_scope(command.scope)
+    if not isinstance(command.changed_by, str) or not command.changed_by.strip():
+        raise InvalidValue("changed_by", command.changed_by, "must name who made the change")
+    if command.setting != ASSET_REGISTERED:
+        parse_setting(command.scope, command.setting, command.new_value)
+    if command.old_value == command.new_value:
+        return []
+    return [
+        ev.SettingChanged(
+            scope=command.scope,
+            setting=command.setting,
+            old_value=command.old_value,
+            new_value=command.new_value,
+            changed_by=command.changed_by,
+            changed_at=now,
+        )
+    ]
+
+
+SPEC = AggregateSpec(
+    aggregate_type=ev.SETTINGS, apply=apply, handle=handle, event_classes=(ev.SettingChanged,)
+)

@@ -1,0 +1,129 @@
+"""Reads for the inventory app: pools, assets and the typed rebalancing settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings as django_settings
+
+from inventory.domain.inventory import ImbalanceThreshold, PoolInventory
+from inventory.domain.values import USDC_POOL
+from inventory.models import Asset, InventoryPool, RebalancingSettingsRow
+
+
+def pool_get(*, key: str) -> InventoryPool | None:
+    return InventoryPool.objects.filter(key=key).first()
+
+
+def pool_inventory(*, key: str) -> PoolInventory:
+    """The pool as a domain value; a pool with no row is entirely unobserved."""
+    row = pool_get(key=key)
+    return row.to_domain() if row is not None else PoolInventory()
+
+
+def pools_list() -> list[InventoryPool]:
+    return list(InventoryPool.objects.order_by("key"))
+
+
+def pools_needing_reconciliation() -> list[InventoryPool]:
+    return list(InventoryPool.objects.filter(needs_reconciliation=True).order_by("key"))
+
+
+def asset_by_symbol(base_symbol: str) -> Asset | None:
+    """Base symbol (the Position id, e.g. "AAPL") -> registered asset, or None."""
+    return Asset.objects.filter(base_symbol=base_symbol).first()
+
+
+def asset_by_address(token_address: str) -> Asset | None:
+    """Token address (any letter case) -> registered asset, or None."""
+    if not isinstance(token_address, str):
+        return None
+    return Asset.objects.filter(token_address__iexact=token_address).first()
+
+
+def assets_list() -> list[Asset]:
+    return list(Asset.objects.order_by("base_symbol"))
+
+
+@dataclass(frozen=True)
+class AssetOverride:
+    rebalancing_enabled: bool
+    target_ratio: Decimal | None
+    deviation: Decimal | None
+
+
+@dataclass(frozen=True)
+class RebalancingSettings:
+    """The settings the trigger reads, frozen at one moment.
+
+    `enabled` is the deployment switch (environment, REBALANCING_ENABLED); `paused` the
+    operator's switch in the database. Rebalancing runs when `active`.
+    """
+
+    enabled: bool
+    paused: bool
+    equity_threshold: ImbalanceThreshold
+    usdc_threshold: ImbalanceThreshold
+    equity_minimum_shares: Decimal
+    usdc_minimum: Decimal
+    equity_cap_shares: Decimal | None
+    usdc_cap: Decimal | None
+    assets: dict[str, AssetOverride]
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and not self.paused
+
+    def asset_enabled(self, base_symbol: str) -> bool:
+        """Only registered assets with rebalancing enabled are rebalanced (#840)."""
+        asset = self.assets.get(base_symbol)
+        return asset is not None and asset.rebalancing_enabled
+
+    def threshold_for(self, pool_key: str) -> ImbalanceThreshold:
+        """USDC -> the USDC threshold; an equity -> its overrides over the global one."""
+        if pool_key == USDC_POOL:
+            return self.usdc_threshold
+        asset = self.assets.get(pool_key)
+        if asset is None or (asset.target_ratio is None and asset.deviation is None):
+            return self.equity_threshold
+        return ImbalanceThreshold(
+            target=(
+                asset.target_ratio
+                if asset.target_ratio is not None
+                else self.equity_threshold.target
+            ),
+            deviation=(
+                asset.deviation if asset.deviation is not None else self.equity_threshold.deviation
+            ),
+        )
+
+
+def rebalancing_settings_get() -> RebalancingSettings:
+    """The global row (created from the environment defaults on first read) and the assets."""
+    from inventory.services import settings_row_ensure
+
+    row: RebalancingSettingsRow = settings_row_ensure()
+    return RebalancingSettings(
+        enabled=bool(django_settings.REBALANCING.enabled),
+        paused=row.paused,
+        equity_threshold=ImbalanceThreshold(row.equity_target_ratio, row.equity_deviation),
+        usdc_threshold=ImbalanceThreshold(row.usdc_target_ratio, row.usdc_deviation),
+        equity_minimum_shares=row.equity_minimum_shares,
+        usdc_minimum=row.usdc_minimum,
+        equity_cap_shares=row.equity_cap_shares,
+        usdc_cap=row.usdc_cap,
+        assets={
+            asset.base_symbol: AssetOverride(
+                rebalancing_enabled=asset.rebalancing_enabled,
+                target_ratio=asset.target_ratio,
+                deviation=asset.deviation,
+            )
+            for asset in Asset.objects.all()
+        },
+    )
+
+
+def threshold_for(pool_key: str, settings: RebalancingSettings | None = None) -> ImbalanceThreshold:
+    """The imbalance threshold of a pool (per-asset override, else global; USDC its own)."""
+    return (settings or rebalancing_settings_get()).threshold_for(pool_key)
