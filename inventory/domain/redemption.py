@@ -1,0 +1,600 @@
+"""EquityRedemption aggregate (spec 4.3): onchain tokens -> offchain shares; id = a UUID.
+
+States (`STEP` names each one for workers):
+
+    TransferPending --SendTokens--> TokensSent --Detect--> Pending --Complete--> Completed
+    (genesis via SignTransfer; or genesis TokensSent via SendTokens, as in the spec)
+    TransferPending -> Failed (TransferFailed: no tokens left, nothing inflight)
+    TokensSent      -> Failed (DetectionFailed: tokens sent, inflight kept)
+    Pending         -> Failed (RedemptionRejected: tokens sent, inflight kept, id kept)
+    Failed(inflight kept) -> Reconciled (operator, RedemptionReconciled)
+
+`TransferPending` stores the signed ERC-20 transfer (raw bytes and hash) so a resumed worker
+rebroadcasts the same bytes; `SendTokens` from there must name the same transfer.
+
+State classes share names with some events: import this module (`from inventory.domain
+import redemption`) and write `redemption.TokensSent` for the state, `ev.TokensSent` for the
+event. Workers should branch on `step_of(lifecycle)`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from inventory.domain import events as ev
+from inventory.domain.aggregate import AggregateSpec
+from inventory.domain.checks import (
+    CommandRefused,
+    validate_address,
+    validate_amount,
+    validate_aware,
+    validate_bytes,
+    validate_text,
+    validate_tx_hash,
+)
+from inventory.domain.lifecycle import Lifecycle, Mismatch, lifecycle_apply
+from inventory.domain.values import Address, InvalidValue, TxHash, validate_symbol
+
+
+class RedemptionStep(enum.StrEnum):
+    UNINITIALIZED = "Uninitialized"
+    TRANSFER_PENDING = "TransferPending"
+    TOKENS_SENT = "TokensSent"
+    PENDING = "Pending"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    RECONCILED = "Reconciled"
+    # The lifecycle is Failed (an invalid event was stored): every command is refused.
+    CORRUPTED = "Corrupted"
+
+
+TERMINAL_STEPS = frozenset(
+    {RedemptionStep.COMPLETED, RedemptionStep.FAILED, RedemptionStep.RECONCILED}
+)
+
+
+# --- states ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransferPending:
+    """The transfer is signed and stored; it may or may not have been broadcast."""
+
+    STEP: ClassVar[RedemptionStep] = RedemptionStep.TRANSFER_PENDING
+    symbol: str
+    quantity: Decimal
+    token: Address
+    redemption_wallet: Address
+    raw_tx: bytes
+    tx_hash: TxHash
+    signed_at: datetime
+
+
+@dataclass(frozen=True)
+class TokensSent:
+    STEP: ClassVar[RedemptionStep] = RedemptionStep.TOKENS_SENT
+    symbol: str
+    quantity: Decimal
+    redemption_wallet: Address
+    tx_hash: TxHash
+    sent_at: datetime
+
+
+@dataclass(frozen=True)
+class Pending:
+    STEP: ClassVar[RedemptionStep] = RedemptionStep.PENDING
+    symbol: str
+    quantity: Decimal
+    tx_hash: TxHash
+    tokenization_request_id: str
+    sent_at: datetime
+    detected_at: datetime
+
+
+@dataclass(frozen=True)
+class Completed:
+    STEP: ClassVar[RedemptionStep] = RedemptionStep.COMPLETED
+    symbol: str
+    quantity: Decimal
+    tx_hash: TxHash
+    tokenization_request_id: str
+    completed_at: datetime
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Terminal failure.
+
+    `tokenization_request_id` is present only when the failure came after detection;
+    `sent_at` is None and `inflight_kept` False when the transfer itself failed
+    (TransferFailed); after the tokens were sent the inventory keeps them inflight
+    (`inflight_kept` True) until an operator reconciles.
+    """
+
+    STEP: ClassVar[RedemptionStep] = RedemptionStep.FAILED
+    symbol: str
+    quantity: Decimal
+    tx_hash: TxHash
+    tokenization_request_id: str | None
+    reason: str
+    sent_at: datetime | None
+    failed_at: datetime
+    inflight_kept: bool = True
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """An operator declared the kept inflight settled outside the system (B13)."""
+
+    STEP: ClassVar[RedemptionStep] = RedemptionStep.RECONCILED
+    symbol: str
+    quantity: Decimal
+    failed: Failed
+    reason: str
+    operator: str
+    reconciled_at: datetime
+
+
+RedemptionState = TransferPending | TokensSent | Pending | Completed | Failed | Reconciled
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignTransfer:
+    """Genesis alternative: record the signed ERC-20 transfer before broadcasting it."""
+
+    symbol: str
+    quantity: Decimal
+    token: Address
+    redemption_wallet: Address
+    raw_tx: bytes
+    tx_hash: TxHash
+
+
+@dataclass(frozen=True)
+class SendTokens:
+    symbol: str
+    quantity: Decimal
+    redemption_wallet: Address
+    tx_hash: TxHash
+
+
+@dataclass(frozen=True)
+class FailTransfer:
+    """The signed transfer reverted or can never be mined: no tokens left."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Detect:
+    tokenization_request_id: str
+
+
+@dataclass(frozen=True)
+class FailDetection:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Complete:
+    pass
+
+
+@dataclass(frozen=True)
+class RejectRedemption:
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReconcileRedemption:
+    reason: str
+    operator: str
+
+
+RedemptionCommand = (
+    SignTransfer
+    | SendTokens
+    | FailTransfer
+    | Detect
+    | FailDetection
+    | Complete
+    | RejectRedemption
+    | ReconcileRedemption
+)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class RedemptionError(CommandRefused):
+    """A redemption command refused in the current state (`command`, `state`, `rule`)."""
+
+
+class AlreadyInProgress(RedemptionError):
+    RULE = "a redemption was already started for this id"
+
+
+class AlreadyCompleted(RedemptionError):
+    RULE = "the redemption is already past this step"
+
+
+class AlreadyFailed(RedemptionError):
+    RULE = "the redemption already failed"
+
+
+class AlreadyReconciled(RedemptionError):
+    RULE = "the redemption was already reconciled by an operator"
+
+
+class TokensNotSent(RedemptionError):
+    RULE = "the tokens have not been sent"
+
+
+class NotPending(RedemptionError):
+    RULE = "the redemption has not been detected by Alpaca (not pending)"
+
+
+class NotPendingForRejection(RedemptionError):
+    RULE = "only a pending (detected) redemption can be rejected"
+
+
+class TransferNotSigned(RedemptionError):
+    RULE = "no signed transfer is waiting to be sent"
+
+
+class SignedTransferMismatch(RedemptionError):
+    RULE = "SendTokens must name the transfer that was signed and stored"
+
+
+class NotReconcilable(RedemptionError):
+    RULE = "only a failed redemption whose tokens were sent (inflight kept) can be reconciled"
+
+
+_S = RedemptionStep
+_STEPS = (
+    _S.UNINITIALIZED,
+    _S.TRANSFER_PENDING,
+    _S.TOKENS_SENT,
+    _S.PENDING,
+    _S.COMPLETED,
+    _S.FAILED,
+)
+
+
+def _row(*errors: type[RedemptionError] | None) -> dict[RedemptionStep, Any]:
+    return dict(zip(_STEPS, errors, strict=True))
+
+
+OK = None
+# Command validation (spec 4.3 table plus the additions): the error per step, None = valid.
+# Reconciled (not listed) refuses every command with AlreadyReconciled.
+_VALIDITY: dict[type, dict[RedemptionStep, type[RedemptionError] | None]] = {
+    #                      U                     TransferPending      TokensSent
+    #                      Pending               Completed            Failed
+    SignTransfer: _row(
+        OK, AlreadyInProgress, AlreadyInProgress,
+        AlreadyInProgress, AlreadyInProgress, AlreadyInProgress,
+    ),
+    SendTokens: _row(
+        OK, OK, AlreadyCompleted,
+        AlreadyCompleted, AlreadyCompleted, AlreadyFailed,
+    ),
+    FailTransfer: _row(
+        TransferNotSigned, OK, AlreadyCompleted,
+        AlreadyCompleted, AlreadyCompleted, AlreadyFailed,
+    ),
+    Detect: _row(
+        TokensNotSent, TokensNotSent, OK,
+        AlreadyCompleted, AlreadyCompleted, AlreadyFailed,
+    ),
+    FailDetection: _row(
+        TokensNotSent, TokensNotSent, OK,
+        AlreadyCompleted, AlreadyCompleted, AlreadyFailed,
+    ),
+    Complete: _row(
+        NotPending, NotPending, NotPending,
+        OK, AlreadyCompleted, AlreadyFailed,
+    ),
+    RejectRedemption: _row(
+        NotPendingForRejection, NotPendingForRejection, NotPendingForRejection,
+        OK, AlreadyCompleted, AlreadyFailed,
+    ),
+    ReconcileRedemption: _row(
+        NotReconcilable, NotReconcilable, NotReconcilable,
+        NotReconcilable, NotReconcilable, OK,  # further checked: only with inflight kept
+    ),
+}  # fmt: skip
+
+
+# --- helpers for the trigger, the projection and workers ------------------------------------
+
+
+def _value(
+    state: Lifecycle[RedemptionState] | RedemptionState | None,
+) -> RedemptionState | None:
+    if isinstance(state, Lifecycle):
+        return state.value
+    return state
+
+
+def step_of(state: Lifecycle[RedemptionState]) -> RedemptionStep:
+    """Which step the redemption is in; CORRUPTED when the lifecycle is Failed."""
+    if state.is_failed:
+        return RedemptionStep.CORRUPTED
+    if state.value is None:
+        return RedemptionStep.UNINITIALIZED
+    return state.value.STEP
+
+
+def genesis_of(
+    state: Lifecycle[RedemptionState] | RedemptionState | None,
+) -> tuple[str, Decimal] | None:
+    """(symbol, quantity) from the stored state (also a corrupted one's last valid state)."""
+    value = _value(state)
+    if value is None:
+        return None
+    return value.symbol, value.quantity
+
+
+def is_terminal(state: Lifecycle[RedemptionState] | RedemptionState | None) -> bool:
+    """True for Completed, Failed and Reconciled (a corrupted lifecycle is not terminal)."""
+    if isinstance(state, Lifecycle) and state.is_failed:
+        return False
+    value = _value(state)
+    return value is not None and value.STEP in TERMINAL_STEPS
+
+
+def can_reconcile(state: Lifecycle[RedemptionState] | RedemptionState | None) -> bool:
+    if isinstance(state, Lifecycle) and state.is_failed:
+        return False
+    value = _value(state)
+    return isinstance(value, Failed) and value.inflight_kept
+
+
+def tokens_sent(state: Lifecycle[RedemptionState] | RedemptionState | None) -> bool:
+    """Whether the tokens left our wallet (so the onchain amount is inflight or settled)."""
+    value = _value(state)
+    if value is None or isinstance(value, TransferPending):
+        return False
+    if isinstance(value, Failed):
+        return value.sent_at is not None
+    return True
+
+
+# --- apply ----------------------------------------------------------------------------------
+
+
+def _from_event(event: Any) -> RedemptionState:
+    if isinstance(event, ev.TransferSigned):
+        return TransferPending(
+            symbol=event.symbol,
+            quantity=event.quantity,
+            token=event.token,
+            redemption_wallet=event.redemption_wallet,
+            raw_tx=event.raw_tx,
+            tx_hash=event.tx_hash,
+            signed_at=event.signed_at,
+        )
+    if isinstance(event, ev.TokensSent):
+        return TokensSent(
+            symbol=event.symbol,
+            quantity=event.quantity,
+            redemption_wallet=event.redemption_wallet,
+            tx_hash=event.tx_hash,
+            sent_at=event.sent_at,
+        )
+    raise Mismatch(None, event)
+
+
+def _same_hex(left: str, right: str) -> bool:
+    return left.lower() == right.lower()
+
+
+def _transition(state: RedemptionState, event: Any) -> RedemptionState:
+    if isinstance(state, TransferPending):
+        if isinstance(event, ev.TokensSent) and _same_hex(event.tx_hash, state.tx_hash):
+            return TokensSent(
+                symbol=state.symbol,
+                quantity=state.quantity,
+                redemption_wallet=state.redemption_wallet,
+                tx_hash=state.tx_hash,
+                sent_at=event.sent_at,
+            )
+        if isinstance(event, ev.TransferFailed):
+            return Failed(
+                symbol=state.symbol,
+                quantity=state.quantity,
+                tx_hash=state.tx_hash,
+                tokenization_request_id=None,
+                reason=event.reason,
+                sent_at=None,
+                failed_at=event.failed_at,
+                inflight_kept=False,
+            )
+    elif isinstance(state, TokensSent):
+        if isinstance(event, ev.Detected):
+            return Pending(
+                symbol=state.symbol,
+                quantity=state.quantity,
+                tx_hash=state.tx_hash,
+                tokenization_request_id=event.tokenization_request_id,
+                sent_at=state.sent_at,
+                detected_at=event.detected_at,
+            )
+        if isinstance(event, ev.DetectionFailed):
+            return Failed(
+                symbol=state.symbol,
+                quantity=state.quantity,
+                tx_hash=state.tx_hash,
+                tokenization_request_id=None,
+                reason=event.reason,
+                sent_at=state.sent_at,
+                failed_at=event.failed_at,
+                inflight_kept=True,
+            )
+    elif isinstance(state, Pending):
+        if isinstance(event, ev.Completed):
+            return Completed(
+                symbol=state.symbol,
+                quantity=state.quantity,
+                tx_hash=state.tx_hash,
+                tokenization_request_id=state.tokenization_request_id,
+                completed_at=event.completed_at,
+            )
+        if isinstance(event, ev.RedemptionRejected):
+            return Failed(
+                symbol=state.symbol,
+                quantity=state.quantity,
+                tx_hash=state.tx_hash,
+                tokenization_request_id=state.tokenization_request_id,
+                reason=event.reason,
+                sent_at=state.sent_at,
+                failed_at=event.rejected_at,
+                inflight_kept=True,
+            )
+    elif (
+        isinstance(state, Failed)
+        and isinstance(event, ev.RedemptionReconciled)
+        and state.inflight_kept
+    ):
+        return Reconciled(
+            symbol=state.symbol,
+            quantity=state.quantity,
+            failed=state,
+            reason=event.reason,
+            operator=event.operator,
+            reconciled_at=event.reconciled_at,
+        )
+    raise Mismatch(state, event)
+
+
+def apply(state: Lifecycle[RedemptionState], event: Any) -> Lifecycle[RedemptionState]:
+    return lifecycle_apply(state, event, apply_transition=_transition, from_event=_from_event)
+
+
+# --- handle ---------------------------------------------------------------------------------
+
+
+def _refuse_if_invalid(current: RedemptionState | None, command: Any) -> None:
+    table = _VALIDITY.get(type(command))
+    if table is None:
+        raise InvalidValue("command", command, "not an EquityRedemption command")
+    step = RedemptionStep.UNINITIALIZED if current is None else current.STEP
+    details: dict[str, Any] = {}
+    if current is not None:
+        details = {"symbol": current.symbol, "quantity": current.quantity}
+    if step not in table:
+        raise AlreadyReconciled(command, current, **details)
+    error = table[step]
+    if error is not None:
+        raise error(command, current, **details)
+    if isinstance(command, ReconcileRedemption) and not (
+        isinstance(current, Failed) and current.inflight_kept
+    ):
+        raise NotReconcilable(command, current, inflight_kept=False, **details)
+
+
+def _check_same_transfer(command: SendTokens, signed: TransferPending) -> None:
+    pairs: list[tuple[str, object, object, bool]] = [
+        ("tx_hash", signed.tx_hash, command.tx_hash, _same_hex(signed.tx_hash, command.tx_hash)),
+        ("symbol", signed.symbol, command.symbol, signed.symbol == command.symbol),
+        ("quantity", signed.quantity, command.quantity, signed.quantity == command.quantity),
+        (
+            "redemption_wallet",
+            signed.redemption_wallet,
+            command.redemption_wallet,
+            _same_hex(signed.redemption_wallet, command.redemption_wallet),
+        ),
+    ]
+    for field, expected, actual, same in pairs:
+        if not same:
+            raise SignedTransferMismatch(
+                command, signed, field=field, expected=expected, actual=actual
+            )
+
+
+def handle(
+    state: Lifecycle[RedemptionState], command: Any, now: datetime
+) -> list[ev.RedemptionEvent]:
+    """Decide the events for `command`, or raise a `RedemptionError` / `InvalidValue`.
+
+    A Failed (corrupted) lifecycle refuses every command with its `LifecycleError`.
+    """
+    validate_aware("now", now)
+    current: RedemptionState | None = state.current()
+    _refuse_if_invalid(current, command)
+
+    if isinstance(command, SignTransfer):
+        return [
+            ev.TransferSigned(
+                symbol=validate_symbol(command.symbol),
+                quantity=validate_amount("quantity", command.quantity),
+                token=validate_address("token", command.token),
+                redemption_wallet=validate_address("redemption_wallet", command.redemption_wallet),
+                raw_tx=validate_bytes("raw_tx", command.raw_tx),
+                tx_hash=validate_tx_hash("tx_hash", command.tx_hash),
+                signed_at=now,
+            )
+        ]
+    if isinstance(command, SendTokens):
+        event = ev.TokensSent(
+            symbol=validate_symbol(command.symbol),
+            quantity=validate_amount("quantity", command.quantity),
+            redemption_wallet=validate_address("redemption_wallet", command.redemption_wallet),
+            tx_hash=validate_tx_hash("tx_hash", command.tx_hash),
+            sent_at=now,
+        )
+        if isinstance(current, TransferPending):
+            _check_same_transfer(command, current)
+        return [event]
+    if isinstance(command, FailTransfer):
+        return [ev.TransferFailed(reason=validate_text("reason", command.reason), failed_at=now)]
+    if isinstance(command, Detect):
+        return [
+            ev.Detected(
+                tokenization_request_id=validate_text(
+                    "tokenization_request_id", command.tokenization_request_id
+                ),
+                detected_at=now,
+            )
+        ]
+    if isinstance(command, FailDetection):
+        return [ev.DetectionFailed(reason=validate_text("reason", command.reason), failed_at=now)]
+    if isinstance(command, Complete):
+        return [ev.Completed(completed_at=now)]
+    if isinstance(command, RejectRedemption):
+        return [
+            ev.RedemptionRejected(reason=validate_text("reason", command.reason), rejected_at=now)
+        ]
+    assert isinstance(command, ReconcileRedemption)
+    return [
+        ev.RedemptionReconciled(
+            reason=validate_text("reason", command.reason),
+            operator=validate_text("operator", command.operator),
+            reconciled_at=now,
+        )
+    ]
+
+
+SPEC = AggregateSpec(
+    aggregate_type=ev.REDEMPTION,
+    apply=apply,
+    handle=handle,
+    event_classes=(
+        ev.TransferSigned,
+        ev.TransferFailed,
+        ev.TokensSent,
+        ev.Detected,
+        ev.DetectionFailed,
+        ev.Completed,
+        ev.RedemptionRejected,
+        ev.RedemptionReconciled,
+    ),
+)
