@@ -374,15 +374,37 @@ class SimChains:
                 return chain
         raise SimChainError(f"chain={key!r}: not ethereum/base, domain 0/6 or a sim chain id")
 
-    def client(self, chain: SimChain | str | int, role: str = "market_maker") -> EvmChain:
-        """A real `EvmChain` client for `chain` signing with the dev account of `role`."""
+    def client(
+        self, chain: SimChain | str | int, signer: str | SimAccount = "market_maker"
+    ) -> EvmChain:
+        """A real `EvmChain` client for `chain` signing as `signer` (a role name or account)."""
         sim_chain = chain if isinstance(chain, SimChain) else self.chain(chain)
+        account = self.accounts[signer] if isinstance(signer, str) else signer
         return EvmChain(
             rpc_url=sim_chain.rpc_url,
-            private_key=self.accounts[role].private_key,
+            private_key=account.private_key,
             name=f"{sim_chain.name}-sim",
             expected_chain_id=sim_chain.chain_id,
         )
+
+    def new_account(self, role: str = "scratch", *, eth_wei: int = 10**21) -> SimAccount:
+        """A fresh random account with `eth_wei` of gas money on both chains (test isolation)."""
+        account = Account.create()
+        created = SimAccount(
+            role=role, address=str(account.address), private_key="0x" + bytes(account.key).hex()
+        )
+        for chain in (self.ethereum, self.base):
+            self.fund_eth(chain, created.address, eth_wei)
+        return created
+
+    def fund_eth(self, chain: SimChain, address: str, wei: int) -> None:
+        """Set the native balance of `address` (anvil_setBalance)."""
+        response = self._web3[chain.name].provider.make_request(
+            "anvil_setBalance",  # type: ignore[arg-type]
+            [to_checksum_address(address), hex(wei)],
+        )
+        if "error" in response:
+            raise SimChainError(f"{chain.name}: anvil_setBalance failed: {response['error']}")
 
     def web3(self, chain: SimChain) -> Web3:
         return self._web3[chain.name]
