@@ -473,7 +473,8 @@ class SimChains:
         client = self.client(chain, "deployer")
         return client.revert_reason(receipt.tx_hash)
 
-    def _encode(self, contract_name: str, function: str, *args: Any) -> str:
+    def encode(self, contract_name: str, function: str, *args: Any) -> str:
+        """ABI-encoded call data for `function` of one of our contracts (for `transact`)."""
         contract = self._web3[self.ethereum.name].eth.contract(
             abi=load_artifact(contract_name)["abi"]
         )
@@ -531,14 +532,14 @@ class SimChains:
                 chain,
                 self.deployer,
                 to=chain.usdc,
-                data=self._encode("MintableERC20", "configureMinter", chain.token_messenger, True),
+                data=self.encode("MintableERC20", "configureMinter", chain.token_messenger, True),
             )
         for local, remote in ((self.ethereum, self.base), (self.base, self.ethereum)):
             self.transact(
                 local,
                 self.deployer,
                 to=local.token_messenger,
-                data=self._encode(
+                data=self.encode(
                     "TokenMessengerV2",
                     "addRemoteTokenMessenger",
                     remote.domain,
@@ -549,7 +550,7 @@ class SimChains:
                 local,
                 self.deployer,
                 to=local.token_messenger,
-                data=self._encode(
+                data=self.encode(
                     "TokenMessengerV2",
                     "linkTokenPair",
                     local.usdc,
@@ -581,7 +582,7 @@ class SimChains:
                 self.base,
                 self.deployer,
                 to=address,
-                data=self._encode(
+                data=self.encode(
                     "MintableERC20", "configureMinter", self.alpaca_tokenization.address, True
                 ),
             )
@@ -595,7 +596,7 @@ class SimChains:
             chain,
             self.deployer,
             to=token,
-            data=self._encode("MintableERC20", "mint", to_checksum_address(to), amount_units),
+            data=self.encode("MintableERC20", "mint", to_checksum_address(to), amount_units),
         )
 
     def mint_usdc(self, chain: SimChain, to: str, amount_units: int) -> Receipt:
@@ -610,7 +611,7 @@ class SimChains:
             chain,
             account,
             to=token,
-            data=self._encode("MintableERC20", "transfer", to_checksum_address(to), amount_units),
+            data=self.encode("MintableERC20", "transfer", to_checksum_address(to), amount_units),
         )
 
     def burn_from(self, chain: SimChain, token: str, holder: str, amount_units: int) -> Receipt:
@@ -619,7 +620,7 @@ class SimChains:
             chain,
             self.deployer,
             to=token,
-            data=self._encode(
+            data=self.encode(
                 "MintableERC20", "burnFrom", to_checksum_address(holder), amount_units
             ),
         )
@@ -668,13 +669,13 @@ class SimChains:
                 self.base,
                 self.deployer,
                 to=input_token,
-                data=self._encode("MintableERC20", "approve", self.base.vault, input_units),
+                data=self.encode("MintableERC20", "approve", self.base.vault, input_units),
             )
         return self.transact(
             self.base,
             self.deployer,
             to=self.base.vault,
-            data=self._encode(
+            data=self.encode(
                 "OrderBookVault",
                 "simulateTake",
                 to_checksum_address(owner),
