@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -25,6 +26,7 @@ from inventory.domain import position
 from inventory.domain import settings as settings_domain
 from inventory.domain import snapshot as snapshot_domain
 from inventory.domain.events import ExecutionThreshold, ThresholdKind, TradeId
+from inventory.domain.inventory import InventoryFold
 from inventory.domain.lifecycle import Lifecycle
 from inventory.domain.values import (
     Direction,
@@ -34,7 +36,7 @@ from inventory.domain.values import (
     validate_quantity,
     validate_symbol,
 )
-from inventory.models import Asset, Event, RebalancingSettingsRow
+from inventory.models import Asset, Event, InventoryPool, RebalancingSettingsRow
 from inventory.store import (
     MAX_APPEND_ATTEMPTS,
     ConcurrencyError,
@@ -431,3 +433,110 @@ def setting_change(
         row.save(update_fields=fields)
     logger.info("setting %s/%s changed from %s to %s by %s", scope, setting, old, value, who)
     return stored[0] if stored else None
+
+
+# --- rebuild ----------------------------------------------------------------------------------
+
+REBUILD_CHUNK_SIZE = 2000
+
+POOL_FIELDS = (
+    "kind",
+    "onchain_available",
+    "onchain_inflight",
+    "offchain_available",
+    "offchain_inflight",
+    "onchain_observed",
+    "offchain_observed",
+    "last_rebalancing",
+    "needs_reconciliation",
+    "reconciliation_reason",
+    "last_event_id",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class PoolDifference:
+    pool: str
+    field: str
+    stored: Any
+    rebuilt: Any
+
+    def __str__(self) -> str:
+        return f"{self.pool}.{self.field}: stored {self.stored!r}, rebuilt {self.rebuilt!r}"
+
+
+def inventory_fold_log(
+    *, progress: Callable[[Iterable[Event], int], Iterable[Event]] | None = None
+) -> dict[str, InventoryPool]:
+    """Replay the whole log in id order with the projection's pure fold; unsaved rows."""
+    fold = InventoryFold()
+    last_event: dict[str, int] = {}
+    rows: Iterable[Event] = (
+        Event.objects.order_by("id")
+        .only("id", "aggregate_type", "aggregate_id", "event_type", "payload", "recorded_at")
+        .iterator(chunk_size=REBUILD_CHUNK_SIZE)
+    )
+    if progress is not None:
+        rows = progress(rows, Event.objects.count())
+    for row in rows:
+        keys = fold.apply(row.aggregate_type, row.aggregate_id, row.domain_event(), row.recorded_at)
+        for key in keys:
+            last_event[key] = row.id
+    rebuilt = {}
+    for key, pool in fold.pools.items():
+        row = InventoryPool(key=key, kind=InventoryPool.kind_for(key))
+        row.set_from_domain(pool)
+        row.last_event_id = last_event.get(key)
+        rebuilt[key] = row
+    return rebuilt
+
+
+def _differences(
+    stored: InventoryPool | None, rebuilt: InventoryPool, key: str
+) -> list[PoolDifference]:
+    baseline = stored or InventoryPool(key=key, kind=InventoryPool.kind_for(key))
+    found = []
+    for name in POOL_FIELDS:
+        old, new = getattr(baseline, name), getattr(rebuilt, name)
+        if stored is None or old != new:
+            found.append(PoolDifference(key, name, None if stored is None else old, new))
+    return found
+
+
+def inventory_rebuild(
+    *,
+    write: bool,
+    progress: Callable[[Iterable[Event], int], Iterable[Event]] | None = None,
+) -> list[PoolDifference]:
+    """Replay the log, report every difference from the stored pools, and (with `write`)
+    store the rebuilt values. Runs with every pool row locked, in one transaction."""
+    with transaction.atomic():
+        stored = {row.key: row for row in InventoryPool.objects.select_for_update().order_by("pk")}
+        rebuilt = inventory_fold_log(progress=progress)
+        differences: list[PoolDifference] = []
+        for key in sorted(set(stored) | set(rebuilt)):
+            target = rebuilt.get(key) or InventoryPool(key=key, kind=InventoryPool.kind_for(key))
+            differences.extend(_differences(stored.get(key), target, key))
+        if write and differences:
+            for key in sorted({d.pool for d in differences}):
+                target = rebuilt.get(key) or InventoryPool(
+                    key=key, kind=InventoryPool.kind_for(key)
+                )
+                row = stored.get(key)
+                if row is None:
+                    target.save(force_insert=True)
+                    continue
+                fields = [d.field for d in differences if d.pool == key]
+                for name in fields:
+                    setattr(row, name, getattr(target, name))
+                row.save(update_fields=fields)
+    for difference in differences:
+        logger.warning("inventory rebuild difference: %s", difference)
+    logger.info(
+        "inventory rebuild: %d pool(s), %d difference(s)%s",
+        len(set(stored) | set(rebuilt)),
+        len(differences),
+        ", written" if write and differences else "",
+    )
+    return differences
