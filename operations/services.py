@@ -222,6 +222,38 @@ def operation_finish(
     return operation
 
 
+def operation_reconciled(
+    *,
+    aggregate_id: str,
+    reason: str,
+    finished_by: str,
+    now: datetime | None = None,
+) -> Operation | None:
+    """An operator reconciled the aggregate (B13): end the operation if it is still active
+    (failed, with the reason) and clear `needs_attention` (a human has dealt with it).
+
+    Returns the operation (whatever its status), or None when the aggregate has no row.
+    """
+    moment = now or timezone.now()
+    with transaction.atomic():
+        operation = Operation.objects.select_for_update().filter(aggregate_id=aggregate_id).first()
+        if operation is None:
+            return None
+        if operation.is_active:
+            _terminate(
+                operation,
+                status=OperationStatus.FAILED,
+                reason=reason,
+                finished_by=finished_by,
+                now=moment,
+            )
+        operation.needs_attention = False
+        operation.updated_at = moment
+        operation.save(update_fields=["needs_attention", "updated_at"])
+    logger.info("operation %s reconciled: %s", operation.pk, reason)
+    return operation
+
+
 def operation_has_events(operation: Operation) -> bool:
     return Event.objects.filter(
         aggregate_type=operation.aggregate_type, aggregate_id=operation.aggregate_id

@@ -21,3 +21,15 @@ class RebalancerConfig(AppConfig):
             sender=apps.get_app_config("operations"),
             dispatch_uid="rebalancer.sweep_schedule",
         )
+        from inventory.store import events_appended
+        from operations.services import operation_released
+        from rebalancer import trigger
+
+        # Inside the appending transaction: terminal events end operations, pools are checked.
+        events_appended.connect(
+            trigger.on_events_appended, dispatch_uid="rebalancer.trigger.events_appended"
+        )
+        # An operation ended without a terminal event: re-check its pool and USDC.
+        operation_released.connect(
+            trigger.on_operation_released, dispatch_uid="rebalancer.trigger.operation_released"
+        )

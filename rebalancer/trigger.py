@@ -1,0 +1,239 @@
+"""The rebalancing trigger: runs inside every event-appending transaction.
+
+`inventory.store` appends events, applies them to the pools (`inventory.projection`) and sends
+`events_appended(events, pools)` inside the same transaction; `on_events_appended` (wired in
+`RebalancerConfig.ready`) then:
+
+1. ends the Operation of every terminal operation event in the batch (completed, or failed with
+   the event's reason; an operator reconciliation also ends it), which releases the guard;
+2. checks every touched pool, plus the pool of each ended operation and USDC (B11), in sorted
+   key order: imbalanced, enabled (deployment switch, operator pause, the asset's flag), no
+   active operation, pool not waiting for reconciliation, amount (capped) at least the
+   minimum -> `operation_create`, which inserts under the database guard and queues the task.
+
+Whatever it writes commits or rolls back with the events. A pool whose operation was ended
+without a terminal event (`operations.services.operation_fail`) is re-checked through
+`on_operation_released`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.db import transaction
+
+from inventory.domain import events as ev
+from inventory.domain.inventory import (
+    NotAGenesisEvent,
+    TooMuchOffchain,
+    TooMuchOnchain,
+    detect_imbalance,
+    genesis_from_event,
+)
+from inventory.domain.units import SHARE_DECIMALS, USDC_DECIMALS, UnitConversionError, from_units
+from inventory.domain.units import to_units as units_of
+from inventory.domain.values import USDC_POOL
+from inventory.models import Event, InventoryPool
+from inventory.selectors import RebalancingSettings, asset_by_symbol, rebalancing_settings_get
+from inventory.store import StoredEvent
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.selectors import operation_active_for_pool
+from operations.services import operation_create, operation_finish, operation_reconciled
+
+logger = logging.getLogger(__name__)
+
+# Terminal events that mean the operation did what it was for.
+SUCCESS_EVENTS: tuple[type[ev.DomainEvent], ...] = (
+    ev.MintCompleted,
+    ev.Completed,
+    ev.DepositConfirmed,
+)
+# An operator declared the inflight settled outside the system (B13).
+RECONCILED_EVENTS: tuple[type[ev.DomainEvent], ...] = (
+    ev.MintReconciled,
+    ev.RedemptionReconciled,
+    ev.UsdcReconciled,
+)
+
+
+@dataclass(frozen=True)
+class PlannedOperation:
+    kind: OperationKind
+    pool: str
+    amount: Decimal
+    token_address: str = ""
+
+
+def on_events_appended(
+    sender: Any, events: list[StoredEvent], pools: set[str], **kwargs: Any
+) -> None:
+    trigger_events(events=events, pools=pools)
+
+
+def on_operation_released(sender: Any, operation: Operation, **kwargs: Any) -> None:
+    pools_check(pool_keys={operation.pool, USDC_POOL})
+
+
+def trigger_events(*, events: Iterable[StoredEvent], pools: Iterable[str]) -> list[Operation]:
+    """End operations whose terminal event arrived, then check the pools. Returns new ones."""
+    to_check = set(pools)
+    for stored in events:
+        if stored.aggregate_type not in ev.OPERATION_EVENT_TYPES:
+            continue
+        pool_key = operation_event_settle(stored)
+        if pool_key is not None:
+            to_check.update({pool_key, USDC_POOL})
+    return pools_check(pool_keys=to_check)
+
+
+def operation_event_settle(stored: StoredEvent) -> str | None:
+    """End the Operation if `stored` is terminal; returns the pool to re-check, else None."""
+    event = stored.event
+    if isinstance(event, RECONCILED_EVENTS):
+        operation = operation_reconciled(
+            aggregate_id=stored.aggregate_id,
+            reason=f"reconciled by {event.operator}: {event.reason}",
+            finished_by=f"event:{event.event_type}",
+        )
+    elif event.TERMINAL:
+        succeeded = isinstance(event, SUCCESS_EVENTS)
+        operation = operation_finish(
+            aggregate_id=stored.aggregate_id,
+            status=OperationStatus.COMPLETED if succeeded else OperationStatus.FAILED,
+            reason="" if succeeded else str(getattr(event, "reason", event.variant())),
+            finished_by=f"event:{event.event_type}",
+            needs_attention=not succeeded and _pool_has_inflight(stored),
+        )
+    else:
+        return None
+    if operation is not None:
+        return operation.pool
+    return _genesis_pool(stored.aggregate_type, stored.aggregate_id)
+
+
+def _genesis_pool(aggregate_type: str, aggregate_id: str) -> str | None:
+    """The pool of an operation aggregate, from its stored first event (B3)."""
+    if aggregate_type == ev.USDC_REBALANCE:
+        return USDC_POOL
+    first = (
+        Event.objects.filter(aggregate_type=aggregate_type, aggregate_id=aggregate_id)
+        .order_by("sequence")
+        .first()
+    )
+    if first is None:
+        return None
+    try:
+        return genesis_from_event(aggregate_type, first.domain_event()).pool_key
+    except NotAGenesisEvent:
+        logger.error("%s/%s starts with %s", aggregate_type, aggregate_id, first.event_type)
+        return None
+
+
+def _pool_has_inflight(stored: StoredEvent) -> bool:
+    """After a failure: is anything still inflight in the operation's pool (needs a human)?"""
+    pool_key = _genesis_pool(stored.aggregate_type, stored.aggregate_id)
+    if pool_key is None:
+        return False
+    row = InventoryPool.objects.filter(key=pool_key).first()
+    return row is not None and (row.onchain_inflight != 0 or row.offchain_inflight != 0)
+
+
+def pools_check(*, pool_keys: Iterable[str]) -> list[Operation]:
+    """Check each pool (sorted key order) and create the operations that are due."""
+    keys = sorted(set(pool_keys))
+    if not keys:
+        return []
+    if not django_settings.REBALANCING.enabled:
+        logger.debug("rebalancing disabled (REBALANCING_ENABLED), not checking %s", keys)
+        return []
+    settings = rebalancing_settings_get()
+    if settings.paused:
+        logger.debug("rebalancing paused by an operator, not checking %s", keys)
+        return []
+    created = []
+    with transaction.atomic():
+        rows = {
+            row.key: row
+            for row in InventoryPool.objects.select_for_update().filter(key__in=keys).order_by("pk")
+        }
+        for key in keys:
+            row = rows.get(key)
+            if row is None:
+                continue
+            planned = pool_plan(row=row, settings=settings)
+            if planned is None:
+                continue
+            operation = operation_create(
+                kind=planned.kind,
+                pool=planned.pool,
+                amount=planned.amount,
+                token_address=planned.token_address,
+            )
+            if operation is not None:
+                created.append(operation)
+    return created
+
+
+def pool_plan(*, row: InventoryPool, settings: RebalancingSettings) -> PlannedOperation | None:
+    """The operation one pool needs now, or None (with the reason logged at debug)."""
+    key = row.key
+    is_usdc = key == USDC_POOL
+    if not is_usdc and not settings.asset_enabled(key):
+        reason = "disabled" if key in settings.assets else "not a configured asset"
+        logger.debug("skipped %s: rebalancing %s", key, reason)
+        return None
+    if row.needs_reconciliation:
+        logger.debug("skipped %s: needs reconciliation (%s)", key, row.reconciliation_reason)
+        return None
+    imbalance = detect_imbalance(row.to_domain(), settings.threshold_for(key))
+    if imbalance is None:
+        return None
+    active = operation_active_for_pool(pool=key)
+    if active is not None:
+        logger.debug("skipped %s: operation %s already in progress", key, active.pk)
+        return None
+    decimals = USDC_DECIMALS if is_usdc else SHARE_DECIMALS
+    cap = settings.usdc_cap if is_usdc else settings.equity_cap_shares
+    minimum = settings.usdc_minimum if is_usdc else settings.equity_minimum_shares
+    amount = imbalance.excess if cap is None else min(imbalance.excess, cap)
+    try:
+        amount = from_units(units_of(amount, decimals), decimals)
+    except UnitConversionError:
+        logger.debug("skipped %s: excess %s below one unit", key, imbalance.excess)
+        return None
+    if amount < minimum:
+        logger.debug("skipped %s: %s below the minimum %s", key, amount, minimum)
+        return None
+    if is_usdc:
+        kind = (
+            OperationKind.USDC_ALPACA_TO_BASE
+            if isinstance(imbalance, TooMuchOffchain)
+            else OperationKind.USDC_BASE_TO_ALPACA
+        )
+        planned = PlannedOperation(kind=kind, pool=key, amount=amount)
+    elif isinstance(imbalance, TooMuchOffchain):
+        planned = PlannedOperation(kind=OperationKind.MINT, pool=key, amount=amount)
+    else:
+        assert isinstance(imbalance, TooMuchOnchain)
+        asset = asset_by_symbol(key)
+        token = asset.token_address if asset is not None else ""
+        if not token:
+            logger.warning("no redemption for %s: no token address in the asset table", key)
+            return None
+        planned = PlannedOperation(
+            kind=OperationKind.REDEMPTION, pool=key, amount=amount, token_address=token
+        )
+    logger.info(
+        "%s imbalanced (%s, excess %s): planning %s of %s",
+        key,
+        type(imbalance).__name__,
+        imbalance.excess,
+        planned.kind,
+        planned.amount,
+    )
+    return planned
