@@ -295,3 +295,38 @@ def test_transfer_arguments_are_checked_before_signing(
     with pytest.raises(InvalidArgument) as caught:
         base_client.build_erc20_transfer(token=sim_chains.base.usdc, **kwargs)
     assert caught.value.field == field
+
+
+@pytest.mark.chain
+@pytest.mark.xdist_group("chain")
+def test_rebroadcast_while_pending_is_accepted_and_mines_once(
+    sim_chains: SimChains, scratch_account: SimAccount
+) -> None:
+    chain = sim_chains.ethereum
+    sim_chains.mint_usdc(chain, scratch_account.address, 7)
+    client = sim_chains.client(chain, scratch_account)
+    recipient = Account.create().address
+    signed = client.build_erc20_transfer(token=chain.usdc, to=recipient, amount_units=7)
+    provider = sim_chains.web3(chain).provider
+    provider.make_request("evm_setAutomine", [False])
+    try:
+        client.broadcast(signed)
+        assert client.broadcast(signed) == signed.tx_hash  # "already imported": still success
+        assert client.receipt(signed.tx_hash) is None
+        assert client.transaction_known(signed.tx_hash)
+        provider.make_request("evm_mine", [])
+    finally:
+        provider.make_request("evm_setAutomine", [True])
+    client.wait_for_receipt(signed.tx_hash, timeout_s=10, poll_s=0.05)
+    assert client.erc20_balance(token=chain.usdc, owner=recipient) == 7
+
+
+@pytest.mark.chain
+def test_sim_chains_attach_shares_state_and_stop_ends_the_nodes() -> None:
+    with SimChains.start(market_maker_usdc_base_units=5, equity_symbols=("tNVDA",)) as chains:
+        attached = SimChains.attach(json.loads(json.dumps(chains.describe())))
+        assert attached.base.equity_tokens == {"tNVDA": chains.equity_token("tNVDA")}
+        assert attached.balance(attached.base, attached.base.usdc, chains.market_maker.address) == 5
+        client = chains.client("base")
+    with pytest.raises(ChainRpcError):
+        client.block_number()
