@@ -296,7 +296,10 @@ def asset_register(
     now: datetime | None = None,
 ) -> Asset:
     """Register a tokenized equity; refuses a token whose symbol's base is not `base_symbol`."""
-    base_symbol = validate_symbol(base_symbol)
+    try:
+        base_symbol = validate_symbol(base_symbol)
+    except InvalidValue as error:
+        raise InvalidValue("base_symbol", base_symbol, error.rule) from None
     if not isinstance(token_symbol, str):
         raise InvalidValue("token_symbol", token_symbol, "must be a string")
     parsed = TokenizedEquitySymbol.parse(token_symbol)
