@@ -631,7 +631,7 @@ class SimChains:
         )
 
     def eth_balance(self, chain: SimChain, owner: str) -> int:
-        return int(self._web3[chain.name].eth.get_balance(to_checksum_address(owner)))  # type: ignore[arg-type]
+        return int(self._web3[chain.name].eth.get_balance(to_checksum_address(owner)))
 
     def vault_balance(self, owner: str, token: str, vault_id: bytes) -> int:
         if self.base.vault is None:
@@ -692,7 +692,8 @@ class SimChains:
     def sign_attestation(self, message: bytes) -> bytes:
         """The attester's 65-byte signature (r, s, v) over keccak256(message), no prefix."""
         signed = Account.unsafe_sign_hash(keccak(message), self.attester.private_key)
-        return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
+        r, s, v = int(signed.r), int(signed.s), int(signed.v)
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v])
 
     def attest(
         self,
