@@ -366,7 +366,12 @@ class SimVenueServer:
         self._httpd = ThreadingHTTPServer((self._host, self._port), Handler)
         self._httpd.daemon_threads = True
         self._threads = [
-            threading.Thread(target=self._httpd.serve_forever, name="simvenue-http", daemon=True),
+            threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="simvenue-http",
+                daemon=True,
+            ),
             threading.Thread(target=self._settle_loop, name="simvenue-settle", daemon=True),
         ]
         for thread in self._threads:
@@ -1074,6 +1079,7 @@ def _decimal(value: object) -> Decimal | None:
 class _Handler(BaseHTTPRequestHandler):
     venue: SimVenueServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
