@@ -15,12 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import requests
 
 from venues import http
-from venues.polling import poll_until
+from venues.polling import DEFAULT_INTERVAL_S, DEFAULT_TIMEOUT_S, poll_until
 
 logger = logging.getLogger(__name__)
 
@@ -346,6 +346,50 @@ def transfer_status_check_transition(
         raise InvalidStatusTransition(transfer_id, previous, current)
 
 
+class TokenizationApi(Protocol):
+    """What the mint and redemption workflows need (check-once calls; they never block)."""
+
+    def request_mint(
+        self,
+        *,
+        underlying_symbol: str,
+        quantity_shares: Decimal,
+        wallet_address: str,
+        issuer_request_id: str,
+        issuer: str = ...,
+        network: str = ...,
+    ) -> TokenizationRequest: ...
+    def get_request(self, tokenization_request_id: str) -> TokenizationRequest: ...
+    def find_request_by_issuer_request_id(
+        self, issuer_request_id: str
+    ) -> TokenizationRequest | None: ...
+    def find_redemption_by_tx(self, tx_hash: str) -> TokenizationRequest | None: ...
+
+
+class WalletApi(Protocol):
+    """What the USDC workflows need from Alpaca's crypto wallet (check-once calls)."""
+
+    def whitelist_entry(
+        self, address: str, *, asset: str = ..., network: str = ...
+    ) -> WhitelistEntry | None: ...
+    def initiate_withdrawal(
+        self, *, amount_usdc: Decimal, address: str, asset: str = ..., network: str = ...
+    ) -> Transfer: ...
+    def get_transfer(self, transfer_id: str) -> Transfer: ...
+    def find_outgoing_transfers(
+        self, *, to_address: str, amount_usdc: Decimal, created_at_or_after: datetime
+    ) -> list[Transfer]: ...
+    def find_deposit_by_tx(self, tx_hash: str) -> Transfer | None: ...
+    def deposit_address(self, *, asset: str = ..., network: str = ...) -> str: ...
+
+
+class BrokerageApi(Protocol):
+    """What inventory snapshots need: cash and positions."""
+
+    def account(self) -> Account: ...
+    def positions(self) -> list[Position]: ...
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -514,7 +558,11 @@ class AlpacaClient:
         return None
 
     def poll_until_terminal(
-        self, tokenization_request_id: str, *, interval_s: float, timeout_s: float
+        self,
+        tokenization_request_id: str,
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> TokenizationRequest:
         """Completed or rejected (returned as a value); `AlpacaPollTimeout`."""
 
@@ -532,7 +580,11 @@ class AlpacaClient:
         )
 
     def poll_for_redemption_detection(
-        self, tx_hash: str, *, interval_s: float, timeout_s: float
+        self,
+        tx_hash: str,
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> TokenizationRequest:
         return poll_until(
             lambda: self.find_redemption_by_tx(tx_hash),
@@ -646,7 +698,11 @@ class AlpacaClient:
         return _parse(url, lambda: http.field_str(_obj(body), "address"))
 
     def poll_transfer_until_complete(
-        self, transfer_id: str, *, interval_s: float, timeout_s: float
+        self,
+        transfer_id: str,
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> Transfer:
         """COMPLETE or FAILED (a value: the caller checks); `InvalidStatusTransition` on a
         regression; `AlpacaPollTimeout`."""
@@ -669,7 +725,13 @@ class AlpacaClient:
             ),
         )
 
-    def poll_deposit_by_tx(self, tx_hash: str, *, interval_s: float, timeout_s: float) -> Transfer:
+    def poll_deposit_by_tx(
+        self,
+        tx_hash: str,
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> Transfer:
         """The deposit for `tx_hash` once COMPLETE or FAILED; not yet detected keeps polling;
         `DepositTimeout`."""
         last: list[TransferStatus] = []

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Context, Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
@@ -118,6 +118,13 @@ def fast_transfer_max_fee(amount_units: int, fee_bps: Decimal) -> int:
     return int(raw.to_integral_value(rounding=ROUND_CEILING, context=_CONTEXT))
 
 
+class AttestationApi(Protocol):
+    """What the USDC workflows need from Iris (check-once calls)."""
+
+    def fast_transfer_fee_bps(self, src_domain: int, dst_domain: int) -> Decimal: ...
+    def get_message(self, src_domain: int, tx_hash: str) -> IrisMessage | None: ...
+
+
 class IrisClient:
     def __init__(
         self,
@@ -188,7 +195,7 @@ class IrisClient:
             raise IrisMalformedResponse(response.url, str(exc)) from exc
 
     def poll_attestation(
-        self, src_domain: int, tx_hash: str, *, interval_s: float, timeout_s: float
+        self, src_domain: int, tx_hash: str, *, interval_s: float = 5.0, timeout_s: float = 300.0
     ) -> IrisMessage:
         return poll_until(
             lambda: self.get_message(src_domain, tx_hash),

@@ -946,7 +946,9 @@ class SimVenueServer:
                 self._iris.setdefault((side.domain, tx_hash.lower()), []).append(record)
             logger.info("sim: saw MessageSent on %s in tx %s", side.name, tx_hash)
 
-    def _transfer_logs(self, side: ChainSide, tokens: list[str], to: str, start: int, end: int):
+    def _transfer_logs(
+        self, side: ChainSide, tokens: list[str], to: str, start: int, end: int
+    ) -> list[Any]:
         topic_to = "0x" + "00" * 12 + to_checksum_address(to)[2:].lower()
         return self._logs(
             side,
