@@ -567,6 +567,9 @@ class EvmChain:
                 "private_key", "<redacted>", "must be a 32-byte hex key"
             ) from None
         url = urlsplit(rpc_url)
+        if url.scheme not in ("http", "https"):
+            # web3 v8's only WebSocket provider is async; this client is synchronous.
+            raise InvalidArgument("rpc_url", redact_url(rpc_url), "must be an http(s) JSON-RPC URL")
         candidates = (
             private_key,
             private_key.removeprefix("0x"),

@@ -94,6 +94,12 @@ def test_invalid_private_key_error_does_not_echo_it() -> None:
     assert "not-a-key-secret" not in str(caught.value)
 
 
+def test_websocket_rpc_url_is_refused_without_echoing_it() -> None:
+    with pytest.raises(InvalidArgument, match="http") as caught:
+        EvmChain(rpc_url="wss://node.example/ws/KEY42", private_key=SECRET_KEY, name="base")
+    assert "KEY42" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
