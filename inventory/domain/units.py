@@ -6,7 +6,7 @@ Truncating, never rounding. A context with enough precision that no wei is dropp
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, Context, Decimal
+from decimal import ROUND_DOWN, Context, Decimal, DecimalException
 
 from inventory.domain.values import DomainError
 
@@ -43,8 +43,15 @@ def to_units(amount: Decimal, decimals: int) -> int:
         raise UnitConversionError("invalid", amount, decimals, "amount must be a finite Decimal")
     if amount < 0:
         raise NegativeValue("negative", amount, decimals, "amount is negative")
-    scaled = _CONTEXT.multiply(amount, Decimal(10) ** decimals)
-    units = int(scaled.to_integral_value(rounding=ROUND_DOWN, context=_CONTEXT))
+    if amount.adjusted() > 100:
+        # Far beyond uint256 (~1.2e77) whatever the decimals; also keeps the scaling below
+        # the context's exponent limit, which would raise decimal.Overflow (not ours).
+        raise Overflow("overflow", amount, decimals, "amount does not fit in uint256")
+    try:
+        scaled = _CONTEXT.multiply(amount, Decimal(10) ** decimals)
+        units = int(scaled.to_integral_value(rounding=ROUND_DOWN, context=_CONTEXT))
+    except DecimalException:
+        raise Overflow("overflow", amount, decimals, "amount does not fit in uint256") from None
     if units == 0 and amount != 0:
         raise Underflow("underflow", amount, decimals, "amount is below one unit")
     if units > U256_MAX:
