@@ -40,18 +40,37 @@ def database_url() -> str:
     return f"postgres://{auth}{host}:{port}/{settings['NAME']}"
 
 
-def run_django_child(code: str, *, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `code` in a fresh Python process with Django set up against the test database."""
+# A complete, valid rebalancing environment (nothing real behind it) for child processes.
+REBALANCING_ENV = {
+    "REBALANCING_ENABLED": "true",
+    "REDEMPTION_WALLET": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+    "MARKET_MAKER_WALLET": "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+    "ETHEREUM_RPC_URL": "http://127.0.0.1:1",
+    "BASE_RPC_URL": "http://127.0.0.1:2",
+    "EVM_PRIVATE_KEY": "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318",
+    "BASE_ORDERBOOK": "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+    "USDC_VAULT_ID": "0x" + "ab" * 32,
+    "ALPACA_API_KEY": "test-key",
+    "ALPACA_API_SECRET": "test-secret",
+    "ALPACA_ACCOUNT_ID": "test-account",
+}
+
+
+def child_command(code: str, *, extra_env: dict[str, str] | None = None):
+    """argv and env for a fresh Python process with Django set up against the test database."""
     env = dict(os.environ)
+    env.update(extra_env or {})
     env["DATABASE_URL"] = database_url()
     env["DJANGO_SETTINGS_MODULE"] = "rebalancer.settings"
     prelude = "import django\ndjango.setup()\n"
+    return [sys.executable, "-c", prelude + code], env
+
+
+def run_django_child(
+    code: str, *, timeout_s: float = 60, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh Python process with Django set up against the test database."""
+    argv, env = child_command(code, extra_env=extra_env)
     return subprocess.run(
-        [sys.executable, "-c", prelude + code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
     )
