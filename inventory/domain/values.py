@@ -85,6 +85,8 @@ class TokenizedEquitySymbol:
 
     @classmethod
     def parse(cls, text: str) -> TokenizedEquitySymbol:
+        if not isinstance(text, str):
+            raise InvalidValue("token_symbol", text, "must be a string")
         for marker in _PREFIX_MARKERS:
             if text.startswith(marker) and len(text) > len(marker):
                 base = text[len(marker) :]
