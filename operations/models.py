@@ -119,3 +119,26 @@ class Operation(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+
+class ChainNonce(models.Model):
+    """The next nonce our signer may use on one chain (`operations.nonces`).
+
+    Allocation locks this row, takes max(stored, the chain's pending nonce read before the
+    lock) and records the signed transaction in an event in the same transaction, so two
+    workers never sign two transactions with one nonce and a crash never leaves a nonce that
+    was allocated but not recorded.
+    """
+
+    chain_id = models.BigIntegerField()
+    address = models.CharField(max_length=42)
+    next_nonce = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "address"], name="chain_nonce_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"chain {self.chain_id} {self.address}: next nonce {self.next_nonce}"

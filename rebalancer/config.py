@@ -303,6 +303,101 @@ def parse_positive(value: str) -> Decimal:
     return number
 
 
+# Mainnet contracts (Circle's published addresses; CCTP V2 uses the same ones on every chain).
+MAINNET_USDC_ETHEREUM = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+MAINNET_USDC_BASE = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+MAINNET_CCTP_TOKEN_MESSENGER = "0x28b5a0e9C621a5BadaA536219b3a228C8168cf5d"
+MAINNET_CCTP_MESSAGE_TRANSMITTER = "0x81D40F21F12A8F0E3252Bccb954D722d4c464B64"
+
+
+def parse_positive_seconds(value: str) -> float:
+    number = float(value)
+    if not number > 0 or number != number or number == float("inf"):
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
+def parse_chaos_point(value: str) -> str:
+    """`<kind>:<point>`, e.g. `mint:before:request_mint` (operator drill, see operations.chaos)."""
+    kind, _, point = value.partition(":")
+    if not kind or not point:
+        raise ValueError("expected <kind>:<point>, e.g. mint:before:request_mint")
+    return value
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How the operation workers run (spec 8 defaults: 10 s polls, 30 min timeouts).
+
+    Environment: USDC_ETHEREUM, USDC_BASE, CCTP_TOKEN_MESSENGER, CCTP_MESSAGE_TRANSMITTER
+    (mainnet defaults), REBALANCER_POLL_INTERVAL_S, REBALANCER_TX_POLL_INTERVAL_S,
+    REBALANCER_MINT_TIMEOUT_S, REBALANCER_REDEMPTION_DETECTION_TIMEOUT_S,
+    REBALANCER_REDEMPTION_COMPLETION_TIMEOUT_S, REBALANCER_TX_TIMEOUT_S,
+    REBALANCER_USDC_STEP_TIMEOUT_S, REBALANCER_LEASE_S (default: the queue's task timeout),
+    REBALANCER_MAX_ATTEMPTS, REBALANCER_BACKOFF_BASE_S, REBALANCER_BACKOFF_MAX_S,
+    REBALANCER_DUE_INTERVAL_S, REBALANCER_CHAOS_KILL_AT, REBALANCER_CHAOS_DIR.
+    """
+
+    usdc_ethereum: str = MAINNET_USDC_ETHEREUM
+    usdc_base: str = MAINNET_USDC_BASE
+    cctp_token_messenger: str = MAINNET_CCTP_TOKEN_MESSENGER
+    cctp_message_transmitter: str = MAINNET_CCTP_MESSAGE_TRANSMITTER
+    poll_interval_s: float = 10.0
+    tx_poll_interval_s: float = 2.0
+    mint_timeout_s: float = 1800.0
+    redemption_detection_timeout_s: float = 1800.0
+    redemption_completion_timeout_s: float = 1800.0
+    tx_timeout_s: float = 900.0
+    usdc_step_timeout_s: float = 1800.0
+    lease_s: float | None = None
+    max_attempts: int = 10
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 60.0
+    due_interval_s: float = 2.0
+    # Operator drill: kill the worker (SIGKILL) once at this point, see operations.chaos.
+    chaos_kill_at: str | None = None
+    chaos_dir: str | None = None
+
+
+def load_worker_config(reader: EnvReader) -> WorkerConfig:
+    d = WorkerConfig()
+
+    def seconds(name: str, default: float) -> float:
+        return reader.get(name, parse_positive_seconds, default=default) or default
+
+    return WorkerConfig(
+        usdc_ethereum=reader.get("USDC_ETHEREUM", parse_address, default=d.usdc_ethereum)
+        or d.usdc_ethereum,
+        usdc_base=reader.get("USDC_BASE", parse_address, default=d.usdc_base) or d.usdc_base,
+        cctp_token_messenger=reader.get(
+            "CCTP_TOKEN_MESSENGER", parse_address, default=d.cctp_token_messenger
+        )
+        or d.cctp_token_messenger,
+        cctp_message_transmitter=reader.get(
+            "CCTP_MESSAGE_TRANSMITTER", parse_address, default=d.cctp_message_transmitter
+        )
+        or d.cctp_message_transmitter,
+        poll_interval_s=seconds("REBALANCER_POLL_INTERVAL_S", d.poll_interval_s),
+        tx_poll_interval_s=seconds("REBALANCER_TX_POLL_INTERVAL_S", d.tx_poll_interval_s),
+        mint_timeout_s=seconds("REBALANCER_MINT_TIMEOUT_S", d.mint_timeout_s),
+        redemption_detection_timeout_s=seconds(
+            "REBALANCER_REDEMPTION_DETECTION_TIMEOUT_S", d.redemption_detection_timeout_s
+        ),
+        redemption_completion_timeout_s=seconds(
+            "REBALANCER_REDEMPTION_COMPLETION_TIMEOUT_S", d.redemption_completion_timeout_s
+        ),
+        tx_timeout_s=seconds("REBALANCER_TX_TIMEOUT_S", d.tx_timeout_s),
+        usdc_step_timeout_s=seconds("REBALANCER_USDC_STEP_TIMEOUT_S", d.usdc_step_timeout_s),
+        lease_s=reader.get("REBALANCER_LEASE_S", parse_positive_seconds),
+        max_attempts=reader.get("REBALANCER_MAX_ATTEMPTS", parse_positive_int, default=10) or 10,
+        backoff_base_s=seconds("REBALANCER_BACKOFF_BASE_S", d.backoff_base_s),
+        backoff_max_s=seconds("REBALANCER_BACKOFF_MAX_S", d.backoff_max_s),
+        due_interval_s=seconds("REBALANCER_DUE_INTERVAL_S", d.due_interval_s),
+        chaos_kill_at=reader.get("REBALANCER_CHAOS_KILL_AT", parse_chaos_point),
+        chaos_dir=reader.get("REBALANCER_CHAOS_DIR", str),
+    )
+
+
 @dataclass(frozen=True)
 class RebalancingConfig:
     """Rebalancing settings from the environment. The thresholds, minimums and caps are the
@@ -335,6 +430,8 @@ class RebalancingConfig:
     alpaca_trading_mode: str = "paper"
     alpaca_base_url: str | None = None
     circle_iris_url: str = DEFAULT_CIRCLE_IRIS_URL
+    # Workers (issue #5): token contracts, step timeouts, poll intervals, leases, attempts.
+    workers: WorkerConfig = field(default_factory=lambda: WorkerConfig())
 
 
 def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
@@ -376,6 +473,7 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
         alpaca_base_url=reader.get("ALPACA_BASE_URL", parse_url),
         circle_iris_url=reader.get("CIRCLE_IRIS_URL", parse_url, default=DEFAULT_CIRCLE_IRIS_URL)
         or DEFAULT_CIRCLE_IRIS_URL,
+        workers=load_worker_config(reader),
     )
 
 

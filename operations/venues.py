@@ -1,0 +1,109 @@
+"""The venue clients a worker uses, built from `settings.REBALANCING`.
+
+`Venues` is what workflows receive in their context (`ctx.venues`): the Alpaca client, the Iris
+client, and one `EvmChain` per chain signing with our key (B10). Tests build one from a
+`RebalancingConfig` for the simulated venue (`Venues.from_config(config)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from django.conf import settings
+
+from rebalancer.config import RebalancingConfig, WorkerConfig
+from venues.alpaca import AlpacaClient
+from venues.chain import EvmChain
+from venues.circle import IrisClient
+
+
+class VenuesNotConfigured(Exception):
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__(
+            "rebalancing venues are not configured; missing: " + ", ".join(sorted(missing))
+        )
+
+
+@dataclass
+class Venues:
+    config: RebalancingConfig
+
+    @classmethod
+    def from_config(cls, config: RebalancingConfig) -> Venues:
+        required = {
+            "MARKET_MAKER_WALLET": config.market_maker_wallet,
+            "REDEMPTION_WALLET": config.redemption_wallet,
+            "ETHEREUM_RPC_URL": config.ethereum_rpc_url,
+            "BASE_RPC_URL": config.base_rpc_url,
+            "EVM_PRIVATE_KEY": config.evm_private_key,
+            "ALPACA_API_KEY": config.alpaca_api_key,
+            "ALPACA_API_SECRET": config.alpaca_api_secret,
+        }
+        missing = [name for name, value in required.items() if value is None]
+        if missing:
+            raise VenuesNotConfigured(missing)
+        return cls(config=config)
+
+    @property
+    def workers(self) -> WorkerConfig:
+        return self.config.workers
+
+    @property
+    def market_maker_wallet(self) -> str:
+        assert self.config.market_maker_wallet is not None
+        return self.config.market_maker_wallet
+
+    @property
+    def redemption_wallet(self) -> str:
+        assert self.config.redemption_wallet is not None
+        return self.config.redemption_wallet
+
+    @cached_property
+    def alpaca(self) -> AlpacaClient:
+        assert self.config.alpaca_api_key is not None
+        assert self.config.alpaca_api_secret is not None
+        return AlpacaClient(
+            api_key=self.config.alpaca_api_key.reveal(),
+            api_secret=self.config.alpaca_api_secret.reveal(),
+            base_url=self.config.alpaca_base_url,
+            trading_mode=self.config.alpaca_trading_mode,
+            account_id=self.config.alpaca_account_id,
+            timeout_s=15.0,
+        )
+
+    @cached_property
+    def iris(self) -> IrisClient:
+        return IrisClient(self.config.circle_iris_url, timeout_s=15.0)
+
+    def _chain(self, name: str, rpc_url: object) -> EvmChain:
+        assert self.config.evm_private_key is not None
+        return EvmChain(
+            rpc_url=rpc_url.reveal(),  # type: ignore[attr-defined]
+            private_key=self.config.evm_private_key.reveal(),
+            name=name,
+            request_timeout_s=15.0,
+        )
+
+    @cached_property
+    def base(self) -> EvmChain:
+        return self._chain("base", self.config.base_rpc_url)
+
+    @cached_property
+    def ethereum(self) -> EvmChain:
+        return self._chain("ethereum", self.config.ethereum_rpc_url)
+
+
+_cache: dict[int, Venues] = {}
+
+
+def venues_get() -> Venues:
+    """The process's venues for `settings.REBALANCING` (built once per config object)."""
+    config: RebalancingConfig = settings.REBALANCING
+    venues = _cache.get(id(config))
+    if venues is None or venues.config is not config:
+        venues = Venues.from_config(config)
+        _cache.clear()
+        _cache[id(config)] = venues
+    return venues

@@ -1,0 +1,289 @@
+"""What a workflow step may use (`StepContext`), built by the runner for one claimed operation.
+
+ctx.operation / ctx.operation_id / ctx.aggregate_id / ctx.kind   (the claimed row)
+ctx.venues (operations.venues.Venues), ctx.config (WorkerConfig), ctx.now()
+ctx.load() -> LoadedAggregate of the workflow's aggregate
+ctx.execute(command) -> events        (lease + active checked under the row lock, then
+                                       aggregate_execute with metadata; commits)
+ctx.ensure_active()                   (call right before a side effect outside execute)
+ctx.sign_and_record(chain=, build=, command=, label=) -> SignedTx
+                                      (nonce allocation + sign + event in ONE transaction)
+ctx.tx_resume(chain=, raw_tx=, tx_hash=, label=) -> TxMined | TxPending | TxDead
+                                      (receipt first, else rebroadcast the same bytes)
+ctx.chaos("before:request_mint")      (operator drill, see operations.workflows.chaos)
+ctx.fail_before_events(reason)        (no aggregate yet: operation_fail, guard released)
+ctx.seconds_since(moment)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import rlp
+from django.db import transaction
+from django.utils import timezone
+
+from inventory.domain.aggregate import AggregateSpec
+from inventory.store import LoadedAggregate, StoredEvent, aggregate_execute, aggregate_load
+from operations.models import ACTIVE_STATUSES, Operation
+from operations.nonces import nonce_allocate, nonce_release
+from operations.services import operation_fail
+from operations.venues import Venues
+from operations.workflows.base import OperationInactive
+from operations.workflows.chaos import chaos_point
+from rebalancer.config import WorkerConfig
+from venues.chain import EvmChain, NonceAlreadyUsed, Receipt, SignedTx
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TxMined:
+    receipt: Receipt
+
+    @property
+    def succeeded(self) -> bool:
+        return self.receipt.succeeded
+
+
+@dataclass(frozen=True)
+class TxPending:
+    """Broadcast (or re-broadcast) and known to the node, not mined yet."""
+
+
+@dataclass(frozen=True)
+class TxDead:
+    """Never mined and can never be: another transaction used its nonce."""
+
+    nonce: int
+
+
+TxStatus = TxMined | TxPending | TxDead
+
+
+def decode_signed(raw_tx: bytes) -> tuple[int, int]:
+    """(chain_id, nonce) of a signed typed (EIP-2930/1559) or legacy transaction."""
+    if raw_tx and raw_tx[0] in (1, 2):
+        fields = rlp.decode(raw_tx[1:])
+        return int.from_bytes(fields[0], "big"), int.from_bytes(fields[1], "big")
+    fields = rlp.decode(raw_tx)
+    v = int.from_bytes(fields[6], "big")
+    chain_id = (v - 35) // 2 if v >= 35 else 0
+    return chain_id, int.from_bytes(fields[0], "big")
+
+
+def signed_from_raw(raw_tx: bytes, tx_hash: str) -> SignedTx:
+    chain_id, nonce = decode_signed(raw_tx)
+    return SignedTx(raw=bytes(raw_tx), tx_hash=tx_hash, nonce=nonce, chain_id=chain_id)
+
+
+class StepContext:
+    def __init__(
+        self,
+        *,
+        operation: Operation,
+        venues: Venues,
+        spec: AggregateSpec,
+        lease_token: str,
+        lease_s: float,
+        actor: str = "worker",
+    ) -> None:
+        self.operation = operation
+        self.venues = venues
+        self.spec = spec
+        self.lease_token = lease_token
+        self.lease_s = lease_s
+        self.actor = actor
+
+    # -- identity and time -------------------------------------------------------------------
+
+    @property
+    def operation_id(self) -> int:
+        return int(self.operation.pk)
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.operation.aggregate_id
+
+    @property
+    def kind(self) -> str:
+        return str(self.operation.kind)
+
+    @property
+    def config(self) -> WorkerConfig:
+        return self.venues.workers
+
+    def now(self) -> datetime:
+        return timezone.now()
+
+    def seconds_since(self, moment: datetime) -> float:
+        return (self.now() - moment).total_seconds()
+
+    def metadata(self) -> dict[str, Any]:
+        return {"operation_id": self.operation_id, "actor": self.actor}
+
+    # -- aggregate ---------------------------------------------------------------------------
+
+    def load(self, spec: AggregateSpec | None = None) -> LoadedAggregate:
+        return aggregate_load(spec or self.spec, self.aggregate_id)
+
+    def _lock_and_check(self) -> Operation:
+        """Inside a transaction: lock the row, require it active and (if leased) ours; renew."""
+        row = Operation.objects.select_for_update().filter(pk=self.operation_id).first()
+        if row is None or row.status not in ACTIVE_STATUSES:
+            status = "missing" if row is None else row.status
+            raise OperationInactive(f"operation {self.operation_id} is {status}")
+        if self.lease_token:
+            if row.claimed_by != self.lease_token:
+                raise OperationInactive(
+                    f"operation {self.operation_id}: lease now held by {row.claimed_by!r}"
+                )
+            row.claimed_until = self.now() + timedelta(seconds=self.lease_s)
+            row.save(update_fields=["claimed_until"])
+        return row
+
+    def ensure_active(self) -> None:
+        """Right before a side effect: the operation is still active and still ours."""
+        with transaction.atomic():
+            self._lock_and_check()
+
+    def execute(self, command: Any, *, spec: AggregateSpec | None = None) -> list[StoredEvent]:
+        """Record `command`'s events (commits); then the `after:<Command>` chaos point."""
+        spec = spec or self.spec
+        with transaction.atomic():
+            self._lock_and_check()
+            stored = aggregate_execute(
+                spec=spec,
+                aggregate_id=self.aggregate_id,
+                command=command,
+                metadata=self.metadata(),
+            )
+        names = ", ".join(type(s.event).__name__ for s in stored)
+        logger.info(
+            "operation %s (%s %s): %s -> %s",
+            self.operation_id,
+            self.kind,
+            self.aggregate_id,
+            type(command).__name__,
+            names or "no event",
+        )
+        self.chaos(f"after:{type(command).__name__}")
+        return stored
+
+    def fail_before_events(self, reason: str) -> None:
+        """End the operation with no aggregate events (B4: the guard is released)."""
+        logger.error(
+            "operation %s (%s): failed before its first event: %s",
+            self.operation_id,
+            self.kind,
+            reason,
+        )
+        operation_fail(operation_id=self.operation_id, reason=reason, actor=self.actor)
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def sign_and_record(
+        self,
+        *,
+        chain: EvmChain,
+        build: Callable[[int], SignedTx],
+        command: Callable[[SignedTx], Any],
+        label: str,
+        spec: AggregateSpec | None = None,
+    ) -> SignedTx:
+        """Allocate a nonce, sign with it and record the signed tx, in one transaction.
+
+        `build(nonce)` signs (e.g. `lambda n: chain.build_erc20_transfer(..., nonce=n)`), and
+        `command(signed)` is the aggregate command that stores `signed.raw`/`signed.tx_hash`.
+        A preflight revert or a refused command rolls everything back (no nonce consumed).
+        Nothing is broadcast here: call `tx_resume` next (after `before:broadcast:<label>`).
+        """
+        spec = spec or self.spec
+        pending = chain.pending_nonce()  # read before taking the lock
+        chain_id = chain.chain_id
+        with transaction.atomic():
+            self._lock_and_check()
+            nonce = nonce_allocate(
+                chain_id=chain_id, address=chain.address, chain_pending_nonce=pending
+            )
+            signed = build(nonce)
+            if signed.nonce != nonce or signed.chain_id != chain_id:
+                raise ValueError(
+                    f"signed nonce/chain {signed.nonce}/{signed.chain_id} != {nonce}/{chain_id}"
+                )
+            to_record = command(signed)
+            aggregate_execute(
+                spec=spec,
+                aggregate_id=self.aggregate_id,
+                command=to_record,
+                metadata={**self.metadata(), "nonce": nonce, "chain_id": chain_id},
+            )
+        logger.info(
+            "operation %s (%s): signed %s tx %s nonce %d on %s, recorded",
+            self.operation_id,
+            self.kind,
+            label,
+            signed.tx_hash,
+            nonce,
+            chain.name,
+        )
+        self.chaos(f"after:{type(to_record).__name__}")
+        return signed
+
+    def tx_resume(self, *, chain: EvmChain, raw_tx: bytes, tx_hash: str, label: str) -> TxStatus:
+        """Where a stored signed transaction stands; broadcasts the same bytes when needed.
+
+        Receipt -> `TxMined`. Otherwise broadcast (idempotent): accepted -> `TxPending`; its
+        nonce already used by another transaction -> `TxDead` (sign anew or fail).
+        Chaos points `before:broadcast:<label>` / `after:broadcast:<label>`.
+        """
+        receipt = chain.receipt(tx_hash)
+        if receipt is not None:
+            return TxMined(receipt)
+        signed = signed_from_raw(raw_tx, tx_hash)
+        self.ensure_active()
+        self.chaos(f"before:broadcast:{label}")
+        try:
+            chain.broadcast(signed)
+        except NonceAlreadyUsed:
+            receipt = chain.receipt(tx_hash)
+            if receipt is not None:
+                return TxMined(receipt)
+            logger.warning(
+                "operation %s: %s tx %s is dead (nonce %d used by another transaction)",
+                self.operation_id,
+                label,
+                tx_hash,
+                signed.nonce,
+            )
+            return TxDead(signed.nonce)
+        self.chaos(f"after:broadcast:{label}")
+        receipt = chain.receipt(tx_hash)
+        if receipt is not None:
+            return TxMined(receipt)
+        return TxPending()
+
+    def tx_probe(self, *, chain: EvmChain, tx_hash: str) -> TxMined | TxPending | None:
+        """Without broadcasting: mined, pending (known to the node), or None (unknown)."""
+        receipt = chain.receipt(tx_hash)
+        if receipt is not None:
+            return TxMined(receipt)
+        if chain.transaction_known(tx_hash):
+            return TxPending()
+        return None
+
+    def nonce_give_back(self, *, chain: EvmChain, raw_tx: bytes) -> bool:
+        """An abandoned, never-broadcast signed tx: release its nonce if it was the last."""
+        chain_id, nonce = decode_signed(raw_tx)
+        return nonce_release(chain_id=chain_id, address=chain.address, nonce=nonce)
+
+    # -- drill -------------------------------------------------------------------------------
+
+    def chaos(self, point: str) -> None:
+        chaos_point(
+            config=self.config, kind=self.kind, point=point, operation_key=self.aggregate_id
+        )
