@@ -432,7 +432,7 @@ class AlpacaClient:
         not_found: Callable[[], AlpacaError] | None = None,
     ) -> Any:
         try:
-            response = self._http.get(path, params)  # type: ignore[arg-type]
+            response = self._http.get(path, params)
         except http.TransportError as exc:
             raise AlpacaNetworkError(exc.method, exc.url, exc.reason) from exc
         if response.status == 404 and not_found is not None:

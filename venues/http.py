@@ -125,7 +125,7 @@ class JsonHttp:
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
 
-    def get(self, path: str, params: Mapping[str, str] | None = None) -> HttpResponse:
+    def get(self, path: str, params: Mapping[str, str | None] | None = None) -> HttpResponse:
         """GET with retries on 5xx, timeouts and connection failures.
 
         After the last attempt a 5xx response is returned as is; a transport failure raises
