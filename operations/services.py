@@ -20,12 +20,14 @@ import logging
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
+from inventory.domain.events import MINT, REDEMPTION, USDC_REBALANCE
 from inventory.models import Event
 from operations.models import (
     ACTIVE_STATUSES,
@@ -292,6 +294,117 @@ def operation_fail(
     logger.warning(
         "operation %s failed by %s before its first event: %s", operation_id, actor, reason
     )
+    return operation
+
+
+class OperationCannotFail(OperationError):
+    """The aggregate is in a step with no failure command (e.g. a mint's tokens arrived)."""
+
+    def __init__(self, operation_id: int, aggregate_type: str, step: str) -> None:
+        self.operation_id = operation_id
+        self.aggregate_type = aggregate_type
+        self.step = step
+        super().__init__(
+            f"operation_id={operation_id}: {aggregate_type} in step {step} has no failure "
+            "command (let it finish, or reconcile it once it has failed)"
+        )
+
+
+def _failure_command(aggregate_type: str, step: str, reason: str) -> Any | None:
+    """The aggregate's own failure command for its current step, or None if it has none.
+
+    Conservative where the outcome is unknown: an accepted mint times out (inflight kept, the
+    shares may still be moving) rather than failing acceptance (which returns them).
+    """
+    from inventory.domain import mint, redemption, usdc
+
+    by_step: dict[str, dict[str, Any]] = {
+        MINT: {
+            mint.MintStep.REQUESTED: mint.RejectMint,
+            mint.MintStep.ACCEPTED: mint.TimeOutMint,
+        },
+        REDEMPTION: {
+            redemption.RedemptionStep.TRANSFER_PENDING: redemption.FailTransfer,
+            redemption.RedemptionStep.TOKENS_SENT: redemption.FailDetection,
+            redemption.RedemptionStep.PENDING: redemption.RejectRedemption,
+        },
+        USDC_REBALANCE: {
+            usdc.UsdcStep.REQUESTED: usdc.FailRequest,
+            usdc.UsdcStep.WITHDRAWING: usdc.FailWithdrawal,
+            usdc.UsdcStep.WITHDRAWAL_COMPLETE: usdc.FailBridging,
+            usdc.UsdcStep.BRIDGING: usdc.FailBridging,
+            usdc.UsdcStep.ATTESTED: usdc.FailBridging,
+            usdc.UsdcStep.BRIDGED: usdc.FailDeposit,
+            usdc.UsdcStep.DEPOSIT_INITIATED: usdc.FailDeposit,
+        },
+    }
+    command_class = by_step[aggregate_type].get(step)
+    return None if command_class is None else command_class(reason=reason)
+
+
+def _aggregate_module(aggregate_type: str) -> Any:
+    from inventory.domain import mint, redemption, usdc
+
+    return {MINT: mint, REDEMPTION: redemption, USDC_REBALANCE: usdc}[aggregate_type]
+
+
+def operation_force_fail(
+    *, operation_id: int, reason: str, actor: str, now: datetime | None = None
+) -> Operation:
+    """Operator force-fail: end an active operation whatever its progress.
+
+    Before the aggregate's first event this is `operation_fail`. Afterwards the aggregate's own
+    failure command for its current step is executed, so the log records who and why; its
+    terminal event ends the Operation through the trigger (guard released, pools re-checked).
+    Raises OperationCannotFail in a step without a failure command, and the aggregate's
+    `CommandRefused` if a worker moved it on meanwhile.
+    """
+    from inventory.store import aggregate_execute, aggregate_load
+
+    if not reason.strip():
+        raise ValueError(f"reason={reason!r}: must not be empty")
+    if not actor.strip():
+        raise ValueError(f"actor={actor!r}: must not be empty")
+    with transaction.atomic():
+        operation = Operation.objects.select_for_update().filter(pk=operation_id).first()
+        if operation is None:
+            raise OperationNotFound(operation_id)
+        if not operation.is_active:
+            raise OperationAlreadyFinished(operation_id, operation.status)
+        if not operation_has_events(operation):
+            return operation_fail(operation_id=operation_id, reason=reason, actor=actor, now=now)
+        module = _aggregate_module(operation.aggregate_type)
+        loaded = aggregate_load(module.SPEC, operation.aggregate_id)
+        step = module.step_of(loaded.state)
+        if module.is_terminal(loaded.state):
+            # The terminal event is in the log but the row missed it: settle from the log.
+            operation_finish(
+                aggregate_id=operation.aggregate_id,
+                status=OperationStatus.FAILED,
+                reason=f"{reason} (aggregate already {step})",
+                finished_by=actor,
+                now=now,
+            )
+        else:
+            command = _failure_command(operation.aggregate_type, step, reason)
+            if command is None:
+                raise OperationCannotFail(operation_id, operation.aggregate_type, str(step))
+            aggregate_execute(
+                spec=module.SPEC,
+                aggregate_id=operation.aggregate_id,
+                command=command,
+                now=now,
+                metadata={"actor": actor, "action": "force_fail"},
+            )
+        operation.refresh_from_db()
+        if operation.is_active:
+            raise OperationError(
+                f"operation_id={operation_id}: the failure in step {step} did not end it"
+            )
+        if operation.finished_by.startswith("event:"):
+            operation.finished_by = actor
+            operation.save(update_fields=["finished_by"])
+    logger.warning("operation %s force-failed by %s: %s", operation_id, actor, reason)
     return operation
 
 

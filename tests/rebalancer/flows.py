@@ -161,7 +161,9 @@ def usdc_initiated(op: Operation) -> ev.Initiated:
     return ev.Initiated(
         direction=usdc_direction(op),
         amount=op.amount,
-        withdrawal_ref=TransferRef(TransferRefKind.ALPACA_ID, "w-1"),
+        withdrawal_ref=TransferRef(
+            TransferRefKind.ALPACA_ID, "0b1c5e9e-2f4a-4c1d-9a55-3f0e8d7c6b5a"
+        ),
         initiated_at=tick(),
     )
 
