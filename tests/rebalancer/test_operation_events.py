@@ -407,3 +407,21 @@ def test_cap_splits_a_large_imbalance_over_several_cycles(settings):
     assert amounts == [Decimal("10"), Decimal("10")]  # 10/90 -> 20/80 -> 30/70 (balanced)
     assert balances("AAPL") == (30, 0, 70, 0)
     assert Operation.objects.filter(status=OperationStatus.COMPLETED).count() == 2
+
+
+def test_usdc_cap_limits_each_cycle_until_balanced(settings):
+    enable(settings, usdc_cap=Decimal("150"))
+    observe(usdc_onchain="0", usdc_offchain="1000")  # excess 500, capped at 150 per cycle
+    amounts = []
+    for _ in range(5):
+        op = active("USDC")
+        if op is None:
+            break
+        amounts.append(op.amount)
+        append(ev.USDC_REBALANCE, op.aggregate_id, usdc_requested(op))
+        append(ev.USDC_REBALANCE, op.aggregate_id, usdc_initiated(op))
+        usdc_through_bridge(op)
+        append(ev.USDC_REBALANCE, op.aggregate_id, ev.DepositConfirmed(deposit_confirmed_at=tick()))
+    # 0/1000 -> 150/850 (0.15 < 0.2, again) -> 300/700 (0.3: inside 0.5 +/- 0.3)
+    assert amounts == [Decimal("150"), Decimal("150")]
+    assert balances("USDC") == (300, 0, 700, 0)

@@ -280,3 +280,26 @@ def test_with_a_redis_broker_the_task_is_pushed_only_after_commit(
     assert only_operation().kind == OperationKind.MINT
     assert OrmQ.objects.count() == 0
     assert len(callbacks) == 1
+
+
+def test_threshold_settings_control_trigger_sensitivity(enabled):
+    register("AAPL")
+    observe("AAPL", onchain="35", offchain="65")  # inside 0.5 +/- 0.2
+    assert Operation.objects.count() == 0
+    setting_change(scope="global", setting="equity_deviation", new_value="0.1", changed_by="ops")
+    observe("AAPL", onchain="35", offchain="66")  # 0.347 < 0.4 now
+    assert only_operation().kind == OperationKind.MINT
+
+
+def test_per_asset_threshold_override_applies_to_that_symbol_only(enabled):
+    register("AAPL")
+    register("MSFT")
+    setting_change(scope="AAPL", setting="target_ratio", new_value="0.8", changed_by="ops")
+    observe("AAPL", onchain="50", offchain="50")  # 0.5 < 0.8 - 0.2
+    observe("MSFT", onchain="50", offchain="50")
+    operation = only_operation()
+    assert (operation.pool, operation.kind, operation.amount) == (
+        "AAPL",
+        OperationKind.MINT,
+        Decimal("30"),
+    )
