@@ -45,9 +45,20 @@ _EXACT = Context(
 )
 # Ratios are for display only; detection compares products exactly.
 _RATIO = Context(prec=40, rounding=ROUND_HALF_EVEN, Emin=-999999, Emax=999999)
+# Normalizing for messages must not round either.
+_RATIO_TEXT = Context(prec=200, rounding=ROUND_HALF_EVEN, Emin=-999999, Emax=999999)
 
 
 # --- errors -----------------------------------------------------------------------------------
+
+
+def fmt(amount: object) -> str:
+    """Canonical text of an amount (`0.000000`, `0` and `0E-6` all print `0`), so a stored
+    message never depends on how a Decimal happened to be represented."""
+    if isinstance(amount, Decimal) and amount.is_finite():
+        text = format(amount.normalize(_RATIO_TEXT), "f")
+        return "0" if text in ("-0", "0") else text
+    return repr(amount)
 
 
 class InventoryError(DomainError):
@@ -58,14 +69,18 @@ class InsufficientAvailable(InventoryError):
     def __init__(self, requested: Decimal, available: Decimal) -> None:
         self.requested = requested
         self.available = available
-        super().__init__(f"insufficient available: requested {requested}, available {available}")
+        super().__init__(
+            f"insufficient available: requested {fmt(requested)}, available {fmt(available)}"
+        )
 
 
 class InsufficientInflight(InventoryError):
     def __init__(self, requested: Decimal, inflight: Decimal) -> None:
         self.requested = requested
         self.inflight = inflight
-        super().__init__(f"insufficient inflight: requested {requested}, inflight {inflight}")
+        super().__init__(
+            f"insufficient inflight: requested {fmt(requested)}, inflight {fmt(inflight)}"
+        )
 
 
 class VenueNotObserved(InventoryError):
@@ -78,7 +93,7 @@ class InvalidAmount(InventoryError):
     def __init__(self, amount: object, rule: str) -> None:
         self.amount = amount
         self.rule = rule
-        super().__init__(f"amount {amount!r}: {rule}")
+        super().__init__(f"amount {fmt(amount)}: {rule}")
 
 
 class InventoryArithmeticError(InventoryError):
@@ -86,7 +101,7 @@ class InventoryArithmeticError(InventoryError):
         self.operation = operation
         self.lhs = lhs
         self.rhs = rhs
-        super().__init__(f"{operation}({lhs}, {rhs}) cannot be computed exactly")
+        super().__init__(f"{operation}({fmt(lhs)}, {fmt(rhs)}) cannot be computed exactly")
 
 
 def _amount(a: Decimal) -> Decimal:
