@@ -31,7 +31,7 @@ from inventory.domain.aggregate import AggregateSpec
 from inventory.store import LoadedAggregate, StoredEvent, aggregate_execute, aggregate_load
 from operations.models import ACTIVE_STATUSES, Operation
 from operations.nonces import nonce_allocate, nonce_release
-from operations.services import operation_fail
+from operations.services import operation_fail, operation_flag
 from operations.venues import Venues
 from operations.workflows.base import OperationInactive
 from operations.workflows.chaos import chaos_point
@@ -173,6 +173,10 @@ class StepContext:
         )
         self.chaos(f"after:{type(command).__name__}")
         return stored
+
+    def flag(self, error: str) -> None:
+        """Ask for an operator (`needs_attention`), e.g. after a failure that keeps inflight."""
+        operation_flag(operation_id=self.operation_id, error=error)
 
     def fail_before_events(self, reason: str) -> None:
         """End the operation with no aggregate events (B4: the guard is released)."""

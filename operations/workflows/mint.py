@@ -194,6 +194,7 @@ class MintWorkflow:
 
     def _time_out(self, ctx: StepContext, reason: str) -> Outcome:
         ctx.execute(mint.TimeOutMint(reason=reason))
+        ctx.flag(f"mint timed out, shares kept inflight: {reason}")
         return Done("timed out")
 
     # -- operator and give-up paths ----------------------------------------------------------
@@ -210,6 +211,7 @@ class MintWorkflow:
             # Alpaca accepted: the shares may still be moving, keep them inflight (operator
             # reconciles once settled).
             ctx.execute(mint.TimeOutMint(reason=f"{reason} (by {actor})"))
+            ctx.flag(f"mint failed after acceptance, shares kept inflight: {reason}")
             return True
         if step == mint.MintStep.TOKENS_RECEIVED:
             raise NotFailable(step, "the tokens arrived; the mint can only complete")

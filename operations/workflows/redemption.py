@@ -152,6 +152,7 @@ class RedemptionWorkflow:
                     f"within {timeout_s:g}s"
                 )
             )
+            ctx.flag(f"redemption {state.tx_hash} not detected; tokens sent, inflight kept")
             return Done("detection timed out")
         return Wait(ctx.config.poll_interval_s, "waiting for Alpaca to detect the transfer")
 
@@ -165,6 +166,7 @@ class RedemptionWorkflow:
             return Done("completed")
         if request is not None and request.status == TokenizationStatus.REJECTED:
             ctx.execute(redemption.RejectRedemption(reason="Redemption rejected by Alpaca"))
+            ctx.flag("redemption rejected by Alpaca; tokens sent, inflight kept")
             return Done("rejected")
         timeout_s = ctx.config.redemption_completion_timeout_s
         if ctx.seconds_since(state.detected_at) > timeout_s:
@@ -174,6 +176,7 @@ class RedemptionWorkflow:
                     f"completed within {timeout_s:g}s"
                 )
             )
+            ctx.flag("redemption not completed in time; tokens sent, inflight kept")
             return Done("completion timed out")
         return Wait(ctx.config.poll_interval_s, "Alpaca processing the redemption")
 
@@ -202,6 +205,7 @@ class RedemptionWorkflow:
                     )
                 )
                 ctx.execute(redemption.FailDetection(reason=text))
+                ctx.flag(f"redemption failed after the tokens were sent: {reason}")
                 return True
             ctx.execute(redemption.FailTransfer(reason=text))
             if probe is None:
@@ -209,9 +213,11 @@ class RedemptionWorkflow:
             return True
         if step == S.TOKENS_SENT:
             ctx.execute(redemption.FailDetection(reason=text))
+            ctx.flag(f"redemption failed after the tokens were sent: {reason}")
             return True
         if step == S.PENDING:
             ctx.execute(redemption.RejectRedemption(reason=text))
+            ctx.flag(f"redemption failed after the tokens were sent: {reason}")
             return True
         raise NotFailable(step, "already finished")
 

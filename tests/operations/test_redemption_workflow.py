@@ -1,0 +1,220 @@
+"""Redemption workflow against the simulated venue (real DB, chains and clients, in-process)."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+
+import pytest
+
+from inventory.domain import redemption
+from inventory.store import aggregate_load
+from operations.models import ChainNonce, Operation, OperationKind, OperationStatus
+from operations.services import operation_create
+from operations.venues import Venues
+from operations.workflows import operation_advance
+from operations.workflows.context import StepContext, decode_signed
+from tests.operations.conftest import advance_until_finished
+
+pytestmark = [pytest.mark.django_db, pytest.mark.chain]
+
+UNIT = 10**18
+
+
+@pytest.fixture
+def funded(sim_venue, venues, sim_assets) -> dict[str, str]:
+    """Give our wallet MSFT tokens to redeem."""
+    chains = sim_venue.chains
+    chains.mint(chains.base, sim_assets["MSFT"], venues.market_maker_wallet, 1_000 * UNIT)
+    return sim_assets
+
+
+def new_redemption(token: str, amount: str = "4", symbol: str = "MSFT") -> Operation:
+    operation = operation_create(
+        kind=OperationKind.REDEMPTION, pool=symbol, amount=Decimal(amount), token_address=token
+    )
+    assert operation is not None
+    return operation
+
+
+def event_types(operation: Operation) -> list[str]:
+    loaded = aggregate_load(redemption.SPEC, operation.aggregate_id)
+    return [type(s.event).__name__ for s in loaded.events]
+
+
+def transfers_to_redemption(sim_venue, venues, token: str, from_block: int) -> list:
+    return venues.base.erc20_transfers(
+        token=token,
+        from_block=from_block,
+        to=venues.redemption_wallet,
+        from_=venues.market_maker_wallet,
+    )
+
+
+def test_redemption_completes_with_exactly_one_transfer_matched_by_tx_hash(
+    sim_venue, venues, funded
+):
+    token = funded["MSFT"]
+    start = venues.base.block_number()
+    operation = new_redemption(token, "4.25")
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.COMPLETED
+    assert event_types(operation) == ["TransferSigned", "TokensSent", "Detected", "Completed"]
+    transfers = transfers_to_redemption(sim_venue, venues, token, start)
+    assert [t.amount_units for t in transfers] == [4_250_000_000_000_000_000]
+    state = aggregate_load(redemption.SPEC, operation.aggregate_id).state.value
+    assert state.tx_hash.lower() == transfers[0].tx_hash.lower()
+
+
+def test_redemption_signed_but_not_broadcast_rebroadcasts_the_same_bytes(sim_venue, venues, funded):
+    """A worker died after recording the signed transfer: the resume sends those bytes."""
+    token = funded["MSFT"]
+    start = venues.base.block_number()
+    operation = new_redemption(token, "1")
+    ctx = StepContext(
+        operation=operation, venues=venues, spec=redemption.SPEC, lease_token="", lease_s=5
+    )
+    base = venues.base
+    signed = ctx.sign_and_record(
+        chain=base,
+        build=lambda nonce: base.build_erc20_transfer(
+            token=token, to=venues.redemption_wallet, amount_units=UNIT, nonce=nonce
+        ),
+        command=lambda s: redemption.SignTransfer(
+            symbol="MSFT",
+            quantity=Decimal(1),
+            token=token,
+            redemption_wallet=venues.redemption_wallet,
+            raw_tx=s.raw,
+            tx_hash=s.tx_hash,
+        ),
+        label="transfer",
+    )
+    assert base.receipt(signed.tx_hash) is None  # nothing left the process
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.COMPLETED
+    transfers = transfers_to_redemption(sim_venue, venues, token, start)
+    assert [t.tx_hash.lower() for t in transfers] == [signed.tx_hash.lower()]
+
+
+def test_redemption_whose_signed_transfer_died_fails_the_transfer_and_releases_the_guard(
+    sim_venue, venues, funded
+):
+    token = funded["MSFT"]
+    start = venues.base.block_number()
+    operation = new_redemption(token, "1")
+    ctx = StepContext(
+        operation=operation, venues=venues, spec=redemption.SPEC, lease_token="", lease_s=5
+    )
+    base = venues.base
+    signed = ctx.sign_and_record(
+        chain=base,
+        build=lambda nonce: base.build_erc20_transfer(
+            token=token, to=venues.redemption_wallet, amount_units=UNIT, nonce=nonce
+        ),
+        command=lambda s: redemption.SignTransfer(
+            symbol="MSFT",
+            quantity=Decimal(1),
+            token=token,
+            redemption_wallet=venues.redemption_wallet,
+            raw_tx=s.raw,
+            tx_hash=s.tx_hash,
+        ),
+        label="transfer",
+    )
+    # Another transaction takes that nonce (e.g. an operator's manual send).
+    chains = sim_venue.chains
+    chains.transfer(chains.base, token, chains.market_maker, chains.deployer.address, 1)
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.FAILED
+    assert event_types(operation) == ["TransferSigned", "TransferFailed"]
+    assert f"nonce {signed.nonce}" in operation.failure_reason
+    assert transfers_to_redemption(sim_venue, venues, token, start) == []
+    assert new_redemption(token, "1") is not None  # guard released
+
+
+def test_nonces_are_allocated_past_both_the_stored_and_the_chain_pending_value(
+    sim_venue, venues, funded
+):
+    base = venues.base
+    ChainNonce.objects.create(
+        chain_id=base.chain_id, address=base.address.lower(), next_nonce=0
+    )  # stale, behind the chain
+    operation = new_redemption(funded["MSFT"], "1")
+    pending = base.pending_nonce()
+    operation_advance(operation_id=operation.pk, venues=venues)
+    first = aggregate_load(redemption.SPEC, operation.aggregate_id).events[0].event
+    assert decode_signed(first.raw_tx) == (base.chain_id, pending)
+    assert ChainNonce.objects.get(chain_id=base.chain_id).next_nonce == pending + 1
+
+
+@pytest.mark.parametrize(
+    ("amount", "rule"), [("-3", "negative"), ("0.0000000000000000001", "below one unit")]
+)
+def test_redemption_with_unconvertible_amount_is_logged_and_skipped_others_continue(
+    sim_venue, venues, funded, amount, rule, caplog
+):
+    token = funded["MSFT"]
+    bad = new_redemption(token, amount, symbol="MSFT")
+    good = operation_create(kind=OperationKind.MINT, pool="AAPL", amount=Decimal(1))
+    assert good is not None
+
+    result = operation_advance(operation_id=bad.pk, venues=venues)
+    bad.refresh_from_db()
+    assert result.outcome == "done"
+    assert bad.status == OperationStatus.FAILED
+    assert rule in bad.failure_reason
+    assert event_types(bad) == []
+    assert any(r.levelname == "ERROR" and str(bad.pk) in r.getMessage() for r in caplog.records)
+
+    advance_until_finished(good, venues)
+    assert good.status == OperationStatus.COMPLETED
+
+
+def test_redemption_refused_at_preflight_fails_before_any_event(sim_venue, venues, funded):
+    operation = new_redemption(funded["MSFT"], "100000000")  # more than our balance
+    advance_until_finished(operation, venues)
+    assert operation.status == OperationStatus.FAILED
+    assert event_types(operation) == []
+    assert "refused" in operation.failure_reason
+
+
+def test_redemption_rejected_by_alpaca_keeps_inflight_for_an_operator(sim_venue, venues, funded):
+    sim_venue.server.set_knobs(redemption_reject_rate=1.0)
+    try:
+        operation = new_redemption(funded["MSFT"], "1")
+        advance_until_finished(operation, venues)
+    finally:
+        sim_venue.server.set_knobs(redemption_reject_rate=0.0)
+    assert operation.status == OperationStatus.FAILED
+    assert event_types(operation)[-1] == "RedemptionRejected"
+    assert operation.failure_reason == "Redemption rejected by Alpaca"
+    assert operation.needs_attention
+    assert redemption.can_reconcile(aggregate_load(redemption.SPEC, operation.aggregate_id).state)
+
+
+def test_redemption_not_detected_in_time_fails_detection_keeping_inflight(
+    sim_venue, venues, funded
+):
+    quick = Venues.from_config(
+        dataclasses.replace(
+            venues.config,
+            workers=dataclasses.replace(venues.config.workers, redemption_detection_timeout_s=0.5),
+        )
+    )
+    sim_venue.server.set_knobs(redemption_detect_delay_s=30.0)
+    try:
+        operation = new_redemption(funded["MSFT"], "1")
+        advance_until_finished(operation, quick)
+    finally:
+        sim_venue.server.set_knobs(redemption_detect_delay_s=0.1)
+    assert operation.status == OperationStatus.FAILED
+    assert event_types(operation)[-1] == "DetectionFailed"
+    assert "Detection polling failed" in operation.failure_reason
+    assert redemption.can_reconcile(aggregate_load(redemption.SPEC, operation.aggregate_id).state)
