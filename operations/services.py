@@ -1,4 +1,4 @@
-"""Writes to Operation rows: create (the guard) with its queued task, finish, fail, attempts.
+"""Writes to Operation rows: create (the guard) with its queued task, finish, fail, force-fail.
 
 The guard is the database: `operation_one_active_per_pool` allows one active operation per pool.
 `operation_create` inserts inside a savepoint, so losing the race is an ordinary "already active"
@@ -41,8 +41,6 @@ logger = logging.getLogger(__name__)
 
 EXECUTE_TASK = "operations.tasks.execute_operation"
 TASK_GROUP = "operations"
-# Our own attempt counter: a worker killed mid-task bypasses django-q's max_attempts.
-MAX_ATTEMPTS = 10
 GUARD_CONSTRAINT = "operation_one_active_per_pool"
 
 # Sent inside the transaction of `operation_fail` after the guard was released without a
@@ -408,54 +406,6 @@ def operation_force_fail(
     return operation
 
 
-def operation_attempt_record(*, operation_id: int, now: datetime | None = None) -> Operation | None:
-    """Count one delivery of the operation's task; fail it once MAX_ATTEMPTS is exceeded.
-
-    Returns the operation when it is active and may run, None otherwise (finished, unknown,
-    or just failed for exhausted attempts).
-    """
-    moment = now or timezone.now()
-    with transaction.atomic():
-        operation = Operation.objects.select_for_update().filter(pk=operation_id).first()
-        if operation is None:
-            logger.warning("operation %s: no such operation, task dropped", operation_id)
-            return None
-        if not operation.is_active:
-            logger.info("operation %s already %s, task dropped", operation_id, operation.status)
-            return None
-        operation.attempts += 1
-        operation.updated_at = moment
-        fields: list[str] = ["attempts", "updated_at"]
-        if operation.started_at is None:
-            operation.started_at = moment
-            fields.append("started_at")
-        if operation.status == OperationStatus.PENDING:
-            operation.status = OperationStatus.RUNNING
-            fields.append("status")
-        operation.save(update_fields=fields)
-        if operation.attempts <= MAX_ATTEMPTS:
-            return operation
-    reason = f"exhausted {MAX_ATTEMPTS} attempts"
-    if operation.last_error:
-        reason = f"{reason}; last error: {operation.last_error}"
-    operation_give_up(operation=operation, reason=reason, now=moment)
-    return None
-
-
-def operation_give_up(*, operation: Operation, reason: str, now: datetime | None = None) -> None:
-    """System path for an operation that cannot go on: fail it (no events yet) or flag it.
-
-    With events already recorded, only the aggregate's failure command may end it; that is the
-    workflow's decision, so here it is flagged for an operator instead.
-    """
-    try:
-        operation_fail(operation_id=operation.pk, reason=reason, actor="system", now=now)
-    except OperationStarted:
-        operation_flag(operation_id=operation.pk, error=reason, now=now)
-    except OperationAlreadyFinished:
-        pass
-
-
 def operation_flag(
     *, operation_id: int, error: str, now: datetime | None = None
 ) -> Operation | None:
@@ -468,10 +418,3 @@ def operation_flag(
         return None
     logger.error("operation %s needs attention: %s", operation_id, error)
     return Operation.objects.get(pk=operation_id)
-
-
-def operation_error_record(*, operation_id: int, error: str, now: datetime | None = None) -> None:
-    """Keep the latest retried error of an attempt (the operation stays active)."""
-    Operation.objects.filter(pk=operation_id).update(
-        last_error=error, updated_at=now or timezone.now()
-    )

@@ -14,10 +14,8 @@ from inventory.domain.aggregate import AggregateSpec
 from inventory.store import events_append
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.services import (
-    MAX_ATTEMPTS,
     OperationAlreadyFinished,
     OperationStarted,
-    operation_attempt_record,
     operation_create,
     operation_fail,
     operation_finish,
@@ -182,21 +180,6 @@ def test_operation_fail_after_the_aggregate_started_must_go_through_the_aggregat
         operation_fail(operation_id=first.pk, reason="x", actor="ops")
     first.refresh_from_db()
     assert first.status == OperationStatus.PENDING
-
-
-def test_each_delivery_counts_an_attempt_and_exhaustion_fails_the_operation():
-    first = mint()
-    assert first is not None
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        running = operation_attempt_record(operation_id=first.pk)
-        assert running is not None
-        assert running.attempts == attempt
-        assert running.status == OperationStatus.RUNNING
-    assert operation_attempt_record(operation_id=first.pk) is None
-    first.refresh_from_db()
-    assert first.status == OperationStatus.FAILED
-    assert first.failure_reason.startswith(f"exhausted {MAX_ATTEMPTS} attempts")
-    assert mint() is not None
 
 
 def test_task_for_a_finished_operation_does_nothing():
