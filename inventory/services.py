@@ -29,6 +29,7 @@ from inventory.domain.events import ExecutionThreshold, ThresholdKind, TradeId
 from inventory.domain.inventory import InventoryFold
 from inventory.domain.lifecycle import Lifecycle
 from inventory.domain.values import (
+    USDC_POOL,
     Direction,
     InvalidValue,
     TokenizedEquitySymbol,
@@ -37,6 +38,7 @@ from inventory.domain.values import (
     validate_symbol,
 )
 from inventory.models import Asset, Event, InventoryPool, RebalancingSettingsRow
+from inventory.projection import pools_lock
 from inventory.store import (
     MAX_APPEND_ATTEMPTS,
     ConcurrencyError,
@@ -150,6 +152,9 @@ def fill_record_onchain(
     )
     moment = _aware("now", now) if now is not None else timezone.now()
     with transaction.atomic():
+        # Serialise fills of this symbol (the same rows, in the same order, the projection
+        # locks next), so two deliveries of one trade cannot both pass the check below.
+        pools_lock({symbol, USDC_POOL})
         if _onchain_fill_recorded(symbol, trade_id):
             logger.info("fill %s for %s already recorded, skipped", trade_id, symbol)
             return []

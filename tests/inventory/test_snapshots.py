@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from inventory.domain import events as ev
 from inventory.domain import position
@@ -234,3 +236,29 @@ def test_invalid_offchain_fill_is_refused_and_nothing_written(overrides, field):
         fill_record_offchain(**kwargs)
     assert error.value.field == field
     assert not Event.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_deliveries_of_one_trade_record_it_once():
+    seed()
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            barrier.wait(timeout=10)
+            onchain()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    fills = Event.objects.filter(event_type=ev.OnChainOrderFilled.event_type_name())
+    assert fills.count() == 1
+    assert amounts("AAPL")[0] == D("11.5")
