@@ -11,7 +11,7 @@ amount is either represented exactly or the operation fails, it is never silentl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import (
@@ -652,7 +652,3 @@ class InventoryFold:
         if track is not None:
             self.tracks[(aggregate_type, aggregate_id)] = track_apply(track, event)
         return keys
-
-
-def pools_equal(a: Mapping[str, PoolInventory], b: Mapping[str, PoolInventory]) -> bool:
-    return dict(a) == dict(b)
