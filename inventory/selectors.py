@@ -7,7 +7,12 @@ from decimal import Decimal
 
 from django.conf import settings as django_settings
 
-from inventory.domain.inventory import ImbalanceThreshold, PoolInventory
+from inventory.domain.inventory import (
+    Imbalance,
+    ImbalanceThreshold,
+    PoolInventory,
+    detect_imbalance,
+)
 from inventory.domain.values import USDC_POOL
 from inventory.models import Asset, InventoryPool, RebalancingSettingsRow
 
@@ -127,3 +132,9 @@ def rebalancing_settings_get() -> RebalancingSettings:
 def threshold_for(pool_key: str, settings: RebalancingSettings | None = None) -> ImbalanceThreshold:
     """The imbalance threshold of a pool (per-asset override, else global; USDC its own)."""
     return (settings or rebalancing_settings_get()).threshold_for(pool_key)
+
+
+def pool_imbalance(*, key: str, settings: RebalancingSettings | None = None) -> Imbalance | None:
+    """The pool's imbalance against its threshold; None for an unknown or unobserved pool,
+    a pool with anything inflight, or a balanced one."""
+    return detect_imbalance(pool_inventory(key=key), threshold_for(key, settings))

@@ -9,8 +9,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from inventory.domain import events as ev
+from inventory.domain.inventory import TooMuchOffchain, TooMuchOnchain
 from inventory.domain.values import USDC_POOL, RebalanceDirection
 from inventory.models import Event, InventoryPool, PoolKind
+from inventory.selectors import pool_imbalance
 from inventory.store import events_appended
 from tests.inventory.projection_helpers import (
     T0,
@@ -322,3 +324,48 @@ def test_rows_are_locked_in_primary_key_order():
     updates = [q["sql"] for q in queries if q["sql"].startswith('UPDATE "inventory_inventorypool"')]
     assert len(updates) == 2  # AAPL and USDC, each with only its changed fields
     assert all("offchain_available" not in sql for sql in updates)
+
+
+# --- view-level checks (spec 13 check_equity_imbalance_* / check_usdc_imbalance_*) -----------
+
+
+def test_check_equity_imbalance_balanced():
+    seed(on="55", off="50")
+    assert pool_imbalance(key="AAPL") is None
+
+
+def test_check_equity_imbalance_too_much_onchain():
+    seed(on="80", off="20")
+    assert pool_imbalance(key="AAPL") == TooMuchOnchain(D(30))
+
+
+def test_check_equity_imbalance_too_much_offchain():
+    seed(on="20", off="80")
+    assert pool_imbalance(key="AAPL") == TooMuchOffchain(D(30))
+
+
+def test_check_equity_imbalance_unknown_symbol_returns_none():
+    seed()
+    assert pool_imbalance(key="NVDA") is None
+
+
+def test_check_equity_imbalance_with_inflight_returns_none():
+    seed(on="20", off="80")
+    append("m-1", mint_requested("AAPL", "5"), mint_accepted())
+    assert pool_imbalance(key="AAPL") is None
+
+
+@pytest.mark.parametrize(
+    ("on", "off", "expected"),
+    [
+        ("500", "500", None),
+        ("900", "100", TooMuchOnchain(D(400))),  # USDC default band 0.5 +- 0.3
+        ("100", "900", TooMuchOffchain(D(400))),
+        ("800", "200", None),  # exactly on the upper edge
+    ],
+    ids=["balanced", "too-much-onchain", "too-much-offchain", "upper-edge"],
+)
+def test_check_usdc_imbalance(on, off, expected):
+    seed(usdc="0")
+    snapshot(onchain_cash=D(on), offchain_cash=D(off), fetched_at=at(1))
+    assert pool_imbalance(key=USDC_POOL) == expected
