@@ -371,6 +371,9 @@ class TxPurpose(enum.StrEnum):
     MINT = "mint"
     VAULT_DEPOSIT = "vault_deposit"
     ALPACA_DEPOSIT = "alpaca_deposit"
+    # Standing max ERC-20 approvals, signed and recorded like any other tx (h7, USDC workflow).
+    APPROVE_BURN = "approve_burn"  # USDC -> TokenMessenger on the burn chain
+    APPROVE_VAULT = "approve_vault"  # USDC -> orderbook vault on Base
 
 
 @dataclass(frozen=True)

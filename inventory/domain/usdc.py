@@ -128,6 +128,8 @@ PURPOSE_STEP: dict[TxPurpose, UsdcStep] = {
     TxPurpose.MINT: _S.ATTESTED,
     TxPurpose.VAULT_DEPOSIT: _S.BRIDGED,
     TxPurpose.ALPACA_DEPOSIT: _S.BRIDGED,
+    TxPurpose.APPROVE_BURN: _S.WITHDRAWAL_COMPLETE,
+    TxPurpose.APPROVE_VAULT: _S.BRIDGED,
 }
 
 
