@@ -16,6 +16,11 @@ from rebalancer.config import RebalancingConfig, WorkerConfig
 from venues.alpaca import AlpacaClient
 from venues.chain import EvmChain
 from venues.circle import IrisClient
+from venues.http import RetryPolicy
+
+# Reads retry briefly inside a step; longer outages are the runner's backoff (a worker must
+# not sleep for minutes inside one task: the queue's timeout would kill it).
+STEP_READ_RETRY = RetryPolicy(attempts=3, min_delay_s=0.3, max_delay_s=1.0)
 
 
 class VenuesNotConfigured(Exception):
@@ -71,11 +76,12 @@ class Venues:
             trading_mode=self.config.alpaca_trading_mode,
             account_id=self.config.alpaca_account_id,
             timeout_s=15.0,
+            retry=STEP_READ_RETRY,
         )
 
     @cached_property
     def iris(self) -> IrisClient:
-        return IrisClient(self.config.circle_iris_url, timeout_s=15.0)
+        return IrisClient(self.config.circle_iris_url, timeout_s=15.0, retry=STEP_READ_RETRY)
 
     def _chain(self, name: str, rpc_url: object) -> EvmChain:
         assert self.config.evm_private_key is not None

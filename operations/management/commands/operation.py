@@ -1,0 +1,68 @@
+"""Operator actions on one operation, and the due-operations loop.
+
+manage.py operation retry <id> --actor alice
+manage.py operation fail <id> --reason "Alpaca ticket 123" --actor alice
+manage.py operation reconcile <id> --reason "settled by hand, ticket 123" --actor alice
+manage.py operation due-loop [--interval SECONDS]
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from operations.due import due_loop
+from operations.operator import (
+    OperatorError,
+    operator_force_fail,
+    operator_reconcile,
+    operator_retry_now,
+)
+
+
+class Command(BaseCommand):
+    help = "Operator actions on an operation (retry, fail, reconcile) and the due loop."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        retry = sub.add_parser("retry", help="make the operation due now and queue it")
+        retry.add_argument("operation_id", type=int)
+        retry.add_argument("--actor", required=True)
+        for name, text in (
+            ("fail", "force-fail with the failure valid in its state"),
+            ("reconcile", "declare kept inflight settled outside the system"),
+        ):
+            action = sub.add_parser(name, help=text)
+            action.add_argument("operation_id", type=int)
+            action.add_argument("--reason", required=True)
+            action.add_argument("--actor", required=True)
+        loop = sub.add_parser("due-loop", help="re-enqueue due waiting operations, forever")
+        loop.add_argument("--interval", type=float, default=None)
+
+    def handle(self, *args: object, **options: object) -> None:
+        action = options["action"]
+        try:
+            if action == "due-loop":
+                interval = options["interval"] or settings.REBALANCING.workers.due_interval_s
+                due_loop(interval_s=float(interval))  # type: ignore[arg-type]
+                return
+            operation_id = int(options["operation_id"])  # type: ignore[arg-type]
+            if action == "retry":
+                operation = operator_retry_now(
+                    operation_id=operation_id, actor=str(options["actor"])
+                )
+            elif action == "fail":
+                operation = operator_force_fail(
+                    operation_id=operation_id,
+                    reason=str(options["reason"]),
+                    actor=str(options["actor"]),
+                )
+            else:
+                operation = operator_reconcile(
+                    operation_id=operation_id,
+                    reason=str(options["reason"]),
+                    actor=str(options["actor"]),
+                )
+        except OperatorError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"{operation} ({action} done)")

@@ -1,0 +1,144 @@
+"""The runner's claim, lease, attempts, parking and give-up paths (real DB and sim venue)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from inventory.domain import mint
+from inventory.store import aggregate_execute, aggregate_load
+from operations.due import due_loop, operations_due_enqueue
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.services import operation_create
+from operations.workflows import operation_advance
+from operations.workflows.runner import backoff_seconds
+from tests.rebalancer.support import queued_operation_tasks
+from venues.sim.server import FAULT_5XX
+
+pytestmark = [pytest.mark.django_db, pytest.mark.chain]
+
+LIST = "GET /v2/tokenization/requests"
+
+
+def new_mint(amount: str = "1", symbol: str = "AAPL") -> Operation:
+    operation = operation_create(kind=OperationKind.MINT, pool=symbol, amount=Decimal(amount))
+    assert operation is not None
+    return operation
+
+
+def events(operation: Operation) -> list[str]:
+    return [
+        type(s.event).__name__ for s in aggregate_load(mint.SPEC, operation.aggregate_id).events
+    ]
+
+
+def test_duplicate_delivery_skips_while_another_workers_lease_is_valid(venues, sim_assets):
+    operation = new_mint()
+    Operation.objects.filter(pk=operation.pk).update(
+        claimed_by="other-host:1:abc",
+        claimed_until=timezone.now() + timedelta(seconds=60),
+        status=OperationStatus.RUNNING,
+    )
+    result = operation_advance(operation_id=operation.pk, venues=venues)
+    operation.refresh_from_db()
+    assert result.outcome == "skipped"
+    assert operation.attempts == 0
+    assert operation.claimed_by == "other-host:1:abc"
+    assert events(operation) == []
+
+
+def test_an_expired_lease_of_a_dead_worker_is_taken_over(venues, sim_assets):
+    operation = new_mint()
+    Operation.objects.filter(pk=operation.pk).update(
+        claimed_by="dead-host:1:abc",
+        claimed_until=timezone.now() - timedelta(seconds=1),
+        status=OperationStatus.RUNNING,
+        attempts=1,
+    )
+    result = operation_advance(operation_id=operation.pk, venues=venues)
+    operation.refresh_from_db()
+    assert result.outcome == "waiting"
+    assert events(operation) == ["MintRequested", "MintAccepted"]
+    assert operation.claimed_by == ""
+
+
+def test_task_for_a_finished_operation_is_dropped_without_counting(venues, sim_assets):
+    operation = new_mint()
+    Operation.objects.filter(pk=operation.pk).update(status=OperationStatus.CANCELLED)
+    assert operation_advance(operation_id=operation.pk, venues=venues).outcome == "skipped"
+    operation.refresh_from_db()
+    assert operation.attempts == 0
+
+
+def test_transient_errors_record_last_error_and_back_off_keeping_the_attempt(
+    sim_venue, venues, sim_assets
+):
+    operation = new_mint()
+    sim_venue.server.fail_next(LIST, FAULT_5XX, times=3)  # every read retry of one step
+    result = operation_advance(operation_id=operation.pk, venues=venues)
+    operation.refresh_from_db()
+    assert result.outcome == "retry"
+    assert operation.status == OperationStatus.WAITING
+    assert operation.attempts == 1
+    assert "503" in operation.last_error
+    assert operation.next_run_at > timezone.now()
+    assert operation.claimed_by == ""
+    assert events(operation) == ["MintRequested"]
+
+
+def test_exhausted_attempts_before_any_event_fail_the_operation_and_release_the_guard(
+    venues, sim_assets
+):
+    operation = new_mint()
+    limit = venues.workers.max_attempts
+    Operation.objects.filter(pk=operation.pk).update(attempts=limit, last_error="boom")
+    result = operation_advance(operation_id=operation.pk, venues=venues)
+    operation.refresh_from_db()
+    assert result.outcome == "gave_up"
+    assert operation.status == OperationStatus.FAILED
+    assert f"exhausted {limit} attempts; last error: boom" == operation.failure_reason
+    assert new_mint() is not None  # guard released
+
+
+def test_exhausted_attempts_after_the_request_record_the_mint_rejection(venues, sim_assets):
+    operation = new_mint()
+    aggregate_execute(
+        spec=mint.SPEC,
+        aggregate_id=operation.aggregate_id,
+        command=mint.RequestMint(
+            symbol="AAPL", quantity=Decimal(1), wallet=venues.market_maker_wallet
+        ),
+    )
+    Operation.objects.filter(pk=operation.pk).update(attempts=venues.workers.max_attempts)
+    assert operation_advance(operation_id=operation.pk, venues=venues).outcome == "gave_up"
+    operation.refresh_from_db()
+    assert operation.status == OperationStatus.FAILED
+    assert events(operation) == ["MintRequested", "MintRejected"]
+
+
+def test_backoff_doubles_per_attempt_up_to_the_maximum(venues):
+    config = venues.workers
+    assert backoff_seconds(config, 1) == config.backoff_base_s
+    assert backoff_seconds(config, 2) == 2 * config.backoff_base_s
+    assert backoff_seconds(config, 50) == config.backoff_max_s
+
+
+def test_due_loop_enqueues_only_waiting_operations_that_are_due(venues, sim_assets):
+    due = new_mint(symbol="AAPL")
+    later = new_mint(symbol="MSFT")
+    from django_q.models import OrmQ
+
+    OrmQ.objects.all().delete()
+    now = timezone.now()
+    Operation.objects.filter(pk=due.pk).update(
+        status=OperationStatus.WAITING, next_run_at=now - timedelta(seconds=1)
+    )
+    Operation.objects.filter(pk=later.pk).update(
+        status=OperationStatus.WAITING, next_run_at=now + timedelta(minutes=5)
+    )
+    assert operations_due_enqueue() == [due.pk]
+    assert queued_operation_tasks() == [due.pk]
+    assert due_loop(interval_s=0.01, max_iterations=2) == 0  # already queued: not again
