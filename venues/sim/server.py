@@ -309,7 +309,11 @@ class SimVenueServer:
     ) -> None:
         self.world = world
         self._knobs = knobs or SimKnobs()
+        # Two streams from one seed: faults drawn per request (their order follows the
+        # client's requests) never share draws with the settle thread's ids and rejections
+        # (whose order follows chain activity), so a seed replays the same faults.
         self._rng = random.Random(self._knobs.seed)
+        self._fault_rng = random.Random(f"faults-{self._knobs.seed}")
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._host = host
@@ -543,9 +547,9 @@ class SimVenueServer:
             if queue:
                 return queue.popleft()
             knobs = self._knobs
-            if knobs.error_5xx_rate and self._rng.random() < knobs.error_5xx_rate:
+            if knobs.error_5xx_rate and self._fault_rng.random() < knobs.error_5xx_rate:
                 return FAULT_5XX
-            if knobs.hang_rate and self._rng.random() < knobs.hang_rate:
+            if knobs.hang_rate and self._fault_rng.random() < knobs.hang_rate:
                 return FAULT_HANG
             return None
 
