@@ -10,6 +10,7 @@ again. The API secret is kept only inside the request headers and never logged o
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -791,4 +792,8 @@ def _parse(url: str, build: Callable[[], T]) -> T:
 def _parse_list(url: str, body: Any, parse: Callable[[Mapping[str, Any]], T]) -> list[T]:
     if not isinstance(body, list):
         raise AlpacaMalformedResponse(url, f"expected a JSON array, got {type(body).__name__}")
-    return [_parse(url, lambda item=item: parse(_obj(item))) for item in body]
+    return [_parse(url, functools.partial(_parse_item, parse, item)) for item in body]
+
+
+def _parse_item(parse: Callable[[Mapping[str, Any]], T], item: Any) -> T:
+    return parse(_obj(item))

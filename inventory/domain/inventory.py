@@ -221,7 +221,9 @@ class PoolInventory:
         return balance
 
     def with_venue(self, name: str, balance: VenueBalance) -> PoolInventory:
-        return replace(self, **{name: balance})
+        if name == ONCHAIN:
+            return replace(self, onchain=balance)
+        return replace(self, offchain=balance)
 
     def has_inflight(self) -> bool:
         return any(v is not None and v.has_inflight() for v in (self.onchain, self.offchain))
@@ -522,7 +524,7 @@ def _apply_operation(
         held = track.held_inflight
         confirmed = pool.venue(source).confirm_inflight(held)
         credited = pool.venue(destination).add_available(held if received is None else received)
-        pool = replace(pool, **{source: confirmed, destination: credited})
+        pool = pool.with_venue(source, confirmed).with_venue(destination, credited)
         if isinstance(event, ev.Completed):
             pool = pool.with_last_rebalancing(event.completed_at)
     elif isinstance(event, _CANCELS):

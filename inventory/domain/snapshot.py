@@ -115,18 +115,26 @@ def event_for(command: SnapshotCommand) -> ev.SnapshotEvent:
     raise TypeError(f"not a snapshot command: {type(command).__name__}")
 
 
+def _fetched_at(event: ev.SnapshotEvent) -> datetime:
+    assert isinstance(
+        event, ev.OnchainEquity | ev.OnchainCash | ev.OffchainEquity | ev.OffchainCash
+    )
+    return event.fetched_at
+
+
 def is_stale(state: SnapshotState, event: ev.SnapshotEvent) -> bool:
     """Older than the newest recorded snapshot of the same kind."""
     newest = state.watermarks.get(type(event).__name__)
-    return newest is not None and event.fetched_at < newest
+    return newest is not None and _fetched_at(event) < newest
 
 
 def _advance(state: SnapshotState, event: ev.SnapshotEvent) -> SnapshotState:
     name = type(event).__name__
     newest = state.watermarks.get(name)
-    if newest is not None and newest >= event.fetched_at:
+    fetched_at = _fetched_at(event)
+    if newest is not None and newest >= fetched_at:
         return state
-    return SnapshotState(watermarks={**state.watermarks, name: event.fetched_at})
+    return SnapshotState(watermarks={**state.watermarks, name: fetched_at})
 
 
 def apply(state: Lifecycle[SnapshotState], event: Any) -> Lifecycle[SnapshotState]:

@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 from eth_account import Account
 from eth_utils import is_address, keccak, to_checksum_address
 from web3 import Web3
+from web3.types import RPCEndpoint
 
 from venues import cctp
 
@@ -352,7 +353,8 @@ class SimVenueServer:
         if self._httpd is None:
             raise RuntimeError("server not started")
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        host_text = host.decode() if isinstance(host, bytes) else str(host)
+        return f"http://{host_text}:{port}"
 
     def start(self) -> None:
         for symbol, address in self.world.equity_tokens.items():
@@ -466,7 +468,7 @@ class SimVenueServer:
 
     def _build_routes(self) -> list[_Route]:
         acct = r"/v1/accounts/(?P<acct>[^/]+)/wallets"
-        table = [
+        table: list[tuple[str, str, str, Callable[..., Any], bool]] = [
             ("POST", r"/v2/tokenization/mint", "POST /v2/tokenization/mint", self._mint, True),
             (
                 "GET",
@@ -1053,12 +1055,12 @@ class SimVenueServer:
             )
         if int(w3.eth.get_balance(self._hot_wallet.address)) < 10**18:
             w3.provider.make_request(  # type: ignore[attr-defined]
-                "anvil_setBalance", [self._hot_wallet.address, hex(100 * 10**18)]
+                RPCEndpoint("anvil_setBalance"), [self._hot_wallet.address, hex(100 * 10**18)]
             )
         for account in (self._minter, self._funder):
             if int(w3.eth.get_balance(account.address)) < 10**18:
                 w3.provider.make_request(  # type: ignore[attr-defined]
-                    "anvil_setBalance", [account.address, hex(100 * 10**18)]
+                    RPCEndpoint("anvil_setBalance"), [account.address, hex(100 * 10**18)]
                 )
 
 
