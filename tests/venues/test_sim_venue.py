@@ -406,10 +406,12 @@ def test_injected_5xx_on_reads_is_retried_by_the_client(
 def test_injected_hang_times_out_and_the_read_is_retried(
     make_venue: Callable[..., SimVenue],
 ) -> None:
-    venue = make_venue(hang_s=0.6)
+    # The hang outlasts the client timeout by far, and the timeout leaves a loaded machine
+    # ample time to answer the retried read.
+    venue = make_venue(hang_s=4)
     venue.server.fail_next("GET /v2/positions", FAULT_HANG)
 
-    positions = alpaca(venue, timeout_s=0.2).positions()
+    positions = alpaca(venue, timeout_s=1.5).positions()
 
     assert [(p.symbol, p.qty) for p in positions] == [("AAPL", Decimal(100))]
     assert venue.server.request_count("GET /v2/positions") == 2
