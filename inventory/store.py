@@ -10,6 +10,8 @@ constraint and is retried from a fresh load.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +33,7 @@ logger = logging.getLogger(__name__)
 # kwargs: events (list[StoredEvent]), pools (set[str]: the pool keys the projection touched).
 events_appended = Signal()
 
-MAX_APPEND_ATTEMPTS = 5
+MAX_APPEND_ATTEMPTS = 20
 
 
 class ConcurrencyError(Exception):
@@ -169,6 +171,8 @@ def aggregate_execute(
                 aggregate_id,
                 attempt,
             )
+            # Jitter so writers that lost together do not collide again in lockstep.
+            time.sleep(random.uniform(0, 0.005 * attempt))
     raise ConcurrencyError(spec.aggregate_type, aggregate_id, MAX_APPEND_ATTEMPTS)
 
 
