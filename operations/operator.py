@@ -17,13 +17,13 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
+from inventory.domain.checks import CommandRefused
 from inventory.store import aggregate_execute
 from operations.models import Operation
 from operations.services import (
     OperationAlreadyFinished,
     OperationNotFound,
     operation_enqueue,
-    operation_fail,
 )
 from operations.venues import Venues, venues_get
 from operations.workflows.base import NotFailable, NotReconcilable
@@ -89,29 +89,22 @@ def operator_retry_now(*, operation_id: int, actor: str) -> Operation:
 def operator_force_fail(
     *, operation_id: int, reason: str, actor: str, venues: Venues | None = None
 ) -> Operation:
-    """End an active operation: the aggregate's failure command valid in its state (inflight
-    kept where money may be moving), else `operation_fail` when it has no events yet."""
+    """End an active operation: the workflow settles what only it can check (a stored
+    transaction mined or pending), then `operations.services.operation_force_fail` applies the
+    one per-state failure mapping (`operation_fail` when there are no events yet)."""
     reason = _text("reason", reason)
     actor = _text("actor", actor)
     operation = _operation(operation_id)
     if not operation.is_active:
         raise OperatorError(str(OperationAlreadyFinished(operation_id, operation.status)))
     ctx = _context(operation, actor=actor, venues=venues)
-    workflow = workflow_for(operation.kind)
     try:
-        recorded = workflow.fail(ctx, reason=reason, actor=actor)
+        workflow_for(operation.kind).fail(ctx, reason=reason, actor=actor)
     except NotFailable as exc:
         raise OperatorError(f"operation_id={operation_id}: {exc}") from exc
-    if not recorded:
-        try:
-            operation_fail(operation_id=operation_id, reason=reason, actor=actor)
-        except Exception as exc:  # a worker recorded the first event meanwhile
-            raise OperatorError(f"operation_id={operation_id}: {exc}; try again") from exc
+    except CommandRefused as exc:  # a worker moved the aggregate on meanwhile
+        raise OperatorError(f"operation_id={operation_id}: {exc}; try again") from exc
     operation.refresh_from_db()
-    if operation.is_active:
-        raise OperatorError(f"operation_id={operation_id}: the failure did not end it")
-    operation.finished_by = actor
-    operation.save(update_fields=["finished_by"])
     logger.warning("operation %s force-failed by %s: %s", operation_id, actor, reason)
     return operation
 

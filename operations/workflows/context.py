@@ -27,13 +27,20 @@ import rlp
 from django.db import transaction
 from django.utils import timezone
 
+from inventory.domain import events as ev
 from inventory.domain.aggregate import AggregateSpec
 from inventory.store import LoadedAggregate, StoredEvent, aggregate_execute, aggregate_load
 from operations.models import ACTIVE_STATUSES, Operation
 from operations.nonces import nonce_allocate, nonce_release
-from operations.services import operation_fail, operation_flag
+from operations.services import (
+    OperationAlreadyFinished,
+    OperationCannotFail,
+    operation_fail,
+    operation_flag,
+    operation_force_fail,
+)
 from operations.venues import Venues
-from operations.workflows.base import OperationInactive
+from operations.workflows.base import NotFailable, OperationInactive
 from operations.workflows.chaos import chaos_point
 from rebalancer.config import WorkerConfig
 from venues.chain import EvmChain, NonceAlreadyUsed, Receipt, SignedTx
@@ -177,6 +184,27 @@ class StepContext:
     def flag(self, error: str) -> None:
         """Ask for an operator (`needs_attention`), e.g. after a failure that keeps inflight."""
         operation_flag(operation_id=self.operation_id, error=error)
+
+    def force_fail(self, *, reason: str, actor: str) -> None:
+        """End the operation through THE per-state failure mapping
+        (`operations.services.operation_force_fail`: no events -> `operation_fail`, else the
+        aggregate's failure command for its step). Workflows call it after settling what
+        only they can check (a stored transaction mined or in the mempool). Raises
+        `NotFailable` when the step has no failure command or the operation already ended;
+        flags the operation when the failure kept inflight (an operator must reconcile)."""
+        from inventory.domain import mint, redemption, usdc
+
+        try:
+            operation_force_fail(operation_id=self.operation_id, reason=reason, actor=actor)
+        except OperationCannotFail as exc:
+            raise NotFailable(exc.step, str(exc)) from exc
+        except OperationAlreadyFinished as exc:
+            raise NotFailable(exc.status, "already finished") from exc
+        module = {ev.MINT: mint, ev.REDEMPTION: redemption, ev.USDC_REBALANCE: usdc}[
+            self.operation.aggregate_type
+        ]
+        if module.can_reconcile(self.load(module.SPEC).state):
+            self.flag(f"failed by {actor}, inflight kept until reconciled: {reason}")
 
     def fail_before_events(self, reason: str) -> None:
         """End the operation with no aggregate events (B4: the guard is released)."""

@@ -25,7 +25,6 @@ from operations.workflows.base import (
     Continue,
     Done,
     NeedsAttention,
-    NotFailable,
     NotReconcilable,
     Outcome,
     TransientStepError,
@@ -200,22 +199,10 @@ class MintWorkflow:
     # -- operator and give-up paths ----------------------------------------------------------
 
     def fail(self, ctx: StepContext, *, reason: str, actor: str) -> bool:
-        state = ctx.load().state
-        step = mint.step_of(state)
-        if step == mint.MintStep.UNINITIALIZED:
-            return False
-        if step == mint.MintStep.REQUESTED:
-            ctx.execute(mint.RejectMint(reason=f"{reason} (by {actor})"))
-            return True
-        if step == mint.MintStep.ACCEPTED:
-            # Alpaca accepted: the shares may still be moving, keep them inflight (operator
-            # reconciles once settled).
-            ctx.execute(mint.TimeOutMint(reason=f"{reason} (by {actor})"))
-            ctx.flag(f"mint failed after acceptance, shares kept inflight: {reason}")
-            return True
-        if step == mint.MintStep.TOKENS_RECEIVED:
-            raise NotFailable(step, "the tokens arrived; the mint can only complete")
-        raise NotFailable(step, "already finished")
+        """Nothing to settle first: the per-state mapping decides (an accepted mint times
+        out keeping inflight; tokens received cannot fail)."""
+        ctx.force_fail(reason=reason, actor=actor)
+        return True
 
     def reconcile_command(self, ctx: StepContext, *, reason: str, operator: str) -> Any:
         state = ctx.load().state

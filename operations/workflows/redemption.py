@@ -183,19 +183,25 @@ class RedemptionWorkflow:
     # -- operator and give-up paths ----------------------------------------------------------
 
     def fail(self, ctx: StepContext, *, reason: str, actor: str) -> bool:
+        """Settle the stored transfer's truth first, then the per-state mapping decides.
+
+        A signed transfer still in the mempool cannot be failed (it may yet move tokens); a
+        mined one is recorded as sent first, so the failure keeps the tokens inflight instead
+        of claiming none left; an unknown one (never broadcast) gives its nonce back.
+        """
         state = ctx.load().state
-        step = redemption.step_of(state)
-        text = f"{reason} (by {actor})"
-        if step == S.UNINITIALIZED:
-            return False
-        if step == S.TRANSFER_PENDING:
+        give_back: bytes | None = None
+        if redemption.step_of(state) == S.TRANSFER_PENDING:
             value: redemption.TransferPending = state.value
-            base = ctx.venues.base
-            probe = ctx.tx_probe(chain=base, tx_hash=value.tx_hash)
+            try:
+                probe = ctx.tx_probe(chain=ctx.venues.base, tx_hash=value.tx_hash)
+            except ChainError as exc:
+                raise NotFailable(S.TRANSFER_PENDING, f"cannot tell what was sent: {exc}") from exc
             if isinstance(probe, TxPending):
-                raise NotFailable(step, f"transfer {value.tx_hash} is in the mempool; retry later")
+                raise NotFailable(
+                    S.TRANSFER_PENDING, f"transfer {value.tx_hash} is in the mempool; retry later"
+                )
             if isinstance(probe, TxMined) and probe.succeeded:
-                # The tokens left: record that truthfully, then fail with inflight kept.
                 ctx.execute(
                     redemption.SendTokens(
                         symbol=value.symbol,
@@ -204,22 +210,12 @@ class RedemptionWorkflow:
                         tx_hash=value.tx_hash,
                     )
                 )
-                ctx.execute(redemption.FailDetection(reason=text))
-                ctx.flag(f"redemption failed after the tokens were sent: {reason}")
-                return True
-            ctx.execute(redemption.FailTransfer(reason=text))
-            if probe is None:
-                ctx.nonce_give_back(chain=base, raw_tx=value.raw_tx)
-            return True
-        if step == S.TOKENS_SENT:
-            ctx.execute(redemption.FailDetection(reason=text))
-            ctx.flag(f"redemption failed after the tokens were sent: {reason}")
-            return True
-        if step == S.PENDING:
-            ctx.execute(redemption.RejectRedemption(reason=text))
-            ctx.flag(f"redemption failed after the tokens were sent: {reason}")
-            return True
-        raise NotFailable(step, "already finished")
+            elif probe is None:
+                give_back = value.raw_tx
+        ctx.force_fail(reason=reason, actor=actor)
+        if give_back is not None:
+            ctx.nonce_give_back(chain=ctx.venues.base, raw_tx=give_back)
+        return True
 
     def reconcile_command(self, ctx: StepContext, *, reason: str, operator: str) -> Any:
         state = ctx.load().state

@@ -133,7 +133,7 @@ def test_force_fail_once_tokens_arrived_is_refused(venues, sim_assets):
         mint.ReceiveTokens(tx_hash="0x" + "ab" * 32, receipt_id=0, shares_minted=10**18),
     ):
         aggregate_execute(spec=spec, aggregate_id=operation.aggregate_id, command=command)
-    with pytest.raises(OperatorError, match="can only complete"):
+    with pytest.raises(OperatorError, match="no failure"):
         operator_force_fail(operation_id=operation.pk, reason="x", actor="a", venues=venues)
 
 
@@ -168,3 +168,71 @@ def test_operator_services_work_with_venues_from_settings(settings, venue_config
         OperationStatus.FAILED
     )
     assert isinstance(Venues.from_config(settings.REBALANCING), Venues)
+
+
+def signed_redemption(sim_venue, venues, sim_assets) -> tuple[Operation, object]:
+    from inventory.domain import redemption
+    from operations.workflows.context import StepContext
+
+    chains = sim_venue.chains
+    token = sim_assets["MSFT"]
+    chains.mint(chains.base, token, venues.market_maker_wallet, 10**18)
+    operation = operation_create(
+        kind=OperationKind.REDEMPTION, pool="MSFT", amount=Decimal(1), token_address=token
+    )
+    assert operation is not None
+    ctx = StepContext(
+        operation=operation, venues=venues, spec=redemption.SPEC, lease_token="", lease_s=5
+    )
+    base = venues.base
+    signed = ctx.sign_and_record(
+        chain=base,
+        build=lambda nonce: base.build_erc20_transfer(
+            token=token, to=venues.redemption_wallet, amount_units=10**18, nonce=nonce
+        ),
+        command=lambda s: redemption.SignTransfer(
+            symbol="MSFT",
+            quantity=Decimal(1),
+            token=token,
+            redemption_wallet=venues.redemption_wallet,
+            raw_tx=s.raw,
+            tx_hash=s.tx_hash,
+        ),
+        label="transfer",
+    )
+    return operation, signed
+
+
+def redemption_events(operation: Operation) -> list[str]:
+    from inventory.domain import redemption
+
+    loaded = aggregate_load(redemption.SPEC, operation.aggregate_id)
+    return [type(s.event).__name__ for s in loaded.events]
+
+
+def test_force_fail_of_a_never_broadcast_transfer_fails_it_and_gives_the_nonce_back(
+    sim_venue, venues, sim_assets
+):
+    from operations.models import ChainNonce
+
+    operation, signed = signed_redemption(sim_venue, venues, sim_assets)
+    failed = operator_force_fail(
+        operation_id=operation.pk, reason="abandon", actor="alice", venues=venues
+    )
+    assert failed.status == OperationStatus.FAILED
+    assert redemption_events(operation) == ["TransferSigned", "TransferFailed"]
+    row = ChainNonce.objects.get(chain_id=venues.base.chain_id)
+    assert row.next_nonce == signed.nonce  # no gap left for the next transaction
+
+
+def test_force_fail_of_a_mined_transfer_records_it_sent_and_keeps_inflight(
+    sim_venue, venues, sim_assets
+):
+    operation, signed = signed_redemption(sim_venue, venues, sim_assets)
+    venues.base.send(signed)  # it went out before the operator acted
+    failed = operator_force_fail(
+        operation_id=operation.pk, reason="ticket 9", actor="alice", venues=venues
+    )
+    assert failed.status == OperationStatus.FAILED
+    assert failed.needs_attention
+    assert redemption_events(operation) == ["TransferSigned", "TokensSent", "DetectionFailed"]
