@@ -1,0 +1,499 @@
+"""USDC workflows (Alpaca -> Base, Base -> Alpaca) against the simulated venue: real DB, real
+anvil chains, real HTTP clients, the runner in-process."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+
+import pytest
+
+from inventory.domain import events as ev
+from inventory.domain import usdc
+from inventory.domain.events import TxPurpose
+from inventory.selectors import pool_inventory
+from operations.models import OperationStatus
+from operations.venues import Venues
+from operations.workflows import operation_advance
+from operations.workflows.base import Continue, Done
+from operations.workflows.context import signed_from_raw
+from operations.workflows.usdc import WORKFLOW
+from tests.operations.conftest import advance_until_finished
+from tests.operations.usdc_support import (
+    A2B,
+    B2A,
+    EXACTLY_ONCE,
+    USDC_UNIT,
+    WITHDRAW_POST,
+    EffectWatch,
+    cctp_received,
+    drain_usdc,
+    drive_to,
+    event_types,
+    fund_vault,
+    new_usdc,
+    next_amount,
+    step_context,
+    step_once,
+    usdc_events,
+    usdc_state,
+)
+from tests.rebalancer.flows import observe
+from venues.sim.server import FAULT_5XX, FAULT_5XX_AFTER
+
+pytestmark = [pytest.mark.django_db, pytest.mark.chain]
+
+S = usdc.UsdcStep
+A2B_EVENTS = [
+    "Requested",
+    "Initiated",
+    "WithdrawalConfirmed",
+    "BridgingInitiated",
+    "BridgeAttestationReceived",
+    "Bridged",
+    "DepositInitiated",
+    "DepositConfirmed",
+]
+B2A_EVENTS = [
+    "Requested",
+    "Initiated",
+    "WithdrawalConfirmed",
+    "BridgingInitiated",
+    "BridgeAttestationReceived",
+    "Bridged",
+    "DepositInitiated",
+    "DepositConfirmed",
+]
+
+
+def business_events(operation) -> list[str]:
+    """Event types without the TransactionSigned records."""
+    return [t for t in event_types(operation) if t != "TransactionSigned"]
+
+
+def signed_purposes(operation) -> list[str]:
+    return [str(e.purpose) for e in usdc_events(operation) if isinstance(e, ev.TransactionSigned)]
+
+
+def with_timeouts(venues: Venues, **changes) -> Venues:
+    workers = dataclasses.replace(venues.config.workers, **changes)
+    return Venues(config=dataclasses.replace(venues.config, workers=workers))
+
+
+@pytest.fixture
+def knobs(sim_venue):
+    """Change sim knobs for one test; restored afterwards."""
+    before = sim_venue.server.knobs
+    yield sim_venue.server.set_knobs
+    sim_venue.server.set_knobs(**dataclasses.asdict(before))
+
+
+# --- happy paths and inventory (B6) -----------------------------------------------------------
+
+
+def test_alpaca_to_base_completes_once_each_and_settles_inventory_with_fees(
+    sim_venue, venues, knobs
+):
+    knobs(withdrawal_network_fee_usdc=Decimal("0.5"))
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+    vault_id = bytes.fromhex(sim_venue.usdc_vault_id[2:])
+    chains = sim_venue.chains
+    vault_before = chains.vault_balance(venues.market_maker_wallet, chains.base.usdc, vault_id)
+    cash_before = sim_venue.server.cash()
+    watch = EffectWatch.start(sim_venue, venues)
+    operation = new_usdc(A2B, "100")
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    assert business_events(operation) == A2B_EVENTS
+    assert watch.effects(A2B) == EXACTLY_ONCE[A2B]
+    state = usdc_state(operation).value
+    # Alpaca's 0.5 network fee, then CCTP's 1 bp fast fee on the 99.5 burned.
+    assert state.amounts.withdrawal_received == Decimal("99.5")
+    assert state.amounts.withdrawal_fee == Decimal("0.5")
+    assert state.amounts.burn_amount == Decimal("99.5")
+    assert state.amounts.max_fee == Decimal("0.00995")
+    assert state.amounts.bridged_received == Decimal("99.49005")
+    assert state.amounts.bridge_fee == Decimal("0.00995")
+    assert state.amounts.deposited == Decimal("99.49005")
+    vault_after = chains.vault_balance(venues.market_maker_wallet, chains.base.usdc, vault_id)
+    assert vault_after - vault_before == 99_490_050
+    assert cash_before - sim_venue.server.cash() == Decimal(100)
+    pool = pool_inventory(key="USDC")
+    assert pool.offchain.available == Decimal(900)
+    assert pool.offchain.inflight == 0  # the full amount left Alpaca
+    assert pool.onchain.available == Decimal("1099.49005")  # credited what arrived
+    assert pool.onchain.inflight == 0
+    # The burn and the vault deposit needed standing approvals, recorded before broadcast.
+    assert set(signed_purposes(operation)) >= {"burn", "mint", "vault_deposit"}
+
+
+def test_base_to_alpaca_sends_usdc_to_the_deposit_address_and_the_sim_credits_cash(
+    sim_venue, venues
+):
+    fund_vault(sim_venue, venues, "200")
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+    chains = sim_venue.chains
+    deposit_before = chains.balance(
+        chains.ethereum, chains.ethereum.usdc, sim_venue.deposit_address
+    )
+    cash_before = sim_venue.server.cash()
+    watch = EffectWatch.start(sim_venue, venues)
+    operation = new_usdc(B2A, "150")
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    assert business_events(operation) == B2A_EVENTS
+    assert watch.effects(B2A) == EXACTLY_ONCE[B2A]
+    state = usdc_state(operation).value
+    assert state.amounts.withdrawal_received == Decimal(150)
+    assert state.amounts.bridged_received == Decimal("149.985")  # 1 bp fast fee
+    assert state.amounts.deposited == Decimal("149.985")
+    # B12: the USDC really went to Alpaca's deposit address, and Alpaca credited it.
+    deposit_after = chains.balance(chains.ethereum, chains.ethereum.usdc, sim_venue.deposit_address)
+    assert deposit_after - deposit_before == 149_985_000
+    assert sim_venue.server.cash() - cash_before == Decimal("149.985")
+    deposit_ref = state.deposit_ref if hasattr(state, "deposit_ref") else None
+    assert deposit_ref is None  # DepositConfirmed carries no ref; the event has it
+    initiated = next(e for e in usdc_events(operation) if isinstance(e, ev.DepositInitiated))
+    signed = {
+        e.purpose: e.tx_hash for e in usdc_events(operation) if isinstance(e, ev.TransactionSigned)
+    }
+    assert initiated.deposit_ref.value == signed[TxPurpose.ALPACA_DEPOSIT]
+    pool = pool_inventory(key="USDC")
+    assert pool.onchain.available == Decimal(850)
+    assert pool.onchain.inflight == 0
+    assert pool.offchain.available == Decimal("1149.985")
+
+
+# --- resume -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [A2B, B2A])
+def test_a_fresh_worker_at_every_step_repeats_no_effect(sim_venue, venues, kind):
+    """Each step runs in a new context (a new worker after a crash at the step boundary), and
+    every step is attempted twice; side effects still happen exactly once."""
+    if kind == B2A:
+        fund_vault(sim_venue, venues, "80")
+    watch = EffectWatch.start(sim_venue, venues)
+    operation = new_usdc(kind, str(next_amount()))
+    seen = []
+    for _ in range(40):
+        step = usdc.step_of(usdc_state(operation))
+        seen.append(step)
+        if step in usdc.TERMINAL_STEPS:
+            break
+        outcome = step_once(operation, venues)
+        assert isinstance(outcome, Continue | Done), outcome
+    assert usdc.step_of(usdc_state(operation)) == S.DEPOSIT_CONFIRMED, event_types(operation)
+    assert watch.effects(kind) == EXACTLY_ONCE[kind]
+    assert {S.REQUESTED, S.WITHDRAWAL_COMPLETE, S.BRIDGING, S.ATTESTED, S.BRIDGED} <= set(seen)
+
+
+@pytest.mark.parametrize("kind", [A2B, B2A])
+@pytest.mark.parametrize(
+    "stop_at",
+    [S.REQUESTED, S.WITHDRAWING, S.WITHDRAWAL_COMPLETE, S.BRIDGING, S.ATTESTED, S.BRIDGED],
+)
+def test_the_runner_resumes_from_each_state(sim_venue, venues, kind, stop_at):
+    if kind == B2A:
+        fund_vault(sim_venue, venues, "70")
+    if kind == B2A and stop_at == S.WITHDRAWING:
+        pytest.skip("Base -> Alpaca confirms the vault withdrawal with its Initiate")
+    watch = EffectWatch.start(sim_venue, venues)
+    operation = new_usdc(kind, str(next_amount()))
+    drive_to(operation, venues, stop_at)
+    advance_until_finished(operation, venues)
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    assert watch.effects(kind) == EXACTLY_ONCE[kind]
+
+
+@pytest.mark.parametrize("kind", [A2B, B2A])
+def test_a_burn_broadcast_before_a_crash_is_found_by_its_receipt_not_sent_again(
+    sim_venue, venues, kind
+):
+    if kind == B2A:
+        fund_vault(sim_venue, venues, "70")
+    watch = EffectWatch.start(sim_venue, venues)
+    operation = new_usdc(kind, str(next_amount()))
+    drive_to(operation, venues, S.WITHDRAWAL_COMPLETE)
+    while usdc.transaction_for(usdc_state(operation), TxPurpose.BURN) is None:
+        step_once(operation, venues)
+    stored = usdc.transaction_for(usdc_state(operation), TxPurpose.BURN)
+    chain = venues.ethereum if kind == A2B else venues.base
+    chain.broadcast(signed_from_raw(stored.raw_tx, stored.tx_hash))  # the worker then died
+    chain.wait_for_receipt(stored.tx_hash, timeout_s=10, poll_s=0.1)
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.COMPLETED
+    assert watch.effects(kind) == EXACTLY_ONCE[kind]
+    bridging = next(e for e in usdc_events(operation) if isinstance(e, ev.BridgingInitiated))
+    assert bridging.burn_tx_hash == stored.tx_hash
+
+
+def test_a_message_already_received_by_someone_else_is_confirmed_from_the_mint_logs(
+    sim_venue, venues
+):
+    watch = EffectWatch.start(sim_venue, venues)
+    operation = new_usdc(A2B, str(amount := next_amount()))
+    drive_to(operation, venues, S.ATTESTED)
+    attested = usdc_state(operation).value
+    # Anyone may relay (destinationCaller is zero): a third party delivers the message first.
+    chains = sim_venue.chains
+    relayer = chains.new_account()
+    chains.transact(
+        chains.base,
+        relayer,
+        to=chains.base.message_transmitter,
+        data=chains.encode(
+            "MessageTransmitterV2", "receiveMessage", attested.message, attested.attestation
+        ),
+    )
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    assert watch.effects(A2B).mints == 1
+    state = usdc_state(operation).value
+    assert state.amounts.bridged_received == cctp_received(amount)
+    assert TxPurpose.MINT not in state.transactions  # we never signed one
+
+
+# --- unknown outcome of the withdrawal POST ---------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", [FAULT_5XX, FAULT_5XX_AFTER])
+def test_withdrawal_post_with_unknown_outcome_is_found_not_repeated(sim_venue, venues, fault):
+    watch = EffectWatch.start(sim_venue, venues)
+    posts_before = sim_venue.server.request_count(WITHDRAW_POST)
+    sim_venue.server.fail_next(WITHDRAW_POST, fault)
+    operation = new_usdc(A2B, str(next_amount()))
+
+    first = operation_advance(operation_id=operation.pk, venues=venues)
+    assert first.outcome == "retry"
+    operation.refresh_from_db()
+    assert "outcome unknown" in operation.last_error
+    assert business_events(operation) == ["Requested"]
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    assert watch.effects(A2B).withdrawals == 1
+    posts = sim_venue.server.request_count(WITHDRAW_POST) - posts_before
+    assert posts == (1 if fault == FAULT_5XX_AFTER else 2)
+
+
+# --- refusals before anything moved (spec 13 test_execute_alpaca_to_base_*) --------------------
+
+
+@pytest.mark.parametrize(
+    ("whitelist", "expected"),
+    [
+        (None, "entry absent"),
+        ("PENDING", "entry PENDING"),
+        ("REJECTED", "entry REJECTED"),
+    ],
+    ids=["not_whitelisted", "pending_whitelist", "rejected_whitelist"],
+)
+def test_execute_alpaca_to_base_withdrawal_refused_when_address_not_approved(
+    sim_venue, venues, whitelist, expected
+):
+    watch = EffectWatch.start(sim_venue, venues)
+    sim_venue.server.whitelist_set(venues.market_maker_wallet, whitelist)
+    try:
+        operation = new_usdc(A2B, "100")
+        advance_until_finished(operation, venues)
+    finally:
+        sim_venue.server.whitelist_set(venues.market_maker_wallet, "APPROVED")
+    assert operation.status == OperationStatus.FAILED
+    assert business_events(operation) == ["Requested", "RequestFailed"]
+    assert "not whitelisted" in operation.failure_reason
+    assert expected in operation.failure_reason
+    assert watch.effects(A2B).withdrawals == 0
+    assert new_usdc(A2B, "100") is not None  # guard released
+
+
+def test_execute_alpaca_to_base_api_error_fails_the_request(sim_venue, venues):
+    cash = sim_venue.server.cash()
+    sim_venue.server.set_cash(Decimal(10))  # Alpaca answers 403 insufficient balance
+    try:
+        operation = new_usdc(A2B, "100")
+        advance_until_finished(operation, venues)
+    finally:
+        sim_venue.server.set_cash(cash)
+    assert operation.status == OperationStatus.FAILED
+    assert business_events(operation) == ["Requested", "RequestFailed"]
+    assert "Alpaca API error: HTTP 403" in operation.failure_reason
+
+
+def test_alpaca_to_base_under_the_minimum_withdrawal_fails_with_the_reason(sim_venue, venues):
+    posts_before = sim_venue.server.request_count(WITHDRAW_POST)
+    operation = new_usdc(A2B, "50.99")
+    advance_until_finished(operation, venues)
+    assert operation.status == OperationStatus.FAILED
+    assert "below Alpaca's minimum withdrawal of 51 USDC" in operation.failure_reason
+    assert sim_venue.server.request_count(WITHDRAW_POST) == posts_before
+
+
+@pytest.mark.parametrize("kind", [A2B, B2A])
+@pytest.mark.parametrize("amount", ["-5", "0", "0.0000001"])
+def test_execute_negative_zero_or_underflowing_amount_fails_before_any_event(
+    sim_venue, venues, kind, amount
+):
+    watch = EffectWatch.start(sim_venue, venues)
+    operation = new_usdc(kind, amount)
+    advance_until_finished(operation, venues)
+    assert operation.status == OperationStatus.FAILED
+    assert f"amount={Decimal(amount)}" in operation.failure_reason
+    assert event_types(operation) == []
+    assert watch.effects(kind) == dataclasses.replace(
+        EXACTLY_ONCE[kind],
+        withdrawals=0,
+        burns=0,
+        mints=0,
+        vault_deposits=0,
+        vault_withdrawals=0,
+        alpaca_deposits=0,
+    )
+
+
+def test_base_to_alpaca_with_an_empty_vault_fails_the_request_nothing_inflight(sim_venue, venues):
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+    chains = sim_venue.chains
+    vault_id = bytes.fromhex(sim_venue.usdc_vault_id[2:])
+    held = chains.vault_balance(venues.market_maker_wallet, chains.base.usdc, vault_id)
+    operation = new_usdc(B2A, str(Decimal(held) / USDC_UNIT + 1000))  # more than the vault holds
+    if held:
+        # The vault pays min(target, balance): empty it first so nothing can move.
+        base = venues.base
+        signed = base.build_vault_withdraw(
+            vault=sim_venue.vault,
+            token=chains.base.usdc,
+            vault_id=vault_id,
+            target_amount_units=held,
+        )
+        base.send(signed)
+    advance_until_finished(operation, venues)
+    assert operation.status == OperationStatus.FAILED
+    assert business_events(operation) == ["Requested", "RequestFailed"]
+    assert "moved no USDC" in operation.failure_reason
+    pool = pool_inventory(key="USDC")
+    assert pool.onchain.inflight == 0
+
+
+# --- failures after money moved (B5: failure events valid where the failure happens) ----------
+
+
+def test_execute_base_to_alpaca_cctp_burn_fails_with_contract_error(sim_venue, venues):
+    fund_vault(sim_venue, venues, "80")
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+    operation = new_usdc(B2A, str(amount := next_amount()))
+    drive_to(operation, venues, S.WITHDRAWAL_COMPLETE)
+    drain_usdc(sim_venue, "base", venues.market_maker_wallet)  # the burn's transferFrom reverts
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.FAILED
+    assert business_events(operation)[-1] == "BridgingFailed"
+    failed = usdc_state(operation).value
+    assert failed.STEP == S.BRIDGING_FAILED
+    assert failed.burn_tx_hash is None
+    assert failed.reason.startswith("Burn failed:")
+    assert operation.needs_attention
+    assert pool_inventory(key="USDC").onchain.inflight == amount  # kept for the operator
+    assert new_usdc(B2A, str(next_amount())) is not None  # guard released
+
+
+def test_attestation_that_never_arrives_times_out_keeping_inflight(sim_venue, venues, knobs):
+    knobs(attestation_never=True)
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+    impatient = with_timeouts(venues, usdc_step_timeout_s=1.0)
+    operation = new_usdc(A2B, str(amount := next_amount()))
+
+    advance_until_finished(operation, impatient)
+
+    assert operation.status == OperationStatus.FAILED
+    failed = usdc_state(operation).value
+    assert failed.STEP == S.BRIDGING_FAILED
+    assert failed.burn_tx_hash is not None  # the burn happened; its data is kept
+    assert "Attestation polling failed" in failed.reason
+    assert operation.needs_attention
+    assert pool_inventory(key="USDC").offchain.inflight == amount
+    reconcile = WORKFLOW.reconcile_command(
+        step_context(operation, venues), reason="settled by hand", operator="ops"
+    )
+    assert reconcile == usdc.ReconcileUsdc(reason="settled by hand", operator="ops")
+
+
+def test_vault_deposit_revert_ends_in_deposit_failed_from_bridged(sim_venue, venues):
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+    operation = new_usdc(A2B, str(next_amount()))
+    drive_to(operation, venues, S.BRIDGED)
+    drain_usdc(sim_venue, "base", venues.market_maker_wallet)  # deposit3's transferFrom fails
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.FAILED
+    failed = usdc_state(operation).value
+    assert failed.STEP == S.DEPOSIT_FAILED
+    assert failed.deposit_ref is None
+    assert failed.reason.startswith("Deposit failed:")
+    assert operation.needs_attention
+    assert new_usdc(A2B, str(next_amount())) is not None
+
+
+def test_alpaca_withdrawal_that_fails_at_alpaca_ends_in_withdrawal_failed(sim_venue, venues, knobs):
+    knobs(withdrawal_fail_rate=1.0)
+    watch = EffectWatch.start(sim_venue, venues)
+    operation = new_usdc(A2B, str(next_amount()))
+    advance_until_finished(operation, venues)
+    assert operation.status == OperationStatus.FAILED
+    assert business_events(operation) == ["Requested", "Initiated", "WithdrawalFailed"]
+    assert "FAILED" in operation.failure_reason
+    assert watch.effects(A2B).burns == 0
+
+
+def test_alpaca_deposit_not_credited_in_time_fails_the_deposit_for_an_operator(
+    sim_venue, venues, knobs
+):
+    amount = next_amount()
+    fund_vault(sim_venue, venues, str(amount))
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+    knobs(deposit_credit_delay_s=3600.0)  # Alpaca sees the deposit but never credits it
+    operation = new_usdc(B2A, str(amount))
+    drive_to(operation, venues, S.DEPOSIT_INITIATED)
+
+    advance_until_finished(operation, with_timeouts(venues, usdc_step_timeout_s=0.5))
+
+    assert operation.status == OperationStatus.FAILED
+    failed = usdc_state(operation).value
+    assert failed.STEP == S.DEPOSIT_FAILED
+    assert failed.deposit_ref is not None  # the transfer to Alpaca is on record
+    assert "Deposit polling failed" in failed.reason
+    assert operation.needs_attention
+    assert pool_inventory(key="USDC").offchain.available == 1000 + cctp_received(amount)
+
+
+# --- operator and give-up paths ---------------------------------------------------------------
+
+
+def test_fail_in_each_live_state_records_a_valid_failure_event(sim_venue, venues):
+    for stop_at, failure in [
+        (S.REQUESTED, "RequestFailed"),
+        (S.WITHDRAWING, "WithdrawalFailed"),
+        (S.WITHDRAWAL_COMPLETE, "BridgingFailed"),
+        (S.BRIDGING, "BridgingFailed"),
+        (S.ATTESTED, "BridgingFailed"),
+        (S.BRIDGED, "DepositFailed"),
+    ]:
+        operation = new_usdc(A2B, str(next_amount()))
+        drive_to(operation, venues, stop_at)
+        assert WORKFLOW.fail(step_context(operation, venues), reason="drill", actor="ops")
+        operation.refresh_from_db()
+        assert operation.status == OperationStatus.FAILED, stop_at
+        assert business_events(operation)[-1] == failure, (stop_at, business_events(operation))
+        assert "drill (by ops)" in operation.failure_reason
+        assert operation.needs_attention == (stop_at != S.REQUESTED)
