@@ -966,18 +966,32 @@ class UsdcWorkflow:
     # -- operator and give-up paths ----------------------------------------------------------
 
     def fail(self, ctx: StepContext, *, reason: str, actor: str) -> bool:
-        """The failure event valid in the current state; money that may have moved stays
-        inflight (operator attention). A transaction still in the mempool cannot be failed."""
-        state = ctx.load().state
-        step = usdc.step_of(state)
-        value = state.value
-        text = f"{reason} (by {actor})"
-        try:
-            return self._fail(ctx, step, value, text, reason)
-        except (ChainError, AlpacaError, CircleError) as exc:
-            raise NotFailable(step, f"cannot tell what was sent: {exc}") from exc
+        """Settle what only the workflow can check, then the one per-state mapping
+        (`ctx.force_fail` -> `operations.services.operation_force_fail`) records the failure.
 
-    def _probe(self, ctx: StepContext, chain: EvmChain, stored: usdc.SignedTx | None) -> Any:
+        A stored transaction still in the mempool cannot be failed (it may yet move money); a
+        mined one is recorded first (the withdrawal, burn, mint or deposit happened), so the
+        failure keeps the USDC inflight instead of claiming nothing moved; a never-broadcast
+        one gives its nonce back. An Alpaca withdrawal whose POST outcome was unknown is looked
+        up first for the same reason.
+        """
+        state = ctx.load().state
+        try:
+            give_back = self._settle(ctx, usdc.step_of(state), state.value)
+        except (ChainError, AlpacaError, CircleError) as exc:
+            raise NotFailable(usdc.step_of(state), f"cannot tell what was sent: {exc}") from exc
+        ctx.force_fail(reason=reason, actor=actor)
+        for chain, raw_tx in reversed(give_back):  # the last allocated nonce first
+            ctx.nonce_give_back(chain=chain, raw_tx=raw_tx)
+        return True
+
+    def _probe(
+        self,
+        ctx: StepContext,
+        chain: EvmChain,
+        stored: usdc.SignedTx | None,
+        give_back: list[tuple[EvmChain, bytes]],
+    ) -> Any:
         if stored is None:
             return None
         probe = ctx.tx_probe(chain=chain, tx_hash=stored.tx_hash)
@@ -986,86 +1000,65 @@ class UsdcWorkflow:
                 "pending", f"{stored.purpose} tx {stored.tx_hash} is in the mempool; retry later"
             )
         if probe is None:
-            ctx.nonce_give_back(chain=chain, raw_tx=stored.raw_tx)
+            give_back.append((chain, stored.raw_tx))
         return probe
 
-    def _fail(self, ctx: StepContext, step: S, value: Any, text: str, reason: str) -> bool:
-        if step == S.UNINITIALIZED:
-            return False
-        flag = f"USDC rebalance failed by operator or give-up, kept inflight: {reason}"
+    def _settle(self, ctx: StepContext, step: S, value: Any) -> list[tuple[EvmChain, bytes]]:
+        """Record the outcomes that already happened onchain or at Alpaca; returns the
+        never-broadcast transactions whose nonces go back after the failure is recorded."""
+        give_back: list[tuple[EvmChain, bytes]] = []
         if step == S.REQUESTED:
+            ref: TransferRef | None = None
             if value.direction == RebalanceDirection.ALPACA_TO_BASE:
-                transfer = (
-                    self._existing_withdrawal(ctx, value)
-                    if value.amount >= ALPACA_MINIMUM_WITHDRAWAL_USDC
-                    else None
-                )
-                if transfer is None:
-                    ctx.execute(usdc.FailRequest(reason=text))
-                    return True
-                ref = TransferRef(TransferRefKind.ALPACA_ID, transfer.id)
+                if value.amount >= ALPACA_MINIMUM_WITHDRAWAL_USDC:
+                    transfer = self._existing_withdrawal(ctx, value)
+                    if transfer is not None:
+                        ref = TransferRef(TransferRefKind.ALPACA_ID, transfer.id)
             else:
                 stored = usdc.transaction_for(value, TxPurpose.VAULT_WITHDRAW)
-                probe = self._probe(ctx, ctx.venues.base, stored)
-                if not (isinstance(probe, TxMined) and probe.succeeded):
-                    ctx.execute(usdc.FailRequest(reason=text))
-                    return True
-                assert stored is not None
-                ref = TransferRef(TransferRefKind.ONCHAIN_TX, stored.tx_hash)
-            # The money left the source: record that truthfully, then fail keeping it inflight.
-            ctx.execute(
-                usdc.Initiate(direction=value.direction, amount=value.amount, withdrawal=ref)
-            )
-            ctx.execute(usdc.FailWithdrawal(reason=text))
-            ctx.flag(flag)
-            return True
-        if step == S.WITHDRAWING:
-            ctx.execute(usdc.FailWithdrawal(reason=text))
+                probe = self._probe(ctx, ctx.venues.base, stored, give_back)
+                if isinstance(probe, TxMined) and probe.succeeded:
+                    assert stored is not None
+                    ref = TransferRef(TransferRefKind.ONCHAIN_TX, stored.tx_hash)
+            if ref is not None:
+                # The money left the source: the failure must keep it inflight.
+                ctx.execute(
+                    usdc.Initiate(direction=value.direction, amount=value.amount, withdrawal=ref)
+                )
         elif step == S.WITHDRAWAL_COMPLETE:
             route = route_for(ctx, value.direction)
-            stored = usdc.transaction_for(value, TxPurpose.BURN)
-            probe = self._probe(ctx, route.source, stored)
-            if isinstance(probe, TxMined) and probe.succeeded:
-                self._initiate_bridging(ctx, route.source, probe.receipt)
-            ctx.execute(usdc.FailBridging(reason=text))
-        elif step == S.BRIDGING:
-            ctx.execute(usdc.FailBridging(reason=text))
+            for purpose in (TxPurpose.APPROVE_BURN, TxPurpose.BURN):
+                stored = usdc.transaction_for(value, purpose)
+                probe = self._probe(ctx, route.source, stored, give_back)
+                if purpose == TxPurpose.BURN and isinstance(probe, TxMined) and probe.succeeded:
+                    self._initiate_bridging(ctx, route.source, probe.receipt)
         elif step == S.ATTESTED:
             route = route_for(ctx, value.direction)
             stored = usdc.transaction_for(value, TxPurpose.MINT)
-            probe = self._probe(ctx, route.destination, stored)
+            probe = self._probe(ctx, route.destination, stored, give_back)
             if isinstance(probe, TxMined) and probe.succeeded:
                 self._confirm_bridging(ctx, value, route, probe.receipt)
-                ctx.execute(usdc.FailDeposit(reason=text))
-            else:
-                ctx.execute(usdc.FailBridging(reason=text))
         elif step == S.BRIDGED:
-            purpose = (
-                TxPurpose.VAULT_DEPOSIT
-                if value.direction == RebalanceDirection.ALPACA_TO_BASE
-                else TxPurpose.ALPACA_DEPOSIT
+            a2b = value.direction == RebalanceDirection.ALPACA_TO_BASE
+            chain = ctx.venues.base if a2b else ctx.venues.ethereum
+            purposes = (
+                (TxPurpose.APPROVE_VAULT, TxPurpose.VAULT_DEPOSIT)
+                if a2b
+                else (TxPurpose.ALPACA_DEPOSIT,)
             )
-            chain = (
-                ctx.venues.base
-                if value.direction == RebalanceDirection.ALPACA_TO_BASE
-                else ctx.venues.ethereum
-            )
-            stored = usdc.transaction_for(value, purpose)
-            probe = self._probe(ctx, chain, stored)
-            if isinstance(probe, TxMined) and probe.succeeded:
-                assert stored is not None
-                ctx.execute(
-                    usdc.InitiateDeposit(
-                        deposit=TransferRef(TransferRefKind.ONCHAIN_TX, stored.tx_hash)
+            for purpose in purposes:
+                stored = usdc.transaction_for(value, purpose)
+                probe = self._probe(ctx, chain, stored, give_back)
+                if purpose != TxPurpose.APPROVE_VAULT and (
+                    isinstance(probe, TxMined) and probe.succeeded
+                ):
+                    assert stored is not None
+                    ctx.execute(
+                        usdc.InitiateDeposit(
+                            deposit=TransferRef(TransferRefKind.ONCHAIN_TX, stored.tx_hash)
+                        )
                     )
-                )
-            ctx.execute(usdc.FailDeposit(reason=text))
-        elif step == S.DEPOSIT_INITIATED:
-            ctx.execute(usdc.FailDeposit(reason=text))
-        else:
-            raise NotFailable(step, "already finished")
-        ctx.flag(flag)
-        return True
+        return give_back
 
     def reconcile_command(self, ctx: StepContext, *, reason: str, operator: str) -> Any:
         state = ctx.load().state

@@ -12,11 +12,11 @@ from inventory.domain import events as ev
 from inventory.domain import usdc
 from inventory.domain.events import TxPurpose
 from inventory.selectors import pool_inventory
-from operations.models import OperationStatus
+from operations.models import ChainNonce, OperationStatus
 from operations.venues import Venues
 from operations.workflows import operation_advance
 from operations.workflows.base import Continue, Done
-from operations.workflows.context import signed_from_raw
+from operations.workflows.context import decode_signed, signed_from_raw
 from operations.workflows.usdc import WORKFLOW
 from tests.operations.conftest import advance_until_finished
 from tests.operations.usdc_support import (
@@ -495,5 +495,56 @@ def test_fail_in_each_live_state_records_a_valid_failure_event(sim_venue, venues
         operation.refresh_from_db()
         assert operation.status == OperationStatus.FAILED, stop_at
         assert business_events(operation)[-1] == failure, (stop_at, business_events(operation))
-        assert "drill (by ops)" in operation.failure_reason
+        assert "drill" in operation.failure_reason
+        assert operation.finished_by == "ops"
         assert operation.needs_attention == (stop_at != S.REQUESTED)
+
+
+def test_fail_after_an_unknown_withdrawal_outcome_records_the_withdrawal_and_keeps_inflight(
+    sim_venue, venues
+):
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+    amount = next_amount()
+    operation = new_usdc(A2B, str(amount))
+    sim_venue.server.fail_next(WITHDRAW_POST, FAULT_5XX_AFTER)
+    assert operation_advance(operation_id=operation.pk, venues=venues).outcome == "retry"
+
+    assert WORKFLOW.fail(step_context(operation, venues), reason="give up", actor="system")
+
+    operation.refresh_from_db()
+    assert operation.status == OperationStatus.FAILED
+    assert business_events(operation) == ["Requested", "Initiated", "WithdrawalFailed"]
+    assert pool_inventory(key="USDC").offchain.inflight == amount
+    assert operation.needs_attention
+
+
+def test_fail_with_a_mined_but_unrecorded_burn_keeps_its_data(sim_venue, venues):
+    operation = new_usdc(A2B, str(next_amount()))
+    drive_to(operation, venues, S.WITHDRAWAL_COMPLETE)
+    while usdc.transaction_for(usdc_state(operation), TxPurpose.BURN) is None:
+        step_once(operation, venues)
+    stored = usdc.transaction_for(usdc_state(operation), TxPurpose.BURN)
+    venues.ethereum.send(signed_from_raw(stored.raw_tx, stored.tx_hash), timeout_s=10)
+
+    assert WORKFLOW.fail(step_context(operation, venues), reason="give up", actor="system")
+
+    failed = usdc_state(operation).value
+    assert failed.STEP == S.BRIDGING_FAILED
+    assert failed.burn_tx_hash == stored.tx_hash
+    assert business_events(operation)[-2:] == ["BridgingInitiated", "BridgingFailed"]
+
+
+def test_fail_with_a_never_broadcast_burn_gives_its_nonce_back(sim_venue, venues):
+    operation = new_usdc(A2B, str(next_amount()))
+    drive_to(operation, venues, S.WITHDRAWAL_COMPLETE)
+    while usdc.transaction_for(usdc_state(operation), TxPurpose.BURN) is None:
+        step_once(operation, venues)
+    stored = usdc.transaction_for(usdc_state(operation), TxPurpose.BURN)
+    chain_id, nonce = decode_signed(stored.raw_tx)
+
+    assert WORKFLOW.fail(step_context(operation, venues), reason="give up", actor="ops")
+
+    row = ChainNonce.objects.get(chain_id=chain_id, address=venues.ethereum.address.lower())
+    assert row.next_nonce == nonce
+    assert usdc_state(operation).value.burn_tx_hash is None
+    assert not venues.ethereum.transaction_known(stored.tx_hash)
