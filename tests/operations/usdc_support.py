@@ -195,3 +195,8 @@ def drain_usdc(sim_venue: SimVenue, chain_name: str, owner: str) -> None:
     held = chains.balance(chain, chain.usdc, owner)
     if held:
         chains.burn_from(chain, chain.usdc, owner, held)
+
+
+def business_types(operation: Operation) -> list[str]:
+    """Event types without the TransactionSigned records."""
+    return [t for t in event_types(operation) if t != "TransactionSigned"]
