@@ -548,3 +548,21 @@ def test_fail_with_a_never_broadcast_burn_gives_its_nonce_back(sim_venue, venues
     assert row.next_nonce == nonce
     assert usdc_state(operation).value.burn_tx_hash is None
     assert not venues.ethereum.transaction_known(stored.tx_hash)
+
+
+def test_a_withdrawal_claimed_by_another_rebalance_is_never_adopted(sim_venue, venues):
+    """The lookup after an unknown POST outcome matches by amount and time; a withdrawal of
+    the same amount made seconds earlier for another (failed) rebalance is not ours."""
+    amount = next_amount()
+    watch = EffectWatch.start(sim_venue, venues)
+    first = new_usdc(A2B, str(amount))
+    drive_to(first, venues, S.WITHDRAWING)
+    assert WORKFLOW.fail(step_context(first, venues), reason="operator", actor="ops")
+    theirs = usdc_events(first)[1].withdrawal_ref.value
+
+    second = new_usdc(A2B, str(amount))
+    drive_to(second, venues, S.WITHDRAWING)
+
+    ours = usdc_state(second).value.withdrawal_ref.value
+    assert ours != theirs
+    assert watch.effects(A2B).withdrawals == 2
