@@ -327,6 +327,7 @@ class SimVenueServer:
         self._whitelist: list[WhitelistRecord] = []
         self._seen_logs: set[tuple[str, str, int]] = set()
         self._counts: Counter[str] = Counter()
+        self._faults_served: Counter[tuple[str, str]] = Counter()
         self._faults: dict[str, deque[str]] = {}
         self._errors: list[str] = []
         self._token_symbols: dict[str, str] = {}
@@ -420,6 +421,11 @@ class SimVenueServer:
     def request_counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+    def faults_served(self) -> dict[tuple[str, str], int]:
+        """Faults answered so far, by (endpoint key, fault), scripted and random alike."""
+        with self._lock:
+            return dict(self._faults_served)
 
     def errors(self) -> list[str]:
         """Failures of the settlement thread (a test asserts this stays empty)."""
@@ -545,15 +551,21 @@ class SimVenueServer:
     def _draw_fault(self, key: str) -> str | None:
         with self._lock:
             self._counts[key] += 1
-            queue = self._faults.get(key)
-            if queue:
-                return queue.popleft()
-            knobs = self._knobs
-            if knobs.error_5xx_rate and self._fault_rng.random() < knobs.error_5xx_rate:
-                return FAULT_5XX
-            if knobs.hang_rate and self._fault_rng.random() < knobs.hang_rate:
-                return FAULT_HANG
-            return None
+            fault = self._next_fault(key)
+            if fault is not None:
+                self._faults_served[(key, fault)] += 1
+            return fault
+
+    def _next_fault(self, key: str) -> str | None:
+        queue = self._faults.get(key)
+        if queue:
+            return queue.popleft()
+        knobs = self._knobs
+        if knobs.error_5xx_rate and self._fault_rng.random() < knobs.error_5xx_rate:
+            return FAULT_5XX
+        if knobs.hang_rate and self._fault_rng.random() < knobs.hang_rate:
+            return FAULT_HANG
+        return None
 
     def _authenticate(self, headers: dict[str, str], acct: str | None) -> None:
         lowered = {k.lower(): v for k, v in headers.items()}
