@@ -56,6 +56,7 @@ automatic `after:<Command>` ones, `before:/after:broadcast:<label>` with labels
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -270,6 +271,58 @@ class UsdcWorkflow:
                 f"{stored.purpose} tx {stored.tx_hash} not mined after {ctx.config.tx_timeout_s:g}s"
             )
         return Wait(ctx.config.tx_poll_interval_s, f"{stored.purpose} tx not mined yet")
+
+    def _settle_stored(
+        self,
+        ctx: StepContext,
+        chain: EvmChain,
+        stored: usdc.SignedTx,
+        *,
+        tx: str,
+        what: str,
+        fail: Callable[[str], Any],
+        dropped_note: str = "",
+    ) -> Outcome | Receipt:
+        """Resume the recorded `stored` tx: its receipt once mined and successful, else the
+        step's outcome (not mined yet -> wait; dropped or reverted -> the command `fail(reason)`
+        keeping the USDC inflight). `tx` names the transaction in the reason, `what` the step
+        in the outcome ("<what> dead", "<what> reverted")."""
+        status = self._resume(ctx, chain, stored)
+        if isinstance(status, TxPending):
+            return self._pending(ctx, stored)
+        if isinstance(status, TxDead):
+            return self._fail_keeping_inflight(
+                ctx,
+                fail(
+                    f"{tx} dropped (nonce {status.nonce} used by another transaction){dropped_note}"
+                ),
+                f"{what} dead",
+            )
+        if not status.succeeded:
+            return self._fail_keeping_inflight(
+                ctx,
+                fail(f"{tx} reverted: {chain.revert_reason(stored.tx_hash)}"),
+                f"{what} reverted",
+            )
+        return status.receipt
+
+    def _record_or_fail(
+        self,
+        ctx: StepContext,
+        *,
+        chain: EvmChain,
+        purpose: TxPurpose,
+        build: Any,
+        what: str,
+        fail: Callable[[str], Any],
+    ) -> Outcome:
+        """Sign and record the tx for `purpose` ("<what> signed"); a preflight revert or an
+        invalid argument records `fail(str(exc))` keeping the USDC inflight ("<what> refused")."""
+        try:
+            self._record(ctx, chain=chain, purpose=purpose, build=build)
+        except (PreflightReverted, InvalidArgument) as exc:
+            return self._fail_keeping_inflight(ctx, fail(f"{exc}"), f"{what} refused")
+        return Continue(f"{what} signed")
 
     def _ensure_allowance(
         self,
@@ -573,28 +626,18 @@ class UsdcWorkflow:
         chain = route.source
         stored = usdc.transaction_for(state, TxPurpose.BURN)
         if stored is not None:
-            status = self._resume(ctx, chain, stored)
-            if isinstance(status, TxPending):
-                return self._pending(ctx, stored)
-            if isinstance(status, TxDead):
-                return self._fail_keeping_inflight(
-                    ctx,
-                    usdc.FailBridging(
-                        reason=f"Burn failed: tx {stored.tx_hash} dropped (nonce "
-                        f"{status.nonce} used by another transaction); nothing was burned"
-                    ),
-                    "burn dead",
-                )
-            if not status.succeeded:
-                return self._fail_keeping_inflight(
-                    ctx,
-                    usdc.FailBridging(
-                        reason=f"Burn failed: tx {stored.tx_hash} reverted: "
-                        f"{chain.revert_reason(stored.tx_hash)}"
-                    ),
-                    "burn reverted",
-                )
-            self._initiate_bridging(ctx, chain, status.receipt)
+            receipt = self._settle_stored(
+                ctx,
+                chain,
+                stored,
+                tx=f"tx {stored.tx_hash}",
+                what="burn",
+                fail=lambda reason: usdc.FailBridging(reason=f"Burn failed: {reason}"),
+                dropped_note="; nothing was burned",
+            )
+            if not isinstance(receipt, Receipt):
+                return receipt
+            self._initiate_bridging(ctx, chain, receipt)
             return Continue("burned")
 
         try:
@@ -618,28 +661,24 @@ class UsdcWorkflow:
         )
         max_fee_units = cctp.max_fee(amount_units, fee_bps)
         recipient = ctx.venues.market_maker_wallet
-        try:
-            self._record(
-                ctx,
-                chain=chain,
-                purpose=TxPurpose.BURN,
-                build=lambda nonce: chain.build_deposit_for_burn(
-                    token_messenger=messenger,
-                    burn_token=route.source_usdc,
-                    amount_units=amount_units,
-                    destination_domain=route.destination_domain,
-                    mint_recipient=recipient,
-                    max_fee_units=max_fee_units,
-                    min_finality_threshold=cctp.FINALITY_THRESHOLD_FAST,
-                    nonce=nonce,
-                ),
-            )
-        except (PreflightReverted, InvalidArgument) as exc:
+        return self._record_or_fail(
+            ctx,
+            chain=chain,
+            purpose=TxPurpose.BURN,
+            build=lambda nonce: chain.build_deposit_for_burn(
+                token_messenger=messenger,
+                burn_token=route.source_usdc,
+                amount_units=amount_units,
+                destination_domain=route.destination_domain,
+                mint_recipient=recipient,
+                max_fee_units=max_fee_units,
+                min_finality_threshold=cctp.FINALITY_THRESHOLD_FAST,
+                nonce=nonce,
+            ),
+            what="burn",
             # B5: FailBridging is valid in WithdrawalComplete (no burn data).
-            return self._fail_keeping_inflight(
-                ctx, usdc.FailBridging(reason=f"Burn failed: {exc}"), "burn refused"
-            )
-        return Continue("burn signed")
+            fail=lambda reason: usdc.FailBridging(reason=f"Burn failed: {reason}"),
+        )
 
     def _initiate_bridging(self, ctx: StepContext, chain: EvmChain, receipt: Receipt) -> None:
         burn = chain.decode_message_sent(receipt)
@@ -805,33 +844,22 @@ class UsdcWorkflow:
         token = ctx.config.usdc_base
         stored = usdc.transaction_for(state, TxPurpose.VAULT_DEPOSIT)
         if stored is not None:
-            status = self._resume(ctx, base, stored)
-            if isinstance(status, TxPending):
-                return self._pending(ctx, stored)
-            if isinstance(status, TxDead):
-                return self._fail_keeping_inflight(
-                    ctx,
-                    usdc.FailDeposit(
-                        reason=f"Deposit failed: vault deposit {stored.tx_hash} dropped (nonce "
-                        f"{status.nonce} used by another transaction)"
-                    ),
-                    "vault deposit dead",
-                )
-            if not status.succeeded:
-                return self._fail_keeping_inflight(
-                    ctx,
-                    usdc.FailDeposit(
-                        reason=f"Deposit failed: vault deposit {stored.tx_hash} reverted: "
-                        f"{base.revert_reason(stored.tx_hash)}"
-                    ),
-                    "vault deposit reverted",
-                )
+            receipt = self._settle_stored(
+                ctx,
+                base,
+                stored,
+                tx=f"vault deposit {stored.tx_hash}",
+                what="vault deposit",
+                fail=lambda reason: usdc.FailDeposit(reason=f"Deposit failed: {reason}"),
+            )
+            if not isinstance(receipt, Receipt):
+                return receipt
             ctx.execute(
                 usdc.InitiateDeposit(
                     deposit=TransferRef(TransferRefKind.ONCHAIN_TX, stored.tx_hash)
                 )
             )
-            return self._confirm_deposit_receipt(ctx, status.receipt)
+            return self._confirm_deposit_receipt(ctx, receipt)
 
         try:
             units = usdc_to_units(usdc.depositable_amount(state))
@@ -848,20 +876,16 @@ class UsdcWorkflow:
         )
         if approval is not None:
             return approval
-        try:
-            self._record(
-                ctx,
-                chain=base,
-                purpose=TxPurpose.VAULT_DEPOSIT,
-                build=lambda nonce: base.build_vault_deposit(
-                    vault=vault, token=token, vault_id=vault_id, amount_units=units, nonce=nonce
-                ),
-            )
-        except (PreflightReverted, InvalidArgument) as exc:
-            return self._fail_keeping_inflight(
-                ctx, usdc.FailDeposit(reason=f"Deposit failed: {exc}"), "vault deposit refused"
-            )
-        return Continue("vault deposit signed")
+        return self._record_or_fail(
+            ctx,
+            chain=base,
+            purpose=TxPurpose.VAULT_DEPOSIT,
+            build=lambda nonce: base.build_vault_deposit(
+                vault=vault, token=token, vault_id=vault_id, amount_units=units, nonce=nonce
+            ),
+            what="vault deposit",
+            fail=lambda reason: usdc.FailDeposit(reason=f"Deposit failed: {reason}"),
+        )
 
     def _confirm_deposit_receipt(self, ctx: StepContext, receipt: Receipt) -> Outcome:
         vault, _ = self._vault(ctx)
@@ -888,27 +912,16 @@ class UsdcWorkflow:
         ethereum = ctx.venues.ethereum
         stored = usdc.transaction_for(state, TxPurpose.ALPACA_DEPOSIT)
         if stored is not None:
-            status = self._resume(ctx, ethereum, stored)
-            if isinstance(status, TxPending):
-                return self._pending(ctx, stored)
-            if isinstance(status, TxDead):
-                return self._fail_keeping_inflight(
-                    ctx,
-                    usdc.FailDeposit(
-                        reason=f"Deposit failed: transfer {stored.tx_hash} to Alpaca dropped "
-                        f"(nonce {status.nonce} used by another transaction)"
-                    ),
-                    "deposit transfer dead",
-                )
-            if not status.succeeded:
-                return self._fail_keeping_inflight(
-                    ctx,
-                    usdc.FailDeposit(
-                        reason=f"Deposit failed: transfer {stored.tx_hash} to Alpaca reverted: "
-                        f"{ethereum.revert_reason(stored.tx_hash)}"
-                    ),
-                    "deposit transfer reverted",
-                )
+            receipt = self._settle_stored(
+                ctx,
+                ethereum,
+                stored,
+                tx=f"transfer {stored.tx_hash} to Alpaca",
+                what="deposit transfer",
+                fail=lambda reason: usdc.FailDeposit(reason=f"Deposit failed: {reason}"),
+            )
+            if not isinstance(receipt, Receipt):
+                return receipt
             ctx.execute(
                 usdc.InitiateDeposit(
                     deposit=TransferRef(TransferRefKind.ONCHAIN_TX, stored.tx_hash)
@@ -922,22 +935,18 @@ class UsdcWorkflow:
             raise NeedsAttention(f"depositable amount: {exc}") from exc
         address = ctx.venues.alpaca.deposit_address()
         token = ctx.config.usdc_ethereum
-        try:
-            self._record(
-                ctx,
-                chain=ethereum,
-                purpose=TxPurpose.ALPACA_DEPOSIT,
-                build=lambda nonce: ethereum.build_erc20_transfer(
-                    token=token, to=address, amount_units=units, nonce=nonce
-                ),
-            )
-        except (PreflightReverted, InvalidArgument) as exc:
-            return self._fail_keeping_inflight(
-                ctx,
-                usdc.FailDeposit(reason=f"Deposit failed: transfer to Alpaca refused: {exc}"),
-                "deposit transfer refused",
-            )
-        return Continue("deposit transfer signed")
+        return self._record_or_fail(
+            ctx,
+            chain=ethereum,
+            purpose=TxPurpose.ALPACA_DEPOSIT,
+            build=lambda nonce: ethereum.build_erc20_transfer(
+                token=token, to=address, amount_units=units, nonce=nonce
+            ),
+            what="deposit transfer",
+            fail=lambda reason: usdc.FailDeposit(
+                reason=f"Deposit failed: transfer to Alpaca refused: {reason}"
+            ),
+        )
 
     def _check_alpaca_deposit(self, ctx: StepContext, state: usdc.DepositInitiated) -> Outcome:
         tx_hash = state.deposit_ref.value
