@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -149,3 +150,32 @@ def validate_aware(field: str, value: datetime) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidValue(field, value, "must be a timezone-aware datetime")
     return value
+
+
+def refuse_by_table(
+    *,
+    validity: Mapping[type, Mapping[Any, type[CommandRefused] | None]],
+    command: Any,
+    current: Any,
+    step: Any,
+    aggregate: str,
+    already_reconciled: type[CommandRefused],
+    not_reconcilable: type[CommandRefused],
+    reconcile_command: type,
+) -> None:
+    """Refuse `command` per a table of error-per-step (None = valid), for an equity
+    operation aggregate (its states carry `symbol` and `quantity`). Steps missing from a
+    command's row are past reconciliation; reconciling needs a failure that kept inflight."""
+    table = validity.get(type(command))
+    if table is None:
+        raise InvalidValue("command", command, f"not {aggregate} command")
+    details: dict[str, Any] = {}
+    if current is not None:
+        details = {"symbol": current.symbol, "quantity": current.quantity}
+    if step not in table:
+        raise already_reconciled(command, current, **details)
+    error = table[step]
+    if error is not None:
+        raise error(command, current, **details)
+    if isinstance(command, reconcile_command) and not getattr(current, "inflight_kept", False):
+        raise not_reconcilable(command, current, inflight_kept=False, **details)

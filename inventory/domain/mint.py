@@ -25,6 +25,7 @@ from inventory.domain import events as ev
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.checks import (
     CommandRefused,
+    refuse_by_table,
     validate_address,
     validate_amount,
     validate_aware,
@@ -33,7 +34,7 @@ from inventory.domain.checks import (
     validate_u256,
 )
 from inventory.domain.lifecycle import Lifecycle, Mismatch, lifecycle_apply
-from inventory.domain.values import Address, InvalidValue, TxHash, validate_symbol
+from inventory.domain.values import Address, TxHash, validate_symbol
 
 
 class MintStep(enum.StrEnum):
@@ -449,22 +450,16 @@ def apply(state: Lifecycle[MintState], event: Any) -> Lifecycle[MintState]:
 
 
 def _refuse_if_invalid(current: MintState | None, command: Any) -> None:
-    table = _VALIDITY.get(type(command))
-    if table is None:
-        raise InvalidValue("command", command, "not a TokenizedEquityMint command")
-    step = MintStep.UNINITIALIZED if current is None else current.STEP
-    details: dict[str, Any] = {}
-    if current is not None:
-        details = {"symbol": current.symbol, "quantity": current.quantity}
-    if step not in table:
-        raise AlreadyReconciled(command, current, **details)
-    error = table[step]
-    if error is not None:
-        raise error(command, current, **details)
-    if isinstance(command, ReconcileMint) and not (
-        isinstance(current, Failed) and current.inflight_kept
-    ):
-        raise NotReconcilable(command, current, inflight_kept=False, **details)
+    refuse_by_table(
+        validity=_VALIDITY,
+        command=command,
+        current=current,
+        step=MintStep.UNINITIALIZED if current is None else current.STEP,
+        aggregate="a TokenizedEquityMint",
+        already_reconciled=AlreadyReconciled,
+        not_reconcilable=NotReconcilable,
+        reconcile_command=ReconcileMint,
+    )
 
 
 def handle(state: Lifecycle[MintState], command: Any, now: datetime) -> list[ev.MintEvent]:

@@ -29,6 +29,7 @@ from inventory.domain import events as ev
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.checks import (
     CommandRefused,
+    refuse_by_table,
     validate_address,
     validate_amount,
     validate_aware,
@@ -37,7 +38,7 @@ from inventory.domain.checks import (
     validate_tx_hash,
 )
 from inventory.domain.lifecycle import Lifecycle, Mismatch, lifecycle_apply
-from inventory.domain.values import Address, InvalidValue, TxHash, validate_symbol
+from inventory.domain.values import Address, TxHash, validate_symbol
 
 
 class RedemptionStep(enum.StrEnum):
@@ -483,22 +484,16 @@ def apply(state: Lifecycle[RedemptionState], event: Any) -> Lifecycle[Redemption
 
 
 def _refuse_if_invalid(current: RedemptionState | None, command: Any) -> None:
-    table = _VALIDITY.get(type(command))
-    if table is None:
-        raise InvalidValue("command", command, "not an EquityRedemption command")
-    step = RedemptionStep.UNINITIALIZED if current is None else current.STEP
-    details: dict[str, Any] = {}
-    if current is not None:
-        details = {"symbol": current.symbol, "quantity": current.quantity}
-    if step not in table:
-        raise AlreadyReconciled(command, current, **details)
-    error = table[step]
-    if error is not None:
-        raise error(command, current, **details)
-    if isinstance(command, ReconcileRedemption) and not (
-        isinstance(current, Failed) and current.inflight_kept
-    ):
-        raise NotReconcilable(command, current, inflight_kept=False, **details)
+    refuse_by_table(
+        validity=_VALIDITY,
+        command=command,
+        current=current,
+        step=RedemptionStep.UNINITIALIZED if current is None else current.STEP,
+        aggregate="an EquityRedemption",
+        already_reconciled=AlreadyReconciled,
+        not_reconcilable=NotReconcilable,
+        reconcile_command=ReconcileRedemption,
+    )
 
 
 def _check_same_transfer(command: SendTokens, signed: TransferPending) -> None:
