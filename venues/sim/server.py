@@ -362,8 +362,10 @@ class SimVenueServer:
             token = self._token(self.world.base, address)
             self._token_symbols[symbol] = str(token.functions.symbol().call())
             self._token_by_address[to_checksum_address(address)] = symbol
+        # Watch only blocks mined after start: a transfer already in the latest block happened
+        # before this venue existed (another venue's redemption on shared chains, say).
         for side in (self.world.ethereum, self.world.base):
-            self._next_block[side.name] = int(self._w3[side.name].eth.block_number)
+            self._next_block[side.name] = int(self._w3[side.name].eth.block_number) + 1
         self._fund_hot_wallet()
         server = self
 
