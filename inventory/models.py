@@ -34,6 +34,7 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["event_type"], name="event_type_idx"),
             models.Index(fields=["aggregate_id"], name="event_aggregate_id_idx"),
+            models.Index(fields=["event_type", "recorded_at"], name="event_type_recorded_idx"),
         ]
         ordering = ["id"]
 
@@ -77,6 +78,16 @@ class InventoryPool(models.Model):
     last_event_id = models.BigIntegerField(null=True, blank=True)
     # The domain's `last_updated`: event time of the last change, deterministic on replay.
     updated_at = models.DateTimeField(null=True, blank=True)
+    # Recorded time of the operation event that last changed the inflight: a balance snapshot
+    # fetched at or before it is stale for this pool.
+    inflight_changed_at = models.DateTimeField(null=True, blank=True)
+    # Spec 15.2 (a snapshot and a fill never count one trade twice): the block of the onchain
+    # snapshot last taken, the onchain fill legs above it ([[block, "signed amount"], ...]),
+    # hedges pending at the brokerage and when the last hedge fill was recorded.
+    onchain_block = models.BigIntegerField(null=True, blank=True)
+    onchain_fills_after = models.JSONField(default=list, blank=True)
+    offchain_hedges_pending = models.PositiveIntegerField(default=0)
+    offchain_last_fill_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["key"]
@@ -104,6 +115,13 @@ class InventoryPool(models.Model):
             last_rebalancing=self.last_rebalancing,
             last_updated=self.updated_at,
             reconciliation_reason=self.reconciliation_reason if self.needs_reconciliation else None,
+            inflight_changed_at=self.inflight_changed_at,
+            onchain_block=self.onchain_block,
+            onchain_fills_after=tuple(
+                (int(block), Decimal(delta)) for block, delta in self.onchain_fills_after or ()
+            ),
+            offchain_hedges_pending=self.offchain_hedges_pending,
+            offchain_last_fill_at=self.offchain_last_fill_at,
         )
 
     def set_from_domain(self, pool: PoolInventory) -> list[str]:
@@ -121,6 +139,13 @@ class InventoryPool(models.Model):
             "needs_reconciliation": pool.needs_reconciliation,
             "reconciliation_reason": pool.reconciliation_reason or "",
             "updated_at": pool.last_updated,
+            "inflight_changed_at": pool.inflight_changed_at,
+            "onchain_block": pool.onchain_block,
+            "onchain_fills_after": [
+                [block, str(delta)] for block, delta in pool.onchain_fills_after
+            ],
+            "offchain_hedges_pending": pool.offchain_hedges_pending,
+            "offchain_last_fill_at": pool.offchain_last_fill_at,
         }
         changed = []
         for name, value in values.items():
@@ -182,3 +207,104 @@ class RebalancingSettingsRow(models.Model):
 
     def __str__(self) -> str:
         return f"rebalancing settings ({self.scope})"
+
+
+class AggregateState(models.Model):
+    """The folded state of one aggregate after `sequence`, written in the transaction that
+    appends its events, so loading an aggregate folds only the events after it.
+
+    Derived data: the log is the truth. A row of another `version` (the domain code's
+    fingerprint) or behind the log is folded forward or ignored, never trusted over the log.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    aggregate_type = models.CharField(max_length=64)
+    aggregate_id = models.CharField(max_length=128)
+    sequence = models.PositiveBigIntegerField()
+    version = models.CharField(max_length=64)
+    state = models.JSONField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["aggregate_type", "aggregate_id"], name="aggregatestate_unique_aggregate"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.aggregate_type}/{self.aggregate_id} state at #{self.sequence}"
+
+
+class EventKey(models.Model):
+    """An idempotency key carried by an event (a trade id, a hedge's execution id, an Alpaca
+    request id we recorded): unique, so a duplicate costs one index lookup and two writers
+    cannot both record it. Written with the event, in the same transaction."""
+
+    id = models.BigAutoField(primary_key=True)
+    scope = models.CharField(max_length=32)
+    key = models.CharField(max_length=200)
+    event_id = models.BigIntegerField()
+    aggregate_type = models.CharField(max_length=64)
+    aggregate_id = models.CharField(max_length=128)
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "key"], name="eventkey_unique_scope_key"),
+        ]
+        indexes = [
+            models.Index(fields=["scope", "recorded_at"], name="eventkey_scope_recorded_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.key} -> event #{self.event_id}"
+
+
+class ApiTokenScope(models.TextChoices):
+    INGEST = "ingest", "Ingest (record fills and hedges)"
+    READ = "read", "Read (pools and operations)"
+
+
+class ApiToken(models.Model):
+    """A bearer token for the HTTP API. Only the SHA-256 of the secret is stored; the secret
+    is shown once, when the token is created (`inventory.services.api_token_create`)."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=64, unique=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    # The first characters of the secret, to tell tokens apart in lists (not enough to use).
+    prefix = models.CharField(max_length=16)
+    # Space-separated, sorted ApiTokenScope values.
+    scopes = models.CharField(max_length=64)
+    created_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        state = "revoked" if self.revoked_at else "active"
+        return f"API token {self.name} ({self.scopes}, {state})"
+
+    @property
+    def scope_list(self) -> list[str]:
+        return self.scopes.split()
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class ConfigStamp(models.Model):
+    """One row whose token the database changes on every write to the settings row, the
+    assets and the pool breakers (`inventory.config_stamp`): processes cache those tables and
+    read only this row to know whether their copy is current."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    token = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"configuration stamp {self.token}"

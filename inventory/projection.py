@@ -12,11 +12,15 @@ in the log; the pool is flagged `needs_reconciliation` with the reason and keeps
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from inventory import rawsql
 from inventory.domain import events as ev
-from inventory.domain.inventory import InventoryFold
+from inventory.domain.fast import MutablePool, fold_stored
+from inventory.domain.inventory import InventoryFold, PoolInventory
+from inventory.domain.values import USDC_POOL
 from inventory.models import Event, InventoryPool
 
 if TYPE_CHECKING:
@@ -24,14 +28,36 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_RECONCILED = (ev.MintReconciled, ev.RedemptionReconciled, ev.UsdcReconciled)
 
-def _preload_tracks(fold: InventoryFold, events: Sequence[StoredEvent]) -> None:
+
+@dataclass
+class ProjectionPlan:
+    """What a batch of decided events will do to the pools, known before it is inserted.
+
+    `fold` holds the tracks of the batch's operations from their stored history; `touched` are
+    the pools the events change; `lock` adds the pools the trigger re-checks after the batch
+    (an operation's pool and USDC when the operation ends), so one lock acquisition covers
+    the whole transaction.
+    """
+
+    fold: InventoryFold
+    touched: set[str]
+    lock: set[str]
+
+
+Decided = tuple[str, str, int, Sequence[Any]]  # aggregate type, id, after sequence, events
+
+
+def _preload_tracks(fold: InventoryFold, batches: Sequence[Decided]) -> None:
     """Tracks of the batch's operations from their stored history before the batch."""
     first_in_batch: dict[tuple[str, str], int] = {}
-    for stored in events:
-        if stored.aggregate_type in ev.OPERATION_EVENT_TYPES:
-            key = (stored.aggregate_type, stored.aggregate_id)
-            first_in_batch[key] = min(first_in_batch.get(key, stored.sequence), stored.sequence)
+    for aggregate_type, aggregate_id, after_sequence, events in batches:
+        if aggregate_type in ev.OPERATION_EVENT_TYPES and events:
+            key = (aggregate_type, aggregate_id)
+            first_in_batch[key] = min(
+                first_in_batch.get(key, after_sequence + 1), after_sequence + 1
+            )
     for (aggregate_type, aggregate_id), first_sequence in sorted(first_in_batch.items()):
         if first_sequence == 1:
             continue
@@ -49,59 +75,104 @@ def _preload_tracks(fold: InventoryFold, events: Sequence[StoredEvent]) -> None:
             )
 
 
-def _touched_keys(fold: InventoryFold, events: Sequence[StoredEvent]) -> set[str]:
-    """Which pools the batch changes: a dry run over throwaway pools with copied tracks."""
+def projection_plan(batches: Sequence[Decided]) -> ProjectionPlan:
+    """Plan decided events: the pools each touches, from the event and its operation's track
+    (tracks advanced on a copy; no pool is folded)."""
+    fold = InventoryFold()
+    _preload_tracks(fold, batches)
     dry = InventoryFold(tracks=dict(fold.tracks))
-    keys: set[str] = set()
-    for stored in events:
-        keys.update(
-            dry.apply(stored.aggregate_type, stored.aggregate_id, stored.event, stored.recorded_at)
-        )
-    return keys
+    touched: set[str] = set()
+    lock: set[str] = set()
+    for aggregate_type, aggregate_id, _, events in batches:
+        for event in events:
+            keys, track = dry.touches(aggregate_type, aggregate_id, event)
+            touched.update(keys)
+            if aggregate_type in ev.OPERATION_EVENT_TYPES:
+                if track is not None:
+                    lock.add(track.genesis.pool_key)
+                if event.TERMINAL or isinstance(event, _RECONCILED):
+                    lock.add(USDC_POOL)
+    return ProjectionPlan(fold=fold, touched=touched, lock=touched | lock)
 
 
-def pools_lock(keys: set[str]) -> dict[str, InventoryPool]:
-    """Create missing pool rows (in key order), then lock all of them in primary-key order."""
-    existing = set(
-        InventoryPool.objects.filter(key__in=keys).order_by().values_list("key", flat=True)
+def _pools_select(keys: list[str]) -> dict[str, InventoryPool]:
+    """`SELECT ... FOR UPDATE` of the pool rows of `keys`, in key order (plain SQL)."""
+    rows = rawsql.select_models(
+        InventoryPool,
+        f'"key" IN ({rawsql.placeholders(len(keys))})',
+        keys,
+        order_by='"inventory_inventorypool"."key" ASC',
+        for_update=True,
     )
-    missing = sorted(keys - existing)
-    if missing:
+    return {row.key: row for row in rows}
+
+
+def pools_lock(keys: Iterable[str], *, create: bool = True) -> dict[str, InventoryPool]:
+    """Lock the pool rows of `keys` in key order (the one global lock order), creating the
+    missing ones first when `create`. Locking rows this transaction already holds is a no-op,
+    so callers lock everything they need once, up front."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = _pools_select(wanted)
+    missing = [key for key in wanted if key not in rows]
+    if missing and create:
         InventoryPool.objects.bulk_create(
             [InventoryPool(key=key, kind=InventoryPool.kind_for(key)) for key in missing],
             ignore_conflicts=True,
         )
         logger.info("created inventory pools %s", ", ".join(missing))
-    rows = InventoryPool.objects.select_for_update().filter(key__in=keys).order_by("pk")
-    return {row.key: row for row in rows}
+        rows = _pools_select(wanted)
+    return rows
 
 
-def projection_apply(events: Sequence[StoredEvent]) -> set[str]:
-    """Apply events to the pools they touch; returns the touched pool keys."""
+def projection_apply(
+    events: Sequence[StoredEvent],
+    *,
+    plan: ProjectionPlan | None = None,
+    rows: dict[str, InventoryPool] | None = None,
+    domains: dict[str, PoolInventory] | None = None,
+) -> set[str]:
+    """Apply stored events to the pools they touch (one update per pool); returns the touched
+    pool keys. `plan` and the locked `rows` come from `inventory.store.appends_commit`; without
+    them the plan is made and the rows locked here. `domains`, when given, receives each
+    touched pool as written (what `row.to_domain()` now returns, without rebuilding it)."""
     if not events:
         return set()
-    fold = InventoryFold()
-    _preload_tracks(fold, events)
-    keys = _touched_keys(fold, events)
-    if not keys:
+    if plan is None:
+        plan = projection_plan(
+            [(s.aggregate_type, s.aggregate_id, s.sequence - 1, [s.event]) for s in events]
+        )
+    if not plan.touched:
         return set()
-    rows = pools_lock(keys)
-    fold.pools = {key: row.to_domain() for key, row in rows.items()}
+    if rows is None or not plan.touched <= rows.keys():
+        rows = pools_lock(plan.touched | (rows.keys() if rows else set()))
+    fold = plan.fold
+    touched_rows = {key: rows[key] for key in plan.touched}
+    before = {key: row.to_domain() for key, row in touched_rows.items()}
+    pools = {key: MutablePool(pool) for key, pool in before.items()}
     last_event: dict[str, int] = {}
-    reasons_before = {key: pool.reconciliation_reason for key, pool in fold.pools.items()}
     for stored in events:
-        for key in fold.apply(
-            stored.aggregate_type, stored.aggregate_id, stored.event, stored.recorded_at
+        for key in fold_stored(
+            pools,
+            fold,
+            stored.aggregate_type,
+            stored.aggregate_id,
+            stored.event,
+            stored.recorded_at,
         ):
             last_event[key] = stored.id
-    for key, row in rows.items():
-        fields = row.set_from_domain(fold.pools[key])
+    for key, row in sorted(touched_rows.items()):
+        after = pools[key].domain()
+        if domains is not None:
+            domains[key] = after
+        fields = row.set_from_domain(after)
         if key in last_event and row.last_event_id != last_event[key]:
             row.last_event_id = last_event[key]
             fields.append("last_event_id")
         if fields:
-            row.save(update_fields=fields)
-        reason = fold.pools[key].reconciliation_reason
-        if reason and reason != reasons_before[key]:
+            rawsql.update_fields(row, fields)
+        reason = after.reconciliation_reason
+        if reason and reason != before[key].reconciliation_reason:
             logger.warning("inventory pool %s needs reconciliation: %s", key, reason)
-    return keys
+    return set(plan.touched)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from django.conf import settings as django_settings
@@ -13,8 +14,9 @@ from inventory.domain.inventory import (
     PoolInventory,
     detect_imbalance,
 )
+from inventory.domain.units import SHARE_DECIMALS, USDC_DECIMALS
 from inventory.domain.values import USDC_POOL
-from inventory.models import Asset, InventoryPool, RebalancingSettingsRow
+from inventory.models import ApiToken, Asset, InventoryPool, RebalancingSettingsRow
 
 
 def pool_get(*, key: str) -> InventoryPool | None:
@@ -56,6 +58,8 @@ class AssetOverride:
     rebalancing_enabled: bool
     target_ratio: Decimal | None
     deviation: Decimal | None
+    # The token's decimals (read from its contract at registration).
+    decimals: int = SHARE_DECIMALS
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,13 @@ class RebalancingSettings:
         asset = self.assets.get(base_symbol)
         return asset is not None and asset.rebalancing_enabled
 
+    def decimals_for(self, pool_key: str) -> int:
+        """Onchain decimals of a pool's amounts: USDC's, else the asset's token's."""
+        if pool_key == USDC_POOL:
+            return USDC_DECIMALS
+        asset = self.assets.get(pool_key)
+        return SHARE_DECIMALS if asset is None else asset.decimals
+
     def threshold_for(self, pool_key: str) -> ImbalanceThreshold:
         """USDC -> the USDC threshold; an equity -> its overrides over the global one."""
         if pool_key == USDC_POOL:
@@ -104,11 +115,18 @@ class RebalancingSettings:
         )
 
 
-def rebalancing_settings_get() -> RebalancingSettings:
-    """The global row (created from the environment defaults on first read) and the assets."""
+def rebalancing_settings_load(symbols: Iterable[str] | None = None) -> RebalancingSettings:
+    """Read the global row (created from the environment defaults on first read) and the
+    assets of `symbols` (all when None) from the database (`rebalancing_settings_get` caches
+    this, keyed by the configuration stamp)."""
     from inventory.services import settings_row_ensure
 
     row: RebalancingSettingsRow = settings_row_ensure()
+    assets = (
+        Asset.objects.all()
+        if symbols is None
+        else Asset.objects.filter(base_symbol__in=sorted(set(symbols)))
+    )
     return RebalancingSettings(
         enabled=bool(django_settings.REBALANCING.enabled),
         paused=row.paused,
@@ -123,10 +141,35 @@ def rebalancing_settings_get() -> RebalancingSettings:
                 rebalancing_enabled=asset.rebalancing_enabled,
                 target_ratio=asset.target_ratio,
                 deviation=asset.deviation,
+                decimals=asset.decimals,
             )
-            for asset in Asset.objects.all()
+            for asset in assets
         },
     )
+
+
+def rebalancing_settings_from(stored: RebalancingSettings) -> RebalancingSettings:
+    """A cached `stored` with the deployment switch as configured now (the environment,
+    which tests and operators change without touching the database)."""
+    return replace(
+        stored,
+        enabled=bool(django_settings.REBALANCING.enabled),
+        assets=dict(stored.assets),
+    )
+
+
+def rebalancing_settings_get(*, symbols: Iterable[str] | None = None) -> RebalancingSettings:
+    """The global row (created from the environment defaults on first read) and the assets
+    (only those of `symbols` when given: a fill reads its own asset row, never all of them).
+    Kept in memory and read again only when the configuration stamp changed
+    (`inventory.config_stamp`): one query when nothing changed."""
+    from inventory import config_stamp
+
+    wanted = None if symbols is None else tuple(sorted(set(symbols)))
+    stored = config_stamp.cached(
+        f"rebalancing_settings:{wanted}", lambda: rebalancing_settings_load(wanted)
+    )
+    return rebalancing_settings_from(stored)
 
 
 def threshold_for(pool_key: str, settings: RebalancingSettings | None = None) -> ImbalanceThreshold:
@@ -138,3 +181,18 @@ def pool_imbalance(*, key: str, settings: RebalancingSettings | None = None) -> 
     """The pool's imbalance against its threshold; None for an unknown or unobserved pool,
     a pool with anything inflight, or a balanced one."""
     return detect_imbalance(pool_inventory(key=key), threshold_for(key, settings))
+
+
+def api_tokens_list() -> list[ApiToken]:
+    return list(ApiToken.objects.order_by("name"))
+
+
+def api_token_authenticate(*, secret: str) -> ApiToken | None:
+    """The active token whose secret this is, or None (unknown, revoked or malformed)."""
+    from inventory.services import api_token_digest
+
+    if not isinstance(secret, str) or not secret or len(secret) > 256:
+        return None
+    return ApiToken.objects.filter(
+        token_hash=api_token_digest(secret), revoked_at__isnull=True
+    ).first()

@@ -7,51 +7,69 @@ together. Validation failures raise `InvalidValue(field, value, rule)` and write
 
 from __future__ import annotations
 
+import enum
+import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings as django_settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max
 from django.utils import timezone
-from eth_utils import is_address, to_checksum_address
+from eth_utils import to_checksum_address
 
+from inventory import event_keys, rawsql
 from inventory.domain import events as ev
 from inventory.domain import position
 from inventory.domain import settings as settings_domain
 from inventory.domain import snapshot as snapshot_domain
+from inventory.domain.checks import validate_address
 from inventory.domain.events import ExecutionThreshold, ThresholdKind, TradeId
-from inventory.domain.inventory import InventoryFold
 from inventory.domain.lifecycle import Lifecycle
 from inventory.domain.values import (
     USDC_POOL,
     Direction,
+    DomainError,
     InvalidValue,
     TokenizedEquitySymbol,
     TxHash,
     validate_quantity,
     validate_symbol,
 )
-from inventory.models import Asset, Event, InventoryPool, RebalancingSettingsRow
+from inventory.models import (
+    ApiToken,
+    ApiTokenScope,
+    Asset,
+    Event,
+    EventKey,
+    RebalancingSettingsRow,
+)
 from inventory.projection import pools_lock
+from inventory.rebuild import PoolDifference, inventory_rebuild  # noqa: F401
 from inventory.store import (
-    MAX_APPEND_ATTEMPTS,
-    ConcurrencyError,
+    AggregateSnapshot,
+    PendingAppend,
+    StateDifference,
     StoredEvent,
     aggregate_execute,
-    aggregate_load,
-    events_append,
+    aggregate_state,
+    aggregate_states_rebuild,
+    appends_commit,
+    in_retried_transaction,
 )
 
 logger = logging.getLogger(__name__)
 
-_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
-_VAULT_ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
+# Matched with re.fullmatch ("$" alone accepts a trailing newline, a second spelling of a hash).
+_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
+_VAULT_ID = re.compile(r"0x[0-9a-fA-F]{64}")
+# How far ahead of our clock an observation (fill, broker fill, balance poll) may be stamped.
+DEFAULT_OBSERVATION_MAX_SKEW_S = 60.0
 
 # Hedging rule (spec 4.1): hedge once |net| >= 1 share. Used when a symbol's first fill arrives.
 DEFAULT_POSITION_THRESHOLD = ExecutionThreshold(kind=ThresholdKind.SHARES, value=Decimal(1))
@@ -75,8 +93,23 @@ def _aware(field: str, value: Any) -> datetime:
     return value
 
 
+def _observed(field: str, value: Any, now: datetime) -> datetime:
+    """An observation's timestamp: aware, and not more than the configured skew ahead of now
+    (a stamp in the future would make every real observation after it look stale)."""
+    moment = _aware(field, value)
+    skew_s = getattr(django_settings, "OBSERVATION_MAX_SKEW_S", DEFAULT_OBSERVATION_MAX_SKEW_S)
+    if moment > now + timedelta(seconds=skew_s):
+        raise InvalidValue(
+            field,
+            value,
+            f"is more than {skew_s:g} s ahead of now ({now.isoformat()}): "
+            "an observation cannot come from the future (OBSERVATION_MAX_SKEW_S)",
+        )
+    return moment
+
+
 def _tx_hash(field: str, value: Any) -> TxHash:
-    if not isinstance(value, str) or not _HASH.match(value):
+    if not isinstance(value, str) or not _HASH.fullmatch(value):
         raise InvalidValue(field, value, "must be a 0x-prefixed 32-byte hex hash")
     return TxHash(value.lower())
 
@@ -88,40 +121,303 @@ def _non_negative_int(field: str, value: Any) -> int:
 
 
 def _positive(field: str, value: Any) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, Decimal):
-        raise InvalidValue(field, value, "must be a Decimal (built from str or int, never float)")
+    """A positive amount within the domain's bounds (at most 18 decimals, `MAX_AMOUNT`)."""
     return validate_quantity(field, value)
 
 
 def _changed_by(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidValue("changed_by", value, "must name who made the change")
+    if len(value.strip()) > 150:  # the settings row's updated_by column
+        raise InvalidValue("changed_by", value, "must be at most 150 characters")
     return value.strip()
 
 
 # --- fills ------------------------------------------------------------------------------------
 
 
-def _position_ready(symbol: str, now: datetime) -> None:
-    """Initialize the symbol's Position on its first fill (default hedging threshold)."""
-    loaded = aggregate_load(position.SPEC, symbol)
-    if loaded.state.is_uninitialized:
-        aggregate_execute(
-            spec=position.SPEC,
-            aggregate_id=symbol,
-            command=position.Initialize(symbol=symbol, threshold=DEFAULT_POSITION_THRESHOLD),
-            now=now,
+# --- replays ----------------------------------------------------------------------------------
+
+
+class ReplayConflict(DomainError):
+    """A record whose id was already recorded with different content; nothing is written.
+
+    `record` names the kind ("onchain fill", "hedge placement" ...), `key` its id, and
+    `differences` maps each differing field to (recorded, given).
+    """
+
+    def __init__(self, record: str, key: str, differences: dict[str, tuple[Any, Any]]) -> None:
+        self.record = record
+        self.key = key
+        self.differences = differences
+        detail = "; ".join(
+            f"{name} recorded {old!s}, given {new!s}" for name, (old, new) in differences.items()
+        )
+        super().__init__(f"{record} {key} was already recorded with different content: {detail}")
+
+
+def _replay_check(record: str, key: str, recorded: Any, given: Mapping[str, Any]) -> None:
+    """An identical replay passes (the caller writes nothing); any difference raises."""
+    differences = {
+        name: (getattr(recorded, name), value)
+        for name, value in given.items()
+        if getattr(recorded, name) != value
+    }
+    if differences:
+        raise ReplayConflict(record, key, differences)
+
+
+def _hedge_recorded(symbol: str, event_class: type, execution_id: int) -> Any | None:
+    """The symbol's event of `event_class` for this execution id, decoded, or None: one
+    lookup of its unique idempotency key."""
+    found = EventKey.objects.filter(
+        scope=event_keys.EXECUTION_SCOPES[event_class],
+        key=event_keys.execution_key(symbol, execution_id),
+    ).values_list("event_id", flat=True)
+    row = Event.objects.filter(id__in=found).first()
+    return row.domain_event() if row is not None else None
+
+
+@dataclass(frozen=True)
+class OnchainFill:
+    """One order-book fill as the trading side reports it (input of `fills_record_batch`)."""
+
+    symbol: str
+    tx_hash: str
+    log_index: int
+    amount: Decimal
+    direction: Direction | str
+    price_usdc: Decimal
+    block_timestamp: datetime
+    # The block the fill landed in (spec 15.2); None when the reporter does not know it.
+    block_number: int | None = None
+
+
+class FillStatus(enum.StrEnum):
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class FillResult:
+    """The outcome of one fill of a batch, in input order."""
+
+    index: int
+    symbol: str
+    trade_id: TradeId
+    status: FillStatus
+    events: list[StoredEvent]
+
+
+class FillConflict(InvalidValue):
+    """The trade id is already recorded (or repeated in the batch) with different content."""
+
+
+class BatchInvalid(InvalidValue):
+    """Some fills of a batch are invalid; `errors` lists (index, error) for every one of them.
+    Nothing is written."""
+
+    def __init__(self, errors: list[tuple[int, InvalidValue]]) -> None:
+        self.errors = errors
+        index, first = errors[0]
+        super().__init__(
+            f"fills[{index}].{first.field}",
+            first.value,
+            first.rule
+            + (f" (and {len(errors) - 1} more invalid fill(s))" if len(errors) > 1 else ""),
         )
 
 
-def _onchain_fill_recorded(symbol: str, trade_id: TradeId) -> bool:
-    return Event.objects.filter(
-        aggregate_type=ev.POSITION,
-        aggregate_id=symbol,
-        event_type=ev.OnChainOrderFilled.event_type_name(),
-        payload__OnChainOrderFilled__trade_id__tx_hash=trade_id.tx_hash,
-        payload__OnChainOrderFilled__trade_id__log_index=str(trade_id.log_index),
-    ).exists()
+@dataclass(frozen=True)
+class _ParsedFill:
+    index: int
+    symbol: str
+    command: position.AcknowledgeOnChainFill
+
+
+def _parse_onchain_fill(
+    fill: OnchainFill, now: datetime
+) -> tuple[str, position.AcknowledgeOnChainFill]:
+    symbol = validate_symbol(fill.symbol)
+    trade_id = TradeId(
+        tx_hash=_tx_hash("tx_hash", fill.tx_hash),
+        log_index=_non_negative_int("log_index", fill.log_index),
+    )
+    command = position.AcknowledgeOnChainFill(
+        trade_id=trade_id,
+        amount=_positive("amount", fill.amount),
+        direction=_direction(fill.direction),
+        price_usdc=_positive("price_usdc", fill.price_usdc),
+        block_timestamp=_observed("block_timestamp", fill.block_timestamp, now),
+        block_number=(
+            None
+            if fill.block_number is None
+            else _non_negative_int("block_number", fill.block_number)
+        ),
+    )
+    return symbol, command
+
+
+def _same_fill(
+    recorded_symbol: str,
+    recorded: Any,
+    symbol: str,
+    command: position.AcknowledgeOnChainFill,
+) -> bool:
+    return (
+        recorded_symbol == symbol
+        and isinstance(recorded, ev.OnChainOrderFilled)
+        and recorded.amount == command.amount
+        and recorded.direction == command.direction
+        and recorded.price_usdc == command.price_usdc
+        and recorded.block_timestamp == command.block_timestamp
+        and recorded.block_number == command.block_number
+    )
+
+
+def _conflict(index: int | None, symbol: str, trade_id: TradeId) -> FillConflict:
+    field = "trade_id" if index is None else f"fills[{index}].trade_id"
+    return FillConflict(
+        field, str(trade_id), f"already recorded for {symbol} with a different content"
+    )
+
+
+def _recorded_trades(keys: set[str]) -> dict[str, tuple[str, Any]]:
+    """Trade key -> (symbol, recorded event) for the keys already in the log: one index
+    lookup (plus one read of the recorded events when there are duplicates)."""
+    ordered = sorted(keys)
+    found = dict(
+        rawsql.fetch(
+            'SELECT "key", "event_id" FROM "inventory_eventkey" '
+            f'WHERE "scope" = %s AND "key" IN ({rawsql.placeholders(len(ordered))})',
+            [event_keys.TRADE, *ordered],
+        )
+    )
+    if not found:
+        return {}
+    rows = {row.id: row for row in Event.objects.filter(id__in=found.values())}
+    return {
+        key: (rows[event_id].aggregate_id, rows[event_id].domain_event())
+        for key, event_id in found.items()
+    }
+
+
+def _fills_commit(parsed: list[_ParsedFill], moment: datetime) -> list[FillResult]:
+    # Decide first, without any lock (index lookups only); `appends_commit` then locks the
+    # batch's pools once, in key order, and inserts. A writer that got in between makes the
+    # insert fail on the unique sequence or trade key: the whole batch is decided again.
+    recorded = _recorded_trades({event_keys.trade_key(item.command.trade_id) for item in parsed})
+    loaded: dict[str, AggregateSnapshot] = {}
+    states: dict[str, Lifecycle[Any]] = {}
+    sequences: dict[str, int] = {}
+    seen: dict[str, tuple[str, position.AcknowledgeOnChainFill]] = {}
+    # Consecutive fills of one symbol: [symbol, after sequence, events, state, cached].
+    runs: list[list[Any]] = []
+    outcomes: list[tuple[_ParsedFill, FillStatus, int]] = []  # (fill, status, events in append)
+    for item in parsed:
+        trade_id = item.command.trade_id
+        key = event_keys.trade_key(trade_id)
+        earlier = recorded.get(key)
+        if earlier is not None:
+            if not _same_fill(earlier[0], earlier[1], item.symbol, item.command):
+                raise _conflict(item.index, item.symbol, trade_id)
+            outcomes.append((item, FillStatus.DUPLICATE, 0))
+            continue
+        if key in seen:
+            if seen[key] != (item.symbol, item.command):
+                raise _conflict(item.index, item.symbol, trade_id)
+            outcomes.append((item, FillStatus.DUPLICATE, 0))
+            continue
+        seen[key] = (item.symbol, item.command)
+        symbol = item.symbol
+        if symbol not in loaded:
+            loaded[symbol] = aggregate_state(position.SPEC, symbol)
+            states[symbol] = loaded[symbol].state
+            sequences[symbol] = loaded[symbol].sequence
+        state = states[symbol]
+        events: list[Any] = []
+        if state.is_uninitialized:
+            # The symbol's first fill initializes its Position (default hedging threshold).
+            init = position.Initialize(symbol=symbol, threshold=DEFAULT_POSITION_THRESHOLD)
+            for event in position.SPEC.handle(state, init, moment):
+                state = position.SPEC.apply(state, event)
+                events.append(event)
+        fill_events = list(position.SPEC.handle(state, item.command, moment))
+        for event in fill_events:
+            state = position.SPEC.apply(state, event)
+        events.extend(fill_events)
+        if runs and runs[-1][0] == symbol:
+            runs[-1][2].extend(events)  # in place: a copy per fill would be quadratic
+            runs[-1][3] = state
+        else:
+            runs.append([symbol, sequences[symbol], events, state, loaded[symbol].cached])
+        states[symbol] = state
+        sequences[symbol] += len(events)
+        outcomes.append((item, FillStatus.RECORDED, len(fill_events)))
+    appends = [
+        PendingAppend(
+            spec=position.SPEC,
+            aggregate_id=symbol,
+            after_sequence=after,
+            events=events,
+            state=state,
+            cached=cached,
+        )
+        for symbol, after, events, state, cached in runs
+    ]
+    stored = appends_commit(appends, now=moment, keys_checked=True)
+    fill_events_of = iter([s for s in stored if isinstance(s.event, ev.OnChainOrderFilled)])
+    results = []
+    for item, status, count in outcomes:
+        events_of_fill = [next(fill_events_of) for _ in range(count)]
+        results.append(
+            FillResult(item.index, item.symbol, item.command.trade_id, status, events_of_fill)
+        )
+    return results
+
+
+def _fills_record_parsed(parsed: list[_ParsedFill], moment: datetime) -> list[FillResult]:
+    return in_retried_transaction(
+        lambda: _fills_commit(parsed, moment), what=f"{ev.POSITION}/batch"
+    )
+
+
+def fills_record_batch(
+    *, fills: Sequence[OnchainFill], now: datetime | None = None
+) -> list[FillResult]:
+    """Record a batch of order-book fills in one transaction; one `FillResult` per fill.
+
+    Every fill is validated first: any invalid one raises `BatchInvalid` (listing all of them)
+    and nothing is written. A trade id already recorded, or repeated in the batch, with the
+    same content is a `DUPLICATE` (writes nothing); with a different content the whole batch
+    is refused with `FillConflict`. The batch takes the pool locks once (its symbols and USDC,
+    in key order), updates each pool once and runs the trigger once per touched pool (on the
+    pools after the whole batch). The log and the pools are those of recording the fills one
+    at a time in the same order (`fill_record_onchain`).
+    """
+    moment = _aware("now", now) if now is not None else timezone.now()
+    parsed: list[_ParsedFill] = []
+    errors: list[tuple[int, InvalidValue]] = []
+    for index, fill in enumerate(fills):
+        try:
+            symbol, command = _parse_onchain_fill(fill, moment)
+        except InvalidValue as error:
+            errors.append((index, error))
+            continue
+        parsed.append(_ParsedFill(index=index, symbol=symbol, command=command))
+    if errors:
+        raise BatchInvalid(errors)
+    if not parsed:
+        return []
+    results = _fills_record_parsed(parsed, moment)
+    recorded_count = sum(1 for r in results if r.status is FillStatus.RECORDED)
+    logger.info(
+        "recorded a batch of %d onchain fill(s): %d new, %d duplicate(s)",
+        len(results),
+        recorded_count,
+        len(results) - recorded_count,
+    )
+    return results
 
 
 def fill_record_onchain(
@@ -133,42 +429,93 @@ def fill_record_onchain(
     direction: Direction | str,
     price_usdc: Decimal,
     block_timestamp: datetime,
+    block_number: int | None = None,
     now: datetime | None = None,
 ) -> list[StoredEvent]:
     """Record an order-book fill (moves the symbol's and USDC's onchain balances).
 
-    Idempotent on the trade id (tx hash and log index): a fill seen twice is recorded once.
+    Idempotent on the trade id (tx hash and log index): a fill seen twice is recorded once
+    (returns []); the same trade id with a different content raises `FillConflict`.
+    `block_number` is the block the fill landed in: a leg at or below its pool's onchain
+    snapshot block is already in that snapshot and is not applied again (spec 15.2).
     """
-    symbol = validate_symbol(symbol)
-    trade_id = TradeId(
-        tx_hash=_tx_hash("tx_hash", tx_hash), log_index=_non_negative_int("log_index", log_index)
-    )
-    command = position.AcknowledgeOnChainFill(
-        trade_id=trade_id,
-        amount=_positive("amount", amount),
-        direction=_direction(direction),
-        price_usdc=_positive("price_usdc", price_usdc),
-        block_timestamp=_aware("block_timestamp", block_timestamp),
+    fill = OnchainFill(
+        symbol=symbol,
+        tx_hash=tx_hash,
+        log_index=log_index,
+        amount=amount,
+        direction=direction,
+        price_usdc=price_usdc,
+        block_timestamp=block_timestamp,
+        block_number=block_number,
     )
     moment = _aware("now", now) if now is not None else timezone.now()
-    with transaction.atomic():
-        # Serialise fills of this symbol (the same rows, in the same order, the projection
-        # locks next), so two deliveries of one trade cannot both pass the check below.
-        pools_lock({symbol, USDC_POOL})
-        if _onchain_fill_recorded(symbol, trade_id):
-            logger.info("fill %s for %s already recorded, skipped", trade_id, symbol)
-            return []
-        _position_ready(symbol, moment)
-        stored = aggregate_execute(
-            spec=position.SPEC, aggregate_id=symbol, command=command, now=moment
-        )
+    symbol, command = _parse_onchain_fill(fill, moment)
+    try:
+        [result] = _fills_record_parsed([_ParsedFill(0, symbol, command)], moment)
+    except FillConflict:
+        raise _conflict(None, symbol, command.trade_id) from None
+    if result.status is FillStatus.DUPLICATE:
+        logger.info("fill %s for %s already recorded, skipped", command.trade_id, symbol)
+        return []
     logger.info(
         "recorded onchain %s fill %s %s @ %s USDC (%s)",
         command.direction,
         command.amount,
         symbol,
         command.price_usdc,
-        trade_id,
+        command.trade_id,
+    )
+    return result.events
+
+
+HEDGE_BROKER = "alpaca"
+
+
+def hedge_place(
+    *,
+    symbol: str,
+    execution_id: int,
+    direction: Direction | str,
+    shares: Decimal,
+    broker: str = HEDGE_BROKER,
+    now: datetime | None = None,
+) -> list[StoredEvent]:
+    """Record that the trading side placed an offchain hedge order (spec 4.1, `PlaceOffChainOrder`).
+
+    Refused (`PositionError`) while another execution is pending or below the position's
+    threshold. An identical replay returns [] and writes nothing; the same execution id with
+    different content raises `ReplayConflict`.
+    """
+    symbol = validate_symbol(symbol)
+    command = position.PlaceOffChainOrder(
+        execution_id=_non_negative_int("execution_id", execution_id),
+        shares=_positive("shares", shares),
+        direction=_direction(direction),
+        broker=broker,
+    )
+    moment = _aware("now", now) if now is not None else timezone.now()
+    with transaction.atomic():
+        pools_lock({symbol, USDC_POOL})  # one writer per symbol at a time, as for fills
+        recorded = _hedge_recorded(symbol, ev.OffChainOrderPlaced, command.execution_id)
+        if recorded is not None:
+            _replay_check(
+                "hedge placement",
+                f"{symbol}/{command.execution_id}",
+                recorded,
+                {"shares": command.shares, "direction": command.direction, "broker": broker},
+            )
+            logger.info("hedge %s for %s already placed, skipped", command.execution_id, symbol)
+            return []
+        stored = aggregate_execute(
+            spec=position.SPEC, aggregate_id=symbol, command=command, now=moment
+        )
+    logger.info(
+        "recorded hedge %s placed: %s %s %s",
+        command.execution_id,
+        command.direction,
+        command.shares,
+        symbol,
     )
     return stored
 
@@ -185,8 +532,11 @@ def fill_record_offchain(
     now: datetime | None = None,
 ) -> list[StoredEvent]:
     """Record a brokerage hedge fill of the symbol's pending execution (moves offchain
-    shares and cash). Refused by the Position aggregate when no such execution is pending."""
+    shares and cash). Refused by the Position aggregate when no such execution is pending.
+    An identical replay returns [] and writes nothing; the same execution id filled with
+    different content raises `ReplayConflict`."""
     symbol = validate_symbol(symbol)
+    moment = _aware("now", now) if now is not None else timezone.now()
     if not isinstance(broker_order_id, str) or not broker_order_id.strip():
         raise InvalidValue("broker_order_id", broker_order_id, "must be a non-empty string")
     command = position.CompleteOffChainOrder(
@@ -195,10 +545,26 @@ def fill_record_offchain(
         direction=_direction(direction),
         broker_order_id=broker_order_id,
         price_cents=_non_negative_int("price_cents", price_cents),
-        broker_timestamp=_aware("broker_timestamp", broker_timestamp),
+        broker_timestamp=_observed("broker_timestamp", broker_timestamp, moment),
     )
-    moment = _aware("now", now) if now is not None else timezone.now()
     with transaction.atomic():
+        pools_lock({symbol, USDC_POOL})
+        recorded = _hedge_recorded(symbol, ev.OffChainOrderFilled, command.execution_id)
+        if recorded is not None:
+            _replay_check(
+                "hedge fill",
+                f"{symbol}/{command.execution_id}",
+                recorded,
+                {
+                    "shares_filled": command.shares_filled,
+                    "direction": command.direction,
+                    "broker_order_id": command.broker_order_id,
+                    "price_cents": command.price_cents,
+                    "broker_timestamp": command.broker_timestamp,
+                },
+            )
+            logger.info("hedge %s for %s already filled, skipped", command.execution_id, symbol)
+            return []
         stored = aggregate_execute(
             spec=position.SPEC, aggregate_id=symbol, command=command, now=moment
         )
@@ -213,22 +579,142 @@ def fill_record_offchain(
     return stored
 
 
+hedge_fill = fill_record_offchain
+
+
+def hedge_fail(
+    *,
+    symbol: str,
+    execution_id: int,
+    error: str,
+    now: datetime | None = None,
+) -> list[StoredEvent]:
+    """Record that the symbol's pending hedge failed at the brokerage (clears pending).
+
+    An identical replay returns [] and writes nothing; the same execution id failed with a
+    different error raises `ReplayConflict`.
+    """
+    symbol = validate_symbol(symbol)
+    command = position.FailOffChainOrder(
+        execution_id=_non_negative_int("execution_id", execution_id), error=error
+    )
+    if not isinstance(error, str) or not error.strip():
+        raise InvalidValue("error", error, "must be a non-empty string")
+    moment = _aware("now", now) if now is not None else timezone.now()
+    with transaction.atomic():
+        pools_lock({symbol, USDC_POOL})
+        recorded = _hedge_recorded(symbol, ev.OffChainOrderFailed, command.execution_id)
+        if recorded is not None:
+            _replay_check(
+                "hedge failure", f"{symbol}/{command.execution_id}", recorded, {"error": error}
+            )
+            logger.info("hedge %s for %s already failed, skipped", command.execution_id, symbol)
+            return []
+        stored = aggregate_execute(
+            spec=position.SPEC, aggregate_id=symbol, command=command, now=moment
+        )
+    logger.info("recorded hedge %s for %s failed: %s", command.execution_id, symbol, error)
+    return stored
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """What became of one record of a batch: stored events, nothing (an identical replay),
+    or the error that refused it."""
+
+    index: int
+    events: list[StoredEvent]
+    error: DomainError | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.error is None and not self.events
+
+
+def records_ingest(
+    *,
+    records: Sequence[OnchainFill | tuple[Callable[..., list[StoredEvent]], Mapping[str, Any]]],
+) -> list[RecordOutcome]:
+    """Record a mixed batch in order, in one transaction, refusing records one by one.
+
+    A record is an `OnchainFill` or a hedge service of this module with its keyword arguments.
+    Consecutive fills go through `fills_record_batch` together (a fill it refuses is set
+    aside as refused and the others are recorded); any other record runs in its own
+    savepoint. A refused record (any `DomainError`) writes nothing and leaves the others as
+    they are. One outcome per record, in input order.
+    """
+    outcomes: dict[int, RecordOutcome] = {}
+    with transaction.atomic():
+        index = 0
+        while index < len(records):
+            if isinstance(records[index], OnchainFill):
+                end = index
+                while end < len(records) and isinstance(records[end], OnchainFill):
+                    end += 1
+                _ingest_fills(records, list(range(index, end)), outcomes)
+                index = end
+                continue
+            service, kwargs = records[index]  # type: ignore[misc]
+            try:
+                with transaction.atomic():
+                    outcomes[index] = RecordOutcome(index, service(**kwargs))
+            except DomainError as error:
+                outcomes[index] = RecordOutcome(index, [], error)
+            index += 1
+    return [outcomes[index] for index in range(len(records))]
+
+
+def _batch_position(field: str) -> int:
+    """ "fills[3].trade_id" -> 3"""
+    return int(field.split("[", 1)[1].split("]", 1)[0])
+
+
+def _ingest_fills(
+    records: Sequence[Any], pending: list[int], outcomes: dict[int, RecordOutcome]
+) -> None:
+    while pending:
+        try:
+            with transaction.atomic():
+                results = fills_record_batch(fills=[records[i] for i in pending])
+        except BatchInvalid as invalid:
+            refused = {pending[at]: error for at, error in invalid.errors}
+            for index, error in refused.items():
+                outcomes[index] = RecordOutcome(index, [], error)
+            pending = [index for index in pending if index not in refused]
+            continue
+        except FillConflict as conflict:
+            index = pending.pop(_batch_position(conflict.field))
+            outcomes[index] = RecordOutcome(index, [], conflict)
+            continue
+        except DomainError as error:
+            # Not attributable to one fill by the batch: record them one at a time.
+            if len(pending) == 1:
+                outcomes[pending[0]] = RecordOutcome(pending[0], [], error)
+                return
+            for index in pending:
+                _ingest_fills(records, [index], outcomes)
+            return
+        for index, result in zip(pending, results, strict=True):
+            outcomes[index] = RecordOutcome(index, result.events)
+        return
+
+
 # --- balance snapshots (B1) -------------------------------------------------------------------
 
 
-def _snapshot_state() -> tuple[Lifecycle[Any], int]:
-    """The snapshot aggregate's state from the newest event of each kind (not a full replay:
-    the state is only a per-kind watermark) and its last sequence."""
-    rows = Event.objects.filter(
-        aggregate_type=ev.SNAPSHOT, aggregate_id=snapshot_domain.SNAPSHOT_AGGREGATE_ID
+def _log_stale(state: Any, command: snapshot_domain.SnapshotCommand) -> None:
+    event = snapshot_domain.event_for(command)
+    current = state.current() or snapshot_domain.SnapshotState()
+    newest = current.watermarks.get(type(event).__name__)
+    logger.warning(
+        "stale %s snapshot ignored: fetched at %s, older than the newest recorded (%s)",
+        type(event).__name__,
+        command.fetched_at.isoformat(),
+        newest.isoformat() if newest is not None else None,
     )
-    last_sequence = rows.aggregate(last=Max("sequence"))["last"] or 0
-    state: Lifecycle[Any] = Lifecycle.uninitialized()
-    for event_class in snapshot_domain.SNAPSHOT_EVENTS:
-        newest = rows.filter(event_type=event_class.event_type_name()).order_by("-sequence").first()
-        if newest is not None:
-            state = snapshot_domain.SPEC.apply(state, newest.domain_event())
-    return state, last_sequence
 
 
 def snapshot_record(
@@ -238,48 +724,62 @@ def snapshot_record(
     offchain_equity: Mapping[str, Decimal] | None = None,
     onchain_cash: Decimal | None = None,
     offchain_cash: Decimal | None = None,
+    onchain_block: int | None = None,
     now: datetime | None = None,
 ) -> list[StoredEvent]:
     """Record polled venue balances (each argument given is one snapshot event).
 
     Equity mappings are base symbol -> shares; cash in USDC/USD. A pool takes a snapshot's
-    value only while nothing is inflight in it; a snapshot older than the newest of its
-    kind is ignored.
+    value only while nothing is inflight in it and only when `fetched_at` (stamp it before
+    asking the venue) is after the pool's latest inflight change; a snapshot older than the
+    newest of its kind is ignored.
+    `onchain_block` is the block every onchain read was pinned to (spec 15.2: fills at or
+    below it are already inside).
     """
     commands: list[snapshot_domain.SnapshotCommand] = []
     if onchain_equity is not None:
-        commands.append(snapshot_domain.RecordOnchainEquity(onchain_equity, fetched_at))
+        commands.append(
+            snapshot_domain.RecordOnchainEquity(onchain_equity, fetched_at, onchain_block)
+        )
     if offchain_equity is not None:
         commands.append(snapshot_domain.RecordOffchainEquity(offchain_equity, fetched_at))
     if onchain_cash is not None:
-        commands.append(snapshot_domain.RecordOnchainCash(onchain_cash, fetched_at))
+        commands.append(snapshot_domain.RecordOnchainCash(onchain_cash, fetched_at, onchain_block))
     if offchain_cash is not None:
         commands.append(snapshot_domain.RecordOffchainCash(offchain_cash, fetched_at))
     if not commands:
         raise InvalidValue("snapshot", None, "give at least one balance to record")
+    moment = _aware("now", now) if now is not None else timezone.now()
     for command in commands:
         snapshot_domain.event_for(command)  # validate everything before writing
-    moment = _aware("now", now) if now is not None else timezone.now()
-    for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
-        try:
-            with transaction.atomic():
-                state, last_sequence = _snapshot_state()
-                events = []
-                for command in commands:
-                    events.extend(snapshot_domain.SPEC.handle(state, command, moment))
-                if not events:
-                    logger.info("stale balance snapshot fetched at %s ignored", fetched_at)
-                    return []
-                return events_append(
-                    spec=snapshot_domain.SPEC,
-                    aggregate_id=snapshot_domain.SNAPSHOT_AGGREGATE_ID,
-                    events=events,
-                    expected_sequence=last_sequence,
-                    now=moment,
-                )
-        except IntegrityError:
-            logger.warning("snapshot sequence conflict (attempt %d), retrying", attempt)
-    raise ConcurrencyError(ev.SNAPSHOT, snapshot_domain.SNAPSHOT_AGGREGATE_ID, MAX_APPEND_ATTEMPTS)
+    _observed("fetched_at", fetched_at, moment)
+
+    def attempt() -> list[StoredEvent]:
+        loaded = aggregate_state(snapshot_domain.SPEC, snapshot_domain.SNAPSHOT_AGGREGATE_ID)
+        state = loaded.state
+        events = []
+        for command in commands:
+            handled = snapshot_domain.SPEC.handle(loaded.state, command, moment)
+            if not handled:
+                _log_stale(loaded.state, command)
+            events.extend(handled)
+        if not events:
+            return []
+        for event in events:
+            state = snapshot_domain.SPEC.apply(state, event)
+        append = PendingAppend(
+            spec=snapshot_domain.SPEC,
+            aggregate_id=snapshot_domain.SNAPSHOT_AGGREGATE_ID,
+            after_sequence=loaded.sequence,
+            events=events,
+            state=state,
+            cached=loaded.cached,
+        )
+        return appends_commit([append], now=moment)
+
+    return in_retried_transaction(
+        attempt, what=f"{ev.SNAPSHOT}/{snapshot_domain.SNAPSHOT_AGGREGATE_ID}"
+    )
 
 
 # --- assets (spec section 10, B8) -------------------------------------------------------------
@@ -287,6 +787,37 @@ def snapshot_record(
 
 class AssetConflict(InvalidValue):
     """A base symbol or token address that is already registered."""
+
+
+class TokenReader(Protocol):
+    """What registration reads from a token contract (`venues.chain.EvmChain` has it)."""
+
+    def erc20_decimals(self, *, token: str) -> int: ...
+    def erc20_symbol(self, *, token: str) -> str: ...
+
+
+def _token_contract_check(
+    reader: TokenReader, *, address: str, decimals: int, token_symbol: str
+) -> None:
+    try:
+        onchain_decimals = int(reader.erc20_decimals(token=address))
+        onchain_symbol = str(reader.erc20_symbol(token=address))
+    except Exception as exc:  # noqa: BLE001 - any failure to read refuses the registration
+        raise InvalidValue(
+            "token_address", address, f"cannot read decimals() and symbol() from it: {exc}"
+        ) from None
+    if onchain_decimals != decimals:
+        raise InvalidValue(
+            "decimals",
+            decimals,
+            f"the token contract at {address} says decimals()={onchain_decimals}",
+        )
+    if onchain_symbol != token_symbol:
+        raise InvalidValue(
+            "token_symbol",
+            token_symbol,
+            f"the token contract at {address} says symbol()={onchain_symbol!r}",
+        )
 
 
 def asset_register(
@@ -299,8 +830,13 @@ def asset_register(
     decimals: int = 18,
     rebalancing_enabled: bool = True,
     now: datetime | None = None,
+    token_reader: TokenReader | None = None,
 ) -> Asset:
-    """Register a tokenized equity; refuses a token whose symbol's base is not `base_symbol`."""
+    """Register a tokenized equity; refuses a token whose symbol's base is not `base_symbol`.
+
+    With `token_reader` (the Base chain client) the token contract's `decimals()` and
+    `symbol()` are read and must equal `decimals` and `token_symbol`: every amount of the
+    asset is converted with these decimals, so a mismatch is refused, not stored."""
     try:
         base_symbol = validate_symbol(base_symbol)
     except InvalidValue as error:
@@ -314,15 +850,17 @@ def asset_register(
             token_symbol,
             f"its base {parsed.base!r} differs from base_symbol {base_symbol!r}",
         )
-    if not isinstance(token_address, str) or not is_address(token_address):
-        raise InvalidValue("token_address", token_address, "must be a 20-byte hex address")
-    address = to_checksum_address(token_address)
-    if not isinstance(vault_id, str) or not _VAULT_ID.match(vault_id):
+    address = to_checksum_address(validate_address("token_address", token_address))
+    if not isinstance(vault_id, str) or not _VAULT_ID.fullmatch(vault_id):
         raise InvalidValue("vault_id", vault_id, "must be 0x followed by 64 hex digits")
     if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 77:
         raise InvalidValue("decimals", decimals, "must be an integer between 0 and 77")
     if not isinstance(rebalancing_enabled, bool):
         raise InvalidValue("rebalancing_enabled", rebalancing_enabled, "must be a boolean")
+    if token_reader is not None:
+        _token_contract_check(
+            token_reader, address=address, decimals=decimals, token_symbol=token_symbol
+        )
     who = _changed_by(changed_by)
     moment = _aware("now", now) if now is not None else timezone.now()
     with transaction.atomic():
@@ -443,108 +981,97 @@ def setting_change(
     return stored[0] if stored else None
 
 
-# --- rebuild ----------------------------------------------------------------------------------
+# --- API tokens -------------------------------------------------------------------------------
 
-REBUILD_CHUNK_SIZE = 2000
-
-POOL_FIELDS = (
-    "kind",
-    "onchain_available",
-    "onchain_inflight",
-    "offchain_available",
-    "offchain_inflight",
-    "onchain_observed",
-    "offchain_observed",
-    "last_rebalancing",
-    "needs_reconciliation",
-    "reconciliation_reason",
-    "last_event_id",
-    "updated_at",
-)
+API_TOKEN_PREFIX = "rbt_"
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # re.fullmatch
 
 
-@dataclass(frozen=True)
-class PoolDifference:
-    pool: str
-    field: str
-    stored: Any
-    rebuilt: Any
-
-    def __str__(self) -> str:
-        return f"{self.pool}.{self.field}: stored {self.stored!r}, rebuilt {self.rebuilt!r}"
+class ApiTokenConflict(InvalidValue):
+    """A token name that is already taken."""
 
 
-def inventory_fold_log(
-    *, progress: Callable[[Iterable[Event], int], Iterable[Event]] | None = None
-) -> dict[str, InventoryPool]:
-    """Replay the whole log in id order with the projection's pure fold; unsaved rows."""
-    fold = InventoryFold()
-    last_event: dict[str, int] = {}
-    rows: Iterable[Event] = (
-        Event.objects.order_by("id")
-        .only("id", "aggregate_type", "aggregate_id", "event_type", "payload", "recorded_at")
-        .iterator(chunk_size=REBUILD_CHUNK_SIZE)
-    )
-    if progress is not None:
-        rows = progress(rows, Event.objects.count())
-    for row in rows:
-        keys = fold.apply(row.aggregate_type, row.aggregate_id, row.domain_event(), row.recorded_at)
-        for key in keys:
-            last_event[key] = row.id
-    rebuilt = {}
-    for key, pool in fold.pools.items():
-        row = InventoryPool(key=key, kind=InventoryPool.kind_for(key))
-        row.set_from_domain(pool)
-        row.last_event_id = last_event.get(key)
-        rebuilt[key] = row
-    return rebuilt
+def api_token_digest(secret: str) -> str:
+    """The stored form of a token: SHA-256 of the secret, hex (the secret is 256 random bits)."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def _differences(
-    stored: InventoryPool | None, rebuilt: InventoryPool, key: str
-) -> list[PoolDifference]:
-    baseline = stored or InventoryPool(key=key, kind=InventoryPool.kind_for(key))
-    found = []
-    for name in POOL_FIELDS:
-        old, new = getattr(baseline, name), getattr(rebuilt, name)
-        if stored is None or old != new:
-            found.append(PoolDifference(key, name, None if stored is None else old, new))
-    return found
+def _scopes(value: Any) -> str:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidValue("scopes", value, "must be a list of scopes")
+    scopes = sorted(set(value))
+    unknown = [scope for scope in scopes if scope not in ApiTokenScope.values]
+    if unknown or not scopes:
+        allowed = ", ".join(ApiTokenScope.values)
+        raise InvalidValue("scopes", list(value), f"give one or more of: {allowed}")
+    return " ".join(scopes)
 
 
-def inventory_rebuild(
-    *,
-    write: bool,
-    progress: Callable[[Iterable[Event], int], Iterable[Event]] | None = None,
-) -> list[PoolDifference]:
-    """Replay the log, report every difference from the stored pools, and (with `write`)
-    store the rebuilt values. Runs with every pool row locked, in one transaction."""
+def api_token_create(
+    *, name: str, scopes: Iterable[str], created_by: str = "", now: datetime | None = None
+) -> tuple[ApiToken, str]:
+    """Create a token; returns the row and the secret, which is never stored or shown again."""
+    if not isinstance(name, str) or not _TOKEN_NAME.fullmatch(name):
+        raise InvalidValue(
+            "name", name, "must be 1-64 letters, digits, '_', '.' or '-', starting alphanumeric"
+        )
+    scope_text = _scopes(scopes)
+    moment = _aware("now", now) if now is not None else timezone.now()
+    secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    try:
+        with transaction.atomic():
+            token = ApiToken.objects.create(
+                name=name,
+                token_hash=api_token_digest(secret),
+                prefix=secret[: len(API_TOKEN_PREFIX) + 4],
+                scopes=scope_text,
+                created_by=created_by,
+                created_at=moment,
+            )
+    except IntegrityError:
+        raise ApiTokenConflict("name", name, "a token with this name already exists") from None
+    logger.info("created API token %s (scopes %s) by %s", name, scope_text, created_by or "-")
+    return token, secret
+
+
+def api_token_revoke(*, name: str, revoked_by: str = "", now: datetime | None = None) -> ApiToken:
+    """Revoke a token by name: from now on it authenticates nothing. The row stays (audit)."""
+    moment = _aware("now", now) if now is not None else timezone.now()
     with transaction.atomic():
-        stored = {row.key: row for row in InventoryPool.objects.select_for_update().order_by("pk")}
-        rebuilt = inventory_fold_log(progress=progress)
-        differences: list[PoolDifference] = []
-        for key in sorted(set(stored) | set(rebuilt)):
-            target = rebuilt.get(key) or InventoryPool(key=key, kind=InventoryPool.kind_for(key))
-            differences.extend(_differences(stored.get(key), target, key))
-        if write and differences:
-            for key in sorted({d.pool for d in differences}):
-                target = rebuilt.get(key) or InventoryPool(
-                    key=key, kind=InventoryPool.kind_for(key)
-                )
-                row = stored.get(key)
-                if row is None:
-                    target.save(force_insert=True)
-                    continue
-                fields = [d.field for d in differences if d.pool == key]
-                for name in fields:
-                    setattr(row, name, getattr(target, name))
-                row.save(update_fields=fields)
+        token = ApiToken.objects.select_for_update().filter(name=name).first()
+        if token is None:
+            raise InvalidValue("name", name, "no API token has this name")
+        if token.revoked_at is not None:
+            raise InvalidValue("name", name, f"the token was already revoked at {token.revoked_at}")
+        token.revoked_at = moment
+        token.revoked_by = revoked_by
+        token.save(update_fields=["revoked_at", "revoked_by"])
+    logger.info("revoked API token %s by %s", name, revoked_by or "-")
+    return token
+
+
+# --- rebuild: `inventory.rebuild` (re-exported here, where callers have always found it) ------
+
+
+def aggregate_specs() -> list[Any]:
+    """Every aggregate the log holds, as the store folds it."""
+    from inventory.domain import mint, redemption, usdc
+
+    return [
+        position.SPEC,
+        mint.SPEC,
+        redemption.SPEC,
+        usdc.SPEC,
+        snapshot_domain.SPEC,
+        settings_domain.SPEC,
+    ]
+
+
+def aggregate_states_check(*, write: bool) -> list[StateDifference]:
+    """Compare every cached aggregate state with a fold of its whole log (and, with `write`,
+    store the fold). Runs in one transaction."""
+    with transaction.atomic():
+        differences = aggregate_states_rebuild(specs=aggregate_specs(), write=write)
     for difference in differences:
-        logger.warning("inventory rebuild difference: %s", difference)
-    logger.info(
-        "inventory rebuild: %d pool(s), %d difference(s)%s",
-        len(set(stored) | set(rebuilt)),
-        len(differences),
-        ", written" if write and differences else "",
-    )
+        logger.warning("aggregate state difference: %s", difference)
     return differences

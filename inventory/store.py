@@ -1,37 +1,64 @@
-"""The aggregate store: load by folding events, decide, append with the next sequence.
+"""The aggregate store: load, decide, append with the next sequence, project, publish.
 
-Appending, projecting into the inventory pools and notifying the trigger happen in one
-database transaction (DESIGN.md "Data flow"): the `events_appended` signal is sent inside it,
-so whatever a receiver writes (an operation, a queued task) commits or rolls back with the
-events. A concurrent append to the same aggregate loses on the unique (type, id, sequence)
-constraint and is retried from a fresh load.
+Loading an aggregate reads its cached state (`AggregateState`, written in the transaction that
+appended its last events) and folds only the events after it, so a command costs the same
+whatever the aggregate's history; the log stays the truth (a missing, stale or foreign-version
+state is folded from the log).
+
+Appending, projecting into the inventory pools and notifying the trigger happen in one database
+transaction (`appends_commit`):
+
+1. plan: which pools the events touch, plus the pools the trigger will re-check (an operation's
+   pool and USDC when it ends), from the events alone;
+2. lock all of those pool rows once, in key order (one global order: writers never deadlock);
+3. insert the events (their ids are taken under the locks, so for any two events that touch a
+   common pool, id order is the order in which they were applied), their idempotency keys and
+   the aggregates' new states;
+4. apply them to the locked pools (one update per pool) and send `events_appended` inside the
+   transaction, so whatever a receiver writes commits or rolls back with the events.
+
+A concurrent append to the same aggregate loses on the unique (type, id, sequence) constraint
+(or on a unique idempotency key another writer just recorded)
+and is retried from a fresh load; a transaction that PostgreSQL aborts as a deadlock or a
+serialization failure is retried too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from inventory.codec import encode_event
+from inventory import rawsql
+from inventory.codec import decode_event, encode_event
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.events import DomainEvent
 from inventory.domain.lifecycle import Lifecycle
-from inventory.models import Event
+from inventory.domain.values import InvalidValue
+from inventory.event_keys import event_keys
+from inventory.models import AggregateState, Event, EventKey
+from inventory.state_codec import Unencodable, decode_state, encode_state, state_version
 
 logger = logging.getLogger(__name__)
 
 # Sent inside the appending transaction, after the projection has been updated.
-# kwargs: events (list[StoredEvent]), pools (set[str]: the pool keys the projection touched).
+# kwargs: events (list[StoredEvent]), pools (set[str]: the pool keys the projection touched),
+# rows (dict[str, InventoryPool]: every pool row the transaction locked, already updated).
 events_appended = Signal()
+
+T = TypeVar("T")
+
+# PostgreSQL: deadlock_detected, serialization_failure.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 
 MAX_APPEND_ATTEMPTS = 20
 
@@ -76,6 +103,16 @@ class LoadedAggregate:
     events: list[StoredEvent]
 
 
+class KeyAlreadyRecorded(InvalidValue):
+    """An event claims an idempotency key (trade id, execution id, withdrawal id) that an
+    earlier event holds."""
+
+    def __init__(self, scope: str, key: str) -> None:
+        self.scope = scope
+        self.key = key
+        super().__init__(scope, key, "is already recorded")
+
+
 def aggregate_events(*, aggregate_type: str, aggregate_id: str) -> list[StoredEvent]:
     rows = Event.objects.filter(aggregate_type=aggregate_type, aggregate_id=aggregate_id).order_by(
         "sequence"
@@ -84,6 +121,8 @@ def aggregate_events(*, aggregate_type: str, aggregate_id: str) -> list[StoredEv
 
 
 def aggregate_load(spec: AggregateSpec, aggregate_id: str) -> LoadedAggregate:
+    """The full history and its fold (for inspection and the short operation aggregates;
+    commands go through `aggregate_state`)."""
     stored = aggregate_events(aggregate_type=spec.aggregate_type, aggregate_id=aggregate_id)
     state = spec.fold([s.event for s in stored])
     return LoadedAggregate(
@@ -91,50 +130,313 @@ def aggregate_load(spec: AggregateSpec, aggregate_id: str) -> LoadedAggregate:
     )
 
 
-def _insert(
-    spec: AggregateSpec,
-    aggregate_id: str,
-    after_sequence: int,
-    events: Sequence[DomainEvent],
-    metadata: dict[str, Any],
-    now: datetime,
-) -> list[StoredEvent]:
-    stored = []
-    for offset, event in enumerate(events, start=1):
-        if spec.aggregate_type != event.AGGREGATE_TYPE:
-            raise TypeError(
-                f"{type(event).__name__} belongs to {event.AGGREGATE_TYPE}, "
-                f"not {spec.aggregate_type}"
+@dataclass(frozen=True)
+class AggregateSnapshot:
+    """An aggregate's state after `sequence`; `cached` says whether a state row exists."""
+
+    state: Lifecycle[Any]
+    sequence: int
+    cached: bool
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read with plain SQL: text on SQLite (and from Django's psycopg setup)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+_STATE_SQL = (
+    'SELECT s."sequence", s."version", s."state", (SELECT MAX(e."sequence") '
+    'FROM "inventory_event" e WHERE e."aggregate_type" = s."aggregate_type" '
+    'AND e."aggregate_id" = s."aggregate_id") '
+    'FROM "inventory_aggregatestate" s WHERE s."aggregate_type" = %s AND s."aggregate_id" = %s'
+)
+
+
+# The states this process last wrote or read, by aggregate, with the stored value they came
+# from (as the database returns it): a row whose stored value is the same decodes to the same
+# state, so it is not decoded again. Keyed by content, never by sequence, so a write that was
+# rolled back (or another process's write) can only miss, never hit a wrong state.
+_decoded: dict[tuple[str, str, str], tuple[Any, Lifecycle[Any]]] = {}
+_DECODED_MAX = 4096
+
+
+def _state_key(aggregate_type: str, aggregate_id: str) -> tuple[str, str, str]:
+    return (str(connection.settings_dict.get("NAME")), aggregate_type, aggregate_id)
+
+
+def _state_decoded(aggregate_type: str, aggregate_id: str, stored: Any) -> Lifecycle[Any]:
+    key = _state_key(aggregate_type, aggregate_id)
+    hit = _decoded.get(key)
+    if hit is not None and hit[0] == stored:
+        return hit[1]
+    state = decode_state(_json(stored))
+    _state_remember(key, stored, state)
+    return state
+
+
+def _state_remember(key: tuple[str, str, str], stored: Any, state: Lifecycle[Any]) -> None:
+    if len(_decoded) >= _DECODED_MAX:
+        _decoded.clear()
+    _decoded[key] = (stored, state)
+
+
+def aggregate_state(spec: AggregateSpec, aggregate_id: str) -> AggregateSnapshot:
+    """The state from the cached row plus the events after it: one statement (with the log's
+    latest sequence as an index lookup) when the cached state is current, else a second one
+    reads the events after it."""
+    found = rawsql.fetch(_STATE_SQL, [spec.aggregate_type, aggregate_id])
+    state: Lifecycle[Any] = Lifecycle.uninitialized()
+    after = 0
+    if found and found[0][1] == state_version():
+        try:
+            state = _state_decoded(spec.aggregate_type, aggregate_id, found[0][2])
+            after = int(found[0][0])
+            if found[0][3] is not None and int(found[0][3]) == after:
+                return AggregateSnapshot(state=state, sequence=after, cached=True)
+        except (Unencodable, TypeError, ValueError, KeyError, AttributeError) as error:
+            logger.warning(
+                "cached state of %s/%s unreadable (%s); folding the log",
+                spec.aggregate_type,
+                aggregate_id,
+                error,
             )
-        event_type, payload = encode_event(event)
-        row = Event.objects.create(
-            aggregate_type=spec.aggregate_type,
-            aggregate_id=aggregate_id,
-            sequence=after_sequence + offset,
-            event_type=event_type,
-            payload=payload,
-            metadata=metadata,
+            state = Lifecycle.uninitialized()
+    tail = rawsql.fetch(
+        'SELECT "sequence", "event_type", "payload" FROM "inventory_event" '
+        'WHERE "aggregate_type" = %s AND "aggregate_id" = %s AND "sequence" > %s '
+        'ORDER BY "sequence"',
+        [spec.aggregate_type, aggregate_id, after],
+    )
+    sequence = after
+    for event_sequence, event_type, payload in tail:
+        state = spec.apply(state, decode_event(event_type, _json(payload)))
+        sequence = int(event_sequence)
+    return AggregateSnapshot(state=state, sequence=sequence, cached=bool(found))
+
+
+@dataclass(frozen=True)
+class PendingAppend:
+    """Decided events of one aggregate, appended after `after_sequence`.
+
+    `state` is the aggregate's state after them (cached for the next load); None drops the
+    cached state (the next load folds the log). `cached` says whether a state row exists
+    (None: unknown).
+    """
+
+    spec: AggregateSpec
+    aggregate_id: str
+    after_sequence: int
+    events: Sequence[DomainEvent]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    state: Lifecycle[Any] | None = None
+    cached: bool | None = None
+
+
+_EVENT_COLUMNS = (
+    "aggregate_type",
+    "aggregate_id",
+    "sequence",
+    "event_type",
+    "event_version",
+    "payload",
+    "metadata",
+    "recorded_at",
+)
+_EVENT_VERSION = Event._meta.get_field("event_version").default
+
+
+def _insert(appends: Sequence[PendingAppend], now: datetime) -> list[StoredEvent]:
+    """Insert every event of the batch (multi-row INSERTs in batch order): ids follow the
+    batch order."""
+    values: list[tuple[Any, ...]] = []
+    decided: list[tuple[PendingAppend, int, DomainEvent]] = []
+    for append in appends:
+        aggregate_type = append.spec.aggregate_type
+        for offset, event in enumerate(append.events, start=1):
+            if aggregate_type != event.AGGREGATE_TYPE:
+                raise TypeError(
+                    f"{type(event).__name__} belongs to {event.AGGREGATE_TYPE}, "
+                    f"not {aggregate_type}"
+                )
+            event_type, payload = encode_event(event)
+            sequence = append.after_sequence + offset
+            values.append(
+                (
+                    aggregate_type,
+                    append.aggregate_id,
+                    sequence,
+                    event_type,
+                    _EVENT_VERSION,
+                    payload,
+                    append.metadata,
+                    now,
+                )
+            )
+            decided.append((append, sequence, event))
+    ids = rawsql.insert_rows(Event, _EVENT_COLUMNS, values, returning_pk=True)
+    return [
+        StoredEvent(
+            id=event_id,
+            aggregate_type=append.spec.aggregate_type,
+            aggregate_id=append.aggregate_id,
+            sequence=sequence,
+            event=event,
             recorded_at=now,
+            metadata=append.metadata,
         )
-        stored.append(
-            StoredEvent(
-                id=row.id,
-                aggregate_type=row.aggregate_type,
-                aggregate_id=aggregate_id,
-                sequence=row.sequence,
-                event=event,
-                recorded_at=now,
-                metadata=metadata,
+        for event_id, (append, sequence, event) in zip(ids, decided, strict=True)
+    ]
+
+
+_KEY_COLUMNS = ("scope", "key", "event_id", "aggregate_type", "aggregate_id", "recorded_at")
+
+
+def _keys_of(stored: Iterable[StoredEvent]) -> list[tuple[Any, ...]]:
+    """`EventKey` rows (values in `_KEY_COLUMNS` order) of the stored events."""
+    return [
+        (scope, key, s.id, s.aggregate_type, s.aggregate_id, s.recorded_at)
+        for s in stored
+        for scope, key in event_keys(s.aggregate_type, s.aggregate_id, s.event)
+    ]
+
+
+def _keys_check(appends: Sequence[PendingAppend]) -> None:
+    """Refuse events claiming a key already recorded (or twice in the batch): one lookup."""
+    claimed: list[tuple[str, str]] = [
+        pair
+        for append in appends
+        for event in append.events
+        for pair in event_keys(append.spec.aggregate_type, append.aggregate_id, event)
+    ]
+    if not claimed:
+        return
+    seen: set[tuple[str, str]] = set()
+    for pair in claimed:
+        if pair in seen:
+            raise KeyAlreadyRecorded(*pair)
+        seen.add(pair)
+    by_scope: dict[str, list[str]] = {}
+    for scope, key in claimed:
+        by_scope.setdefault(scope, []).append(key)
+    for scope, keys in sorted(by_scope.items()):
+        found = rawsql.fetch(
+            'SELECT "key" FROM "inventory_eventkey" '
+            f'WHERE "scope" = %s AND "key" IN ({rawsql.placeholders(len(keys))}) LIMIT 1',
+            [scope, *keys],
+        )
+        if found:
+            raise KeyAlreadyRecorded(scope, found[0][0])
+
+
+_STATE_FIELD = AggregateState._meta.get_field("state")
+
+
+def _states_save(appends: Sequence[PendingAppend]) -> None:
+    version = state_version()
+    done: set[tuple[str, str]] = set()
+    for append in reversed(appends):  # an aggregate appended in several runs: its last state
+        if (append.spec.aggregate_type, append.aggregate_id) in done:
+            continue
+        done.add((append.spec.aggregate_type, append.aggregate_id))
+        aggregate = {
+            "aggregate_type": append.spec.aggregate_type,
+            "aggregate_id": append.aggregate_id,
+        }
+        encoded: dict[str, Any] | None = None
+        if append.state is not None:
+            try:
+                encoded = encode_state(append.state)
+            except Unencodable as error:
+                logger.debug("%s/%s state not cached: %s", *aggregate.values(), error)
+        if encoded is None:
+            if append.cached is not False:
+                AggregateState.objects.filter(**aggregate).delete()
+            continue
+        sequence = append.after_sequence + len(append.events)
+        prepared = rawsql.prep_save(_STATE_FIELD, encoded, connection)
+        if isinstance(prepared, str):
+            # The JSON text a later read returns for this row (SQLite); where the database
+            # reformats JSON (PostgreSQL) a read remembers what it decoded instead.
+            _state_remember(_state_key(*aggregate.values()), prepared, append.state)
+        updated = (
+            0
+            if append.cached is False
+            else rawsql.execute(
+                'UPDATE "inventory_aggregatestate" SET "sequence" = %s, "version" = %s, '
+                '"state" = %s WHERE "aggregate_type" = %s AND "aggregate_id" = %s',
+                [sequence, version, prepared, *aggregate.values()],
             )
         )
+        if not updated:
+            rawsql.insert_rows(
+                AggregateState,
+                ("aggregate_type", "aggregate_id", "sequence", "version", "state"),
+                [(*aggregate.values(), sequence, version, encoded)],
+            )
+
+
+def appends_commit(
+    appends: Sequence[PendingAppend],
+    *,
+    now: datetime,
+    locked: dict[str, Any] | None = None,
+    keys_checked: bool = False,
+) -> list[StoredEvent]:
+    """Lock, insert, cache states, project and publish a batch of decided events.
+
+    Must run inside a transaction. `locked` are pool rows the caller already locked for this
+    transaction (they must cover every pool the batch needs; anything missing is locked with
+    them, in key order). `keys_checked` skips the idempotency key lookup when the caller has
+    already refused duplicates under the same locks.
+    """
+    from inventory.projection import pools_lock, projection_apply, projection_plan
+
+    appends = [a for a in appends if a.events]
+    if not appends:
+        return []
+    plan = projection_plan(
+        [(a.spec.aggregate_type, a.aggregate_id, a.after_sequence, a.events) for a in appends]
+    )
+    if locked is not None and plan.lock <= locked.keys():
+        rows = locked
+    else:
+        wanted = plan.lock | (locked.keys() if locked else set())
+        rows = pools_lock(wanted) if wanted else {}
+    if not keys_checked:
+        _keys_check(appends)
+    stored = _insert(appends, now)
+    rawsql.insert_rows(EventKey, _KEY_COLUMNS, _keys_of(stored))
+    _states_save(appends)
+    domains: dict[str, Any] = {}
+    pools = projection_apply(stored, plan=plan, rows=rows, domains=domains)
+    events_appended.send(sender=Event, events=stored, pools=pools, rows=rows, domains=domains)
     return stored
 
 
-def _publish(stored: list[StoredEvent]) -> None:
-    from inventory.projection import projection_apply
+def _retryable(error: DatabaseError) -> bool:
+    if isinstance(error, IntegrityError):
+        return _is_sequence_conflict(error)
+    if isinstance(error, OperationalError):
+        cause = error.__cause__
+        return getattr(cause, "sqlstate", None) in RETRYABLE_SQLSTATES
+    return False
 
-    pools = projection_apply(stored)
-    events_appended.send(sender=Event, events=stored, pools=pools)
+
+def in_retried_transaction(work: Callable[[], T], *, what: str) -> T:
+    """Run `work` in a transaction (a savepoint when nested), again from the start when it
+    lost a sequence race, a deadlock or a serialization failure; jittered, bounded."""
+    for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                return work()
+        except (IntegrityError, OperationalError) as error:
+            if not _retryable(error):
+                raise
+            logger.warning("%s: %s (attempt %d), retrying", what, error, attempt)
+            # Jitter so writers that lost together do not collide again in lockstep.
+            time.sleep(random.uniform(0, 0.005 * attempt))
+    aggregate_type, _, aggregate_id = what.partition("/")
+    raise ConcurrencyError(aggregate_type, aggregate_id, MAX_APPEND_ATTEMPTS)
 
 
 def aggregate_execute(
@@ -150,30 +452,27 @@ def aggregate_execute(
     A domain error from `handle` propagates and nothing is written.
     """
     moment = now or timezone.now()
-    for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
-        try:
-            with transaction.atomic():
-                loaded = aggregate_load(spec, aggregate_id)
-                events = list(spec.handle(loaded.state, command, moment))
-                if not events:
-                    return []
-                stored = _insert(
-                    spec, aggregate_id, loaded.sequence, events, metadata or {}, moment
-                )
-                _publish(stored)
-                return stored
-        except IntegrityError as error:
-            if not _is_sequence_conflict(error):
-                raise
-            logger.warning(
-                "sequence conflict on %s/%s (attempt %d), retrying",
-                spec.aggregate_type,
-                aggregate_id,
-                attempt,
-            )
-            # Jitter so writers that lost together do not collide again in lockstep.
-            time.sleep(random.uniform(0, 0.005 * attempt))
-    raise ConcurrencyError(spec.aggregate_type, aggregate_id, MAX_APPEND_ATTEMPTS)
+
+    def attempt() -> list[StoredEvent]:
+        loaded = aggregate_state(spec, aggregate_id)
+        events = list(spec.handle(loaded.state, command, moment))
+        if not events:
+            return []
+        state = loaded.state
+        for event in events:
+            state = spec.apply(state, event)
+        append = PendingAppend(
+            spec=spec,
+            aggregate_id=aggregate_id,
+            after_sequence=loaded.sequence,
+            events=events,
+            metadata=metadata or {},
+            state=state,
+            cached=loaded.cached,
+        )
+        return appends_commit([append], now=moment)
+
+    return in_retried_transaction(attempt, what=f"{spec.aggregate_type}/{aggregate_id}")
 
 
 def events_append(
@@ -187,19 +486,109 @@ def events_append(
 ) -> list[StoredEvent]:
     """Append already-decided events after `expected_sequence` (optimistic concurrency).
 
-    Raises `IntegrityError` when another writer appended first; callers reload and decide again.
+    Raises `IntegrityError` when another writer appended first; callers reload and decide
+    again. The aggregate's cached state is dropped (the next load folds its log once).
     """
     moment = now or timezone.now()
     with transaction.atomic():
-        stored = _insert(
-            spec, aggregate_id, expected_sequence, list(events), metadata or {}, moment
+        return appends_commit(
+            [
+                PendingAppend(
+                    spec=spec,
+                    aggregate_id=aggregate_id,
+                    after_sequence=expected_sequence,
+                    events=list(events),
+                    metadata=metadata or {},
+                )
+            ],
+            now=moment,
         )
-        _publish(stored)
-        return stored
 
 
 def _is_sequence_conflict(error: IntegrityError) -> bool:
     text = str(error).lower()
-    return "event_unique_aggregate_sequence" in text or (
-        "unique" in text and "inventory_event" in text
+    return (
+        "event_unique_aggregate_sequence" in text
+        or "aggregatestate_unique_aggregate" in text
+        or "eventkey_unique_scope_key" in text
+        or ("unique" in text and "inventory_eventkey." in text)
+        or ("unique" in text and "inventory_event." in text)
+        or ("unique" in text and "inventory_aggregatestate." in text)
     )
+
+
+@dataclass(frozen=True)
+class StateDifference:
+    aggregate_type: str
+    aggregate_id: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"state {self.aggregate_type}/{self.aggregate_id}: {self.detail}"
+
+
+def aggregate_states_rebuild(
+    *, specs: Iterable[AggregateSpec], write: bool, chunk_size: int = 2000
+) -> list[StateDifference]:
+    """Fold every aggregate's whole log and compare with its cached state row; with `write`,
+    store the folded state (or drop the row when the fold is not cacheable).
+
+    Streams the log in (type, id, sequence) order (the unique index), holding one aggregate's
+    state at a time. A missing row is not a difference (the next load folds and stores it).
+    """
+    by_type = {spec.aggregate_type: spec for spec in specs}
+    cached = {
+        (row.aggregate_type, row.aggregate_id): row
+        for row in AggregateState.objects.filter(aggregate_type__in=list(by_type))
+    }
+    version = state_version()
+    differences: list[StateDifference] = []
+
+    def settle(key: tuple[str, str], state: Lifecycle[Any], sequence: int) -> None:
+        row = cached.get(key)
+        if row is None:
+            return
+        try:
+            expected = encode_state(state)
+        except Unencodable:
+            expected = None
+        if expected is not None and (row.state, row.sequence, row.version) == (
+            expected,
+            sequence,
+            version,
+        ):
+            return
+        differences.append(
+            StateDifference(
+                *key,
+                f"cached at #{row.sequence} ({row.version[:8]}) differs from the log's fold "
+                f"at #{sequence} ({version[:8]})",
+            )
+        )
+        if write:
+            if expected is None:
+                row.delete()
+            else:
+                row.state, row.sequence, row.version = expected, sequence, version
+                row.save(update_fields=["state", "sequence", "version"])
+
+    rows = (
+        Event.objects.filter(aggregate_type__in=list(by_type))
+        .order_by("aggregate_type", "aggregate_id", "sequence")
+        .values_list("aggregate_type", "aggregate_id", "sequence", "event_type", "payload")
+        .iterator(chunk_size=chunk_size)
+    )
+    current: tuple[str, str] | None = None
+    state: Lifecycle[Any] = Lifecycle.uninitialized()
+    sequence = 0
+    for aggregate_type, aggregate_id, seq, event_type, payload in rows:
+        key = (aggregate_type, aggregate_id)
+        if key != current:
+            if current is not None:
+                settle(current, state, sequence)
+            current, state = key, Lifecycle.uninitialized()
+        state = by_type[aggregate_type].apply(state, decode_event(event_type, payload))
+        sequence = seq
+    if current is not None:
+        settle(current, state, sequence)
+    return differences

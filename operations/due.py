@@ -21,13 +21,16 @@ from datetime import datetime
 
 from django.db import close_old_connections
 
+from operations.services import pools_cooled_down_recheck
 from operations.sweep import sweep_operations
 
 logger = logging.getLogger(__name__)
 
 
 def operations_due_enqueue(*, now: datetime | None = None) -> list[int]:
-    """Enqueue the operations that are due and have no queued task (one sweep)."""
+    """Enqueue the operations that are due and have no queued task (one sweep), after
+    re-checking the pools whose cool-down after a failure just ended."""
+    pools_cooled_down_recheck(now=now)
     return sweep_operations(now=now)
 
 

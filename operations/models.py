@@ -78,6 +78,12 @@ class Operation(models.Model):
     # A worker's lease: a duplicate delivery of the same task skips while it is valid.
     claimed_by = models.CharField(max_length=128, blank=True, default="")
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # After it failed: the pool is not rebalanced again before this (`PoolBreaker`).
+    cooldown_until = models.DateTimeField(null=True, blank=True)
+    # When a venue request that carries no id of ours (an Alpaca withdrawal POST) was sent
+    # and got no answer yet, committed before it leaves: a worker resuming after a crash
+    # mid-request gives it time to land before any second request (cleared once answered).
+    venue_request_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -121,6 +127,34 @@ class Operation(models.Model):
         return self.status in ACTIVE_STATUSES
 
 
+class PoolBreaker(models.Model):
+    """Failures do not loop: consecutive failed operations of one pool, its cool-down and its
+    circuit breaker (`operations.services.pool_failure_record` / `pool_resume`).
+
+    Each failure sets `cooldown_until` (the base doubled per consecutive failure, capped) and the
+    trigger plans nothing for the pool before then; the due loop re-checks the pool once when
+    it ends (`recheck_pending`). At the configured count the breaker opens (`open_since`):
+    nothing is planned until an operator resumes the pool. Opening and resuming are audited as
+    `SettingChanged` events, like the pause switch. A completed operation resets the count.
+    """
+
+    pool = models.CharField(max_length=32, unique=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    cooldown_until = models.DateTimeField(null=True, blank=True)
+    recheck_pending = models.BooleanField(default=False)
+    open_since = models.DateTimeField(null=True, blank=True)
+    last_failure_reason = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        state = "open" if self.open_since else "closed"
+        return f"{self.pool}: breaker {state}, {self.consecutive_failures} failure(s) in a row"
+
+    @property
+    def is_open(self) -> bool:
+        return self.open_since is not None
+
+
 class ChainNonce(models.Model):
     """The next nonce our signer may use on one chain (`operations.nonces`).
 
@@ -142,3 +176,38 @@ class ChainNonce(models.Model):
 
     def __str__(self) -> str:
         return f"chain {self.chain_id} {self.address}: next nonce {self.next_nonce}"
+
+
+class NonceFill(models.Model):
+    """A zero-value transfer to ourselves that takes the nonce of an abandoned transaction.
+
+    An operation failed while its signed transaction had never been broadcast. When that nonce
+    was not the last one allocated, every later transaction of ours on the chain would wait
+    behind the gap forever; the filler uses the nonce instead. Like every transaction it is
+    signed and stored here before it is broadcast, broadcast again until its nonce is used
+    (`operations.nonces.nonce_fills_resume`), and `settled_at` is set once that nonce is mined
+    (by the filler, or by anything else).
+    """
+
+    chain_id = models.BigIntegerField()
+    address = models.CharField(max_length=42)
+    nonce = models.BigIntegerField()
+    abandoned_tx_hash = models.CharField(max_length=66)
+    raw_tx = models.BinaryField()
+    tx_hash = models.CharField(max_length=66)
+    operation = models.ForeignKey(
+        Operation, null=True, blank=True, on_delete=models.PROTECT, related_name="nonce_fills"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chain_id", "address", "nonce"], name="nonce_fill_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "settled" if self.settled_at else "pending"
+        return f"chain {self.chain_id} {self.address}: nonce {self.nonce} filler ({state})"

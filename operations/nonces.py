@@ -8,17 +8,24 @@
     chain.broadcast(signed)                    # after commit
 
 The stored value only ever moves forward, except `nonce_release` of the very last allocation
-(a signed transaction abandoned before it was broadcast), so no gap is left behind.
+(a signed transaction abandoned before it was broadcast). An abandoned nonce that was not the
+last one is filled instead (`nonce_fill`: a zero-value transfer to ourselves at that nonce,
+stored before it is broadcast), so no gap is ever left behind. A filler is broadcast again
+until its nonce is used: before a later transaction of ours on that chain is (re)sent
+(`nonce_fills_resume(below_nonce=...)`) and by the periodic sweep (`nonce_fills_sweep`), so a
+filler lost by the node is sent again even when nothing else is waiting behind it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from operations.models import ChainNonce
+from operations.models import ChainNonce, NonceFill
+from venues.chain import ChainError, EvmChain, NonceAlreadyUsed, SignedTx
 
 logger = logging.getLogger(__name__)
 
@@ -67,3 +74,125 @@ def nonce_release(*, chain_id: int, address: str, nonce: int) -> bool:
         row.save(update_fields=["next_nonce", "updated_at"])
     logger.info("chain %s %s: released unused nonce %d", chain_id, address, nonce)
     return True
+
+
+def nonce_fill(
+    *,
+    chain: EvmChain,
+    abandoned: SignedTx,
+    operation_id: int | None = None,
+) -> NonceFill | None:
+    """Leave no gap at the nonce of `abandoned` (our signed tx that will never be broadcast).
+
+    The last allocated nonce is released; a nonce already used onchain needs nothing; any
+    other is taken by a zero-value transfer to ourselves, outbidding the abandoned one (in
+    case some node has it after all), stored before it is broadcast. Returns the filler row
+    (None when no filler was needed). A broadcast that fails is retried by `nonce_fills_resume`.
+    """
+    address = chain.address.lower()
+    if nonce_release(chain_id=abandoned.chain_id, address=address, nonce=abandoned.nonce):
+        return None
+    if chain.mined_nonce() > abandoned.nonce:
+        logger.info(
+            "chain %s %s: nonce %d of abandoned tx %s already used onchain",
+            abandoned.chain_id,
+            address,
+            abandoned.nonce,
+            abandoned.tx_hash,
+        )
+        return None
+    with transaction.atomic():
+        row = (
+            NonceFill.objects.select_for_update()
+            .filter(chain_id=abandoned.chain_id, address=address, nonce=abandoned.nonce)
+            .first()
+        )
+        if row is None:
+            signed = chain.build_self_transfer(nonce=abandoned.nonce, replaces=abandoned.raw)
+            row = NonceFill.objects.create(
+                chain_id=abandoned.chain_id,
+                address=address,
+                nonce=abandoned.nonce,
+                abandoned_tx_hash=abandoned.tx_hash,
+                raw_tx=signed.raw,
+                tx_hash=signed.tx_hash,
+                operation_id=operation_id,
+            )
+            logger.warning(
+                "chain %s %s: nonce %d of abandoned tx %s (operation %s) is filled by "
+                "self-transfer %s",
+                abandoned.chain_id,
+                address,
+                abandoned.nonce,
+                abandoned.tx_hash,
+                operation_id,
+                signed.tx_hash,
+            )
+    _fill_advance(chain, row)
+    return row
+
+
+def _fill_advance(chain: EvmChain, row: NonceFill) -> bool:
+    """Settle the filler if its nonce is used, else broadcast it; True once settled."""
+    try:
+        if chain.mined_nonce() > row.nonce:
+            settled = True
+        else:
+            filler = SignedTx(
+                raw=bytes(row.raw_tx), tx_hash=row.tx_hash, nonce=row.nonce, chain_id=row.chain_id
+            )
+            try:
+                chain.broadcast(filler)
+                settled = False
+            except NonceAlreadyUsed:
+                settled = True
+    except ChainError as exc:
+        logger.warning(
+            "chain %s: nonce filler %s (nonce %d) not sent yet: %s",
+            row.chain_id,
+            row.tx_hash,
+            row.nonce,
+            exc,
+        )
+        return False
+    if settled:
+        NonceFill.objects.filter(pk=row.pk, settled_at__isnull=True).update(
+            settled_at=timezone.now()
+        )
+        logger.info("chain %s: nonce %d filled (filler %s)", row.chain_id, row.nonce, row.tx_hash)
+    return settled
+
+
+def nonce_fills_resume(*, chain: EvmChain, below_nonce: int | None = None) -> int:
+    """Broadcast again the unsettled fillers of our signer on `chain` (those under
+    `below_nonce` when given: the ones a transaction at that nonce waits for); returns how
+    many are still unsettled."""
+    rows = NonceFill.objects.filter(
+        chain_id=chain.chain_id, address=chain.address.lower(), settled_at__isnull=True
+    )
+    if below_nonce is not None:
+        rows = rows.filter(nonce__lt=below_nonce)
+    return sum(0 if _fill_advance(chain, row) else 1 for row in rows.order_by("nonce"))
+
+
+def nonce_fills_sweep(*, chains: Iterable[EvmChain]) -> int:
+    """The periodic sweep of fillers: broadcast again (or settle, once their nonce is mined)
+    the unsettled fillers of our signer on each of `chains`; returns how many are still
+    unsettled. Asks no chain anything while no filler is unsettled."""
+    unsettled = set(
+        NonceFill.objects.filter(settled_at__isnull=True).values_list("chain_id", flat=True)
+    )
+    if not unsettled:
+        return 0
+    left = 0
+    for chain in chains:
+        try:
+            chain_id = chain.chain_id
+        except ChainError as exc:
+            logger.warning("nonce filler sweep: %s unreachable: %s", chain.name, exc)
+            continue
+        if chain_id in unsettled:
+            left += nonce_fills_resume(chain=chain)
+    if left:
+        logger.info("nonce filler sweep: %d filler(s) still waiting to be mined", left)
+    return left

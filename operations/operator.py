@@ -6,6 +6,16 @@ records the failure command valid in the aggregate's state (or, before the first
 (zeroes the inflight a failure kept, and the trigger clears `needs_attention`). Retry-now only
 reschedules the operation (due now) and queues its task: it changes no fact.
 
+Operators and workers do not race: every action takes the operation's lease the way a worker
+does (`operator_lease`), so a force-fail cannot land between a worker's check and its venue
+call; while a worker's lease is valid the action is refused ("try again") and changes nothing.
+
+Never declare a venue request dead without asking the venue: a force-fail asks the workflow to
+look the request up first (a requested mint by our issuer_request_id, an Alpaca withdrawal by
+its transfer); when the venue cannot answer the operation stays active and flagged. An
+operator who checked the venue themselves reconciles it with a reason (`operator_reconcile`
+on an active operation records the step's failure without asking the venue).
+
 Bad input (unknown id, empty reason, a state with no such command) raises `OperatorError`
 and changes nothing.
 """
@@ -13,20 +23,33 @@ and changes nothing.
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from inventory.domain.checks import CommandRefused
 from inventory.store import aggregate_execute
-from operations.models import Operation
+from operations.models import Operation, PoolBreaker
 from operations.services import (
     OperationAlreadyFinished,
+    OperationError,
     OperationNotFound,
+    PoolNotHeld,
+    operation_attention_clear,
     operation_enqueue,
+    operation_fail,
+    operation_flag,
+    operation_has_events,
+    pool_resume,
 )
-from operations.venues import Venues, venues_get
-from operations.workflows.base import NotFailable, NotReconcilable
+from operations.sweep import queued_operation_ids
+from operations.venues import Venues, VenuesNotConfigured, venues_get
+from operations.workflows.base import NotFailable, NotReconcilable, OperationInactive
 from operations.workflows.context import StepContext
 from operations.workflows.registry import NoWorkflow, workflow_for
 from operations.workflows.runner import lease_seconds
@@ -41,6 +64,8 @@ class OperatorError(Exception):
 def _text(field: str, value: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise OperatorError(f"{field}={value!r}: must be a non-empty text")
+    if field == "actor" and len(value.strip()) > 128:  # the operation's finished_by column
+        raise OperatorError(f"{field}={value!r}: must be at most 128 characters")
     return value.strip()
 
 
@@ -51,18 +76,66 @@ def _operation(operation_id: int) -> Operation:
     return operation
 
 
-def _context(operation: Operation, *, actor: str, venues: Venues | None) -> StepContext:
+@contextmanager
+def operator_lease(*, operation_id: int, actor: str, lease_s: float) -> Iterator[str]:
+    """Take the operation's lease as a worker does (row lock, `claimed_by`/`claimed_until`),
+    yield the token, and drop it afterwards. A valid lease of someone else (a worker between
+    its check and its venue call) refuses the action with `OperatorError`; nothing changes.
+    A finished operation has no lease to take: the token is "" (nothing to race with)."""
+    token = f"operator:{actor}:{uuid.uuid4().hex[:8]}"
+    now = timezone.now()
+    with transaction.atomic():
+        operation = Operation.objects.select_for_update().filter(pk=operation_id).first()
+        if operation is None:
+            raise OperatorError(str(OperationNotFound(operation_id)))
+        if not operation.is_active:
+            token = ""
+        elif operation.claimed_by and operation.claimed_until and operation.claimed_until > now:
+            raise OperatorError(
+                f"operation_id={operation_id}: {operation.claimed_by} holds its lease until "
+                f"{operation.claimed_until.isoformat()} (a worker is advancing it); nothing "
+                "was changed, try again once it is released"
+            )
+        else:
+            operation.claimed_by = token
+            operation.claimed_until = now + timedelta(seconds=lease_s)
+            operation.save(update_fields=["claimed_by", "claimed_until"])
+    if token:
+        logger.info("operation %s: lease taken by operator %s", operation_id, actor)
+    try:
+        yield token
+    finally:
+        if token:
+            Operation.objects.filter(pk=operation_id, claimed_by=token).update(
+                claimed_by="", claimed_until=None
+            )
+
+
+def _venues(operation: Operation, venues: Venues | None) -> Venues:
+    try:
+        return venues or venues_get()
+    except VenuesNotConfigured as exc:
+        raise OperatorError(
+            f"operation_id={operation.pk}: its aggregate has events, and checking them needs "
+            f"the venues: {exc}"
+        ) from exc
+
+
+def _lease_s(venues: Venues | None) -> float:
+    return lease_seconds(venues.workers if venues else settings.REBALANCING.workers)
+
+
+def _context(operation: Operation, *, actor: str, venues: Venues, lease_token: str) -> StepContext:
     try:
         workflow = workflow_for(operation.kind)
     except NoWorkflow as exc:
         raise OperatorError(str(exc)) from exc
-    chosen = venues or venues_get()
     return StepContext(
         operation=operation,
-        venues=chosen,
+        venues=venues,
         spec=workflow.spec,
-        lease_token="",  # an operator acts whoever holds the lease; the aggregate arbitrates
-        lease_s=lease_seconds(chosen.workers),
+        lease_token=lease_token,
+        lease_s=lease_seconds(venues.workers),
         actor=actor,
     )
 
@@ -77,6 +150,17 @@ def operator_retry_now(*, operation_id: int, actor: str) -> Operation:
             raise OperatorError(str(OperationNotFound(operation_id)))
         if not operation.is_active:
             raise OperatorError(str(OperationAlreadyFinished(operation_id, operation.status)))
+        if operation.claimed_by and operation.claimed_until and operation.claimed_until > now:
+            raise OperatorError(
+                f"operation_id={operation_id}: {operation.claimed_by} holds its lease until "
+                f"{operation.claimed_until.isoformat()} (a worker is advancing it now); "
+                "nothing was changed"
+            )
+        if operation.pk in queued_operation_ids():
+            raise OperatorError(
+                f"operation_id={operation_id}: a task is already queued for it; nothing was "
+                "changed (it runs when a worker takes it)"
+            )
         operation.next_run_at = now
         operation.attempts = 0
         operation.updated_at = now
@@ -97,13 +181,34 @@ def operator_force_fail(
     operation = _operation(operation_id)
     if not operation.is_active:
         raise OperatorError(str(OperationAlreadyFinished(operation_id, operation.status)))
-    ctx = _context(operation, actor=actor, venues=venues)
-    try:
-        workflow_for(operation.kind).fail(ctx, reason=reason, actor=actor)
-    except NotFailable as exc:
-        raise OperatorError(f"operation_id={operation_id}: {exc}") from exc
-    except CommandRefused as exc:  # a worker moved the aggregate on meanwhile
-        raise OperatorError(f"operation_id={operation_id}: {exc}; try again") from exc
+    with operator_lease(operation_id=operation_id, actor=actor, lease_s=_lease_s(venues)) as token:
+        operation.refresh_from_db()
+        if not operation.is_active:
+            raise OperatorError(str(OperationAlreadyFinished(operation_id, operation.status)))
+        if not operation_has_events(operation):  # nothing happened yet: no venue to ask
+            try:
+                operation = operation_fail(operation_id=operation_id, reason=reason, actor=actor)
+            except OperationError as exc:
+                raise OperatorError(str(exc)) from exc
+            logger.warning(
+                "operation %s failed by %s before its first event: %s",
+                operation_id,
+                actor,
+                reason,
+            )
+            return operation
+        chosen = _venues(operation, venues)
+        ctx = _context(operation, actor=actor, venues=chosen, lease_token=token)
+        try:
+            workflow_for(operation.kind).fail(ctx, reason=reason, actor=actor)
+        except NotFailable as exc:
+            operation_flag(operation_id=operation_id, error=f"force-fail by {actor}: {exc}")
+            raise OperatorError(
+                f"operation_id={operation_id}: {exc}; it stays active (flagged): reconcile it "
+                "with a reason once you have checked the venue yourself"
+            ) from exc
+        except (CommandRefused, OperationInactive) as exc:  # moved on meanwhile
+            raise OperatorError(f"operation_id={operation_id}: {exc}; try again") from exc
     operation.refresh_from_db()
     logger.warning("operation %s force-failed by %s: %s", operation_id, actor, reason)
     return operation
@@ -118,18 +223,52 @@ def operator_reconcile(
     reason = _text("reason", reason)
     actor = _text("actor", actor)
     operation = _operation(operation_id)
-    ctx = _context(operation, actor=actor, venues=venues)
-    workflow = workflow_for(operation.kind)
-    try:
-        command = workflow.reconcile_command(ctx, reason=reason, operator=actor)
-    except NotReconcilable as exc:
-        raise OperatorError(f"operation_id={operation_id}: {exc}") from exc
-    aggregate_execute(
-        spec=workflow.spec,
-        aggregate_id=operation.aggregate_id,
-        command=command,
-        metadata={"operation_id": operation.pk, "actor": actor, "action": "reconcile"},
-    )
+    if not operation_has_events(operation):  # nothing was ever inflight: no venue to ask
+        hint = " (use fail to end it)" if operation.is_active else ""
+        raise OperatorError(
+            f"operation_id={operation_id}: it has no events, so nothing is inflight: it cannot "
+            f"be reconciled; nothing was changed{hint}"
+        )
+    chosen = _venues(operation, venues)
+    with operator_lease(
+        operation_id=operation_id, actor=actor, lease_s=lease_seconds(chosen.workers)
+    ) as token:
+        operation.refresh_from_db()
+        ctx = _context(operation, actor=actor, venues=chosen, lease_token=token)
+        workflow = workflow_for(operation.kind)
+        command = None
+        if operation.is_active:
+            # A step whose venue outcome is unknown: the operator checked the venue.
+            command = workflow.reconcile_unknown(ctx, reason=reason, operator=actor)
+        if command is None:
+            try:
+                command = workflow.reconcile_command(ctx, reason=reason, operator=actor)
+            except NotReconcilable as exc:
+                raise OperatorError(f"operation_id={operation_id}: {exc}") from exc
+        try:
+            aggregate_execute(
+                spec=workflow.spec,
+                aggregate_id=operation.aggregate_id,
+                command=command,
+                metadata={"operation_id": operation.pk, "actor": actor, "action": "reconcile"},
+            )
+        except CommandRefused as exc:  # moved on meanwhile
+            raise OperatorError(f"operation_id={operation_id}: {exc}; try again") from exc
     operation.refresh_from_db()
+    if operation.needs_attention and not operation.is_active:
+        operation_attention_clear(operation_id=operation_id)
+        operation.refresh_from_db()
     logger.warning("operation %s reconciled by %s: %s", operation_id, actor, reason)
     return operation
+
+
+def operator_resume_pool(*, pool: str, reason: str, actor: str) -> PoolBreaker:
+    """Resume a pool held after failures: close its circuit breaker (audited as a
+    `SettingChanged`), end its cool-down; the trigger re-checks it at once."""
+    reason = _text("reason", reason)
+    actor = _text("actor", actor)
+    pool = _text("pool", pool)
+    try:
+        return pool_resume(pool=pool, actor=actor, reason=reason)
+    except PoolNotHeld as exc:
+        raise OperatorError(str(exc)) from exc

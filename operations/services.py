@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,8 +28,18 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 from django.utils import timezone
+from eth_utils import to_checksum_address
 
+from inventory.domain.checks import validate_address
 from inventory.domain.events import MINT, REDEMPTION, USDC_REBALANCE
+from inventory.domain.values import (
+    SHARE_DECIMALS,
+    USDC_DECIMALS,
+    USDC_POOL,
+    InvalidValue,
+    validate_quantity,
+    validate_symbol,
+)
 from inventory.models import Event
 from operations.models import (
     ACTIVE_STATUSES,
@@ -35,6 +47,7 @@ from operations.models import (
     Operation,
     OperationKind,
     OperationStatus,
+    PoolBreaker,
 )
 
 logger = logging.getLogger(__name__)
@@ -46,6 +59,9 @@ GUARD_CONSTRAINT = "operation_one_active_per_pool"
 # Sent inside the transaction of `operation_fail` after the guard was released without a
 # terminal event. kwargs: operation (Operation, now terminal). The trigger re-checks pools.
 operation_released = Signal()
+# Sent when pools may be rebalanced again (a cool-down ended, an operator resumed a pool).
+# kwargs: pools (set of pool keys). The trigger re-checks them.
+pools_recheck = Signal()
 
 
 class OperationError(Exception):
@@ -106,6 +122,31 @@ def _is_guard_conflict(error: IntegrityError) -> bool:
     return GUARD_CONSTRAINT in text or "operations_operation.pool" in text
 
 
+def _create_arguments(
+    kind: Any, pool: Any, amount: Any, token_address: Any
+) -> tuple[OperationKind, str, Decimal, str]:
+    """Validate `operation_create`'s arguments like every other service (`InvalidValue`
+    naming field, value and rule): a known kind, the pool that kind moves (an equity symbol
+    or USDC), a positive amount within that unit's decimals, a redemption's EIP-55 token."""
+    if kind not in OperationKind.values:
+        raise InvalidValue("kind", kind, f"must be one of {', '.join(OperationKind.values)}")
+    kind = OperationKind(kind)
+    if kind in EQUITY_KINDS:
+        pool = validate_symbol(pool, "pool")
+        amount = validate_quantity("amount", amount, decimals=SHARE_DECIMALS)
+    else:
+        if pool != USDC_POOL:
+            raise InvalidValue("pool", pool, f"a {kind} operation moves the {USDC_POOL} pool")
+        amount = validate_quantity("amount", amount, decimals=USDC_DECIMALS)
+    if kind == OperationKind.REDEMPTION:
+        if not token_address:
+            raise InvalidValue("token_address", token_address, "a redemption needs the token")
+        token_address = to_checksum_address(validate_address("token_address", token_address))
+    elif token_address:
+        raise InvalidValue("token_address", token_address, "only redemptions carry a token")
+    return kind, pool, amount, token_address or ""
+
+
 def operation_create(
     *,
     kind: OperationKind,
@@ -119,10 +160,7 @@ def operation_create(
     Runs in the caller's transaction when there is one (the trigger's event transaction).
     """
     moment = now or timezone.now()
-    if kind == OperationKind.REDEMPTION and not token_address:
-        raise ValueError(f"token_address={token_address!r}: a redemption needs the token")
-    if kind not in EQUITY_KINDS and token_address:
-        raise ValueError(f"token_address={token_address!r}: only redemptions carry a token")
+    kind, pool, amount, token_address = _create_arguments(kind, pool, amount, token_address)
     with transaction.atomic():
         try:
             with transaction.atomic():
@@ -212,6 +250,10 @@ def operation_finish(
         if needs_attention and not operation.needs_attention:
             operation.needs_attention = True
             operation.save(update_fields=["needs_attention"])
+        if status == OperationStatus.COMPLETED:
+            pool_success_record(pool=operation.pool, now=moment)
+        else:
+            pool_failure_record(operation=operation, reason=reason, now=moment)
     logger.info(
         "operation %s %s (%s)%s",
         operation.pk,
@@ -250,6 +292,11 @@ def operation_reconciled(
         operation.needs_attention = False
         operation.updated_at = moment
         operation.save(update_fields=["needs_attention", "updated_at"])
+        # A human settled it: the pool need not sit out the cool-down of that failure (an open
+        # circuit breaker stays open until resumed explicitly).
+        PoolBreaker.objects.filter(pool=operation.pool, open_since__isnull=True).update(
+            cooldown_until=None, recheck_pending=False, updated_at=moment
+        )
     logger.info("operation %s reconciled: %s", operation.pk, reason)
     return operation
 
@@ -288,6 +335,7 @@ def operation_fail(
         _terminate(
             operation, status=OperationStatus.FAILED, reason=reason, finished_by=actor, now=moment
         )
+        pool_failure_record(operation=operation, reason=reason, now=moment)
         operation_released.send(sender=Operation, operation=operation)
     logger.warning(
         "operation %s failed by %s before its first event: %s", operation_id, actor, reason
@@ -320,8 +368,11 @@ def _failure_command(aggregate_type: str, step: str, reason: str) -> Any | None:
         MINT: {
             mint.MintStep.REQUESTED: mint.RejectMint,
             mint.MintStep.ACCEPTED: mint.TimeOutMint,
+            mint.MintStep.TOKENS_RECEIVED: mint.FailVaultDeposit,
+            mint.MintStep.VAULT_DEPOSIT_SUBMITTED: mint.FailVaultDeposit,
         },
         REDEMPTION: {
+            redemption.RedemptionStep.VAULT_WITHDRAW_PENDING: redemption.FailVaultWithdraw,
             redemption.RedemptionStep.TRANSFER_PENDING: redemption.FailTransfer,
             redemption.RedemptionStep.TOKENS_SENT: redemption.FailDetection,
             redemption.RedemptionStep.PENDING: redemption.RejectRedemption,
@@ -418,3 +469,233 @@ def operation_flag(
         return None
     logger.error("operation %s needs attention: %s", operation_id, error)
     return Operation.objects.get(pk=operation_id)
+
+
+def operation_attention_clear(
+    *, operation_id: int, now: datetime | None = None
+) -> Operation | None:
+    """A human dealt with it: clear `needs_attention` (after an operator's reconciliation)."""
+    moment = now or timezone.now()
+    updated = Operation.objects.filter(pk=operation_id).update(
+        needs_attention=False, updated_at=moment
+    )
+    if not updated:
+        return None
+    logger.info("operation %s: attention cleared", operation_id)
+    return Operation.objects.get(pk=operation_id)
+
+
+# --- failures do not loop: per-pool cool-down and circuit breaker -----------------------------
+
+
+class PoolNotHeld(OperationError):
+    def __init__(self, pool: str) -> None:
+        self.pool = pool
+        super().__init__(f"pool={pool!r}: neither cooling down nor stopped by its breaker")
+
+
+def cooldown_seconds(*, consecutive_failures: int) -> float:
+    """The cool-down after the n-th failure in a row: the base doubled per earlier failure,
+    at most the maximum (`REBALANCER_COOLDOWN_BASE_S`, `REBALANCER_COOLDOWN_MAX_S`)."""
+    config = settings.REBALANCING.workers
+    exponent = min(max(0, consecutive_failures - 1), 30)
+    return float(min(config.cooldown_max_s, config.cooldown_base_s * (2**exponent)))
+
+
+def _breaker_audit(*, pool: str, old: str, new: str, changed_by: str, now: datetime) -> None:
+    from inventory.domain import settings as settings_domain
+    from inventory.store import aggregate_execute
+
+    aggregate_execute(
+        spec=settings_domain.SPEC,
+        aggregate_id=settings_domain.GLOBAL_SCOPE,
+        command=settings_domain.ChangeSetting(
+            scope=settings_domain.GLOBAL_SCOPE,
+            setting=settings_domain.circuit_breaker_setting(pool),
+            old_value=old,
+            new_value=new,
+            changed_by=changed_by,
+        ),
+        now=now,
+    )
+
+
+def _breaker_locked(pool: str) -> PoolBreaker:
+    PoolBreaker.objects.get_or_create(pool=pool)
+    return PoolBreaker.objects.select_for_update().get(pool=pool)
+
+
+def pool_failure_record(
+    *, operation: Operation, reason: str, now: datetime | None = None
+) -> PoolBreaker:
+    """A pool's operation failed: count it, cool the pool down (shown on the operation and
+    logged), and open the pool's breaker (audited) at the configured count. In the caller's
+    transaction (the one that ended the operation), so no trigger in it plans a new one."""
+    from inventory.domain import settings as settings_domain
+
+    moment = now or timezone.now()
+    config = settings.REBALANCING.workers
+    with transaction.atomic():
+        breaker = _breaker_locked(operation.pool)
+        breaker.consecutive_failures += 1
+        wait_s = cooldown_seconds(consecutive_failures=breaker.consecutive_failures)
+        breaker.cooldown_until = moment + timedelta(seconds=wait_s)
+        breaker.recheck_pending = True
+        breaker.last_failure_reason = reason[:4000]
+        breaker.updated_at = moment
+        opened = (
+            breaker.open_since is None and breaker.consecutive_failures >= config.breaker_failures
+        )
+        if opened:
+            breaker.open_since = moment
+        breaker.save()
+        operation.cooldown_until = breaker.cooldown_until
+        operation.save(update_fields=["cooldown_until"])
+        if opened:
+            _breaker_audit(
+                pool=operation.pool,
+                old=settings_domain.BREAKER_CLOSED,
+                new=settings_domain.BREAKER_OPEN,
+                changed_by="system",
+                now=moment,
+            )
+    logger.warning(
+        "pool %s: operation %s failed (%d in a row); cooling down %.0fs until %s",
+        operation.pool,
+        operation.pk,
+        breaker.consecutive_failures,
+        wait_s,
+        breaker.cooldown_until.isoformat(),
+    )
+    if opened:
+        logger.error(
+            "pool %s: circuit breaker open after %d failures in a row (last: %s); no "
+            "rebalancing of it until an operator resumes it",
+            operation.pool,
+            breaker.consecutive_failures,
+            reason,
+        )
+    return breaker
+
+
+def pool_success_record(*, pool: str, now: datetime | None = None) -> None:
+    """A pool's operation completed: the count of failures in a row starts again."""
+    moment = now or timezone.now()
+    updated = PoolBreaker.objects.filter(pool=pool, consecutive_failures__gt=0).update(
+        consecutive_failures=0, cooldown_until=None, recheck_pending=False, updated_at=moment
+    )
+    if updated:
+        logger.info("pool %s: operation completed, failure count reset", pool)
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """What the trigger needs of a pool's breaker row."""
+
+    consecutive_failures: int
+    cooldown_until: datetime | None
+    open_since: datetime | None
+
+
+def pool_breakers_load(pools: Iterable[str]) -> dict[str, BreakerState]:
+    rows = PoolBreaker.objects.filter(pool__in=sorted(set(pools))).values_list(
+        "pool", "consecutive_failures", "cooldown_until", "open_since"
+    )
+    return {
+        pool: BreakerState(failures, cooldown_until, open_since)
+        for pool, failures, cooldown_until, open_since in rows
+    }
+
+
+def pool_breakers(pools: Iterable[str]) -> dict[str, BreakerState]:
+    """The breakers of `pools`, kept in memory and read again only when the configuration
+    stamp changed (every write to a breaker changes it: `inventory.config_stamp`)."""
+    from inventory import config_stamp
+
+    wanted = tuple(sorted(set(pools)))
+    return config_stamp.cached(f"pool_breakers:{wanted}", lambda: pool_breakers_load(wanted))
+
+
+def breaker_hold_reason(breaker: BreakerState | None, now: datetime) -> str | None:
+    """Why a pool with this breaker must not get a new operation at `now`, or None."""
+    if breaker is None:
+        return None
+    if breaker.open_since is not None:
+        return (
+            f"circuit breaker open since {breaker.open_since.isoformat()} after "
+            f"{breaker.consecutive_failures} failures in a row; an operator must resume it"
+        )
+    if breaker.cooldown_until is not None and breaker.cooldown_until > now:
+        return (
+            f"cooling down until {breaker.cooldown_until.isoformat()} after "
+            f"{breaker.consecutive_failures} failure(s) in a row"
+        )
+    return None
+
+
+def pool_hold_reason(*, pool: str, now: datetime | None = None) -> str | None:
+    """Why the trigger must not plan an operation for `pool` now, or None."""
+    return breaker_hold_reason(pool_breakers([pool]).get(pool), now or timezone.now())
+
+
+def pool_resume(*, pool: str, actor: str, reason: str, now: datetime | None = None) -> PoolBreaker:
+    """An operator resumes a pool: closes its breaker (audited, like the pause switch), ends
+    its cool-down and resets the count; the trigger re-checks it. Raises `PoolNotHeld` when
+    there is nothing to resume, and `ValueError` for an empty actor or reason."""
+    from inventory.domain import settings as settings_domain
+
+    if not isinstance(actor, str) or not actor.strip():
+        raise ValueError(f"actor={actor!r}: must name who resumes the pool")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValueError(f"reason={reason!r}: must not be empty")
+    moment = now or timezone.now()
+    with transaction.atomic():
+        breaker = PoolBreaker.objects.select_for_update().filter(pool=pool).first()
+        cooling = (
+            breaker is not None
+            and breaker.cooldown_until is not None
+            and breaker.cooldown_until > moment
+        )
+        if breaker is None or (breaker.open_since is None and not cooling):
+            raise PoolNotHeld(pool)
+        was_open = breaker.open_since is not None
+        breaker.consecutive_failures = 0
+        breaker.cooldown_until = None
+        breaker.recheck_pending = False
+        breaker.open_since = None
+        breaker.updated_at = moment
+        breaker.save()
+        if was_open:
+            _breaker_audit(
+                pool=pool,
+                old=settings_domain.BREAKER_OPEN,
+                new=settings_domain.BREAKER_CLOSED,
+                changed_by=actor.strip(),
+                now=moment,
+            )
+    logger.warning("pool %s resumed by %s: %s", pool, actor, reason)
+    # After commit, holding no breaker lock: the re-check locks pool rows (the event path
+    # locks pools before breakers, so never the other way round).
+    pools_recheck.send(sender=PoolBreaker, pools={pool})
+    return breaker
+
+
+def pools_cooled_down_recheck(*, now: datetime | None = None) -> set[str]:
+    """Pools whose cool-down ended since their failure: re-check each once (the due loop)."""
+    moment = now or timezone.now()
+    with transaction.atomic():
+        rows = list(
+            PoolBreaker.objects.select_for_update()
+            .filter(recheck_pending=True, open_since__isnull=True, cooldown_until__lte=moment)
+            .order_by("pk")
+        )
+        if not rows:
+            return set()
+        PoolBreaker.objects.filter(pk__in=[row.pk for row in rows]).update(
+            recheck_pending=False, updated_at=moment
+        )
+        pools = {row.pool for row in rows}
+    logger.info("cool-down over for %s: re-checking", ", ".join(sorted(pools)))
+    # After commit, holding no breaker lock (the event path locks pools before breakers).
+    pools_recheck.send(sender=PoolBreaker, pools=pools)
+    return pools

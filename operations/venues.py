@@ -45,6 +45,7 @@ class Venues:
             "EVM_PRIVATE_KEY": config.evm_private_key,
             "ALPACA_API_KEY": config.alpaca_api_key,
             "ALPACA_API_SECRET": config.alpaca_api_secret,
+            "ALPACA_ACCOUNT_ID": config.alpaca_account_id,
         }
         missing = [name for name, value in required.items() if value is None]
         if missing:
@@ -69,6 +70,7 @@ class Venues:
     def alpaca(self) -> AlpacaClient:
         assert self.config.alpaca_api_key is not None
         assert self.config.alpaca_api_secret is not None
+        assert self.config.alpaca_account_id is not None
         return AlpacaClient(
             api_key=self.config.alpaca_api_key.reveal(),
             api_secret=self.config.alpaca_api_secret.reveal(),

@@ -61,7 +61,10 @@ class EnvReader:
             return parse(value)
         except (ValueError, TypeError, ArithmeticError) as exc:
             shown = "<redacted>" if secret else repr(value)
-            self.problems.append((name, f"invalid value {shown}: {exc}"))
+            reason = str(exc)
+            if secret:  # a parser's message may quote the value (or a part of it)
+                reason = redact(reason, secret_parts(value))
+            self.problems.append((name, f"invalid value {shown}: {reason}"))
             return default
 
     def fail_if_problems(self) -> None:
@@ -92,11 +95,129 @@ def parse_log_level(value: str) -> str:
     return upper
 
 
+DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "pgsql")
+
+
 def parse_database_url(value: str) -> dict[str, Any]:
+    """sqlite:////absolute/path.sqlite3 or postgres://user:password@host:port/name. Never an
+    in-memory SQLite database (every process would see its own, lost at exit)."""
+    scheme = value.partition("://")[0].lower() if "://" in value else ""
+    if scheme not in DATABASE_SCHEMES:
+        raise ValueError(f"the scheme must be one of {', '.join(DATABASE_SCHEMES)}://")
     config = environ.Env.db_url_config(value)
-    if not config.get("ENGINE"):
-        raise ValueError("unsupported database URL scheme")
+    name = str(config.get("NAME") or "")
+    if config.get("ENGINE") == "django.db.backends.sqlite3":
+        if name in ("", ":memory:") or "mode=memory" in value:
+            raise ValueError(
+                "names no database file (an in-memory SQLite database is lost at exit and "
+                "not shared between processes): use sqlite:////absolute/path.sqlite3, or "
+                "leave DATABASE_URL unset for db.sqlite3"
+            )
+    elif not name:
+        raise ValueError("names no database (postgres://user:password@host:port/name)")
     return config
+
+
+def parse_redis_url(value: str) -> str:
+    """redis://[:password@]host[:port][/db], rediss:// (TLS) or unix:///path."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("the scheme must be redis://, rediss:// or unix://")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("must include a host")
+    if parts.scheme == "unix" and not parts.path:
+        raise ValueError("must include the socket path")
+    return value
+
+
+def parse_skew_seconds(value: str) -> float:
+    number = parse_positive_seconds(value)
+    if number > 3600:
+        raise ValueError("must be at most 3600 seconds (a clock that far off is the problem)")
+    return number
+
+
+def parse_poll_seconds(value: str) -> float:
+    number = parse_positive_seconds(value)
+    if number > 60:
+        raise ValueError("must be at most 60 seconds (workers would sit idle)")
+    return number
+
+
+# Before issue 9 this key was used whenever SECRET_KEY was unset; it is public (in the
+# repository), so it is refused wherever a known key would matter.
+DEVELOPMENT_SECRET_KEY = "insecure-local-only-key-change-me"
+SECRET_KEY_MIN_LENGTH = 32
+_KEY_HELP = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+
+
+def check_secret_key(key: str, *, debug: bool, rebalancing_enabled: bool) -> str | None:
+    """Why this SECRET_KEY is refused, or None. django-q signs the pickled task payloads with
+    it: with a known key whoever can write to the broker runs code in the workers."""
+    if debug and not rebalancing_enabled:
+        return None
+    when = "REBALANCING_ENABLED=true" if rebalancing_enabled else "DEBUG=false"
+    if key == DEVELOPMENT_SECRET_KEY or key.startswith("django-insecure"):
+        return (
+            f"the built-in development key is refused with {when}: django-q signs the pickled "
+            "task payloads with SECRET_KEY, so with a known key whoever can write to the "
+            f"broker runs code in the workers; set a random one ({_KEY_HELP})"
+        )
+    if len(key) < SECRET_KEY_MIN_LENGTH:
+        return (
+            f"must be at least {SECRET_KEY_MIN_LENGTH} characters with {when} (it signs the "
+            f"queue's task payloads and the sessions); set a random one ({_KEY_HELP})"
+        )
+    return None
+
+
+def local_secret_key(base_dir: Path) -> str:
+    """The key of this checkout when SECRET_KEY is unset: random, created once in
+    var/secret_key (mode 0600) and shared by every process started from here (web, workers,
+    tests). Several hosts must set the same SECRET_KEY instead."""
+    import secrets
+
+    path = base_dir / "var" / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".secret_key.{os.getpid()}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+        try:
+            os.link(temporary, path)  # atomic: the first process to get here wins
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    return path.read_text().strip()
+
+
+def secret_parts(value: str) -> list[str]:
+    """The value and the parts of it that are secret on their own (a URL's password, its
+    path and query, which often carry an API key), longest first."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = {value, value.strip(), value.rstrip("/")}
+    try:
+        url = urlsplit(value)
+    except ValueError:
+        url = None
+    if url is not None and url.scheme and url.netloc:
+        if url.password:
+            parts |= {url.password, unquote(url.password)}
+        for piece in (url.path, url.query):
+            if len(piece.strip("/")) >= 8:
+                parts |= {piece, piece.strip("/"), unquote(piece.strip("/"))}
+    return sorted((p for p in parts if len(p) >= 4), key=len, reverse=True)
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "<redacted>")
+    return text
 
 
 def sqlite_database(path: str | Path) -> dict[str, Any]:
@@ -134,29 +255,45 @@ class SettingsEnv:
     log_level: str
     q_cluster: dict[str, Any]
     rebalancing: RebalancingConfig
+    # How far ahead of our clock an observation (fill, balance poll) may be stamped.
+    observation_max_skew_s: float = 60.0
+    alerts: AlertConfig = field(default_factory=lambda: AlertConfig())
+    service: ServiceConfig = field(default_factory=lambda: ServiceConfig())
 
 
 def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -> SettingsEnv:
     reader = EnvReader(os.environ if env is None else env)
-    database_url = reader.get("DATABASE_URL", parse_database_url)
+    database_url = reader.get("DATABASE_URL", parse_database_url, secret=True)
     database = finish_database(
         database_url or {"ENGINE": "django.db.backends.sqlite3", "NAME": ""}, base_dir
     )
     workers = reader.get("Q_WORKERS", parse_positive_int, default=2)
     timeout_s = reader.get("Q_TIMEOUT_S", parse_positive_int, default=120)
     retry_s = reader.get("Q_RETRY_S", parse_positive_int, default=180)
-    poll_s = reader.get("Q_POLL_S", float, default=0.5)
-    redis_url = reader.get("Q_REDIS_URL", str)
+    poll_s = reader.get("Q_POLL_S", parse_poll_seconds, default=0.5)
+    redis_url = reader.get("Q_REDIS_URL", parse_redis_url, secret=True)
     if timeout_s is not None and retry_s is not None and timeout_s >= retry_s:
         reader.problems.append(
             ("Q_TIMEOUT_S", f"must be less than Q_RETRY_S ({timeout_s} >= {retry_s})")
         )
+    debug = bool(reader.get("DEBUG", parse_bool, default=False))
+    rebalancing = load_rebalancing_config(reader)
+    secret_key = reader.get("SECRET_KEY", str, secret=True)
+    if secret_key is None:
+        try:
+            secret_key = local_secret_key(base_dir)
+        except OSError as exc:
+            reader.problems.append(
+                ("SECRET_KEY", f"is not set, and var/secret_key cannot be created ({exc})")
+            )
+            secret_key = ""
+    else:
+        refused = check_secret_key(secret_key, debug=debug, rebalancing_enabled=rebalancing.enabled)
+        if refused:
+            reader.problems.append(("SECRET_KEY", refused))
     settings_env = SettingsEnv(
-        secret_key=reader.get(
-            "SECRET_KEY", str, default="insecure-local-only-key-change-me", secret=True
-        )
-        or "",
-        debug=bool(reader.get("DEBUG", parse_bool, default=False)),
+        secret_key=secret_key,
+        debug=debug,
         allowed_hosts=reader.get(
             "ALLOWED_HOSTS",
             lambda v: [h.strip() for h in v.split(",") if h.strip()],
@@ -172,10 +309,51 @@ def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -
             poll_s=poll_s or 0.5,
             redis_url=redis_url,
         ),
-        rebalancing=load_rebalancing_config(reader),
+        rebalancing=rebalancing,
+        observation_max_skew_s=reader.get(
+            "OBSERVATION_MAX_SKEW_S", parse_skew_seconds, default=60.0
+        )
+        or 60.0,
+        alerts=load_alert_config(reader),
+        service=load_service_config(reader, task_timeout_s=timeout_s or 120),
     )
     reader.fail_if_problems()
     return settings_env
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How `runrebalancer` runs its periodic work and judges its health.
+
+    Environment: SNAPSHOT_INTERVAL_S (venue balance polls, default 60), MARKET_CLOCK_CACHE_S
+    (how long Alpaca's clock is trusted, 60), HEARTBEAT_INTERVAL_S (the cluster heartbeat task,
+    10), HEALTH_SNAPSHOT_MAX_AGE_S (default 3 polls), HEALTH_HEARTBEAT_MAX_AGE_S (default 6
+    heartbeats), SHUTDOWN_GRACE_S (how long running steps may finish at SIGTERM; default the
+    queue's task timeout).
+    """
+
+    snapshot_interval_s: float = 60.0
+    market_clock_cache_s: float = 60.0
+    heartbeat_interval_s: float = 10.0
+    health_snapshot_max_age_s: float = 180.0
+    health_heartbeat_max_age_s: float = 60.0
+    shutdown_grace_s: float = 120.0
+
+
+def load_service_config(reader: EnvReader, *, task_timeout_s: float = 120.0) -> ServiceConfig:
+    def seconds(name: str, default: float) -> float:
+        return reader.get(name, parse_positive_seconds, default=default) or default
+
+    interval = seconds("SNAPSHOT_INTERVAL_S", 60.0)
+    heartbeat = seconds("HEARTBEAT_INTERVAL_S", 10.0)
+    return ServiceConfig(
+        snapshot_interval_s=interval,
+        market_clock_cache_s=seconds("MARKET_CLOCK_CACHE_S", 60.0),
+        heartbeat_interval_s=heartbeat,
+        health_snapshot_max_age_s=seconds("HEALTH_SNAPSHOT_MAX_AGE_S", 3 * interval),
+        health_heartbeat_max_age_s=seconds("HEALTH_HEARTBEAT_MAX_AGE_S", 6 * heartbeat),
+        shutdown_grace_s=seconds("SHUTDOWN_GRACE_S", float(task_timeout_s)),
+    )
 
 
 def parse_decimal(value: str) -> Decimal:
@@ -242,10 +420,8 @@ def _hex_body(value: str, *, length_bytes: int) -> str:
     body = value[2:]
     if len(body) != 2 * length_bytes:
         raise ValueError(f"must be 0x followed by {2 * length_bytes} hex digits")
-    try:
-        int(body, 16)
-    except ValueError:
-        raise ValueError("must be hexadecimal") from None
+    if not all(ch in "0123456789abcdefABCDEF" for ch in body):  # int() takes "_" and spaces
+        raise ValueError("must be hexadecimal")
     return body
 
 
@@ -296,6 +472,40 @@ def parse_trading_mode(value: str) -> str:
     return lowered
 
 
+# The settings row's bounds (inventory.domain.values: at most 1e15, 18 decimals for shares
+# and ratios, 6 for USDC). Repeated here: this module imports no app.
+MAX_AMOUNT = Decimal(10) ** 15
+_SETTING_RULES: dict[str, tuple[str, int]] = {
+    "equity_target_ratio": ("ratio", 18),
+    "equity_deviation": ("non_negative", 18),
+    "usdc_target_ratio": ("ratio", 18),
+    "usdc_deviation": ("non_negative", 18),
+    "equity_minimum_shares": ("non_negative", 18),
+    "usdc_minimum": ("non_negative", 6),
+    "equity_cap_shares": ("positive", 18),
+    "usdc_cap": ("positive", 6),
+}
+
+
+def setting_parser(setting: str) -> Callable[[str], Decimal]:
+    """The settings row's rule for `setting` (the environment gives its default), so a value
+    the row would refuse, or one beyond the column's bounds, is refused at start."""
+    kind, decimals = _SETTING_RULES[setting]
+    base = {"ratio": parse_ratio, "non_negative": parse_non_negative, "positive": parse_positive}
+
+    def parse(value: str) -> Decimal:
+        number = base[kind](value)
+        if abs(number) > MAX_AMOUNT:
+            raise ValueError(f"must be at most {MAX_AMOUNT:,}")
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)
+        if exponent < -decimals and number != number.quantize(Decimal(1).scaleb(-decimals)):
+            raise ValueError(f"must have at most {decimals} decimal places")
+        return number
+
+    return parse
+
+
 def parse_positive(value: str) -> Decimal:
     number = parse_decimal(value)
     if number <= 0:
@@ -317,6 +527,13 @@ def parse_positive_seconds(value: str) -> float:
     return number
 
 
+def parse_non_negative_seconds(value: str) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("must be a number of seconds >= 0")
+    return number
+
+
 def parse_chaos_point(value: str) -> str:
     """`<kind>:<point>`, e.g. `mint:before:request_mint` (operator drill, see operations.chaos)."""
     kind, _, point = value.partition(":")
@@ -333,9 +550,15 @@ class WorkerConfig:
     (mainnet defaults), REBALANCER_POLL_INTERVAL_S, REBALANCER_TX_POLL_INTERVAL_S,
     REBALANCER_MINT_TIMEOUT_S, REBALANCER_REDEMPTION_DETECTION_TIMEOUT_S,
     REBALANCER_REDEMPTION_COMPLETION_TIMEOUT_S, REBALANCER_TX_TIMEOUT_S,
+    REBALANCER_TX_REPLACE_AFTER_S (a signed tx pending that long is replaced with bumped fees),
     REBALANCER_USDC_STEP_TIMEOUT_S, REBALANCER_LEASE_S (default: the queue's task timeout),
     REBALANCER_MAX_ATTEMPTS, REBALANCER_BACKOFF_BASE_S, REBALANCER_BACKOFF_MAX_S,
     REBALANCER_DUE_INTERVAL_S, REBALANCER_CHAOS_KILL_AT, REBALANCER_CHAOS_DIR.
+
+    Failures do not loop: after a pool's operation fails, that pool cools down for
+    REBALANCER_COOLDOWN_BASE_S doubled per consecutive failure (at most
+    REBALANCER_COOLDOWN_MAX_S); after REBALANCER_BREAKER_FAILURES failures in a row its
+    circuit breaker opens and it is not rebalanced until an operator resumes it.
     """
 
     usdc_ethereum: str = MAINNET_USDC_ETHEREUM
@@ -348,12 +571,16 @@ class WorkerConfig:
     redemption_detection_timeout_s: float = 1800.0
     redemption_completion_timeout_s: float = 1800.0
     tx_timeout_s: float = 900.0
+    tx_replace_after_s: float = 120.0
     usdc_step_timeout_s: float = 1800.0
     lease_s: float | None = None
     max_attempts: int = 10
     backoff_base_s: float = 2.0
     backoff_max_s: float = 60.0
     due_interval_s: float = 2.0
+    cooldown_base_s: float = 60.0
+    cooldown_max_s: float = 3600.0
+    breaker_failures: int = 5
     # Operator drill: kill the worker (SIGKILL) once at this point, see operations.chaos.
     chaos_kill_at: str | None = None
     chaos_dir: str | None = None
@@ -364,6 +591,10 @@ def load_worker_config(reader: EnvReader) -> WorkerConfig:
 
     def seconds(name: str, default: float) -> float:
         return reader.get(name, parse_positive_seconds, default=default) or default
+
+    def non_negative_seconds(name: str, default: float) -> float:
+        value = reader.get(name, parse_non_negative_seconds, default=default)
+        return default if value is None else value
 
     return WorkerConfig(
         usdc_ethereum=reader.get("USDC_ETHEREUM", parse_address, default=d.usdc_ethereum)
@@ -387,12 +618,19 @@ def load_worker_config(reader: EnvReader) -> WorkerConfig:
             "REBALANCER_REDEMPTION_COMPLETION_TIMEOUT_S", d.redemption_completion_timeout_s
         ),
         tx_timeout_s=seconds("REBALANCER_TX_TIMEOUT_S", d.tx_timeout_s),
+        tx_replace_after_s=seconds("REBALANCER_TX_REPLACE_AFTER_S", d.tx_replace_after_s),
         usdc_step_timeout_s=seconds("REBALANCER_USDC_STEP_TIMEOUT_S", d.usdc_step_timeout_s),
         lease_s=reader.get("REBALANCER_LEASE_S", parse_positive_seconds),
         max_attempts=reader.get("REBALANCER_MAX_ATTEMPTS", parse_positive_int, default=10) or 10,
         backoff_base_s=seconds("REBALANCER_BACKOFF_BASE_S", d.backoff_base_s),
         backoff_max_s=seconds("REBALANCER_BACKOFF_MAX_S", d.backoff_max_s),
         due_interval_s=seconds("REBALANCER_DUE_INTERVAL_S", d.due_interval_s),
+        cooldown_base_s=non_negative_seconds("REBALANCER_COOLDOWN_BASE_S", d.cooldown_base_s),
+        cooldown_max_s=non_negative_seconds("REBALANCER_COOLDOWN_MAX_S", d.cooldown_max_s),
+        breaker_failures=reader.get(
+            "REBALANCER_BREAKER_FAILURES", parse_positive_int, default=d.breaker_failures
+        )
+        or d.breaker_failures,
         chaos_kill_at=reader.get("REBALANCER_CHAOS_KILL_AT", parse_chaos_point),
         chaos_dir=reader.get("REBALANCER_CHAOS_DIR", str),
     )
@@ -446,18 +684,28 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
         if reader.raw("EVM_PRIVATE_KEY") is None and reader.raw("ETHEREUM_PRIVATE_KEY")
         else "EVM_PRIVATE_KEY"
     )
-    return RebalancingConfig(
+    config = RebalancingConfig(
         enabled=enabled,
-        equity_target_ratio=reader.get("EQUITY_TARGET_RATIO", parse_ratio, default=Decimal("0.5")),
-        equity_deviation=reader.get("EQUITY_DEVIATION", parse_non_negative, default=Decimal("0.2")),
-        usdc_target_ratio=reader.get("USDC_TARGET_RATIO", parse_ratio, default=Decimal("0.5")),
-        usdc_deviation=reader.get("USDC_DEVIATION", parse_non_negative, default=Decimal("0.3")),
-        equity_minimum_shares=reader.get(
-            "EQUITY_MINIMUM_SHARES", parse_non_negative, default=Decimal("1")
+        equity_target_ratio=reader.get(
+            "EQUITY_TARGET_RATIO", setting_parser("equity_target_ratio"), default=Decimal("0.5")
         ),
-        usdc_minimum=reader.get("USDC_MINIMUM", parse_non_negative, default=Decimal("51")),
-        equity_cap_shares=reader.get("EQUITY_CAP_SHARES", parse_positive),
-        usdc_cap=reader.get("USDC_CAP", parse_positive),
+        equity_deviation=reader.get(
+            "EQUITY_DEVIATION", setting_parser("equity_deviation"), default=Decimal("0.2")
+        ),
+        usdc_target_ratio=reader.get(
+            "USDC_TARGET_RATIO", setting_parser("usdc_target_ratio"), default=Decimal("0.5")
+        ),
+        usdc_deviation=reader.get(
+            "USDC_DEVIATION", setting_parser("usdc_deviation"), default=Decimal("0.3")
+        ),
+        equity_minimum_shares=reader.get(
+            "EQUITY_MINIMUM_SHARES", setting_parser("equity_minimum_shares"), default=Decimal("1")
+        ),
+        usdc_minimum=reader.get(
+            "USDC_MINIMUM", setting_parser("usdc_minimum"), default=Decimal("51")
+        ),
+        equity_cap_shares=reader.get("EQUITY_CAP_SHARES", setting_parser("equity_cap_shares")),
+        usdc_cap=reader.get("USDC_CAP", setting_parser("usdc_cap")),
         redemption_wallet=required("REDEMPTION_WALLET", parse_address),
         market_maker_wallet=required("MARKET_MAKER_WALLET", parse_address),
         ethereum_rpc_url=required("ETHEREUM_RPC_URL", parse_rpc_url, secret=True),
@@ -475,6 +723,28 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
         or DEFAULT_CIRCLE_IRIS_URL,
         workers=load_worker_config(reader),
     )
+    signer_check(reader, key_name=key_name, config=config)
+    return config
+
+
+def signer_check(reader: EnvReader, *, key_name: str, config: RebalancingConfig) -> None:
+    """The key signs for MARKET_MAKER_WALLET: every mint is sent to that wallet and every
+    transaction is signed with that key, so another key would move money from a wallet the
+    inventory does not count (the key itself is never echoed, only its address)."""
+    if config.evm_private_key is None or config.market_maker_wallet is None:
+        return
+    from eth_account import Account
+
+    address = Account.from_key(config.evm_private_key.reveal()).address
+    if address.lower() != config.market_maker_wallet.lower():
+        reader.problems.append(
+            (
+                key_name,
+                f"its address {address} is not MARKET_MAKER_WALLET "
+                f"{config.market_maker_wallet}: the signing key must be the market maker "
+                "wallet's",
+            )
+        )
 
 
 def q_cluster_config(
@@ -497,3 +767,53 @@ def q_cluster_config(
     else:
         config["orm"] = "default"
     return config
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """When the console raises an alert, and where it posts it (`rebalancer.console.alerts`).
+
+    `webhook_url` (ALERT_WEBHOOK_URL, a secret: it carries the channel's token) receives
+    Slack-compatible JSON once per condition, then every `repeat_s` while it holds.
+    """
+
+    webhook_url: Secret | None = None
+    repeat_s: float = 3600.0
+    poll_stale_s: float = 600.0
+    drift_tolerance: Decimal = Decimal("0")
+    gas_minimum_eth: Decimal = Decimal("0.005")
+    expected_s: dict[str, float] = field(
+        default_factory=lambda: {
+            "mint": 3600.0,
+            "redemption": 3600.0,
+            "usdc_alpaca_to_base": 7200.0,
+            "usdc_base_to_alpaca": 7200.0,
+        }
+    )
+
+
+def load_alert_config(reader: EnvReader) -> AlertConfig:
+    defaults = AlertConfig()
+    expected = dict(defaults.expected_s)
+    for kind in expected:
+        value = reader.get(f"ALERT_EXPECTED_{kind.upper()}_S", parse_positive_seconds)
+        if value is not None:
+            expected[kind] = value
+    return AlertConfig(
+        webhook_url=reader.get("ALERT_WEBHOOK_URL", lambda v: Secret(parse_url(v)), secret=True),
+        repeat_s=reader.get("ALERT_REPEAT_S", parse_positive_seconds, default=defaults.repeat_s)
+        or defaults.repeat_s,
+        poll_stale_s=reader.get(
+            "ALERT_POLL_STALE_S", parse_positive_seconds, default=defaults.poll_stale_s
+        )
+        or defaults.poll_stale_s,
+        drift_tolerance=reader.get(
+            "ALERT_DRIFT_TOLERANCE", parse_non_negative, default=defaults.drift_tolerance
+        )
+        or defaults.drift_tolerance,
+        gas_minimum_eth=reader.get(
+            "ALERT_GAS_MINIMUM_ETH", parse_non_negative, default=defaults.gas_minimum_eth
+        )
+        or defaults.gas_minimum_eth,
+        expected_s=expected,
+    )

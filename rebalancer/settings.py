@@ -17,13 +17,14 @@ DEBUG = ENV.debug
 ALLOWED_HOSTS = ENV.allowed_hosts
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "rebalancer.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "ninja",
     "inventory",
     "operations",
     "rebalancer",
@@ -31,6 +32,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's) served by the WSGI app itself under `runrebalancer --http`.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -74,6 +77,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# WhiteNoise warns on every request when this is missing; `collectstatic` fills it.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Serve from the apps' static directories too, so no collectstatic step is needed to start.
+WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # django-q2: at-least-once delivery. `timeout` < `retry` so a slow task is not handed to a
@@ -83,13 +90,33 @@ Q_CLUSTER = ENV.q_cluster
 # Typed rebalancing configuration (rebalancer.config.RebalancingConfig).
 REBALANCING = ENV.rebalancing
 
+# Observations (fills, balance polls) stamped further ahead of now than this are refused.
+OBSERVATION_MAX_SKEW_S = ENV.observation_max_skew_s
+# Alert conditions and the optional webhook (rebalancer.config.AlertConfig).
+ALERTS = ENV.alerts
+
+# How runrebalancer polls venues, beats and judges health (rebalancer.config.ServiceConfig).
+SERVICE = ENV.service
+
+# The debug page and error reports never show a secret (settings, environment, exceptions).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "rebalancer.redaction.SecretsExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "rebalancer.redaction.SecretsExceptionReporter"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # No secret in any log line (rebalancer.redaction).
+    "filters": {"redact": {"()": "rebalancer.redaction.RedactSecretsFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": ENV.log_level},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

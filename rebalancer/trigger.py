@@ -8,8 +8,10 @@
    the event's reason; an operator reconciliation also ends it), which releases the guard;
 2. checks every touched pool, plus the pool of each ended operation and USDC (B11), in sorted
    key order: imbalanced, enabled (deployment switch, operator pause, the asset's flag), no
-   active operation, pool not waiting for reconciliation, amount (capped) at least the
-   minimum -> `operation_create`, which inserts under the database guard and queues the task.
+   active operation, pool not waiting for reconciliation, pool not cooling down after a
+   failure nor stopped by its circuit breaker (`operations.services.pool_hold_reason`), amount
+   (capped) at least the minimum -> `operation_create`, which inserts under the database
+   guard and queues the task.
 
 Whatever it writes commits or rolls back with the events. A pool whose operation was ended
 without a terminal event (`operations.services.operation_fail`) is re-checked through
@@ -19,37 +21,57 @@ without a terminal event (`operations.services.operation_fail`) is re-checked th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.db import transaction
+from django.utils import timezone
 
+from inventory import config_stamp
 from inventory.domain import events as ev
 from inventory.domain.inventory import (
     NotAGenesisEvent,
+    PoolInventory,
     TooMuchOffchain,
     TooMuchOnchain,
     detect_imbalance,
     genesis_from_event,
 )
-from inventory.domain.units import SHARE_DECIMALS, USDC_DECIMALS, UnitConversionError, from_units
+from inventory.domain.units import UnitConversionError, from_units
 from inventory.domain.units import to_units as units_of
 from inventory.domain.values import USDC_POOL
 from inventory.models import Event, InventoryPool
-from inventory.selectors import RebalancingSettings, asset_by_symbol, rebalancing_settings_get
+from inventory.projection import pools_lock
+from inventory.selectors import (
+    RebalancingSettings,
+    asset_by_symbol,
+    rebalancing_settings_from,
+    rebalancing_settings_load,
+)
 from inventory.store import StoredEvent
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.selectors import operation_active_for_pool
-from operations.services import operation_create, operation_finish, operation_reconciled
+from operations.services import (
+    BreakerState,
+    breaker_hold_reason,
+    operation_create,
+    operation_finish,
+    operation_reconciled,
+    pool_breakers_load,
+    pool_hold_reason,
+)
+from rebalancer.market import equity_market_open
 
 logger = logging.getLogger(__name__)
 
 # Terminal events that mean the operation did what it was for.
 SUCCESS_EVENTS: tuple[type[ev.DomainEvent], ...] = (
     ev.MintCompleted,
+    ev.DepositedIntoVault,
     ev.Completed,
     ev.DepositConfirmed,
 )
@@ -70,17 +92,37 @@ class PlannedOperation:
 
 
 def on_events_appended(
-    sender: Any, events: list[StoredEvent], pools: set[str], **kwargs: Any
+    sender: Any,
+    events: list[StoredEvent],
+    pools: set[str],
+    rows: dict[str, InventoryPool] | None = None,
+    domains: Mapping[str, PoolInventory] | None = None,
+    **kwargs: Any,
 ) -> None:
-    trigger_events(events=events, pools=pools)
+    trigger_events(events=events, pools=pools, rows=rows, domains=domains)
 
 
 def on_operation_released(sender: Any, operation: Operation, **kwargs: Any) -> None:
     pools_check(pool_keys={operation.pool, USDC_POOL})
 
 
-def trigger_events(*, events: Iterable[StoredEvent], pools: Iterable[str]) -> list[Operation]:
-    """End operations whose terminal event arrived, then check the pools. Returns new ones."""
+def on_pools_recheck(sender: Any, pools: set[str], **kwargs: Any) -> None:
+    """A cool-down ended or an operator resumed pools: check them now."""
+    pools_check(pool_keys=pools)
+
+
+def trigger_events(
+    *,
+    events: Iterable[StoredEvent],
+    pools: Iterable[str],
+    rows: dict[str, InventoryPool] | None = None,
+    domains: Mapping[str, PoolInventory] | None = None,
+) -> list[Operation]:
+    """End operations whose terminal event arrived, then check the pools. Returns new ones.
+
+    `rows` are the pool rows the appending transaction locked up front (they cover the pools
+    of ended operations and USDC), so checking takes no further pool lock; `domains` are the
+    pools the projection just wrote, by key (their rows' `to_domain()`, already built)."""
     to_check = set(pools)
     for stored in events:
         if stored.aggregate_type not in ev.OPERATION_EVENT_TYPES:
@@ -88,7 +130,7 @@ def trigger_events(*, events: Iterable[StoredEvent], pools: Iterable[str]) -> li
         pool_key = operation_event_settle(stored)
         if pool_key is not None:
             to_check.update({pool_key, USDC_POOL})
-    return pools_check(pool_keys=to_check)
+    return pools_check(pool_keys=to_check, rows=rows, domains=domains)
 
 
 def operation_event_settle(stored: StoredEvent) -> str | None:
@@ -143,29 +185,54 @@ def _pool_has_inflight(stored: StoredEvent) -> bool:
     return row is not None and (row.onchain_inflight != 0 or row.offchain_inflight != 0)
 
 
-def pools_check(*, pool_keys: Iterable[str]) -> list[Operation]:
-    """Check each pool (sorted key order) and create the operations that are due."""
+def pools_check(
+    *,
+    pool_keys: Iterable[str],
+    rows: dict[str, InventoryPool] | None = None,
+    domains: Mapping[str, PoolInventory] | None = None,
+) -> list[Operation]:
+    """Check each pool (sorted key order) and create the operations that are due.
+
+    The pool rows are locked in key order (`inventory.projection.pools_lock`), unless the
+    caller passes `rows` it already holds that cover every key: then no lock is taken here.
+    """
     keys = sorted(set(pool_keys))
     if not keys:
         return []
     if not django_settings.REBALANCING.enabled:
         logger.debug("rebalancing disabled (REBALANCING_ENABLED), not checking %s", keys)
         return []
-    settings = rebalancing_settings_get()
+    symbols = tuple(key for key in keys if key != USDC_POOL)
+    stored, breakers = config_stamp.cached(
+        f"trigger:{keys}",
+        lambda: (rebalancing_settings_load(symbols), pool_breakers_load(keys)),
+    )
+    settings = rebalancing_settings_from(stored)
     if settings.paused:
         logger.debug("rebalancing paused by an operator, not checking %s", keys)
         return []
     created = []
-    with transaction.atomic():
-        rows = {
-            row.key: row
-            for row in InventoryPool.objects.select_for_update().filter(key__in=keys).order_by("pk")
-        }
+    covered = rows is not None and set(keys) <= rows.keys()
+    if rows is not None and not covered:
+        logger.error(
+            "trigger needs pools %s the transaction did not lock up front",
+            sorted(set(keys) - rows.keys()),
+        )
+    # Rows handed over by the appending transaction are already locked: no savepoint needed.
+    with nullcontext() if covered else transaction.atomic():
+        if not covered:
+            rows = pools_lock(keys, create=False)
+        assert rows is not None
         for key in keys:
             row = rows.get(key)
             if row is None:
                 continue
-            planned = pool_plan(row=row, settings=settings)
+            planned = pool_plan(
+                row=row,
+                settings=settings,
+                breakers=breakers,
+                pool=None if not covered or domains is None else domains.get(key),
+            )
             if planned is None:
                 continue
             operation = operation_create(
@@ -179,8 +246,17 @@ def pools_check(*, pool_keys: Iterable[str]) -> list[Operation]:
     return created
 
 
-def pool_plan(*, row: InventoryPool, settings: RebalancingSettings) -> PlannedOperation | None:
-    """The operation one pool needs now, or None (with the reason logged at debug)."""
+def pool_plan(
+    *,
+    row: InventoryPool,
+    settings: RebalancingSettings,
+    breakers: Mapping[str, BreakerState] | None = None,
+    pool: PoolInventory | None = None,
+) -> PlannedOperation | None:
+    """The operation one pool needs now, or None (with the reason logged at debug).
+
+    `breakers` are the pool breakers read with `settings` (read here when None); `pool` is
+    `row.to_domain()` when the caller has it already."""
     key = row.key
     is_usdc = key == USDC_POOL
     if not is_usdc and not settings.asset_enabled(key):
@@ -190,14 +266,27 @@ def pool_plan(*, row: InventoryPool, settings: RebalancingSettings) -> PlannedOp
     if row.needs_reconciliation:
         logger.debug("skipped %s: needs reconciliation (%s)", key, row.reconciliation_reason)
         return None
-    imbalance = detect_imbalance(row.to_domain(), settings.threshold_for(key))
+    held = (
+        pool_hold_reason(pool=key)
+        if breakers is None
+        else breaker_hold_reason(breakers.get(key), timezone.now())
+    )
+    if held is not None:
+        logger.info("skipped %s: %s", key, held)
+        return None
+    imbalance = detect_imbalance(
+        row.to_domain() if pool is None else pool, settings.threshold_for(key)
+    )
     if imbalance is None:
+        return None
+    if not is_usdc and not equity_market_open():
+        logger.info("%s imbalanced but the market is closed: no new equity operation", key)
         return None
     active = operation_active_for_pool(pool=key)
     if active is not None:
         logger.debug("skipped %s: operation %s already in progress", key, active.pk)
         return None
-    decimals = USDC_DECIMALS if is_usdc else SHARE_DECIMALS
+    decimals = settings.decimals_for(key)  # the asset's token decimals, USDC's for USDC
     cap = settings.usdc_cap if is_usdc else settings.equity_cap_shares
     minimum = settings.usdc_minimum if is_usdc else settings.equity_minimum_shares
     amount = imbalance.excess if cap is None else min(imbalance.excess, cap)

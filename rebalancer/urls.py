@@ -1,23 +1,17 @@
-"""
-URL configuration for rebalancer project.
-
-The `urlpatterns` list routes URLs to views. For more information please see:
-    https://docs.djangoproject.com/en/5.2/topics/http/urls/
-Examples:
-Function views
-    1. Add an import:  from my_app import views
-    2. Add a URL to urlpatterns:  path('', views.home, name='home')
-Class-based views
-    1. Add an import:  from other_app.views import Home
-    2. Add a URL to urlpatterns:  path('', Home.as_view(), name='home')
-Including another URLconf
-    1. Import the include() function: from django.urls import include, path
-    2. Add a URL to urlpatterns:  path('blog/', include('blog.urls'))
-"""
+"""URLs: the operator console (/admin/) and the HTTP API (/api/v1/, docs at /api/v1/docs)."""
 
 from django.contrib import admin
 from django.urls import path
 
+from rebalancer import views
+from rebalancer.api import api
+from rebalancer.console.metrics import metrics_view
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # No token: load balancers and operators probe it (503 when unhealthy). Before the API's
+    # routes so that it never needs one.
+    path("api/v1/health", views.health, name="health"),
+    path("api/v1/", api.urls),
+    path("metrics", metrics_view, name="metrics"),
 ]

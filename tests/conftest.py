@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from django.db import connection
 
@@ -26,3 +28,8 @@ def _append_only_event_log(request):
     yield
     if transactional:
         append_only.uninstall(connection)
+
+
+def pytest_report_header(config):
+    shots = Path(__file__).resolve().parent.parent / "var" / "screenshots" / "console"
+    return [f"console screenshots: {shots}"]

@@ -1,20 +1,29 @@
-"""Alpaca client: tokenization (mint/redeem), account and positions, crypto wallet transfers.
+"""Alpaca Broker API client: tokenization, trading account, positions, orders, market clock and
+crypto wallet transfers of one account (`ALPACA_ACCOUNT_ID`).
+
+Everything goes to one Broker API base URL (sandbox or live) with the account id in the path
+(domain spec 15.4): tokenization `/v1/accounts/{id}/tokenization/...`, wallets
+`/v1/accounts/{id}/wallets/...`, trading `/v1/trading/accounts/{id}/...`, clock `/v1/clock`.
+Every request carries HTTP Basic auth (key, secret) and the two `APCA-API-*` headers.
 
 Every response is parsed at this boundary into frozen dataclasses with `Decimal` amounts and
-aware datetimes; nothing inward sees a raw dict. Reads are retried on 5xx and timeouts; a
-POST is sent once and, when its outcome cannot be known, raises `AlpacaOutcomeUnknown` so the
-caller looks the request up (mint by `issuer_request_id`, transfers by listing) before acting
-again. The API secret is kept only inside the request headers and never logged or shown.
+aware datetimes; nothing inward sees a raw dict. A list read for a lookup skips (with a WARNING
+naming it) an entry it does not understand instead of failing the lookup. Reads are retried on
+5xx and timeouts; a POST is sent once and, when its outcome cannot be known, raises
+`AlpacaOutcomeUnknown` so the caller looks the request up (mint by `issuer_request_id`,
+withdrawals by listing, orders by `client_order_id`) before acting again. The API secret is
+kept only inside the request headers and never logged or shown.
 """
 
 from __future__ import annotations
 
+import base64
 import enum
 import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
@@ -27,21 +36,58 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-PAPER_URL = "https://paper-api.alpaca.markets"
-LIVE_URL = "https://api.alpaca.markets"
+SANDBOX_URL = "https://broker-api.sandbox.alpaca.markets"
+LIVE_URL = "https://broker-api.alpaca.markets"
 
 DEFAULT_ISSUER = "st0x"
 DEFAULT_TOKEN_NETWORK = "base"
 USDC = "USDC"
 ETHEREUM = "ethereum"
+# How far Alpaca's clock may be behind ours: a lookup bounded by the time we recorded a
+# request looks for entries created since that time less this.
+CLOCK_SKEW = timedelta(hours=1)
+# Alpaca's crypto position for USDC (a crypto asset, never an equity).
+USDC_POSITION_SYMBOL = "USDCUSD"
+
+# Chain spellings seen in Alpaca's answers ("ETH" on transfers, "Ethereum" on some whitelist
+# endpoints, lower case elsewhere), mapped to one canonical name.
+CHAIN_SPELLINGS: dict[str, str] = {
+    "eth": "ethereum",
+    "ethereum": "ethereum",
+    "ethereum mainnet": "ethereum",
+    "ethereum-mainnet": "ethereum",
+    "erc20": "ethereum",
+    "base": "base",
+    "base mainnet": "base",
+    "base-mainnet": "base",
+    "sol": "solana",
+    "solana": "solana",
+    "btc": "bitcoin",
+    "bitcoin": "bitcoin",
+    "arb": "arbitrum",
+    "arbitrum": "arbitrum",
+}
+
+
+def canonical_chain(spelling: str) -> str:
+    """One name per chain whatever Alpaca's spelling ("ETH", "Ethereum" -> "ethereum");
+    an unknown spelling is returned lower-cased and stripped."""
+    lowered = spelling.strip().lower()
+    return CHAIN_SPELLINGS.get(lowered, lowered)
+
+
+def same_chain(a: str, b: str) -> bool:
+    return canonical_chain(a) == canonical_chain(b)
 
 
 class TradingMode(enum.StrEnum):
+    """`paper` talks to the Broker API sandbox, `live` to production."""
+
     PAPER = "paper"
     LIVE = "live"
 
 
-BASE_URLS = {TradingMode.PAPER: PAPER_URL, TradingMode.LIVE: LIVE_URL}
+BASE_URLS = {TradingMode.PAPER: SANDBOX_URL, TradingMode.LIVE: LIVE_URL}
 
 
 class TokenizationType(enum.StrEnum):
@@ -53,10 +99,16 @@ class TokenizationStatus(enum.StrEnum):
     PENDING = "pending"
     COMPLETED = "completed"
     REJECTED = "rejected"
+    FAILED = "failed"
 
     @property
     def is_terminal(self) -> bool:
         return self is not TokenizationStatus.PENDING
+
+    @property
+    def is_refusal(self) -> bool:
+        """Alpaca ended the request without doing it (`rejected` or `failed`)."""
+        return self in (TokenizationStatus.REJECTED, TokenizationStatus.FAILED)
 
 
 class TransferStatus(enum.StrEnum):
@@ -70,7 +122,7 @@ class TransferStatus(enum.StrEnum):
         return self in (TransferStatus.COMPLETE, TransferStatus.FAILED)
 
 
-class TransferRelationship(enum.StrEnum):
+class TransferDirection(enum.StrEnum):
     INCOMING = "INCOMING"
     OUTGOING = "OUTGOING"
 
@@ -79,6 +131,17 @@ class WhitelistStatus(enum.StrEnum):
     PENDING = "PENDING"
     APPROVED = "APPROVED"
     REJECTED = "REJECTED"
+
+
+class OrderSide(enum.StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+# Order statuses after which nothing more fills.
+ORDER_TERMINAL_STATUSES = frozenset(
+    {"filled", "canceled", "expired", "rejected", "replaced", "done_for_day", "stopped"}
+)
 
 
 # ---------------------------------------------------------------------------
@@ -114,6 +177,19 @@ class InvalidParameters(AlpacaApiError):
         self.details = details
 
 
+class AlpacaNotFound(AlpacaApiError):
+    """HTTP 404 on a route that is not a by-id read (a wrong account id, say)."""
+
+
+class AlpacaRateLimited(AlpacaApiError):
+    """HTTP 429; `retry_after_s` is Alpaca's `Retry-After` when it sent one."""
+
+    def __init__(self, status: int, message: str, retry_after_s: float | None) -> None:
+        self.retry_after_s = retry_after_s
+        shown = "" if retry_after_s is None else f" (retry after {retry_after_s:g}s)"
+        super().__init__(status, f"rate limited{shown}: {message}")
+
+
 class RequestNotFound(AlpacaError):
     def __init__(self, key: str, value: str) -> None:
         self.key = key
@@ -125,6 +201,12 @@ class TransferNotFound(AlpacaError):
     def __init__(self, transfer_id: str) -> None:
         self.transfer_id = transfer_id
         super().__init__(f"wallet transfer id={transfer_id!r} not found")
+
+
+class OrderNotFound(AlpacaError):
+    def __init__(self, order_id: str) -> None:
+        self.order_id = order_id
+        super().__init__(f"order id={order_id!r} not found")
 
 
 class AlpacaNetworkError(AlpacaError):
@@ -234,7 +316,7 @@ class TokenizationRequest:
             token_symbol=http.field_opt_str(obj, "token_symbol"),
             qty=http.field_decimal(obj, "qty"),
             issuer=http.field_str(obj, "issuer"),
-            network=http.field_str(obj, "network").lower(),
+            network=canonical_chain(http.field_str(obj, "network")),
             wallet_address=http.field_str(obj, "wallet_address"),
             issuer_request_id=http.field_opt_str(obj, "issuer_request_id"),
             tx_hash=http.field_opt_str(obj, "tx_hash"),
@@ -246,35 +328,45 @@ class TokenizationRequest:
 
 @dataclass(frozen=True)
 class Transfer:
+    """A crypto wallet transfer; `chain` is canonical ("ETH" -> "ethereum")."""
+
     id: str
-    relationship: TransferRelationship
+    direction: TransferDirection
     amount: Decimal
+    usd_value: Decimal | None
+    chain: str
     asset: str
     from_address: str | None
-    to_address: str
+    to_address: str | None
     status: TransferStatus
     tx_hash: str | None
     created_at: datetime
-    network_fee_amount: Decimal | None
+    network_fee: Decimal | None
+    fees: Decimal | None
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Transfer:
         return cls(
             id=http.field_str(obj, "id"),
-            relationship=_enum(TransferRelationship, obj, "relationship", upper=True),
+            direction=_enum(TransferDirection, obj, "direction", upper=True),
             amount=http.field_decimal(obj, "amount"),
+            usd_value=http.field_opt_decimal(obj, "usd_value"),
+            chain=canonical_chain(http.field_str(obj, "chain")),
             asset=http.field_str(obj, "asset"),
             from_address=http.field_opt_str(obj, "from_address"),
-            to_address=http.field_str(obj, "to_address"),
+            to_address=http.field_opt_str(obj, "to_address"),
             status=_enum(TransferStatus, obj, "status", upper=True),
             tx_hash=http.field_opt_str(obj, "tx_hash"),
             created_at=http.field_datetime(obj, "created_at"),
-            network_fee_amount=http.field_opt_decimal(obj, "network_fee_amount"),
+            network_fee=http.field_opt_decimal(obj, "network_fee"),
+            fees=http.field_opt_decimal(obj, "fees"),
         )
 
 
 @dataclass(frozen=True)
 class WhitelistEntry:
+    """A withdrawal whitelist entry; `chain` is canonical ("ETH", "Ethereum" -> "ethereum")."""
+
     id: str
     address: str
     asset: str
@@ -288,7 +380,7 @@ class WhitelistEntry:
             id=http.field_str(obj, "id"),
             address=http.field_str(obj, "address"),
             asset=http.field_str(obj, "asset"),
-            chain=http.field_str(obj, "chain").lower(),
+            chain=canonical_chain(http.field_str(obj, "chain")),
             status=_enum(WhitelistStatus, obj, "status", upper=True),
             created_at=http.field_datetime(obj, "created_at"),
         )
@@ -296,12 +388,26 @@ class WhitelistEntry:
 
 @dataclass(frozen=True)
 class Position:
+    """One position; `qty_available` is what can be used now (not held by open orders)."""
+
     symbol: str
+    asset_class: str
     qty: Decimal
+    qty_available: Decimal
+
+    @property
+    def is_equity(self) -> bool:
+        """A US equity; the USDC crypto position (`USDCUSD`) and other crypto are not."""
+        return self.asset_class == "us_equity" and self.symbol != USDC_POSITION_SYMBOL
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Position:
-        return cls(symbol=http.field_str(obj, "symbol"), qty=http.field_decimal(obj, "qty"))
+        return cls(
+            symbol=http.field_str(obj, "symbol"),
+            asset_class=http.field_str(obj, "asset_class").lower(),
+            qty=http.field_decimal(obj, "qty"),
+            qty_available=http.field_decimal(obj, "qty_available"),
+        )
 
 
 @dataclass(frozen=True)
@@ -312,6 +418,66 @@ class Account:
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Account:
         return cls(id=http.field_str(obj, "id"), cash=http.field_decimal(obj, "cash"))
+
+
+@dataclass(frozen=True)
+class MarketClock:
+    timestamp: datetime
+    is_open: bool
+    next_open: datetime
+    next_close: datetime
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> MarketClock:
+        is_open = obj.get("is_open")
+        if not isinstance(is_open, bool):
+            raise ValueError(f"field 'is_open'={is_open!r}: must be true or false")
+        return cls(
+            timestamp=http.field_datetime(obj, "timestamp"),
+            is_open=is_open,
+            next_open=http.field_datetime(obj, "next_open"),
+            next_close=http.field_datetime(obj, "next_close"),
+        )
+
+
+@dataclass(frozen=True)
+class Order:
+    """An order; `status` is Alpaca's string (`new`, `accepted`, `partially_filled`,
+    `filled`, `canceled`, ...), `filled_avg_price` None until something filled."""
+
+    id: str
+    client_order_id: str
+    symbol: str
+    side: OrderSide
+    type: str
+    time_in_force: str
+    qty: Decimal
+    filled_qty: Decimal
+    filled_avg_price: Decimal | None
+    status: str
+    created_at: datetime
+    filled_at: datetime | None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in ORDER_TERMINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Order:
+        return cls(
+            id=http.field_str(obj, "id"),
+            client_order_id=http.field_str(obj, "client_order_id"),
+            symbol=http.field_str(obj, "symbol"),
+            side=_enum(OrderSide, obj, "side", lower=True),
+            type=http.field_str(obj, "type").lower(),
+            time_in_force=http.field_str(obj, "time_in_force").lower(),
+            qty=http.field_decimal(obj, "qty"),
+            filled_qty=http.field_decimal(obj, "filled_qty"),
+            filled_avg_price=http.field_opt_decimal(obj, "filled_avg_price"),
+            status=http.field_str(obj, "status").lower(),
+            created_at=http.field_datetime(obj, "created_at"),
+            filled_at=http.field_opt_datetime(obj, "filled_at"),
+        )
 
 
 E = TypeVar("E", bound=enum.Enum)
@@ -362,9 +528,11 @@ class TokenizationApi(Protocol):
     ) -> TokenizationRequest: ...
     def get_request(self, tokenization_request_id: str) -> TokenizationRequest: ...
     def find_request_by_issuer_request_id(
-        self, issuer_request_id: str
+        self, issuer_request_id: str, *, since: datetime | None = None
     ) -> TokenizationRequest | None: ...
-    def find_redemption_by_tx(self, tx_hash: str) -> TokenizationRequest | None: ...
+    def find_redemption_by_tx(
+        self, tx_hash: str, *, since: datetime | None = None
+    ) -> TokenizationRequest | None: ...
 
 
 class WalletApi(Protocol):
@@ -380,48 +548,80 @@ class WalletApi(Protocol):
     def find_outgoing_transfers(
         self, *, to_address: str, amount_usdc: Decimal, created_at_or_after: datetime
     ) -> list[Transfer]: ...
-    def find_deposit_by_tx(self, tx_hash: str) -> Transfer | None: ...
+    def find_deposit_by_tx(
+        self, tx_hash: str, *, since: datetime | None = None
+    ) -> Transfer | None: ...
     def deposit_address(self, *, asset: str = ..., network: str = ...) -> str: ...
 
 
 class BrokerageApi(Protocol):
-    """What inventory snapshots need: cash and positions."""
+    """What inventory snapshots and hedging need: cash, positions, orders, the clock."""
 
     def account(self) -> Account: ...
     def positions(self) -> list[Position]: ...
+    def equity_positions(self) -> list[Position]: ...
+    def clock(self) -> MarketClock: ...
+    def submit_market_order(
+        self, *, symbol: str, qty: Decimal, side: OrderSide | str, client_order_id: str
+    ) -> Order: ...
+    def get_order(self, order_id: str) -> Order: ...
+    def find_order_by_client_order_id(self, client_order_id: str) -> Order | None: ...
 
 
 # ---------------------------------------------------------------------------
 
 
 class AlpacaClient:
-    """Trading (`/v2`) and broker wallet (`/v1/accounts/{id}`) endpoints of one account."""
+    """The Broker API endpoints of one account (`account_id` is required)."""
 
     def __init__(
         self,
         *,
         api_key: str,
         api_secret: str,
+        account_id: str,
         base_url: str | None = None,
         trading_mode: TradingMode | str = TradingMode.PAPER,
-        account_id: str | None = None,
         timeout_s: float = http.DEFAULT_TIMEOUT_S,
         retry: http.RetryPolicy | None = None,
         session: requests.Session | None = None,
     ) -> None:
+        if not account_id:
+            raise ValueError("account_id='': must be Alpaca's account id (ALPACA_ACCOUNT_ID)")
         url = base_url or BASE_URLS[TradingMode(trading_mode)]
+        basic = base64.b64encode(f"{api_key}:{api_secret}".encode()).decode()
         self._http = http.JsonHttp(
             base_url=url,
-            headers={"APCA-API-KEY-ID": api_key, "APCA-API-SECRET-KEY": api_secret},
+            headers={
+                "Authorization": f"Basic {basic}",
+                "APCA-API-KEY-ID": api_key,
+                "APCA-API-SECRET-KEY": api_secret,
+            },
             timeout_s=timeout_s,
             retry=retry,
             session=session,
         )
         self.base_url = self._http.base_url
         self._account_id = account_id
+        # Entries already warned about: a list is read on every poll; warn once per entry.
+        self._skipped: set[str] = set()
 
     def __repr__(self) -> str:
         return f"AlpacaClient(base_url={self.base_url!r}, account_id={self._account_id!r})"
+
+    def account_id(self) -> str:
+        return self._account_id
+
+    # -- paths -----------------------------------------------------------------------
+
+    def _tokenization_path(self, suffix: str) -> str:
+        return f"/v1/accounts/{self._account_id}/tokenization{suffix}"
+
+    def _wallet_path(self, suffix: str) -> str:
+        return f"/v1/accounts/{self._account_id}/wallets{suffix}"
+
+    def _trading_path(self, suffix: str) -> str:
+        return f"/v1/trading/accounts/{self._account_id}{suffix}"
 
     # -- transport and error mapping ---------------------------------------------------
 
@@ -456,25 +656,137 @@ class AlpacaClient:
                 "POST", response.url, f"unreadable HTTP {response.status} body", response.status
             ) from exc
 
-    # -- account ---------------------------------------------------------------------
+    def _post_parsed(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        parse: Callable[[Mapping[str, Any]], T],
+        *,
+        symbol: str | None,
+        what: str,
+    ) -> T:
+        data = self._post(path, body, symbol=symbol)
+        try:
+            return parse(_obj(data))
+        except ValueError as exc:
+            raise AlpacaOutcomeUnknown(
+                "POST", self._http.url(path), f"unparseable {what} response: {exc}", 200
+            ) from exc
+
+    def _get_one(
+        self,
+        path: str,
+        parse: Callable[[Mapping[str, Any]], T],
+        *,
+        not_found: Callable[[], AlpacaError] | None = None,
+    ) -> T:
+        body = self._get(path, not_found=not_found)
+        return _parse(self._http.url(path), lambda: parse(_obj(body)))
+
+    def _get_list(
+        self,
+        path: str,
+        parse: Callable[[Mapping[str, Any]], T],
+        params: Mapping[str, str | None] | None = None,
+        *,
+        skip_unknown: bool,
+        keep: Callable[[Any], bool] | None = None,
+    ) -> list[T]:
+        url = self._http.url(path)
+        body = self._get(path, params)
+        if not isinstance(body, list):
+            raise AlpacaMalformedResponse(url, f"expected a JSON array, got {type(body).__name__}")
+        items: list[T] = []
+        for index, item in enumerate(body):
+            if keep is not None and not keep(item):
+                continue
+            try:
+                items.append(parse(_obj(item)))
+            except ValueError as exc:
+                if not skip_unknown:
+                    raise AlpacaMalformedResponse(url, f"entry {index}: {exc}") from exc
+                self._warn_skipped(url, index, item, exc)
+        return items
+
+    def _warn_skipped(self, url: str, index: int, item: Any, exc: ValueError) -> None:
+        entry = _describe_entry(item)
+        key = f"{url} {entry} {exc}"
+        if key in self._skipped:
+            return
+        if len(self._skipped) >= _MAX_REMEMBERED_SKIPS:
+            self._skipped.clear()
+        self._skipped.add(key)
+        logger.warning(
+            "Alpaca %s: skipping entry %d that is not understood (%s): %s", url, index, exc, entry
+        )
+
+    # -- account, positions, clock, orders -------------------------------------------
 
     def account(self) -> Account:
-        body = self._get("/v2/account")
-        account = _parse(self._http.url("/v2/account"), lambda: Account.from_json(_obj(body)))
-        if self._account_id is None:
-            self._account_id = account.id
-        return account
-
-    def account_id(self) -> str:
-        """The account id, fetched once from `GET /v2/account` unless given at construction."""
-        if self._account_id is None:
-            self.account()
-        assert self._account_id is not None
-        return self._account_id
+        """`GET /v1/trading/accounts/{id}/account`: the account's id and cash."""
+        return self._get_one(self._trading_path("/account"), Account.from_json)
 
     def positions(self) -> list[Position]:
-        body = self._get("/v2/positions")
-        return _parse_list(self._http.url("/v2/positions"), body, Position.from_json)
+        """Every position (equities and crypto such as `USDCUSD`)."""
+        return self._get_list(
+            self._trading_path("/positions"), Position.from_json, skip_unknown=False
+        )
+
+    def equity_positions(self) -> list[Position]:
+        """The equity positions only (the USDC crypto position is not an equity)."""
+        return [p for p in self.positions() if p.is_equity]
+
+    def clock(self) -> MarketClock:
+        """`GET /v1/clock`: whether the market is open, and the next open and close."""
+        return self._get_one("/v1/clock", MarketClock.from_json)
+
+    def submit_market_order(
+        self, *, symbol: str, qty: Decimal, side: OrderSide | str, client_order_id: str
+    ) -> Order:
+        """A `day` market order. `client_order_id` is our idempotency key: after
+        `AlpacaOutcomeUnknown`, look for it among the orders before submitting again."""
+        if not qty.is_finite() or qty <= 0:
+            raise InvalidAmount("qty", qty)
+        body = {
+            "symbol": symbol,
+            "qty": http.decimal_str(qty),
+            "side": OrderSide(side).value,
+            "type": "market",
+            "time_in_force": "day",
+            "client_order_id": client_order_id,
+        }
+        logger.info(
+            "submitting market order client_order_id=%s %s %s %s",
+            client_order_id,
+            body["side"],
+            body["qty"],
+            symbol,
+        )
+        return self._post_parsed(
+            self._trading_path("/orders"), body, Order.from_json, symbol=symbol, what="order"
+        )
+
+    def get_order(self, order_id: str) -> Order:
+        """`GET /v1/trading/accounts/{id}/orders/{order_id}`; `OrderNotFound`."""
+        return self._get_one(
+            self._trading_path(f"/orders/{order_id}"),
+            Order.from_json,
+            not_found=lambda: OrderNotFound(order_id),
+        )
+
+    def find_order_by_client_order_id(self, client_order_id: str) -> Order | None:
+        """Our order by our idempotency key (`GET .../orders:by_client_order_id`), or None
+        when Alpaca never received it: the lookup after `AlpacaOutcomeUnknown`."""
+        path = self._trading_path("/orders:by_client_order_id")
+        try:
+            body = self._get(
+                path,
+                {"client_order_id": client_order_id},
+                not_found=lambda: OrderNotFound(client_order_id),
+            )
+        except OrderNotFound:
+            return None
+        return _parse(self._http.url(path), lambda: Order.from_json(_obj(body)))
 
     # -- tokenization ----------------------------------------------------------------
 
@@ -488,7 +800,7 @@ class AlpacaClient:
         issuer: str = DEFAULT_ISSUER,
         network: str = DEFAULT_TOKEN_NETWORK,
     ) -> TokenizationRequest:
-        """`POST /v2/tokenization/mint`. `issuer_request_id` is our idempotency key: after
+        """`POST .../tokenization/mint`. `issuer_request_id` is our idempotency key: after
         `AlpacaOutcomeUnknown`, call `find_request_by_issuer_request_id` before retrying."""
         if not quantity_shares.is_finite() or quantity_shares <= 0:
             raise InvalidAmount("quantity_shares", quantity_shares)
@@ -507,14 +819,13 @@ class AlpacaClient:
             body["qty"],
             wallet_address,
         )
-        data = self._post("/v2/tokenization/mint", body, symbol=underlying_symbol)
-        url = self._http.url("/v2/tokenization/mint")
-        try:
-            return TokenizationRequest.from_json(_obj(data))
-        except ValueError as exc:
-            raise AlpacaOutcomeUnknown(
-                "POST", url, f"unparseable mint response: {exc}", 200
-            ) from exc
+        return self._post_parsed(
+            self._tokenization_path("/mint"),
+            body,
+            TokenizationRequest.from_json,
+            symbol=underlying_symbol,
+            what="mint",
+        )
 
     def list_requests(
         self,
@@ -522,38 +833,65 @@ class AlpacaClient:
         type: TokenizationType | None = None,
         status: TokenizationStatus | None = None,
         underlying_symbol: str | None = None,
+        after: datetime | None = None,
     ) -> list[TokenizationRequest]:
+        """The account's tokenization requests; entries not understood are skipped (WARNING).
+
+        The filters are Alpaca's documented query parameters (`type`, `status`,
+        `underlying_symbol`, and `after`: created strictly after that time); the list has no
+        pagination, so `after` is what keeps a lookup from downloading the account's whole
+        history. Results are checked here too, as the list may ignore a filter."""
         params = {
             "type": type.value if type else None,
             "status": status.value if status else None,
             "underlying_symbol": underlying_symbol,
+            "after": None if after is None else _rfc3339(after),
         }
-        body = self._get("/v2/tokenization/requests", params)
-        return _parse_list(
-            self._http.url("/v2/tokenization/requests"), body, TokenizationRequest.from_json
+        requests_ = self._get_list(
+            self._tokenization_path("/requests"),
+            TokenizationRequest.from_json,
+            params,
+            skip_unknown=True,
         )
+        return [
+            r
+            for r in requests_
+            if (type is None or r.type is type)
+            and (status is None or r.status is status)
+            and (underlying_symbol is None or r.underlying_symbol == underlying_symbol)
+            and (after is None or r.created_at > after)
+        ]
 
     def get_request(self, tokenization_request_id: str) -> TokenizationRequest:
-        """One request by Alpaca's id (listed and filtered client-side); `RequestNotFound`."""
-        for request in self.list_requests():
-            if request.tokenization_request_id == tokenization_request_id:
-                return request
-        raise RequestNotFound("tokenization_request_id", tokenization_request_id)
+        """`GET .../tokenization/requests/{id}`: one request by Alpaca's id; `RequestNotFound`."""
+        return self._get_one(
+            self._tokenization_path(f"/requests/{tokenization_request_id}"),
+            TokenizationRequest.from_json,
+            not_found=lambda: RequestNotFound("tokenization_request_id", tokenization_request_id),
+        )
 
     def find_request_by_issuer_request_id(
-        self, issuer_request_id: str
+        self, issuer_request_id: str, *, since: datetime | None = None
     ) -> TokenizationRequest | None:
-        """Our own mint by our idempotency key, or None if Alpaca never received it."""
-        for request in self.list_requests(type=TokenizationType.MINT):
+        """Our own mint by our idempotency key, or None if Alpaca never received it.
+        `since` (by our clock, no later than we recorded the request: the operation's start)
+        bounds the list to requests created since, less `CLOCK_SKEW`."""
+        after = None if since is None else since - CLOCK_SKEW
+        for request in self.list_requests(type=TokenizationType.MINT, after=after):
             if request.issuer_request_id == issuer_request_id:
                 return request
         return None
 
-    def find_redemption_by_tx(self, tx_hash: str) -> TokenizationRequest | None:
+    def find_redemption_by_tx(
+        self, tx_hash: str, *, since: datetime | None = None
+    ) -> TokenizationRequest | None:
         """The `redeem` request Alpaca created for our token transfer `tx_hash` (matched by
-        transaction, never by wallet), or None if not detected yet."""
+        transaction, never by wallet), or None if not detected yet. `since` (by our clock, no
+        later than the transfer was sent: the operation's start) bounds the list to requests
+        created since, less `CLOCK_SKEW`."""
         wanted = tx_hash.lower()
-        for request in self.list_requests(type=TokenizationType.REDEEM):
+        after = None if since is None else since - CLOCK_SKEW
+        for request in self.list_requests(type=TokenizationType.REDEEM, after=after):
             if request.tx_hash is not None and request.tx_hash.lower() == wanted:
                 return request
         return None
@@ -565,7 +903,7 @@ class AlpacaClient:
         interval_s: float = DEFAULT_INTERVAL_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> TokenizationRequest:
-        """Completed or rejected (returned as a value); `AlpacaPollTimeout`."""
+        """Completed, rejected or failed (returned as a value); `AlpacaPollTimeout`."""
 
         def check() -> TokenizationRequest | None:
             request = self.get_request(tokenization_request_id)
@@ -584,11 +922,12 @@ class AlpacaClient:
         self,
         tx_hash: str,
         *,
+        since: datetime | None = None,
         interval_s: float = DEFAULT_INTERVAL_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> TokenizationRequest:
         return poll_until(
-            lambda: self.find_redemption_by_tx(tx_hash),
+            lambda: self.find_redemption_by_tx(tx_hash, since=since),
             interval_s=interval_s,
             timeout_s=timeout_s,
             on_timeout=lambda elapsed: AlpacaPollTimeout(
@@ -598,23 +937,22 @@ class AlpacaClient:
 
     # -- crypto wallet ---------------------------------------------------------------
 
-    def _wallet_path(self, suffix: str) -> str:
-        return f"/v1/accounts/{self.account_id()}/wallets{suffix}"
-
     def whitelists(self) -> list[WhitelistEntry]:
-        path = self._wallet_path("/whitelists")
-        return _parse_list(self._http.url(path), self._get(path), WhitelistEntry.from_json)
+        return self._get_list(
+            self._wallet_path("/whitelists"), WhitelistEntry.from_json, skip_unknown=True
+        )
 
     def whitelist_entry(
         self, address: str, *, asset: str = USDC, network: str = ETHEREUM
     ) -> WhitelistEntry | None:
-        """The entry for this address/asset/chain (an APPROVED one first), or None."""
+        """The entry for this address/asset/chain (an APPROVED one first), or None. Chains
+        compare over their known spellings ("ETH" and "Ethereum" are both ethereum)."""
         matches = [
             entry
             for entry in self.whitelists()
             if entry.address.lower() == address.lower()
             and entry.asset.upper() == asset.upper()
-            and entry.chain == network.lower()
+            and same_chain(entry.chain, network)
         ]
         for entry in matches:
             if entry.status is WhitelistStatus.APPROVED:
@@ -634,32 +972,47 @@ class AlpacaClient:
         entry = self.whitelist_entry(address, asset=asset, network=network)
         if entry is None or entry.status is not WhitelistStatus.APPROVED:
             raise AddressNotWhitelisted(
-                address, asset, network.lower(), None if entry is None else entry.status
+                address, asset, canonical_chain(network), None if entry is None else entry.status
             )
-        path = self._wallet_path("/transfers")
         body = {"amount": http.decimal_str(amount_usdc), "asset": asset, "address": address}
         logger.info("initiating withdrawal of %s %s to %s", body["amount"], asset, address)
-        data = self._post(path, body, symbol=asset)
-        try:
-            return Transfer.from_json(_obj(data))
-        except ValueError as exc:
-            raise AlpacaOutcomeUnknown(
-                "POST", self._http.url(path), f"unparseable transfer response: {exc}", 200
-            ) from exc
+        return self._post_parsed(
+            self._wallet_path("/transfers"),
+            body,
+            Transfer.from_json,
+            symbol=asset,
+            what="transfer",
+        )
 
     def get_transfer(self, transfer_id: str) -> Transfer:
-        path = self._wallet_path("/transfers")
-        body = self._get(
-            path, {"transfer_id": transfer_id}, not_found=lambda: TransferNotFound(transfer_id)
+        """`GET .../wallets/transfers/{id}`: one transfer by id; `TransferNotFound`."""
+        return self._get_one(
+            self._wallet_path(f"/transfers/{transfer_id}"),
+            Transfer.from_json,
+            not_found=lambda: TransferNotFound(transfer_id),
         )
-        transfers = _parse_list(self._http.url(path), body, Transfer.from_json)
-        if not transfers:
-            raise TransferNotFound(transfer_id)
-        return transfers[0]
 
-    def list_transfers(self) -> list[Transfer]:
+    def list_transfers(self, *, since: datetime | None = None) -> list[Transfer]:
+        """The account's transfers; entries not understood are skipped (WARNING).
+
+        Alpaca documents no query parameter and no pagination for this list (every transfer
+        of the account, in no documented order), so the whole history is downloaded whatever
+        we ask. `since` bounds the rest: an entry created before it is dropped before it is
+        parsed (and is never warned about)."""
         path = self._wallet_path("/transfers")
-        return _parse_list(self._http.url(path), self._get(path), Transfer.from_json)
+        if since is None:
+            return self._get_list(path, Transfer.from_json, skip_unknown=True)
+
+        def recent(item: Any) -> bool:
+            created = item.get("created_at") if isinstance(item, Mapping) else None
+            if not isinstance(created, str):
+                return True  # unreadable: parsed (and skipped with a warning) as before
+            try:
+                return http.parse_datetime("created_at", created) >= since
+            except ValueError:
+                return True
+
+        return self._get_list(path, Transfer.from_json, skip_unknown=True, keep=recent)
 
     def find_outgoing_transfers(
         self, *, to_address: str, amount_usdc: Decimal, created_at_or_after: datetime
@@ -668,19 +1021,23 @@ class AlpacaClient:
         the candidates for a POST whose outcome was unknown."""
         return [
             t
-            for t in self.list_transfers()
-            if t.relationship is TransferRelationship.OUTGOING
+            for t in self.list_transfers(since=created_at_or_after)
+            if t.direction is TransferDirection.OUTGOING
+            and t.to_address is not None
             and t.to_address.lower() == to_address.lower()
             and t.amount == amount_usdc
             and t.created_at >= created_at_or_after
         ]
 
-    def find_deposit_by_tx(self, tx_hash: str) -> Transfer | None:
-        """The INCOMING transfer Alpaca credited for onchain tx `tx_hash`, or None yet."""
+    def find_deposit_by_tx(self, tx_hash: str, *, since: datetime | None = None) -> Transfer | None:
+        """The INCOMING transfer Alpaca credited for onchain tx `tx_hash`, or None yet.
+        `since` (by our clock, no later than the deposit was sent: the operation's start)
+        bounds the scan to transfers created since, less `CLOCK_SKEW`."""
         wanted = tx_hash.lower()
-        for transfer in self.list_transfers():
+        created_since = None if since is None else since - CLOCK_SKEW
+        for transfer in self.list_transfers(since=created_since):
             if (
-                transfer.relationship is TransferRelationship.INCOMING
+                transfer.direction is TransferDirection.INCOMING
                 and transfer.tx_hash is not None
                 and transfer.tx_hash.lower() == wanted
             ):
@@ -688,15 +1045,18 @@ class AlpacaClient:
         return None
 
     def deposit_address(self, *, asset: str = USDC, network: str = ETHEREUM) -> str:
-        """Alpaca's address that credits `asset` sent on `network` to this account (B12)."""
+        """Alpaca's address that credits `asset` sent on `network` to this account (B12):
+        `GET .../wallets?asset=` (one wallet object, or a list of them by chain)."""
         path = self._wallet_path("")
-        body = self._get(path, {"asset": asset, "network": network})
+        body = self._get(path, {"asset": asset})
         url = self._http.url(path)
-        if isinstance(body, list):
-            if not body:
-                raise AlpacaMalformedResponse(url, f"no {asset} wallet on {network}")
-            body = body[0]
-        return _parse(url, lambda: http.field_str(_obj(body), "address"))
+        wallets = body if isinstance(body, list) else [body]
+        for wallet in wallets:
+            obj = _parse(url, functools.partial(_obj, wallet))
+            chain = obj.get("chain") or obj.get("network")
+            if chain is None or (isinstance(chain, str) and same_chain(chain, network)):
+                return _parse(url, functools.partial(http.field_str, obj, "address"))
+        raise AlpacaMalformedResponse(url, f"no {asset} wallet on {canonical_chain(network)}")
 
     def poll_transfer_until_complete(
         self,
@@ -730,6 +1090,7 @@ class AlpacaClient:
         self,
         tx_hash: str,
         *,
+        since: datetime | None = None,
         interval_s: float = DEFAULT_INTERVAL_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> Transfer:
@@ -738,7 +1099,7 @@ class AlpacaClient:
         last: list[TransferStatus] = []
 
         def check() -> Transfer | None:
-            transfer = self.find_deposit_by_tx(tx_hash)
+            transfer = self.find_deposit_by_tx(tx_hash, since=since)
             if transfer is None:
                 return None
             transfer_status_check_transition(
@@ -755,6 +1116,9 @@ class AlpacaClient:
         )
 
 
+_MAX_REMEMBERED_SKIPS = 10_000
+
+
 def _raise_for_status(response: http.HttpResponse, *, symbol: str | None) -> None:
     if response.ok:
         return
@@ -764,9 +1128,32 @@ def _raise_for_status(response: http.HttpResponse, *, symbol: str | None) -> Non
         if "insufficient" in lowered or "position" in lowered:
             raise InsufficientPosition(symbol or "?", response.status, message)
         raise UnsupportedAccount(response.status, message)
-    if response.status == 422:
+    if response.status in (400, 422):
         raise InvalidParameters(response.status, message)
+    if response.status == 404:
+        raise AlpacaNotFound(response.status, message)
+    if response.status == 429:
+        raise AlpacaRateLimited(
+            response.status, message, _retry_after_s(response.header("Retry-After"))
+        )
     raise AlpacaApiError(response.status, message)
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """`Retry-After` in seconds (delta-seconds form; an HTTP date or junk gives None)."""
+    if value is None:
+        return None
+    parsed = http.parse_decimal(value)
+    if parsed is None or parsed < 0:
+        return None
+    return float(parsed)
+
+
+def _rfc3339(moment: datetime) -> str:
+    """A query parameter time: UTC, `Z` suffix (naive means UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _json(response: http.HttpResponse) -> Any:
@@ -789,11 +1176,13 @@ def _parse(url: str, build: Callable[[], T]) -> T:
         raise AlpacaMalformedResponse(url, str(exc)) from exc
 
 
-def _parse_list(url: str, body: Any, parse: Callable[[Mapping[str, Any]], T]) -> list[T]:
-    if not isinstance(body, list):
-        raise AlpacaMalformedResponse(url, f"expected a JSON array, got {type(body).__name__}")
-    return [_parse(url, functools.partial(_parse_item, parse, item)) for item in body]
-
-
-def _parse_item(parse: Callable[[Mapping[str, Any]], T], item: Any) -> T:
-    return parse(_obj(item))
+def _describe_entry(item: Any) -> str:
+    """An entry for a log line: its id fields when it has any, else a short repr."""
+    if isinstance(item, dict):
+        ids = {
+            k: item.get(k) for k in ("tokenization_request_id", "id", "type", "status") if k in item
+        }
+        if ids:
+            return repr(ids)
+    text = repr(item)
+    return text if len(text) <= 200 else text[:200] + "..."

@@ -10,7 +10,11 @@ worker can store the signed bytes before anything leaves the process:
 
 `build_*` estimates gas with the current chain state (a call that would revert raises
 `PreflightReverted` and nothing is signed), unless `gas` is given. Amounts are integer onchain
-units (`amount_units`); converting from Decimal is `inventory.domain.units`' job.
+units (`amount_units`); converting from Decimal is `inventory.domain.units`' job. The order book
+vault (Rain `IOrderBookV5`: `deposit3`, `withdraw3`, `vaultBalance2`) speaks Rain `Float`s; the
+client converts exactly between units and `Float` with the token's own `decimals()`
+(`venues.rain_float`). A withdrawal can move less than its target: read what moved from the
+receipt's ERC-20 `Transfer` logs (`erc20_transfers_in`), never from the request.
 
 This module imports no Django app. Error messages and `repr` never contain the private key or
 the RPC URL's path, query or credentials (API keys usually live there).
@@ -26,16 +30,28 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from eth_account import Account
+from eth_account.typed_transactions import TypedTransaction
 from eth_utils import is_address, keccak, to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from venues import cctp
+from venues.rain_float import (
+    FloatConversionError,
+    RainFloat,
+    float_from_units,
+    float_to_units_floor,
+)
 
 logger = logging.getLogger(__name__)
 
 ZERO_BYTES32 = b"\x00" * 32
 GAS_MARGIN_PERCENT = 20
+# A node accepts a transaction replacing a pending one (same nonce) only when both its fee cap
+# and its tip are at least 10% higher (geth, anvil); 12.5% leaves room for rounding.
+REPLACEMENT_BUMP_PERCENT = 12.5
+SELF_TRANSFER_GAS = 21_000
 
 ERC20_ABI: list[dict[str, Any]] = [
     {
@@ -136,8 +152,32 @@ MESSAGE_TRANSMITTER_V2_ABI: list[dict[str, Any]] = [
     },
 ]
 
-# The simulated vault's interface (venues/sim/contracts/OrderBookVault.sol): Rain IOrderBookV5's
-# deposit3/withdraw3 with uint256 amounts instead of rain-math-float and without `tasks`.
+# Rain's order book vault interface (IOrderBookV5): amounts are Rain `Float`s (`bytes32`, see
+# venues.rain_float), every write takes a `TaskV2[]` (we always send none). The simulated order
+# book (venues/sim/contracts/OrderBookVault.sol) implements exactly these signatures.
+_EVALUABLE_V4: dict[str, Any] = {
+    "name": "evaluable",
+    "type": "tuple",
+    "components": [
+        {"name": "interpreter", "type": "address"},
+        {"name": "store", "type": "address"},
+        {"name": "bytecode", "type": "bytes"},
+    ],
+}
+_SIGNED_CONTEXT_V1: dict[str, Any] = {
+    "name": "signedContext",
+    "type": "tuple[]",
+    "components": [
+        {"name": "signer", "type": "address"},
+        {"name": "context", "type": "bytes32[]"},
+        {"name": "signature", "type": "bytes"},
+    ],
+}
+_TASKS_V2: dict[str, Any] = {
+    "name": "tasks",
+    "type": "tuple[]",
+    "components": [_EVALUABLE_V4, _SIGNED_CONTEXT_V1],
+}
 ORDERBOOK_VAULT_ABI: list[dict[str, Any]] = [
     {
         "type": "function",
@@ -146,7 +186,8 @@ ORDERBOOK_VAULT_ABI: list[dict[str, Any]] = [
         "inputs": [
             {"name": "token", "type": "address"},
             {"name": "vaultId", "type": "bytes32"},
-            {"name": "depositAmount", "type": "uint256"},
+            {"name": "depositAmount", "type": "bytes32"},
+            _TASKS_V2,
         ],
         "outputs": [],
     },
@@ -157,20 +198,21 @@ ORDERBOOK_VAULT_ABI: list[dict[str, Any]] = [
         "inputs": [
             {"name": "token", "type": "address"},
             {"name": "vaultId", "type": "bytes32"},
-            {"name": "targetAmount", "type": "uint256"},
+            {"name": "targetAmount", "type": "bytes32"},
+            _TASKS_V2,
         ],
         "outputs": [],
     },
     {
         "type": "function",
-        "name": "vaultBalance",
+        "name": "vaultBalance2",
         "stateMutability": "view",
         "inputs": [
             {"name": "owner", "type": "address"},
             {"name": "token", "type": "address"},
             {"name": "vaultId", "type": "bytes32"},
         ],
-        "outputs": [{"name": "", "type": "uint256"}],
+        "outputs": [{"name": "balance", "type": "bytes32"}],
     },
 ]
 
@@ -343,10 +385,14 @@ class Chain(Protocol):
     @property
     def chain_id(self) -> int: ...
     def block_number(self) -> int: ...
+    def mined_nonce(self) -> int: ...
     def erc20_balance(self, *, token: str, owner: str) -> int: ...
     def erc20_allowance(self, *, token: str, owner: str, spender: str) -> int: ...
     def erc20_decimals(self, *, token: str) -> int: ...
     def erc20_symbol(self, *, token: str) -> str: ...
+    def vault_balance_float(
+        self, *, vault: str, owner: str, token: str, vault_id: bytes, block: int | None = None
+    ) -> RainFloat: ...
     def vault_balance(self, *, vault: str, owner: str, token: str, vault_id: bytes) -> int: ...
     def receipt(self, tx_hash: str) -> Receipt | None: ...
     def transaction_known(self, tx_hash: str) -> bool: ...
@@ -359,6 +405,10 @@ class Chain(Protocol):
         to: str | None = None,
         from_: str | None = None,
     ) -> list[Erc20Transfer]: ...
+    def build_replacement(self, raw_tx: bytes, *, bump_percent: float = ...) -> SignedTx: ...
+    def build_self_transfer(
+        self, *, nonce: int, replaces: bytes | None = ..., bump_percent: float = ...
+    ) -> SignedTx: ...
     def build_erc20_transfer(
         self, *, token: str, to: str, amount_units: int, nonce: int | None = None
     ) -> SignedTx: ...
@@ -434,6 +484,12 @@ def _units(field: str, value: int, *, positive: bool) -> int:
         raise InvalidArgument(field, value, "must be positive" if positive else "must be >= 0")
     if value >= 2**256:
         raise InvalidArgument(field, value, "must fit in uint256")
+    return value
+
+
+def _non_negative(field: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(field, value, "must be a non-negative integer")
     return value
 
 
@@ -518,6 +574,16 @@ def erc20_transfers_in(
     return found
 
 
+def signed_fields(raw_tx: bytes) -> dict[str, Any]:
+    """The fields of a signed typed transaction (nonce, to, value, data, gas, fees...)."""
+    try:
+        return dict(TypedTransaction.from_bytes(HexBytes(bytes(raw_tx))).as_dict())
+    except Exception as exc:
+        raise InvalidArgument(
+            "raw_tx", _hex(bytes(raw_tx))[:20] + "...", f"unreadable: {exc}"
+        ) from None
+
+
 def decode_message_sent(receipt: Receipt) -> CctpBurn:
     """Decode the CCTP V2 `MessageSent(bytes)` log of a depositForBurn receipt."""
     for log in receipt.logs:
@@ -586,6 +652,7 @@ class EvmChain:
         self._messenger = self._w3.eth.contract(abi=TOKEN_MESSENGER_V2_ABI)
         self._transmitter = self._w3.eth.contract(abi=MESSAGE_TRANSMITTER_V2_ABI)
         self._vault = self._w3.eth.contract(abi=ORDERBOOK_VAULT_ABI)
+        self._token_decimals: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return (
@@ -626,10 +693,13 @@ class EvmChain:
             self._chain_id = chain_id
         return self._chain_id
 
-    def _call(self, contract: Any, address: str, function: str, *args: Any) -> Any:
+    def _call(
+        self, contract: Any, address: str, function: str, *args: Any, block: int | None = None
+    ) -> Any:
         bound = contract(address=address).functions[function](*args)
+        identifier: Any = "latest" if block is None else _non_negative("block", block)
         try:
-            return self._rpc(f"eth_call {function}", bound.call)
+            return self._rpc(f"eth_call {function}", bound.call, block_identifier=identifier)
         except ContractLogicError as exc:
             raise ContractReverted(
                 f"{self.name}: {function} call reverted: {self._reason(exc)}", self._reason(exc)
@@ -655,6 +725,22 @@ class EvmChain:
             )
         )
 
+    def native_balance(self, owner: str | None = None) -> int:
+        """The chain's native balance (wei) of `owner`, by default our signer (its gas)."""
+        address = self._account.address if owner is None else _address("owner", owner)
+        return int(self._rpc("eth_getBalance", self._w3.eth.get_balance, address))
+
+    def mined_nonce(self) -> int:
+        """How many of our transactions are mined (the next nonce a block can include)."""
+        return int(
+            self._rpc(
+                "eth_getTransactionCount",
+                self._w3.eth.get_transaction_count,
+                self._account.address,
+                "latest",
+            )
+        )
+
     def erc20_balance(self, *, token: str, owner: str) -> int:
         return int(
             self._call(self._erc20, _address("token", token), "balanceOf", _address("owner", owner))
@@ -672,22 +758,53 @@ class EvmChain:
         )
 
     def erc20_decimals(self, *, token: str) -> int:
-        return int(self._call(self._erc20, _address("token", token), "decimals"))
+        """The token's `decimals()`, read once per token (an ERC-20's decimals never change)."""
+        token = _address("token", token)
+        if token not in self._token_decimals:
+            self._token_decimals[token] = int(self._call(self._erc20, token, "decimals"))
+        return self._token_decimals[token]
 
     def erc20_symbol(self, *, token: str) -> str:
         return str(self._call(self._erc20, _address("token", token), "symbol"))
 
-    def vault_balance(self, *, vault: str, owner: str, token: str, vault_id: bytes) -> int:
-        return int(
-            self._call(
-                self._vault,
-                _address("vault", vault),
-                "vaultBalance",
-                _address("owner", owner),
-                _address("token", token),
-                _bytes32("vault_id", vault_id),
-            )
+    def vault_balance_float(
+        self, *, vault: str, owner: str, token: str, vault_id: bytes, block: int | None = None
+    ) -> RainFloat:
+        """`vaultBalance2(owner, token, vaultId)`: the balance as the order book holds it;
+        `block` pins the read to that block (one poll reads every vault at one block)."""
+        raw = self._call(
+            self._vault,
+            _address("vault", vault),
+            "vaultBalance2",
+            _address("owner", owner),
+            _address("token", token),
+            _bytes32("vault_id", vault_id),
+            block=block,
         )
+        try:
+            return RainFloat.unpack(bytes(raw))
+        except FloatConversionError as exc:
+            raise InvalidArgument(exc.field, exc.value, exc.rule) from None
+
+    def vault_balance(self, *, vault: str, owner: str, token: str, vault_id: bytes) -> int:
+        """The vault's balance in whole token units: what a withdrawal can pay (trades can leave
+        a Float finer than the token's decimals; the order book pays whole units only)."""
+        balance = self.vault_balance_float(vault=vault, owner=owner, token=token, vault_id=vault_id)
+        try:
+            return float_to_units_floor(
+                balance, self.erc20_decimals(token=token), field="vault balance"
+            )
+        except FloatConversionError as exc:
+            raise InvalidArgument(exc.field, exc.value, exc.rule) from None
+
+    def _vault_amount(self, field: str, units: int, token: str) -> bytes:
+        """`units` of `token` as the packed Float the order book takes (coefficient `units`,
+        exponent minus the token's decimals as the chain reports them)."""
+        units = _units(field, units, positive=True)
+        try:
+            return float_from_units(units, self.erc20_decimals(token=token)).pack()
+        except FloatConversionError as exc:
+            raise InvalidArgument(field, units, exc.rule) from None
 
     def cctp_nonce_used(self, *, message_transmitter: str, nonce: str) -> bool:
         """True once `receiveMessage` consumed this nonce on this chain (already minted)."""
@@ -825,6 +942,104 @@ class EvmChain:
         )
         return result
 
+    def _fees(self) -> tuple[int, int]:
+        """(maxFeePerGas, maxPriorityFeePerGas) as `_build` picks them today."""
+        latest = self._rpc("eth_getBlockByNumber", self._w3.eth.get_block, "latest")
+        base_fee = int(latest.get("baseFeePerGas") or 0)
+        priority = int(self._rpc("eth_maxPriorityFeePerGas", lambda: self._w3.eth.max_priority_fee))
+        return 2 * base_fee + priority, priority
+
+    def _sign_fields(self, tx: dict[str, Any], what: str) -> SignedTx:
+        signed = self._account.sign_transaction(tx)
+        result = SignedTx(
+            raw=bytes(signed.raw_transaction),
+            tx_hash=_hex(bytes(signed.hash)),
+            nonce=int(tx["nonce"]),
+            chain_id=int(tx["chainId"]),
+        )
+        logger.info("%s: signed %s tx %s nonce %d", self.name, what, result.tx_hash, result.nonce)
+        return result
+
+    def _bumped_fees(self, fields: dict[str, Any], bump_percent: float) -> tuple[int, int]:
+        """Fees for a transaction replacing `fields` (a decoded signed tx): at least
+        `bump_percent` above the old ones, and never below what `_build` would pick today."""
+        if bump_percent < 10:
+            raise InvalidArgument("bump_percent", bump_percent, "must be >= 10 (node rule)")
+        factor = 1000 + int(bump_percent * 10)
+        old_fee = int(fields["maxFeePerGas"])
+        old_tip = int(fields["maxPriorityFeePerGas"])
+        fee_now, tip_now = self._fees()
+        tip = max(-(-old_tip * factor // 1000), old_tip + 1, tip_now)
+        fee = max(-(-old_fee * factor // 1000), old_fee + 1, fee_now, tip)
+        return fee, tip
+
+    def build_replacement(
+        self, raw_tx: bytes, *, bump_percent: float = REPLACEMENT_BUMP_PERCENT
+    ) -> SignedTx:
+        """The same transaction (nonce, recipient, value, data, gas) re-signed with fees raised
+        by `bump_percent` over its own (and at least today's), so a node accepts it in place
+        of the pending one. Only our own EIP-1559 transactions on this chain."""
+        fields = signed_fields(raw_tx)
+        self._check_ours(fields, raw_tx)
+        fee, tip = self._bumped_fees(fields, bump_percent)
+        tx = {
+            "to": to_checksum_address(bytes(fields["to"])),
+            "value": int(fields["value"]),
+            "data": bytes(fields["data"]),
+            "gas": int(fields["gas"]),
+            "nonce": int(fields["nonce"]),
+            "chainId": int(fields["chainId"]),
+            "accessList": fields.get("accessList") or (),
+            "maxFeePerGas": fee,
+            "maxPriorityFeePerGas": tip,
+            "type": 2,
+        }
+        return self._sign_fields(tx, "replacement")
+
+    def build_self_transfer(
+        self,
+        *,
+        nonce: int,
+        replaces: bytes | None = None,
+        bump_percent: float = REPLACEMENT_BUMP_PERCENT,
+    ) -> SignedTx:
+        """A zero-value transfer to ourselves at `nonce`: it uses up a nonce whose transaction
+        we will never send (so later ones are not stuck behind a gap). With `replaces` (the
+        signed transaction it stands in for) its fees outbid that one's."""
+        if isinstance(nonce, bool) or not isinstance(nonce, int) or nonce < 0:
+            raise InvalidArgument("nonce", nonce, "must be an int >= 0")
+        if replaces is not None:
+            fields = signed_fields(replaces)
+            self._check_ours(fields, replaces)
+            if int(fields["nonce"]) != nonce:
+                raise InvalidArgument("replaces", fields["nonce"], f"must have nonce {nonce}")
+            fee, tip = self._bumped_fees(fields, bump_percent)
+        else:
+            fee, tip = self._fees()
+        tx = {
+            "to": self._account.address,
+            "value": 0,
+            "data": b"",
+            "gas": SELF_TRANSFER_GAS,
+            "nonce": nonce,
+            "chainId": self.chain_id,
+            "maxFeePerGas": fee,
+            "maxPriorityFeePerGas": tip,
+            "type": 2,
+        }
+        return self._sign_fields(tx, "self-transfer")
+
+    def _check_ours(self, fields: dict[str, Any], raw_tx: bytes) -> None:
+        if int(fields.get("type", 0)) != 2:
+            raise InvalidArgument("raw_tx", fields.get("type"), "must be an EIP-1559 (type 2) tx")
+        if int(fields["chainId"]) != self.chain_id:
+            raise InvalidArgument(
+                "raw_tx.chainId", fields["chainId"], f"must be {self.name} chain {self.chain_id}"
+            )
+        sender = Account.recover_transaction(raw_tx)
+        if sender != self._account.address:
+            raise InvalidArgument("raw_tx.from", sender, f"must be our signer {self.address}")
+
     def build_erc20_transfer(
         self,
         *,
@@ -936,7 +1151,8 @@ class EvmChain:
             args=[
                 _address("token", token),
                 _bytes32("vault_id", vault_id),
-                _units("amount_units", amount_units, positive=True),
+                self._vault_amount("amount_units", amount_units, token),
+                [],
             ],
             nonce=nonce,
             gas=gas,
@@ -959,7 +1175,8 @@ class EvmChain:
             args=[
                 _address("token", token),
                 _bytes32("vault_id", vault_id),
-                _units("target_amount_units", target_amount_units, positive=True),
+                self._vault_amount("target_amount_units", target_amount_units, token),
+                [],
             ],
             nonce=nonce,
             gas=gas,

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -85,6 +85,15 @@ class HttpResponse:
     url: str
     status: int
     text: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        """A response header by case-insensitive name, or None."""
+        wanted = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == wanted:
+                return value
+        return None
 
     @property
     def ok(self) -> bool:
@@ -152,7 +161,7 @@ class JsonHttp:
                 )
                 self._sleep(self.retry.delay_s(attempt))
                 continue
-            response = HttpResponse("GET", url, raw.status_code, raw.text)
+            response = HttpResponse("GET", url, raw.status_code, raw.text, dict(raw.headers))
             if response.status >= 500 and not last:
                 logger.warning(
                     "GET %s returned HTTP %d, retry %d of %d",
@@ -176,7 +185,7 @@ class JsonHttp:
             raise TransportError("POST", url, _describe(exc)) from exc
         except requests.RequestException as exc:
             raise OutcomeUnknown("POST", url, _describe(exc)) from exc
-        response = HttpResponse("POST", url, raw.status_code, raw.text)
+        response = HttpResponse("POST", url, raw.status_code, raw.text, dict(raw.headers))
         if response.status >= 500:
             raise OutcomeUnknown(
                 "POST", url, f"HTTP {response.status}: {_snippet(response.text)}", response.status

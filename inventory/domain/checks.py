@@ -7,14 +7,15 @@ state are `CommandRefused` subclasses defined per aggregate.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
+from inventory.domain.keccak import keccak_256
 from inventory.domain.units import U256_MAX
 from inventory.domain.values import (
+    SHARE_DECIMALS,
     Address,
     DomainError,
     InvalidValue,
@@ -26,8 +27,12 @@ from inventory.domain.values import (
     validate_symbol,
 )
 
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
+# Matched with re.fullmatch ("$" alone accepts a trailing newline).
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
+# The canonical spelling only: uuid.UUID also takes braces, "urn:uuid:" and no hyphens, which
+# would be several spellings of one transfer.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 __all__ = [
     "CommandRefused",
@@ -77,18 +82,24 @@ def state_name(state: object) -> str:
     return type(state).__name__
 
 
-def validate_amount(field: str, value: Decimal) -> Decimal:
-    """A strictly positive, finite Decimal."""
-    return validate_quantity(field, value)
+def validate_amount(field: str, value: Decimal, *, decimals: int = SHARE_DECIMALS) -> Decimal:
+    """A strictly positive, finite Decimal within the domain's bounds (see validate_quantity)."""
+    return validate_quantity(field, value, decimals=decimals)
 
 
-def validate_optional_amount(field: str, value: Decimal | None) -> Decimal | None:
-    return None if value is None else validate_quantity(field, value)
+def validate_optional_amount(
+    field: str, value: Decimal | None, *, decimals: int = SHARE_DECIMALS
+) -> Decimal | None:
+    return None if value is None else validate_quantity(field, value, decimals=decimals)
 
 
-def validate_fee(field: str, value: Decimal | None) -> Decimal | None:
-    """An optional fee: a finite Decimal >= 0."""
-    return None if value is None else validate_quantity(field, value, allow_zero=True)
+def validate_fee(
+    field: str, value: Decimal | None, *, decimals: int = SHARE_DECIMALS
+) -> Decimal | None:
+    """An optional fee: a finite Decimal >= 0 within the domain's bounds."""
+    if value is None:
+        return None
+    return validate_quantity(field, value, allow_zero=True, decimals=decimals)
 
 
 def validate_text(field: str, value: str) -> str:
@@ -97,16 +108,37 @@ def validate_text(field: str, value: str) -> str:
     return value
 
 
+def is_checksum_valid(address: str) -> bool:
+    """EIP-55: all-lower or all-upper hex carries no checksum; mixed case must match it."""
+    body = address[2:]
+    if body == body.lower() or body == body.upper():
+        return True
+    digest = keccak_256(body.lower().encode("ascii"))
+    return all(
+        ch == (ch.upper() if int(digest[i], 16) >= 8 else ch.lower()) for i, ch in enumerate(body)
+    )
+
+
 def validate_address(field: str, value: str) -> Address:
-    if not isinstance(value, str) or not _ADDRESS.match(value):
+    """A 0x 20-byte hex address matched in full; a mixed-case one must carry a valid EIP-55
+    checksum (a wrong checksum is a typo, refused everywhere)."""
+    if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
         raise InvalidValue(field, value, "must be a 0x-prefixed 20-byte hex address")
+    if not is_checksum_valid(value):
+        raise InvalidValue(field, value, "mixed-case address with an invalid EIP-55 checksum")
     return Address(value)
 
 
 def validate_tx_hash(field: str, value: str) -> TxHash:
-    if not isinstance(value, str) or not _HASH.match(value):
+    if not isinstance(value, str) or not _HASH.fullmatch(value):
         raise InvalidValue(field, value, "must be a 0x-prefixed 32-byte hex hash")
     return TxHash(value)
+
+
+def validate_bytes32_hex(field: str, value: str) -> str:
+    if not isinstance(value, str) or not _HASH.match(value):
+        raise InvalidValue(field, value, "must be 0x-prefixed 32-byte hex")
+    return value
 
 
 def validate_bytes(field: str, value: bytes) -> bytes:
@@ -135,10 +167,10 @@ def validate_transfer_ref(field: str, value: TransferRef) -> TransferRef:
     if not isinstance(value, TransferRef):
         raise InvalidValue(field, value, "must be a TransferRef")
     if value.kind is TransferRefKind.ALPACA_ID:
-        try:
-            uuid.UUID(value.value)
-        except (ValueError, TypeError, AttributeError):
-            raise InvalidValue(field, value.value, "AlpacaId must be a UUID") from None
+        if not isinstance(value.value, str) or not _UUID.fullmatch(value.value):
+            raise InvalidValue(
+                field, value.value, "AlpacaId must be a UUID (8-4-4-4-12 hex digits)"
+            )
     elif value.kind is TransferRefKind.ONCHAIN_TX:
         validate_tx_hash(field, value.value)
     else:
@@ -179,3 +211,28 @@ def refuse_by_table(
         raise error(command, current, **details)
     if isinstance(command, reconcile_command) and not getattr(current, "inflight_kept", False):
         raise not_reconcilable(command, current, inflight_kept=False, **details)
+
+
+def replacement_check(
+    command: Any,
+    current: object,
+    *,
+    stored_raw: bytes,
+    stored_hash: str,
+    known_hashes: tuple[str, ...],
+    not_new: type[CommandRefused],
+) -> tuple[bytes, TxHash] | None:
+    """A bumped-fee replacement (`command.raw_tx` / `command.tx_hash`) of the stored signed
+    transaction: its validated (raw, hash); None when it IS the stored one (recorded already:
+    a no-op); `not_new` when it names one the stored transaction replaced."""
+    raw_tx = validate_bytes("raw_tx", command.raw_tx)
+    tx_hash = validate_tx_hash("tx_hash", command.tx_hash)
+    if tx_hash.lower() == stored_hash.lower() and raw_tx == stored_raw:
+        return None
+    if any(tx_hash.lower() == known.lower() for known in known_hashes):
+        raise not_new(command, current, tx_hash=tx_hash)
+    return raw_tx, tx_hash
+
+
+def names_one_of(tx_hash: str, known_hashes: tuple[str, ...]) -> bool:
+    return any(tx_hash.lower() == known.lower() for known in known_hashes)

@@ -134,6 +134,9 @@ class OnChainOrderFilled(PositionEvent):
     price_usdc: Decimal
     block_timestamp: datetime
     seen_at: datetime
+    # The block the fill landed in (spec 15.2): a balance snapshot read at or above it
+    # already contains the fill. None for fills recorded before blocks were carried.
+    block_number: int | None = None
 
     def timestamp(self) -> datetime:
         return self.seen_at
@@ -269,9 +272,87 @@ class TokensReceived(MintEvent):
 
 @dataclass(frozen=True)
 class MintCompleted(MintEvent):
+    """The trigger-era end of a mint (tokens in the wallet). Mints now end with
+    `DepositedIntoVault`; this stays so that older logs replay."""
+
     ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
     TERMINAL: ClassVar[bool] = True
     completed_at: datetime
+
+
+@dataclass(frozen=True)
+class VaultApprovalSigned(MintEvent):
+    """A standing approval of the order book for the asset's token, signed and stored before
+    it is broadcast (the vault deposit pulls the tokens with `transferFrom`)."""
+
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    raw_tx: bytes
+    tx_hash: TxHash
+    signed_at: datetime
+
+
+@dataclass(frozen=True)
+class VaultApprovalReplaced(MintEvent):
+    """The stored approval (`replaces`) stayed unmined: the same approval at the same nonce,
+    re-signed with bumped fees, stored before it is broadcast. Both stay watched until one is
+    mined (only one can be: they share the nonce)."""
+
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    raw_tx: bytes
+    tx_hash: TxHash
+    replaces: TxHash
+    replaced_at: datetime
+
+
+@dataclass(frozen=True)
+class VaultDepositSubmitted(MintEvent):
+    """The order book `deposit3` of the received tokens into the asset's vault, signed and
+    stored before it is broadcast (spec 15.1)."""
+
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    vault: Address
+    vault_id: str
+    amount_units: int
+    raw_tx: bytes
+    tx_hash: TxHash
+    submitted_at: datetime
+
+
+@dataclass(frozen=True)
+class DepositedIntoVault(MintEvent):
+    """The deposit was mined and its Transfer log moved the tokens into the order book: the
+    tokens are onchain inventory now; the mint is complete."""
+
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    TERMINAL: ClassVar[bool] = True
+    deposited_at: datetime
+    # The deposit that was mined: the stored one or one it replaced (None in logs written
+    # before deposits could be replaced: the stored one).
+    tx_hash: TxHash | None = None
+
+
+@dataclass(frozen=True)
+class VaultDepositReplaced(MintEvent):
+    """The stored deposit (`replaces`) stayed unmined: the same `deposit3` at the same nonce,
+    re-signed with bumped fees, stored before it is broadcast. Both stay watched until one is
+    mined (only one can be: they share the nonce)."""
+
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    raw_tx: bytes
+    tx_hash: TxHash
+    replaces: TxHash
+    replaced_at: datetime
+
+
+@dataclass(frozen=True)
+class VaultDepositFailed(MintEvent):
+    """The deposit could not be made (refused, reverted, dropped): the tokens were minted but
+    sit in our wallet, not in the vault, so the amount stays inflight for an operator."""
+
+    ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
+    TERMINAL: ClassVar[bool] = True
+    reason: str
+    failed_at: datetime
 
 
 @dataclass(frozen=True)
@@ -288,6 +369,60 @@ class RedemptionEvent(DomainEvent):
 
 
 @dataclass(frozen=True)
+class VaultWithdrawSigned(RedemptionEvent):
+    """Genesis: the order book `withdraw3` of the tokens from the asset's vault into our wallet
+    (onchain inventory is the vault, spec 15.1), signed and stored before it is broadcast."""
+
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+    symbol: str
+    quantity: Decimal
+    token: Address
+    vault: Address
+    vault_id: str
+    amount_units: int
+    raw_tx: bytes
+    tx_hash: TxHash
+    signed_at: datetime
+
+
+@dataclass(frozen=True)
+class WithdrawnFromVault(RedemptionEvent):
+    """The withdrawal was mined and its Transfer log moved `amount_units` from the order book
+    to our wallet: the tokens left the vault and are on their way to the redemption wallet."""
+
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+    amount_units: int
+    withdrawn_at: datetime
+    # The withdrawal that was mined: the stored one or one it replaced (None in logs written
+    # before withdrawals could be replaced: the stored one).
+    tx_hash: TxHash | None = None
+
+
+@dataclass(frozen=True)
+class VaultWithdrawReplaced(RedemptionEvent):
+    """The stored withdrawal (`replaces`) stayed unmined: the same `withdraw3` at the same
+    nonce, re-signed with bumped fees, stored before it is broadcast. Both stay watched until
+    one is mined (only one can be: they share the nonce)."""
+
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+    raw_tx: bytes
+    tx_hash: TxHash
+    replaces: TxHash
+    replaced_at: datetime
+
+
+@dataclass(frozen=True)
+class VaultWithdrawFailed(RedemptionEvent):
+    """The withdrawal reverted, was dropped or moved nothing: the tokens are still in the
+    vault, so the inflight returns to onchain available."""
+
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+    TERMINAL: ClassVar[bool] = True
+    reason: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
 class TransferSigned(RedemptionEvent):
     """Genesis: the ERC-20 transfer to the redemption wallet, signed and stored before it is
     broadcast, so a resumed worker rebroadcasts the same bytes instead of sending twice."""
@@ -300,6 +435,19 @@ class TransferSigned(RedemptionEvent):
     raw_tx: bytes
     tx_hash: TxHash
     signed_at: datetime
+
+
+@dataclass(frozen=True)
+class TransferReplaced(RedemptionEvent):
+    """The stored transfer (`replaces`) stayed unmined: the same transfer at the same nonce,
+    re-signed with bumped fees, stored before it is broadcast. Both stay watched until one is
+    mined (only one can be: they share the nonce)."""
+
+    ENUM: ClassVar[str] = "EquityRedemptionEvent"
+    raw_tx: bytes
+    tx_hash: TxHash
+    replaces: TxHash
+    replaced_at: datetime
 
 
 @dataclass(frozen=True)
@@ -406,6 +554,9 @@ class TransactionSigned(UsdcRebalanceEvent):
     raw_tx: bytes
     tx_hash: TxHash
     signed_at: datetime
+    # The stored transaction of this purpose it replaces (same nonce, bumped fees): both stay
+    # watched until one is mined.
+    replaces: TxHash | None = None
 
 
 @dataclass(frozen=True)
@@ -517,6 +668,8 @@ class OnchainEquity(SnapshotEvent):
     ENUM: ClassVar[str] = "InventorySnapshotEvent"
     balances: dict[str, Decimal]
     fetched_at: datetime
+    # Every read of the poll was pinned to this block (spec 15.2); None if not pinned.
+    block_number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -524,6 +677,7 @@ class OnchainCash(SnapshotEvent):
     ENUM: ClassVar[str] = "InventorySnapshotEvent"
     usdc_balance: Decimal
     fetched_at: datetime
+    block_number: int | None = None
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,11 @@
 
 Pure: standard library only, time passed in. Spec section 3 with the section-12 fixes:
 venues that were never observed are `None` (distinct from zero, B1), genesis data comes from
-the operation's first stored event (B3), fills move USDC too (B11), bridged USDC credits the
-received amount (B6) and an operator reconciliation zeroes kept inflight (B13).
+the operation's first stored event (B3), fills move USDC too (B11), a USDC move credits the
+amount that arrived (B6: deposited, else bridged) and an operator reconciliation zeroes kept
+inflight (B13). Issue 8: an operation's amount is inflight from its intent (before any venue
+is called) until it is usable at the destination (tokens in the vault, shares credited, USDC
+deposited), and a snapshot fetched at or before a pool's latest inflight change is stale there.
 
 All arithmetic runs in `_EXACT`, a context that refuses to round (`Inexact` trapped): an
 amount is either represented exactly or the operation fails, it is never silently changed.
@@ -205,6 +208,18 @@ class PoolInventory:
     last_rebalancing: datetime | None = None
     last_updated: datetime | None = None
     reconciliation_reason: str | None = None
+    # When an operation event last changed this pool's inflight (its recorded time): a balance
+    # snapshot fetched at or before it may predate that money movement, so it is stale here.
+    inflight_changed_at: datetime | None = None
+    # Spec 15.2, onchain: the block of the onchain snapshot this pool last took (None: not
+    # pinned), and the onchain fill legs applied since whose block is above it, as
+    # (block, signed amount), so a snapshot read below a fill it has not seen keeps the fill.
+    onchain_block: int | None = None
+    onchain_fills_after: tuple[tuple[int, Decimal], ...] = ()
+    # Spec 15.2, offchain: hedges placed and not yet filled or failed, and when the last
+    # hedge fill was recorded; an offchain snapshot read before either is not taken.
+    offchain_hedges_pending: int = 0
+    offchain_last_fill_at: datetime | None = None
 
     @property
     def needs_reconciliation(self) -> bool:
@@ -276,6 +291,13 @@ class PoolInventory:
 
     def touched(self, ts: datetime) -> PoolInventory:
         return replace(self, last_updated=ts)
+
+    def inflight_changed(self, ts: datetime) -> PoolInventory:
+        return replace(self, inflight_changed_at=ts)
+
+    def snapshot_is_stale(self, fetched_at: datetime) -> bool:
+        """A snapshot fetched at or before the latest inflight change may not show it."""
+        return self.inflight_changed_at is not None and fetched_at <= self.inflight_changed_at
 
     def flagged(self, reason: str) -> PoolInventory:
         return replace(self, reconciliation_reason=reason)
@@ -410,7 +432,9 @@ def genesis_from_event(aggregate_type: str, event: Any) -> OperationGenesis:
         return OperationGenesis(
             ev.MINT, event.symbol, RebalanceDirection.ALPACA_TO_BASE, event.quantity
         )
-    if aggregate_type == ev.REDEMPTION and isinstance(event, ev.TransferSigned | ev.TokensSent):
+    if aggregate_type == ev.REDEMPTION and isinstance(
+        event, ev.VaultWithdrawSigned | ev.TransferSigned | ev.TokensSent
+    ):
         return OperationGenesis(
             ev.REDEMPTION, event.symbol, RebalanceDirection.BASE_TO_ALPACA, event.quantity
         )
@@ -421,25 +445,72 @@ def genesis_from_event(aggregate_type: str, event: Any) -> OperationGenesis:
 
 @dataclass(frozen=True)
 class OperationTrack:
-    """An operation's genesis plus the inflight it currently holds (its own events only)."""
+    """An operation's genesis plus the inflight it currently holds (its own events only).
+
+    `moved` is True once the genesis amount went inflight: an operation moves it once.
+    `left_source` is True once it has left the source venue for good (a redemption's tokens
+    out of the vault): a later failure keeps it inflight instead of cancelling.
+    """
 
     genesis: OperationGenesis
     held_inflight: Decimal = ZERO
+    moved: bool = False
+    left_source: bool = False
+    # What the bridge delivered (`Bridged.amount_received`): credited at the destination when
+    # the deposit is confirmed, unless `DepositConfirmed` reports the deposited amount.
+    received: Decimal | None = None
 
 
-# Events that move the genesis amount from the source venue into inflight.
-_MOVES_TO_INFLIGHT = (ev.MintAccepted, ev.TokensSent, ev.Initiated)
-# Events that settle the held inflight at the destination.
-_SETTLES = (ev.TokensReceived, ev.Completed, ev.Bridged)
-_CANCELS = (ev.MintAcceptanceFailed,)
+# Inflight is recorded with the intent: the event that stores the request id (a mint's
+# MintRequested, a USDC rebalance's Requested) or the signed transaction (a redemption's
+# VaultWithdrawSigned, or TransferSigned in logs that began at the wallet) commits before the
+# side effect, so no balance snapshot can see the money gone while the pool still counts it
+# available.
+_INTENTS = (ev.MintRequested, ev.VaultWithdrawSigned, ev.TransferSigned, ev.Requested)
+# Events that move the genesis amount from the source venue into inflight when nothing moved
+# it yet: the intents, and the outcome events that are genesis in logs without an intent.
+_MOVES_TO_INFLIGHT = (*_INTENTS, ev.MintAccepted, ev.TokensSent, ev.Initiated)
+# Events that settle the held inflight at the destination. A mint settles when its tokens are
+# in the vault (onchain inventory is what the order book can trade, spec 15.1), not when they
+# reach our wallet; MintCompleted settles trigger-era logs, which ended in the wallet. A USDC
+# move settles likewise when its deposit is confirmed (in the vault, or credited by Alpaca),
+# not when the bridge mints into our wallet: a destination snapshot in between lacks it.
+_SETTLES = (ev.DepositedIntoVault, ev.MintCompleted, ev.Completed, ev.DepositConfirmed)
+# The venue confirmed nothing left the source: the held inflight returns to available. A
+# redemption's TransferFailed after its vault withdrawal is not one: the tokens left the vault
+# (`OperationTrack.left_source`), they sit in our wallet, and stay inflight for an operator.
+_CANCELS = (
+    ev.MintRejected,
+    ev.MintAcceptanceFailed,
+    ev.VaultWithdrawFailed,
+    ev.TransferFailed,
+    ev.RequestFailed,
+)
+# Events after which the amount has left the source venue for good.
+_LEAVES_SOURCE = (ev.WithdrawnFromVault,)
 _RECONCILES = (ev.MintReconciled, ev.RedemptionReconciled, ev.UsdcReconciled)
-_GENESIS_TYPES = (ev.MintRequested, ev.TransferSigned, ev.TokensSent, ev.Requested, ev.Initiated)
+_GENESIS_TYPES = (
+    ev.MintRequested,
+    ev.VaultWithdrawSigned,
+    ev.TransferSigned,
+    ev.TokensSent,
+    ev.Requested,
+    ev.Initiated,
+)
 
 
 def track_apply(track: OperationTrack, event: Any) -> OperationTrack:
     """The operation's held inflight after `event` (independent of any pool's values)."""
     if isinstance(event, _MOVES_TO_INFLIGHT):
-        return replace(track, held_inflight=track.genesis.amount)
+        if track.moved:
+            return track
+        return replace(track, held_inflight=track.genesis.amount, moved=True)
+    if isinstance(event, ev.Bridged):
+        return replace(track, received=event.amount_received)
+    if isinstance(event, _LEAVES_SOURCE):
+        return replace(track, left_source=True)
+    if isinstance(event, _CANCELS) and track.left_source:
+        return track
     if isinstance(event, _SETTLES + _CANCELS + _RECONCILES):
         return replace(track, held_inflight=ZERO)
     return track
@@ -468,7 +539,7 @@ def affected_pools(
 ) -> tuple[str, ...]:
     """Pool keys an event changes (a fill touches its symbol and USDC)."""
     if aggregate_type == ev.POSITION:
-        if isinstance(event, ev.OnChainOrderFilled | ev.OffChainOrderFilled):
+        if isinstance(event, _TWO_POOL_POSITION_EVENTS):
             return (aggregate_id, USDC_POOL)
         return (aggregate_id,)
     if aggregate_type in ev.OPERATION_EVENT_TYPES:
@@ -482,19 +553,54 @@ def affected_pools(
     return ()
 
 
-def _apply_position(pool: PoolInventory, event: Any, pool_key: str) -> PoolInventory:
+# Position events that move (or hold back snapshots of) both the symbol and USDC.
+_TWO_POOL_POSITION_EVENTS = (
+    ev.OnChainOrderFilled,
+    ev.OffChainOrderFilled,
+    ev.OffChainOrderPlaced,
+    ev.OffChainOrderFailed,
+)
+# Onchain fill legs remembered above the snapshot block (oldest dropped beyond this).
+MAX_FILLS_AFTER_SNAPSHOT = 256
+
+
+def _onchain_fill_delta(event: ev.OnChainOrderFilled, is_usdc: bool) -> Decimal:
+    """The fill's signed change of this pool's onchain available."""
+    buy = event.direction == Direction.BUY
+    if is_usdc:
+        cost = _fill_usdc(event.amount, event.price_usdc)
+        return -cost if buy else cost
+    return event.amount if buy else -event.amount
+
+
+def _apply_onchain_fill(
+    pool: PoolInventory, event: ev.OnChainOrderFilled, is_usdc: bool, ts: datetime
+) -> PoolInventory:
+    """Spec 15.2: a leg at or below the pool's snapshot block is already in the snapshot.
+    One new pool (the hot path of every fill: no intermediate copies)."""
+    block = event.block_number
+    if block is not None and pool.onchain_block is not None and block <= pool.onchain_block:
+        return replace(pool, last_updated=ts)
+    delta = _onchain_fill_delta(event, is_usdc)
+    onchain = pool.venue(ONCHAIN)
+    onchain = onchain.add_available(delta) if delta >= 0 else onchain.remove_available(-delta)
+    if block is None:
+        return replace(pool, onchain=onchain, last_updated=ts)
+    kept = (*pool.onchain_fills_after, (block, delta))[-MAX_FILLS_AFTER_SNAPSHOT:]
+    return replace(pool, onchain=onchain, onchain_fills_after=kept, last_updated=ts)
+
+
+def _apply_position(
+    pool: PoolInventory, event: Any, pool_key: str, now: datetime | None = None
+) -> PoolInventory:
     ts = event.timestamp()
     is_usdc = pool_key == USDC_POOL
     if isinstance(event, ev.OnChainOrderFilled):
-        buy = event.direction == Direction.BUY
-        if is_usdc:
-            cost = _fill_usdc(event.amount, event.price_usdc)
-            pool = pool.remove_onchain_available(cost) if buy else pool.add_onchain_available(cost)
-        else:
-            amount = event.amount
-            pool = (
-                pool.add_onchain_available(amount) if buy else pool.remove_onchain_available(amount)
-            )
+        return _apply_onchain_fill(pool, event, is_usdc, ts)
+    if isinstance(event, ev.OffChainOrderPlaced):
+        pool = replace(pool, offchain_hedges_pending=pool.offchain_hedges_pending + 1)
+    elif isinstance(event, ev.OffChainOrderFailed):
+        pool = replace(pool, offchain_hedges_pending=max(0, pool.offchain_hedges_pending - 1))
     elif isinstance(event, ev.OffChainOrderFilled):
         buy = event.direction == Direction.BUY
         if is_usdc:
@@ -509,6 +615,11 @@ def _apply_position(pool: PoolInventory, event: Any, pool_key: str) -> PoolInven
                 if buy
                 else pool.remove_offchain_available(shares)
             )
+        pool = replace(
+            pool,
+            offchain_hedges_pending=max(0, pool.offchain_hedges_pending - 1),
+            offchain_last_fill_at=now or ts,
+        )
     return pool.touched(ts)
 
 
@@ -517,27 +628,39 @@ def _apply_operation(
 ) -> PoolInventory:
     genesis = track.genesis
     source, destination = genesis.source, genesis.destination
+    inflight_before = _inflights(pool)
     if isinstance(event, _MOVES_TO_INFLIGHT):
-        pool = pool.with_venue(source, pool.venue(source).move_to_inflight(genesis.amount))
+        if not track.moved:
+            pool = pool.with_venue(source, pool.venue(source).move_to_inflight(genesis.amount))
     elif isinstance(event, _SETTLES):
-        received = event.amount_received if isinstance(event, ev.Bridged) else None
+        received = None
+        if isinstance(event, ev.DepositConfirmed):
+            received = event.amount_deposited
+            received = track.received if received is None else received
+            pool = pool.with_last_rebalancing(event.deposit_confirmed_at)
         held = track.held_inflight
         confirmed = pool.venue(source).confirm_inflight(held)
         credited = pool.venue(destination).add_available(held if received is None else received)
         pool = pool.with_venue(source, confirmed).with_venue(destination, credited)
-        if isinstance(event, ev.Completed):
+        if isinstance(event, ev.Completed | ev.MintCompleted):
             pool = pool.with_last_rebalancing(event.completed_at)
+        elif isinstance(event, ev.DepositedIntoVault):
+            pool = pool.with_last_rebalancing(event.deposited_at)
     elif isinstance(event, _CANCELS):
-        pool = pool.with_venue(source, pool.venue(source).cancel_inflight(track.held_inflight))
+        if track.held_inflight != 0 and not track.left_source:
+            pool = pool.with_venue(source, pool.venue(source).cancel_inflight(track.held_inflight))
     elif isinstance(event, _RECONCILES):
         pool = pool.reconcile_inflight(source, track.held_inflight)
-    elif isinstance(event, ev.MintCompleted):
-        pool = pool.with_last_rebalancing(event.completed_at)
-    elif isinstance(event, ev.DepositConfirmed):
-        pool = pool.with_last_rebalancing(event.deposit_confirmed_at)
-    # Everything else (requests, signatures, detections, failures that keep inflight) only
-    # updates last_updated.
+    # Everything else (signatures, detections, failures that keep inflight) only updates
+    # last_updated.
+    if _inflights(pool) != inflight_before:
+        pool = pool.inflight_changed(now)
     return pool.touched(now)
+
+
+def _inflights(pool: PoolInventory) -> tuple[Decimal | None, Decimal | None]:
+    on, off = pool.onchain, pool.offchain
+    return (None if on is None else on.inflight, None if off is None else off.inflight)
 
 
 def _snapshot_value(event: Any, pool_key: str) -> tuple[str, Decimal | None]:
@@ -553,16 +676,45 @@ def _snapshot_value(event: Any, pool_key: str) -> tuple[str, Decimal | None]:
 
 
 def _apply_snapshot(pool: PoolInventory, event: Any, pool_key: str) -> PoolInventory:
-    """B1: a snapshot sets available only when the pool has no inflight at all."""
+    """B1: a snapshot sets available only when the pool has no inflight at all, and only when
+    it was fetched after the pool's latest inflight change (an older one may show money gone
+    that the pool counts available, or miss money that just arrived): stale, ignored.
+
+    Spec 15.2: an onchain snapshot pinned below the pool's snapshot block is older and not
+    taken; one pinned at block B keeps the fill legs applied since whose block is above B.
+    An offchain snapshot is not taken while a hedge of the pool is pending or when a hedge
+    fill was recorded after the read began (the read may or may not contain it).
+    """
     venue, value = _snapshot_value(event, pool_key)
     if value is None:
+        return pool
+    if pool.snapshot_is_stale(event.fetched_at):
         return pool
     if pool.has_inflight():
         return pool.touched(event.fetched_at)
     current = (pool.onchain if venue == ONCHAIN else pool.offchain) or VenueBalance()
+    extra: dict[str, Any] = {}
+    if venue == ONCHAIN:
+        block = event.block_number
+        if block is None:
+            extra = {"onchain_block": None, "onchain_fills_after": ()}
+        else:
+            if pool.onchain_block is not None and block < pool.onchain_block:
+                return pool.touched(event.fetched_at)
+            later = [(b, d) for b, d in pool.onchain_fills_after if b > block]
+            for _, delta in later:
+                value = _add(value, delta)
+            if value < 0:
+                raise InsufficientAvailable(-value, ZERO)
+            extra = {"onchain_block": block, "onchain_fills_after": tuple(later)}
+    elif pool.offchain_hedges_pending > 0 or (
+        pool.offchain_last_fill_at is not None and pool.offchain_last_fill_at >= event.fetched_at
+    ):
+        return pool.touched(event.fetched_at)
     return replace(
         pool.with_venue(venue, current.with_available(value)),
         reconciliation_reason=None,
+        **extra,
     ).touched(event.fetched_at)
 
 
@@ -583,7 +735,7 @@ def apply_event(
     """
     aggregate_type = type(event).AGGREGATE_TYPE
     if aggregate_type == ev.POSITION:
-        return _apply_position(pool, event, pool_key)
+        return _apply_position(pool, event, pool_key, now)
     if aggregate_type in ev.OPERATION_EVENT_TYPES:
         if genesis is None:
             raise NotAGenesisEvent(aggregate_type, event)
@@ -640,6 +792,21 @@ class InventoryFold:
         track = self.track_for(aggregate_type, aggregate_id, event)
         if track is not None:
             self.tracks[(aggregate_type, aggregate_id)] = track_apply(track, event)
+
+    def touches(
+        self, aggregate_type: str, aggregate_id: str, event: Any
+    ) -> tuple[tuple[str, ...], OperationTrack | None]:
+        """The pool keys `event` touches and its operation's track after it (advanced like
+        `apply` advances it), without folding any pool: which pools an event touches never
+        depends on their values."""
+        track = None
+        if aggregate_type in ev.OPERATION_EVENT_TYPES:
+            track = self.track_for(aggregate_type, aggregate_id, event)
+        keys = affected_pools(aggregate_type, aggregate_id, event, track)
+        if track is not None:
+            track = track_apply(track, event)
+            self.tracks[(aggregate_type, aggregate_id)] = track
+        return keys, track
 
     def apply(
         self, aggregate_type: str, aggregate_id: str, event: Any, now: datetime

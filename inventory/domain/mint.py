@@ -2,11 +2,23 @@
 
 States (each carries exactly the data valid in it; `STEP` names it for workers):
 
-    MintRequested -> MintAccepted -> TokensReceived -> Completed        (success, terminal)
+    MintRequested -> MintAccepted -> TokensReceived -> VaultDepositSubmitted -> Completed
+                                     (DepositedIntoVault: the tokens are in the order book)
     MintRequested -> Failed (MintRejected, nothing inflight)            (terminal)
     MintAccepted  -> Failed (MintAcceptanceFailed, nothing inflight)    (terminal)
     MintAccepted  -> Failed (MintTimedOut, inflight kept)               (terminal)
+    TokensReceived / VaultDepositSubmitted -> Failed (VaultDepositFailed, inflight kept)
     Failed(inflight kept) -> Reconciled (operator, MintReconciled)      (terminal)
+
+Onchain inventory is the vault (spec 15.1): tokens in our wallet are not tradable, so a mint
+is complete only once `deposit3` moved them into the asset's vault. `TokensReceived` may
+record a standing approval of the order book (`VaultApprovalSigned`) before the deposit; both
+transactions are stored signed before they are broadcast. Either one left unmined is replaced
+(`ReplaceVaultApproval` -> `VaultApprovalReplaced`, `ReplaceVaultDeposit` ->
+`VaultDepositReplaced`: same nonce, bumped fees, stored before it is broadcast); the ones it
+replaced stay watched, and `ConfirmVaultDeposit` names whichever deposit was mined. Older logs
+that end
+`TokensReceived -> MintCompleted` (trigger era, tokens left in the wallet) still replay.
 
 State classes share names with some events: import this module (`from inventory.domain
 import mint`) and write `mint.MintAccepted` for the state, `ev.MintAccepted` for the event.
@@ -16,7 +28,7 @@ Workers should branch on `step_of(lifecycle)`.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -25,10 +37,14 @@ from inventory.domain import events as ev
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.checks import (
     CommandRefused,
+    names_one_of,
     refuse_by_table,
+    replacement_check,
     validate_address,
     validate_amount,
     validate_aware,
+    validate_bytes,
+    validate_bytes32_hex,
     validate_text,
     validate_tx_hash,
     validate_u256,
@@ -42,6 +58,7 @@ class MintStep(enum.StrEnum):
     REQUESTED = "MintRequested"
     ACCEPTED = "MintAccepted"
     TOKENS_RECEIVED = "TokensReceived"
+    VAULT_DEPOSIT_SUBMITTED = "VaultDepositSubmitted"
     COMPLETED = "Completed"
     FAILED = "Failed"
     RECONCILED = "Reconciled"
@@ -90,6 +107,53 @@ class TokensReceived:
     receipt_id: int
     shares_minted: int
     received_at: datetime
+    # A standing approval of the order book, signed and stored (None: none needed yet).
+    approval_raw_tx: bytes | None = None
+    approval_tx_hash: TxHash | None = None
+    approval_signed_at: datetime | None = None  # of the stored one (a replacement: its own)
+    # Hashes of the approvals the stored one replaced (same nonce, lower fees), oldest first.
+    approval_earlier_hashes: tuple[TxHash, ...] = ()
+
+    def approval_hashes(self) -> tuple[TxHash, ...]:
+        """The stored approval first, then the ones it replaced (empty: none stored)."""
+        if self.approval_tx_hash is None:
+            return ()
+        return (self.approval_tx_hash, *reversed(self.approval_earlier_hashes))
+
+
+@dataclass(frozen=True)
+class VaultDepositSubmitted:
+    """The deposit of the received tokens into the vault is signed and stored; it may or may
+    not have been broadcast."""
+
+    STEP: ClassVar[MintStep] = MintStep.VAULT_DEPOSIT_SUBMITTED
+    symbol: str
+    quantity: Decimal
+    wallet: Address
+    requested_at: datetime
+    issuer_request_id: str
+    tokenization_request_id: str
+    tx_hash: TxHash
+    receipt_id: int
+    shares_minted: int
+    received_at: datetime
+    vault: Address
+    vault_id: str
+    deposit_units: int
+    deposit_raw_tx: bytes
+    deposit_tx_hash: TxHash
+    submitted_at: datetime  # when the first deposit was signed (time-outs count from it)
+    # Hashes of the deposits the stored one replaced (same nonce, lower fees), oldest first.
+    deposit_earlier_hashes: tuple[TxHash, ...] = ()
+    deposit_replaced_at: datetime | None = None  # when the latest replacement was signed
+
+    @property
+    def deposit_last_signed_at(self) -> datetime:
+        return self.deposit_replaced_at or self.submitted_at
+
+    def deposit_hashes(self) -> tuple[TxHash, ...]:
+        """The stored deposit first, then the ones it replaced."""
+        return (self.deposit_tx_hash, *reversed(self.deposit_earlier_hashes))
 
 
 @dataclass(frozen=True)
@@ -105,13 +169,16 @@ class Completed:
     shares_minted: int
     requested_at: datetime
     completed_at: datetime
+    # The vault deposit that ended the mint (None in trigger-era logs: tokens left in wallet).
+    deposit_tx_hash: TxHash | None = None
 
 
 @dataclass(frozen=True)
 class Failed:
-    """Terminal failure. `inflight_kept` is True only after `MintTimedOut`: the shares may
-    still be moving, so the inventory keeps them inflight until an operator reconciles.
-    The Alpaca ids are present when the failure happened after acceptance."""
+    """Terminal failure. `inflight_kept` is True after `MintTimedOut` (the shares may still
+    be moving) and after `VaultDepositFailed` (the tokens were minted but are not in the
+    vault): the inventory keeps them inflight until an operator reconciles. The Alpaca ids
+    are present when the failure happened after acceptance."""
 
     STEP: ClassVar[MintStep] = MintStep.FAILED
     symbol: str
@@ -137,7 +204,15 @@ class Reconciled:
     reconciled_at: datetime
 
 
-MintState = MintRequested | MintAccepted | TokensReceived | Completed | Failed | Reconciled
+MintState = (
+    MintRequested
+    | MintAccepted
+    | TokensReceived
+    | VaultDepositSubmitted
+    | Completed
+    | Failed
+    | Reconciled
+)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -175,7 +250,57 @@ class ReceiveTokens:
 
 @dataclass(frozen=True)
 class Finalize:
-    pass
+    """Trigger era: complete with the tokens in the wallet. Refused now (see the table)."""
+
+
+@dataclass(frozen=True)
+class RecordVaultApproval:
+    """Store a signed approval of the order book for the token before broadcasting it."""
+
+    raw_tx: bytes
+    tx_hash: TxHash
+
+
+@dataclass(frozen=True)
+class ReplaceVaultApproval:
+    """Store a bumped-fee replacement of the pending approval (same nonce) before sending it."""
+
+    raw_tx: bytes
+    tx_hash: TxHash
+
+
+@dataclass(frozen=True)
+class SubmitVaultDeposit:
+    """Store the signed `deposit3` of the received tokens before broadcasting it."""
+
+    vault: Address
+    vault_id: str
+    amount_units: int
+    raw_tx: bytes
+    tx_hash: TxHash
+
+
+@dataclass(frozen=True)
+class ReplaceVaultDeposit:
+    """Store a bumped-fee replacement of the pending deposit (same nonce) before sending it."""
+
+    raw_tx: bytes
+    tx_hash: TxHash
+
+
+@dataclass(frozen=True)
+class ConfirmVaultDeposit:
+    """The stored deposit (or one it replaced: `tx_hash`, the mined one; None = the stored
+    one) was mined and moved the tokens into the vault."""
+
+    tx_hash: TxHash | None = None
+
+
+@dataclass(frozen=True)
+class FailVaultDeposit:
+    """The deposit cannot be made; the tokens stay in the wallet (inflight kept)."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -198,6 +323,12 @@ MintCommand = (
     | FailAcceptance
     | ReceiveTokens
     | Finalize
+    | RecordVaultApproval
+    | ReplaceVaultApproval
+    | SubmitVaultDeposit
+    | ReplaceVaultDeposit
+    | ConfirmVaultDeposit
+    | FailVaultDeposit
     | TimeOutMint
     | ReconcileMint
 )
@@ -226,6 +357,26 @@ class TokensNotReceived(MintError):
     RULE = "the minted tokens have not been received"
 
 
+class VaultDepositRequired(MintError):
+    RULE = "a mint completes only by depositing the received tokens into the vault"
+
+
+class VaultDepositNotSubmitted(MintError):
+    RULE = "no vault deposit has been submitted"
+
+
+class VaultApprovalNotSigned(MintError):
+    RULE = "no signed vault approval is waiting"
+
+
+class ReplacementNotNew(MintError):
+    RULE = "a replacement must be a signed transaction not stored yet"
+
+
+class DepositMismatch(MintError):
+    RULE = "ConfirmVaultDeposit must name the stored deposit (or one it replaced)"
+
+
 class AlreadyCompleted(MintError):
     RULE = "the mint is already past this step"
 
@@ -242,7 +393,8 @@ class NotReconcilable(MintError):
     RULE = "only a timed-out mint (shares possibly still moving, inflight kept) can be reconciled"
 
 
-# Command validation (spec 4.2 table plus TimeOutMint / ReconcileMint): for each command the
+# Command validation (spec 4.2 table plus TimeOutMint / ReconcileMint and the vault deposit of
+# spec 15.1; Finalize is refused now that a mint ends in the vault): for each command the
 # error per step; None = valid. Steps not listed (Reconciled) refuse with AlreadyReconciled.
 _S = MintStep
 _VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
@@ -251,6 +403,7 @@ _VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
         _S.REQUESTED: AlreadyInProgress,
         _S.ACCEPTED: AlreadyInProgress,
         _S.TOKENS_RECEIVED: AlreadyInProgress,
+        _S.VAULT_DEPOSIT_SUBMITTED: AlreadyInProgress,
         _S.COMPLETED: AlreadyInProgress,
         _S.FAILED: AlreadyInProgress,
     },
@@ -259,6 +412,7 @@ _VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
         _S.REQUESTED: None,
         _S.ACCEPTED: AlreadyCompleted,
         _S.TOKENS_RECEIVED: AlreadyCompleted,
+        _S.VAULT_DEPOSIT_SUBMITTED: AlreadyCompleted,
         _S.COMPLETED: AlreadyCompleted,
         _S.FAILED: AlreadyFailed,
     },
@@ -267,6 +421,7 @@ _VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
         _S.REQUESTED: None,
         _S.ACCEPTED: AlreadyCompleted,
         _S.TOKENS_RECEIVED: AlreadyCompleted,
+        _S.VAULT_DEPOSIT_SUBMITTED: AlreadyCompleted,
         _S.COMPLETED: AlreadyCompleted,
         _S.FAILED: AlreadyFailed,
     },
@@ -275,6 +430,7 @@ _VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
         _S.REQUESTED: NotAccepted,
         _S.ACCEPTED: None,
         _S.TOKENS_RECEIVED: AlreadyCompleted,
+        _S.VAULT_DEPOSIT_SUBMITTED: AlreadyCompleted,
         _S.COMPLETED: AlreadyCompleted,
         _S.FAILED: AlreadyFailed,
     },
@@ -283,6 +439,7 @@ _VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
         _S.REQUESTED: NotAccepted,
         _S.ACCEPTED: None,
         _S.TOKENS_RECEIVED: AlreadyCompleted,
+        _S.VAULT_DEPOSIT_SUBMITTED: AlreadyCompleted,
         _S.COMPLETED: AlreadyCompleted,
         _S.FAILED: AlreadyFailed,
     },
@@ -290,7 +447,62 @@ _VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
         _S.UNINITIALIZED: TokensNotReceived,
         _S.REQUESTED: TokensNotReceived,
         _S.ACCEPTED: TokensNotReceived,
+        _S.TOKENS_RECEIVED: VaultDepositRequired,
+        _S.VAULT_DEPOSIT_SUBMITTED: AlreadyCompleted,
+        _S.COMPLETED: AlreadyCompleted,
+        _S.FAILED: AlreadyFailed,
+    },
+    RecordVaultApproval: {
+        _S.UNINITIALIZED: TokensNotReceived,
+        _S.REQUESTED: TokensNotReceived,
+        _S.ACCEPTED: TokensNotReceived,
         _S.TOKENS_RECEIVED: None,
+        _S.VAULT_DEPOSIT_SUBMITTED: AlreadyCompleted,
+        _S.COMPLETED: AlreadyCompleted,
+        _S.FAILED: AlreadyFailed,
+    },
+    ReplaceVaultApproval: {
+        _S.UNINITIALIZED: TokensNotReceived,
+        _S.REQUESTED: TokensNotReceived,
+        _S.ACCEPTED: TokensNotReceived,
+        _S.TOKENS_RECEIVED: None,  # further checked: an approval is stored
+        _S.VAULT_DEPOSIT_SUBMITTED: AlreadyCompleted,
+        _S.COMPLETED: AlreadyCompleted,
+        _S.FAILED: AlreadyFailed,
+    },
+    SubmitVaultDeposit: {
+        _S.UNINITIALIZED: TokensNotReceived,
+        _S.REQUESTED: TokensNotReceived,
+        _S.ACCEPTED: TokensNotReceived,
+        _S.TOKENS_RECEIVED: None,
+        _S.VAULT_DEPOSIT_SUBMITTED: AlreadyCompleted,
+        _S.COMPLETED: AlreadyCompleted,
+        _S.FAILED: AlreadyFailed,
+    },
+    ReplaceVaultDeposit: {
+        _S.UNINITIALIZED: VaultDepositNotSubmitted,
+        _S.REQUESTED: VaultDepositNotSubmitted,
+        _S.ACCEPTED: VaultDepositNotSubmitted,
+        _S.TOKENS_RECEIVED: VaultDepositNotSubmitted,
+        _S.VAULT_DEPOSIT_SUBMITTED: None,
+        _S.COMPLETED: AlreadyCompleted,
+        _S.FAILED: AlreadyFailed,
+    },
+    ConfirmVaultDeposit: {
+        _S.UNINITIALIZED: VaultDepositNotSubmitted,
+        _S.REQUESTED: VaultDepositNotSubmitted,
+        _S.ACCEPTED: VaultDepositNotSubmitted,
+        _S.TOKENS_RECEIVED: VaultDepositNotSubmitted,
+        _S.VAULT_DEPOSIT_SUBMITTED: None,
+        _S.COMPLETED: AlreadyCompleted,
+        _S.FAILED: AlreadyFailed,
+    },
+    FailVaultDeposit: {
+        _S.UNINITIALIZED: TokensNotReceived,
+        _S.REQUESTED: TokensNotReceived,
+        _S.ACCEPTED: TokensNotReceived,
+        _S.TOKENS_RECEIVED: None,
+        _S.VAULT_DEPOSIT_SUBMITTED: None,
         _S.COMPLETED: AlreadyCompleted,
         _S.FAILED: AlreadyFailed,
     },
@@ -299,6 +511,7 @@ _VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
         _S.REQUESTED: NotAccepted,
         _S.ACCEPTED: None,
         _S.TOKENS_RECEIVED: AlreadyCompleted,
+        _S.VAULT_DEPOSIT_SUBMITTED: AlreadyCompleted,
         _S.COMPLETED: AlreadyCompleted,
         _S.FAILED: AlreadyFailed,
     },
@@ -307,6 +520,7 @@ _VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
         _S.REQUESTED: NotReconcilable,
         _S.ACCEPTED: NotReconcilable,
         _S.TOKENS_RECEIVED: NotReconcilable,
+        _S.VAULT_DEPOSIT_SUBMITTED: NotReconcilable,
         _S.COMPLETED: NotReconcilable,
         _S.FAILED: None,  # further checked: only with inflight kept
     },
@@ -369,7 +583,11 @@ def _from_event(event: Any) -> MintState:
 
 
 def _failed(
-    state: MintRequested | MintAccepted, reason: str, failed_at: datetime, *, inflight_kept: bool
+    state: MintRequested | MintAccepted | TokensReceived | VaultDepositSubmitted,
+    reason: str,
+    failed_at: datetime,
+    *,
+    inflight_kept: bool,
 ) -> Failed:
     return Failed(
         symbol=state.symbol,
@@ -380,6 +598,31 @@ def _failed(
         issuer_request_id=getattr(state, "issuer_request_id", None),
         tokenization_request_id=getattr(state, "tokenization_request_id", None),
         inflight_kept=inflight_kept,
+    )
+
+
+def _same_hex(left: str, right: str | None) -> bool:
+    return right is not None and left.lower() == right.lower()
+
+
+def _completed(
+    state: TokensReceived | VaultDepositSubmitted,
+    completed_at: datetime,
+    *,
+    deposit_tx_hash: TxHash | None,
+) -> Completed:
+    return Completed(
+        symbol=state.symbol,
+        quantity=state.quantity,
+        wallet=state.wallet,
+        issuer_request_id=state.issuer_request_id,
+        tokenization_request_id=state.tokenization_request_id,
+        tx_hash=state.tx_hash,
+        receipt_id=state.receipt_id,
+        shares_minted=state.shares_minted,
+        requested_at=state.requested_at,
+        completed_at=completed_at,
+        deposit_tx_hash=deposit_tx_hash,
     )
 
 
@@ -417,19 +660,68 @@ def _transition(state: MintState, event: Any) -> MintState:
         if isinstance(event, ev.MintTimedOut):
             return _failed(state, event.reason, event.failed_at, inflight_kept=True)
     elif isinstance(state, TokensReceived):
-        if isinstance(event, ev.MintCompleted):
-            return Completed(
+        if isinstance(event, ev.VaultApprovalSigned):  # a first one, or a new one (dead)
+            return replace(
+                state,
+                approval_raw_tx=event.raw_tx,
+                approval_tx_hash=event.tx_hash,
+                approval_signed_at=event.signed_at,
+                approval_earlier_hashes=(),
+            )
+        if isinstance(event, ev.VaultApprovalReplaced) and _same_hex(
+            event.replaces, state.approval_tx_hash
+        ):
+            assert state.approval_tx_hash is not None
+            return replace(
+                state,
+                approval_raw_tx=event.raw_tx,
+                approval_tx_hash=event.tx_hash,
+                approval_signed_at=event.replaced_at,
+                approval_earlier_hashes=(*state.approval_earlier_hashes, state.approval_tx_hash),
+            )
+        if isinstance(event, ev.VaultDepositSubmitted):
+            return VaultDepositSubmitted(
                 symbol=state.symbol,
                 quantity=state.quantity,
                 wallet=state.wallet,
+                requested_at=state.requested_at,
                 issuer_request_id=state.issuer_request_id,
                 tokenization_request_id=state.tokenization_request_id,
                 tx_hash=state.tx_hash,
                 receipt_id=state.receipt_id,
                 shares_minted=state.shares_minted,
-                requested_at=state.requested_at,
-                completed_at=event.completed_at,
+                received_at=state.received_at,
+                vault=event.vault,
+                vault_id=event.vault_id,
+                deposit_units=event.amount_units,
+                deposit_raw_tx=event.raw_tx,
+                deposit_tx_hash=event.tx_hash,
+                submitted_at=event.submitted_at,
             )
+        if isinstance(event, ev.VaultDepositFailed):
+            return _failed(state, event.reason, event.failed_at, inflight_kept=True)
+        if isinstance(event, ev.MintCompleted):  # trigger-era logs
+            return _completed(state, event.completed_at, deposit_tx_hash=None)
+    elif isinstance(state, VaultDepositSubmitted):
+        if isinstance(event, ev.DepositedIntoVault) and (
+            event.tx_hash is None
+            or any(_same_hex(event.tx_hash, known) for known in state.deposit_hashes())
+        ):
+            return _completed(
+                state, event.deposited_at, deposit_tx_hash=event.tx_hash or state.deposit_tx_hash
+            )
+        if isinstance(event, ev.VaultDepositReplaced) and _same_hex(
+            event.replaces, state.deposit_tx_hash
+        ):
+            return replace(
+                state,
+                deposit_raw_tx=event.raw_tx,
+                deposit_tx_hash=event.tx_hash,
+                deposit_replaced_at=event.replaced_at,
+                deposit_earlier_hashes=(*state.deposit_earlier_hashes, state.deposit_tx_hash),
+            )
+        if isinstance(event, ev.VaultDepositFailed):
+            return _failed(state, event.reason, event.failed_at, inflight_kept=True)
     elif isinstance(state, Failed) and isinstance(event, ev.MintReconciled) and state.inflight_kept:
         return Reconciled(
             symbol=state.symbol,
@@ -507,8 +799,75 @@ def handle(state: Lifecycle[MintState], command: Any, now: datetime) -> list[ev.
                 received_at=now,
             )
         ]
-    if isinstance(command, Finalize):
+    if isinstance(command, Finalize):  # refused by the table in every state today
         return [ev.MintCompleted(completed_at=now)]
+    if isinstance(command, RecordVaultApproval):
+        return [
+            ev.VaultApprovalSigned(
+                raw_tx=validate_bytes("raw_tx", command.raw_tx),
+                tx_hash=validate_tx_hash("tx_hash", command.tx_hash),
+                signed_at=now,
+            )
+        ]
+    if isinstance(command, ReplaceVaultApproval):
+        assert isinstance(current, TokensReceived)
+        if current.approval_raw_tx is None or current.approval_tx_hash is None:
+            raise VaultApprovalNotSigned(command, current)
+        new = replacement_check(
+            command,
+            current,
+            stored_raw=current.approval_raw_tx,
+            stored_hash=current.approval_tx_hash,
+            known_hashes=current.approval_hashes(),
+            not_new=ReplacementNotNew,
+        )
+        if new is None:
+            return []  # already the stored approval: idempotent
+        return [
+            ev.VaultApprovalReplaced(
+                raw_tx=new[0], tx_hash=new[1], replaces=current.approval_tx_hash, replaced_at=now
+            )
+        ]
+    if isinstance(command, ReplaceVaultDeposit):
+        assert isinstance(current, VaultDepositSubmitted)
+        new = replacement_check(
+            command,
+            current,
+            stored_raw=current.deposit_raw_tx,
+            stored_hash=current.deposit_tx_hash,
+            known_hashes=current.deposit_hashes(),
+            not_new=ReplacementNotNew,
+        )
+        if new is None:
+            return []  # already the stored deposit: idempotent
+        return [
+            ev.VaultDepositReplaced(
+                raw_tx=new[0], tx_hash=new[1], replaces=current.deposit_tx_hash, replaced_at=now
+            )
+        ]
+    if isinstance(command, SubmitVaultDeposit):
+        return [
+            ev.VaultDepositSubmitted(
+                vault=validate_address("vault", command.vault),
+                vault_id=validate_bytes32_hex("vault_id", command.vault_id),
+                amount_units=validate_u256("amount_units", command.amount_units, allow_zero=False),
+                raw_tx=validate_bytes("raw_tx", command.raw_tx),
+                tx_hash=validate_tx_hash("tx_hash", command.tx_hash),
+                submitted_at=now,
+            )
+        ]
+    if isinstance(command, ConfirmVaultDeposit):
+        assert isinstance(current, VaultDepositSubmitted)
+        if command.tx_hash is None:
+            return [ev.DepositedIntoVault(deposited_at=now, tx_hash=current.deposit_tx_hash)]
+        mined = validate_tx_hash("tx_hash", command.tx_hash)
+        if not names_one_of(mined, current.deposit_hashes()):
+            raise DepositMismatch(command, current, tx_hash=mined)
+        return [ev.DepositedIntoVault(deposited_at=now, tx_hash=mined)]
+    if isinstance(command, FailVaultDeposit):
+        return [
+            ev.VaultDepositFailed(reason=validate_text("reason", command.reason), failed_at=now)
+        ]
     if isinstance(command, TimeOutMint):
         return [ev.MintTimedOut(reason=validate_text("reason", command.reason), failed_at=now)]
     assert isinstance(command, ReconcileMint)
@@ -533,6 +892,12 @@ SPEC = AggregateSpec(
         ev.MintTimedOut,
         ev.TokensReceived,
         ev.MintCompleted,
+        ev.VaultApprovalSigned,
+        ev.VaultApprovalReplaced,
+        ev.VaultDepositSubmitted,
+        ev.VaultDepositReplaced,
+        ev.DepositedIntoVault,
+        ev.VaultDepositFailed,
         ev.MintReconciled,
     ),
 )

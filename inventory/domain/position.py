@@ -22,6 +22,7 @@ from inventory.domain.checks import (
 from inventory.domain.events import ExecutionThreshold, ThresholdKind, TradeId, TriggerReason
 from inventory.domain.lifecycle import Lifecycle, LifecycleError, Mismatch, lifecycle_apply
 from inventory.domain.values import (
+    MAX_AMOUNT,
     Direction,
     DomainError,
     InvalidValue,
@@ -72,6 +73,7 @@ class AcknowledgeOnChainFill:
     direction: Direction
     price_usdc: Decimal
     block_timestamp: datetime
+    block_number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -313,12 +315,12 @@ def handle(state: Lifecycle[Position], command: Any, now: datetime) -> list[ev.P
     if isinstance(command, Migrate):
         if position is not None:
             raise AlreadyInitialized(command, position, symbol=position.symbol)
-        if not isinstance(command.net_position, Decimal) or not command.net_position.is_finite():
-            raise InvalidValue("net_position", command.net_position, "must be a finite Decimal")
         return [
             ev.Migrated(
                 symbol=validate_symbol(command.symbol),
-                net_position=command.net_position,
+                net_position=validate_quantity(
+                    "net_position", command.net_position, allow_negative=True
+                ),
                 accumulated_long=validate_quantity(
                     "accumulated_long", command.accumulated_long, allow_zero=True
                 ),
@@ -348,6 +350,7 @@ def handle(state: Lifecycle[Position], command: Any, now: datetime) -> list[ev.P
                 price_usdc=validate_quantity("price_usdc", command.price_usdc),
                 block_timestamp=validate_aware("block_timestamp", command.block_timestamp),
                 seen_at=now,
+                block_number=_check_block(command.block_number),
             )
         ]
     if isinstance(command, PlaceOffChainOrder):
@@ -376,6 +379,8 @@ def handle(state: Lifecycle[Position], command: Any, now: datetime) -> list[ev.P
         price = command.price_cents
         if isinstance(price, bool) or not isinstance(price, int) or price < 0:
             raise InvalidValue("price_cents", price, "must be a non-negative integer")
+        if price > MAX_AMOUNT * 100:
+            raise InvalidValue("price_cents", price, f"must be at most {MAX_AMOUNT * 100:,}")
         return [
             ev.OffChainOrderFilled(
                 execution_id=command.execution_id,
@@ -404,6 +409,14 @@ def handle(state: Lifecycle[Position], command: Any, now: datetime) -> list[ev.P
             )
         ]
     raise InvalidValue("command", command, "not a Position command")
+
+
+def _check_block(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidValue("block_number", value, "must be a non-negative integer")
+    return value
 
 
 def _check_direction(direction: Direction) -> Direction:

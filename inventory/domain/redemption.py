@@ -2,15 +2,25 @@
 
 States (`STEP` names each one for workers):
 
+    VaultWithdrawPending --ConfirmVaultWithdraw--> WithdrawnFromVault --SignTransfer-->
     TransferPending --SendTokens--> TokensSent --Detect--> Pending --Complete--> Completed
-    (genesis via SignTransfer; or genesis TokensSent via SendTokens, as in the spec)
-    TransferPending -> Failed (TransferFailed: no tokens left, nothing inflight)
+    (genesis via SignVaultWithdraw: onchain inventory is the vault, spec 15.1, so a redemption
+    begins by withdrawing the tokens from the asset's vault; trigger-era logs start at
+    TransferPending via SignTransfer, or at TokensSent via SendTokens, as in the spec)
+    VaultWithdrawPending -> Failed (VaultWithdrawFailed: nothing left the vault)
+    TransferPending -> Failed (TransferFailed: no tokens left the wallet; inflight kept when
+                               they had left the vault, nothing inflight otherwise)
     TokensSent      -> Failed (DetectionFailed: tokens sent, inflight kept)
     Pending         -> Failed (RedemptionRejected: tokens sent, inflight kept, id kept)
     Failed(inflight kept) -> Reconciled (operator, RedemptionReconciled)
 
-`TransferPending` stores the signed ERC-20 transfer (raw bytes and hash) so a resumed worker
-rebroadcasts the same bytes; `SendTokens` from there must name the same transfer.
+`VaultWithdrawPending` stores the signed `withdraw3` and `TransferPending` the signed ERC-20
+transfer (raw bytes and hash) so a resumed worker rebroadcasts the same bytes; `SendTokens`
+from there must name the same transfer. A transaction left unmined is replaced (same nonce,
+bumped fees, stored before it is broadcast): the withdrawal by `ReplaceVaultWithdraw` ->
+`VaultWithdrawReplaced`, the transfer by `ReplaceTransfer` -> `TransferReplaced`;
+`ConfirmVaultWithdraw` / `SendTokens` may then name it or any one it replaced, whichever was
+mined.
 
 State classes share names with some events: import this module (`from inventory.domain
 import redemption`) and write `redemption.TokensSent` for the state, `ev.TokensSent` for the
@@ -20,7 +30,7 @@ event. Workers should branch on `step_of(lifecycle)`.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -30,12 +40,15 @@ from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.checks import (
     CommandRefused,
     refuse_by_table,
+    replacement_check,
     validate_address,
     validate_amount,
     validate_aware,
     validate_bytes,
+    validate_bytes32_hex,
     validate_text,
     validate_tx_hash,
+    validate_u256,
 )
 from inventory.domain.lifecycle import Lifecycle, Mismatch, lifecycle_apply
 from inventory.domain.values import Address, TxHash, validate_symbol
@@ -43,6 +56,8 @@ from inventory.domain.values import Address, TxHash, validate_symbol
 
 class RedemptionStep(enum.StrEnum):
     UNINITIALIZED = "Uninitialized"
+    VAULT_WITHDRAW_PENDING = "VaultWithdrawPending"
+    WITHDRAWN_FROM_VAULT = "WithdrawnFromVault"
     TRANSFER_PENDING = "TransferPending"
     TOKENS_SENT = "TokensSent"
     PENDING = "Pending"
@@ -62,8 +77,50 @@ TERMINAL_STEPS = frozenset(
 
 
 @dataclass(frozen=True)
+class VaultWithdrawPending:
+    """The vault withdrawal is signed and stored; it may or may not have been broadcast."""
+
+    STEP: ClassVar[RedemptionStep] = RedemptionStep.VAULT_WITHDRAW_PENDING
+    symbol: str
+    quantity: Decimal
+    token: Address
+    vault: Address
+    vault_id: str
+    amount_units: int
+    raw_tx: bytes
+    tx_hash: TxHash
+    signed_at: datetime  # when the first withdrawal was signed (time-outs count from it)
+    # Hashes of the withdrawals this one replaced (same nonce, lower fees), oldest first.
+    earlier_tx_hashes: tuple[TxHash, ...] = ()
+    replaced_at: datetime | None = None  # when the latest replacement was signed
+
+    @property
+    def last_signed_at(self) -> datetime:
+        return self.replaced_at or self.signed_at
+
+    def all_tx_hashes(self) -> tuple[TxHash, ...]:
+        """The latest signed withdrawal first, then the ones it replaced."""
+        return (self.tx_hash, *reversed(self.earlier_tx_hashes))
+
+
+@dataclass(frozen=True)
+class WithdrawnFromVault:
+    """The tokens left the vault into our wallet; the transfer is next."""
+
+    STEP: ClassVar[RedemptionStep] = RedemptionStep.WITHDRAWN_FROM_VAULT
+    symbol: str
+    quantity: Decimal
+    token: Address
+    withdraw_tx_hash: TxHash
+    amount_units: int
+    withdrawn_at: datetime
+
+
+@dataclass(frozen=True)
 class TransferPending:
-    """The transfer is signed and stored; it may or may not have been broadcast."""
+    """The transfer is signed and stored; it may or may not have been broadcast.
+    `withdrawn_from_vault`: the tokens came out of the vault first (so a failed transfer keeps
+    them inflight: they are in our wallet, not in the vault)."""
 
     STEP: ClassVar[RedemptionStep] = RedemptionStep.TRANSFER_PENDING
     symbol: str
@@ -72,7 +129,19 @@ class TransferPending:
     redemption_wallet: Address
     raw_tx: bytes
     tx_hash: TxHash
-    signed_at: datetime
+    signed_at: datetime  # when the first transfer was signed (time-outs count from it)
+    # Hashes of the transfers this one replaced (same nonce, lower fees), oldest first.
+    earlier_tx_hashes: tuple[TxHash, ...] = ()
+    replaced_at: datetime | None = None  # when the latest replacement was signed
+    withdrawn_from_vault: bool = False
+
+    @property
+    def last_signed_at(self) -> datetime:
+        return self.replaced_at or self.signed_at
+
+    def all_tx_hashes(self) -> tuple[TxHash, ...]:
+        """The latest signed transfer first, then the ones it replaced."""
+        return (self.tx_hash, *reversed(self.earlier_tx_hashes))
 
 
 @dataclass(frozen=True)
@@ -111,9 +180,11 @@ class Failed:
     """Terminal failure.
 
     `tokenization_request_id` is present only when the failure came after detection;
-    `sent_at` is None and `inflight_kept` False when the transfer itself failed
-    (TransferFailed); after the tokens were sent the inventory keeps them inflight
-    (`inflight_kept` True) until an operator reconciles.
+    `sent_at` is None when the vault withdrawal or the transfer failed; `inflight_kept` is
+    False when nothing left the vault (VaultWithdrawFailed) or, in trigger-era logs, the
+    wallet (TransferFailed); once the tokens left the vault the inventory keeps them inflight
+    (`inflight_kept` True) until an operator reconciles. `tx_hash` is the transfer's, or the
+    vault withdrawal's when that failed.
     """
 
     STEP: ClassVar[RedemptionStep] = RedemptionStep.FAILED
@@ -140,15 +211,64 @@ class Reconciled:
     reconciled_at: datetime
 
 
-RedemptionState = TransferPending | TokensSent | Pending | Completed | Failed | Reconciled
+RedemptionState = (
+    VaultWithdrawPending
+    | WithdrawnFromVault
+    | TransferPending
+    | TokensSent
+    | Pending
+    | Completed
+    | Failed
+    | Reconciled
+)
 
 
 # --- commands -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
+class SignVaultWithdraw:
+    """Genesis: record the signed `withdraw3` from the asset's vault before broadcasting it."""
+
+    symbol: str
+    quantity: Decimal
+    token: Address
+    vault: Address
+    vault_id: str
+    amount_units: int
+    raw_tx: bytes
+    tx_hash: TxHash
+
+
+@dataclass(frozen=True)
+class ConfirmVaultWithdraw:
+    """The stored withdrawal (or one it replaced: `tx_hash`, the mined one; None = the stored
+    one) was mined; `amount_units` is what its Transfer log moved."""
+
+    amount_units: int
+    tx_hash: TxHash | None = None
+
+
+@dataclass(frozen=True)
+class ReplaceVaultWithdraw:
+    """Store a bumped-fee replacement of the pending withdrawal (same nonce) before sending
+    it."""
+
+    raw_tx: bytes
+    tx_hash: TxHash
+
+
+@dataclass(frozen=True)
+class FailVaultWithdraw:
+    """The withdrawal reverted, can never be mined, or moved nothing: the vault kept all."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class SignTransfer:
-    """Genesis alternative: record the signed ERC-20 transfer before broadcasting it."""
+    """Record the signed ERC-20 transfer before broadcasting it (after the vault withdrawal;
+    the genesis of trigger-era logs)."""
 
     symbol: str
     quantity: Decimal
@@ -163,6 +283,14 @@ class SendTokens:
     symbol: str
     quantity: Decimal
     redemption_wallet: Address
+    tx_hash: TxHash
+
+
+@dataclass(frozen=True)
+class ReplaceTransfer:
+    """Store a bumped-fee replacement of the pending transfer (same nonce) before sending it."""
+
+    raw_tx: bytes
     tx_hash: TxHash
 
 
@@ -200,7 +328,11 @@ class ReconcileRedemption:
 
 
 RedemptionCommand = (
-    SignTransfer
+    SignVaultWithdraw
+    | ConfirmVaultWithdraw
+    | ReplaceVaultWithdraw
+    | FailVaultWithdraw
+    | SignTransfer
     | SendTokens
     | FailTransfer
     | Detect
@@ -246,12 +378,32 @@ class NotPendingForRejection(RedemptionError):
     RULE = "only a pending (detected) redemption can be rejected"
 
 
+class VaultWithdrawNotSigned(RedemptionError):
+    RULE = "no signed vault withdrawal is waiting"
+
+
+class NotWithdrawnFromVault(RedemptionError):
+    RULE = "the tokens have not been withdrawn from the vault"
+
+
+class WithdrawnAmountShort(RedemptionError):
+    RULE = "the vault withdrawal must move the whole amount to be redeemed"
+
+
 class TransferNotSigned(RedemptionError):
     RULE = "no signed transfer is waiting to be sent"
 
 
+class WithdrawMismatch(RedemptionError):
+    RULE = "ConfirmVaultWithdraw must name the stored withdrawal (or one it replaced)"
+
+
 class SignedTransferMismatch(RedemptionError):
-    RULE = "SendTokens must name the transfer that was signed and stored"
+    RULE = "SendTokens must name the transfer that was signed and stored (or one it replaced)"
+
+
+class ReplacementNotNew(RedemptionError):
+    RULE = "a replacement must be a signed transaction not stored yet"
 
 
 class NotReconcilable(RedemptionError):
@@ -261,6 +413,8 @@ class NotReconcilable(RedemptionError):
 _S = RedemptionStep
 _STEPS = (
     _S.UNINITIALIZED,
+    _S.VAULT_WITHDRAW_PENDING,
+    _S.WITHDRAWN_FROM_VAULT,
     _S.TRANSFER_PENDING,
     _S.TOKENS_SENT,
     _S.PENDING,
@@ -277,39 +431,73 @@ OK = None
 # Command validation (spec 4.3 table plus the additions): the error per step, None = valid.
 # Reconciled (not listed) refuses every command with AlreadyReconciled.
 _VALIDITY: dict[type, dict[RedemptionStep, type[RedemptionError] | None]] = {
-    #                      U                     TransferPending      TokensSent
-    #                      Pending               Completed            Failed
-    SignTransfer: _row(
+    #                      U                     VaultWithdrawPending WithdrawnFromVault
+    #                      TransferPending       TokensSent           Pending
+    #                      Completed             Failed
+    SignVaultWithdraw: _row(
         OK, AlreadyInProgress, AlreadyInProgress,
         AlreadyInProgress, AlreadyInProgress, AlreadyInProgress,
+        AlreadyInProgress, AlreadyInProgress,
+    ),
+    ConfirmVaultWithdraw: _row(
+        VaultWithdrawNotSigned, OK, AlreadyCompleted,
+        AlreadyCompleted, AlreadyCompleted, AlreadyCompleted,
+        AlreadyCompleted, AlreadyFailed,
+    ),
+    ReplaceVaultWithdraw: _row(
+        VaultWithdrawNotSigned, OK, AlreadyCompleted,
+        AlreadyCompleted, AlreadyCompleted, AlreadyCompleted,
+        AlreadyCompleted, AlreadyFailed,
+    ),
+    FailVaultWithdraw: _row(
+        VaultWithdrawNotSigned, OK, AlreadyCompleted,
+        AlreadyCompleted, AlreadyCompleted, AlreadyCompleted,
+        AlreadyCompleted, AlreadyFailed,
+    ),
+    SignTransfer: _row(
+        OK, NotWithdrawnFromVault, OK,
+        AlreadyInProgress, AlreadyInProgress, AlreadyInProgress,
+        AlreadyInProgress, AlreadyInProgress,
     ),
     SendTokens: _row(
-        OK, OK, AlreadyCompleted,
-        AlreadyCompleted, AlreadyCompleted, AlreadyFailed,
+        OK, NotWithdrawnFromVault, TransferNotSigned,
+        OK, AlreadyCompleted, AlreadyCompleted,
+        AlreadyCompleted, AlreadyFailed,
+    ),
+    ReplaceTransfer: _row(
+        TransferNotSigned, TransferNotSigned, TransferNotSigned,
+        OK, AlreadyCompleted, AlreadyCompleted,
+        AlreadyCompleted, AlreadyFailed,
     ),
     FailTransfer: _row(
-        TransferNotSigned, OK, AlreadyCompleted,
-        AlreadyCompleted, AlreadyCompleted, AlreadyFailed,
+        TransferNotSigned, TransferNotSigned, TransferNotSigned,
+        OK, AlreadyCompleted, AlreadyCompleted,
+        AlreadyCompleted, AlreadyFailed,
     ),
     Detect: _row(
-        TokensNotSent, TokensNotSent, OK,
-        AlreadyCompleted, AlreadyCompleted, AlreadyFailed,
+        TokensNotSent, TokensNotSent, TokensNotSent,
+        TokensNotSent, OK, AlreadyCompleted,
+        AlreadyCompleted, AlreadyFailed,
     ),
     FailDetection: _row(
-        TokensNotSent, TokensNotSent, OK,
-        AlreadyCompleted, AlreadyCompleted, AlreadyFailed,
+        TokensNotSent, TokensNotSent, TokensNotSent,
+        TokensNotSent, OK, AlreadyCompleted,
+        AlreadyCompleted, AlreadyFailed,
     ),
     Complete: _row(
         NotPending, NotPending, NotPending,
-        OK, AlreadyCompleted, AlreadyFailed,
+        NotPending, NotPending, OK,
+        AlreadyCompleted, AlreadyFailed,
     ),
     RejectRedemption: _row(
         NotPendingForRejection, NotPendingForRejection, NotPendingForRejection,
-        OK, AlreadyCompleted, AlreadyFailed,
+        NotPendingForRejection, NotPendingForRejection, OK,
+        AlreadyCompleted, AlreadyFailed,
     ),
     ReconcileRedemption: _row(
         NotReconcilable, NotReconcilable, NotReconcilable,
-        NotReconcilable, NotReconcilable, OK,  # further checked: only with inflight kept
+        NotReconcilable, NotReconcilable, NotReconcilable,
+        NotReconcilable, OK,  # further checked: only with inflight kept
     ),
 }  # fmt: skip
 
@@ -362,7 +550,9 @@ def can_reconcile(state: Lifecycle[RedemptionState] | RedemptionState | None) ->
 def tokens_sent(state: Lifecycle[RedemptionState] | RedemptionState | None) -> bool:
     """Whether the tokens left our wallet (so the onchain amount is inflight or settled)."""
     value = _value(state)
-    if value is None or isinstance(value, TransferPending):
+    if value is None or isinstance(
+        value, VaultWithdrawPending | WithdrawnFromVault | TransferPending
+    ):
         return False
     if isinstance(value, Failed):
         return value.sent_at is not None
@@ -373,6 +563,18 @@ def tokens_sent(state: Lifecycle[RedemptionState] | RedemptionState | None) -> b
 
 
 def _from_event(event: Any) -> RedemptionState:
+    if isinstance(event, ev.VaultWithdrawSigned):
+        return VaultWithdrawPending(
+            symbol=event.symbol,
+            quantity=event.quantity,
+            token=event.token,
+            vault=event.vault,
+            vault_id=event.vault_id,
+            amount_units=event.amount_units,
+            raw_tx=event.raw_tx,
+            tx_hash=event.tx_hash,
+            signed_at=event.signed_at,
+        )
     if isinstance(event, ev.TransferSigned):
         return TransferPending(
             symbol=event.symbol,
@@ -398,15 +600,75 @@ def _same_hex(left: str, right: str) -> bool:
     return left.lower() == right.lower()
 
 
+def _one_of(value: str, candidates: tuple[str, ...]) -> bool:
+    return any(_same_hex(value, candidate) for candidate in candidates)
+
+
 def _transition(state: RedemptionState, event: Any) -> RedemptionState:
-    if isinstance(state, TransferPending):
-        if isinstance(event, ev.TokensSent) and _same_hex(event.tx_hash, state.tx_hash):
+    if isinstance(state, VaultWithdrawPending):
+        if isinstance(event, ev.WithdrawnFromVault) and (
+            event.tx_hash is None or _one_of(event.tx_hash, state.all_tx_hashes())
+        ):
+            return WithdrawnFromVault(
+                symbol=state.symbol,
+                quantity=state.quantity,
+                token=state.token,
+                withdraw_tx_hash=event.tx_hash or state.tx_hash,  # the one that was mined
+                amount_units=event.amount_units,
+                withdrawn_at=event.withdrawn_at,
+            )
+        if isinstance(event, ev.VaultWithdrawReplaced) and _same_hex(event.replaces, state.tx_hash):
+            return replace(
+                state,
+                raw_tx=event.raw_tx,
+                tx_hash=event.tx_hash,
+                replaced_at=event.replaced_at,
+                earlier_tx_hashes=(*state.earlier_tx_hashes, state.tx_hash),
+            )
+        if isinstance(event, ev.VaultWithdrawFailed):
+            return Failed(
+                symbol=state.symbol,
+                quantity=state.quantity,
+                tx_hash=state.tx_hash,
+                tokenization_request_id=None,
+                reason=event.reason,
+                sent_at=None,
+                failed_at=event.failed_at,
+                inflight_kept=False,
+            )
+    elif isinstance(state, WithdrawnFromVault):
+        if (
+            isinstance(event, ev.TransferSigned)
+            and event.symbol == state.symbol
+            and event.quantity == state.quantity
+            and _same_hex(event.token, state.token)
+        ):
+            return TransferPending(
+                symbol=state.symbol,
+                quantity=state.quantity,
+                token=state.token,
+                redemption_wallet=event.redemption_wallet,
+                raw_tx=event.raw_tx,
+                tx_hash=event.tx_hash,
+                signed_at=event.signed_at,
+                withdrawn_from_vault=True,
+            )
+    elif isinstance(state, TransferPending):
+        if isinstance(event, ev.TokensSent) and _one_of(event.tx_hash, state.all_tx_hashes()):
             return TokensSent(
                 symbol=state.symbol,
                 quantity=state.quantity,
                 redemption_wallet=state.redemption_wallet,
-                tx_hash=state.tx_hash,
+                tx_hash=event.tx_hash,  # the one that was mined
                 sent_at=event.sent_at,
+            )
+        if isinstance(event, ev.TransferReplaced) and _same_hex(event.replaces, state.tx_hash):
+            return replace(
+                state,
+                raw_tx=event.raw_tx,
+                tx_hash=event.tx_hash,
+                replaced_at=event.replaced_at,
+                earlier_tx_hashes=(*state.earlier_tx_hashes, state.tx_hash),
             )
         if isinstance(event, ev.TransferFailed):
             return Failed(
@@ -417,7 +679,7 @@ def _transition(state: RedemptionState, event: Any) -> RedemptionState:
                 reason=event.reason,
                 sent_at=None,
                 failed_at=event.failed_at,
-                inflight_kept=False,
+                inflight_kept=state.withdrawn_from_vault,
             )
     elif isinstance(state, TokensSent):
         if isinstance(event, ev.Detected):
@@ -496,9 +758,27 @@ def _refuse_if_invalid(current: RedemptionState | None, command: Any) -> None:
     )
 
 
+def _check_same_redemption(command: SignTransfer, withdrawn: WithdrawnFromVault) -> None:
+    pairs: list[tuple[str, object, object, bool]] = [
+        ("symbol", withdrawn.symbol, command.symbol, withdrawn.symbol == command.symbol),
+        ("quantity", withdrawn.quantity, command.quantity, withdrawn.quantity == command.quantity),
+        ("token", withdrawn.token, command.token, _same_hex(withdrawn.token, command.token)),
+    ]
+    for field, expected, actual, same in pairs:
+        if not same:
+            raise SignedTransferMismatch(
+                command, withdrawn, field=field, expected=expected, actual=actual
+            )
+
+
 def _check_same_transfer(command: SendTokens, signed: TransferPending) -> None:
     pairs: list[tuple[str, object, object, bool]] = [
-        ("tx_hash", signed.tx_hash, command.tx_hash, _same_hex(signed.tx_hash, command.tx_hash)),
+        (
+            "tx_hash",
+            signed.tx_hash,
+            command.tx_hash,
+            _one_of(command.tx_hash, signed.all_tx_hashes()),
+        ),
         ("symbol", signed.symbol, command.symbol, signed.symbol == command.symbol),
         ("quantity", signed.quantity, command.quantity, signed.quantity == command.quantity),
         (
@@ -526,7 +806,55 @@ def handle(
     current: RedemptionState | None = state.current()
     _refuse_if_invalid(current, command)
 
+    if isinstance(command, SignVaultWithdraw):
+        return [
+            ev.VaultWithdrawSigned(
+                symbol=validate_symbol(command.symbol),
+                quantity=validate_amount("quantity", command.quantity),
+                token=validate_address("token", command.token),
+                vault=validate_address("vault", command.vault),
+                vault_id=validate_bytes32_hex("vault_id", command.vault_id),
+                amount_units=validate_u256("amount_units", command.amount_units, allow_zero=False),
+                raw_tx=validate_bytes("raw_tx", command.raw_tx),
+                tx_hash=validate_tx_hash("tx_hash", command.tx_hash),
+                signed_at=now,
+            )
+        ]
+    if isinstance(command, ConfirmVaultWithdraw):
+        assert isinstance(current, VaultWithdrawPending)
+        moved = validate_u256("amount_units", command.amount_units)
+        if moved < current.amount_units:
+            raise WithdrawnAmountShort(command, current, expected=current.amount_units, moved=moved)
+        mined = current.tx_hash
+        if command.tx_hash is not None:
+            mined = validate_tx_hash("tx_hash", command.tx_hash)
+            if not _one_of(mined, current.all_tx_hashes()):
+                raise WithdrawMismatch(command, current, tx_hash=mined)
+        return [ev.WithdrawnFromVault(amount_units=moved, withdrawn_at=now, tx_hash=mined)]
+    if isinstance(command, ReplaceVaultWithdraw):
+        assert isinstance(current, VaultWithdrawPending)
+        new = replacement_check(
+            command,
+            current,
+            stored_raw=current.raw_tx,
+            stored_hash=current.tx_hash,
+            known_hashes=current.all_tx_hashes(),
+            not_new=ReplacementNotNew,
+        )
+        if new is None:
+            return []  # already the stored withdrawal: idempotent
+        return [
+            ev.VaultWithdrawReplaced(
+                raw_tx=new[0], tx_hash=new[1], replaces=current.tx_hash, replaced_at=now
+            )
+        ]
+    if isinstance(command, FailVaultWithdraw):
+        return [
+            ev.VaultWithdrawFailed(reason=validate_text("reason", command.reason), failed_at=now)
+        ]
     if isinstance(command, SignTransfer):
+        if isinstance(current, WithdrawnFromVault):
+            _check_same_redemption(command, current)
         return [
             ev.TransferSigned(
                 symbol=validate_symbol(command.symbol),
@@ -549,6 +877,19 @@ def handle(
         if isinstance(current, TransferPending):
             _check_same_transfer(command, current)
         return [event]
+    if isinstance(command, ReplaceTransfer):
+        assert isinstance(current, TransferPending)
+        raw_tx = validate_bytes("raw_tx", command.raw_tx)
+        tx_hash = validate_tx_hash("tx_hash", command.tx_hash)
+        if _same_hex(tx_hash, current.tx_hash) and raw_tx == current.raw_tx:
+            return []  # already the stored transfer: idempotent
+        if _one_of(tx_hash, current.all_tx_hashes()):
+            raise ReplacementNotNew(command, current, tx_hash=tx_hash)
+        return [
+            ev.TransferReplaced(
+                raw_tx=raw_tx, tx_hash=tx_hash, replaces=current.tx_hash, replaced_at=now
+            )
+        ]
     if isinstance(command, FailTransfer):
         return [ev.TransferFailed(reason=validate_text("reason", command.reason), failed_at=now)]
     if isinstance(command, Detect):
@@ -583,7 +924,12 @@ SPEC = AggregateSpec(
     apply=apply,
     handle=handle,
     event_classes=(
+        ev.VaultWithdrawSigned,
+        ev.VaultWithdrawReplaced,
+        ev.WithdrawnFromVault,
+        ev.VaultWithdrawFailed,
         ev.TransferSigned,
+        ev.TransferReplaced,
         ev.TransferFailed,
         ev.TokensSent,
         ev.Detected,

@@ -17,11 +17,19 @@ from typing import Any
 from inventory.domain import events as ev
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.lifecycle import Lifecycle, lifecycle_apply
-from inventory.domain.values import InvalidValue, validate_symbol
+from inventory.domain.values import (
+    SHARE_DECIMALS,
+    USDC_DECIMALS,
+    InvalidValue,
+    validate_quantity,
+    validate_symbol,
+)
 
 GLOBAL_SCOPE = "global"
 
 SettingValue = Decimal | bool | str | None
+# Amounts of USDC (6 decimals); every other decimal setting is shares or a ratio (18).
+USDC_AMOUNT_SETTINGS = frozenset({"usdc_minimum", "usdc_cap"})
 
 
 def _decimal(setting: str, raw: Any) -> Decimal:
@@ -33,7 +41,15 @@ def _decimal(setting: str, raw: Any) -> Decimal:
         raise InvalidValue(setting, raw, "not a decimal number") from None
     if not number.is_finite():
         raise InvalidValue(setting, raw, "must be finite")
-    return number
+    # Within the domain's bounds (at most 1e15, the unit's decimals): a value every later
+    # computation on it stays exact with.
+    decimals = USDC_DECIMALS if setting in USDC_AMOUNT_SETTINGS else SHARE_DECIMALS
+    try:
+        return validate_quantity(
+            setting, number, allow_zero=True, allow_negative=True, decimals=decimals
+        )
+    except InvalidValue as error:
+        raise InvalidValue(setting, raw, error.rule) from None
 
 
 def parse_ratio(setting: str, raw: Any) -> Decimal:
@@ -103,6 +119,23 @@ ASSET_SETTINGS: Mapping[str, Parser] = {
 
 # Registration of an asset is audited under the asset's scope with this setting name.
 ASSET_REGISTERED = "asset"
+# A pool's circuit breaker (failures do not loop) is audited under the global scope as
+# `circuit_breaker:<pool>` with the values "open" and "closed"; the system opens it, an
+# operator closes it. Like registration it has no settings-row value to parse.
+CIRCUIT_BREAKER_PREFIX = "circuit_breaker:"
+BREAKER_OPEN = "open"
+BREAKER_CLOSED = "closed"
+
+
+def circuit_breaker_setting(pool: str) -> str:
+    return f"{CIRCUIT_BREAKER_PREFIX}{pool}"
+
+
+def is_audit_only(setting: str) -> bool:
+    """Settings recorded for the audit trail only (no value in a settings row)."""
+    return setting == ASSET_REGISTERED or (
+        setting.startswith(CIRCUIT_BREAKER_PREFIX) and len(setting) > len(CIRCUIT_BREAKER_PREFIX)
+    )
 
 
 def validate_scope(scope: str) -> str:
@@ -166,8 +199,16 @@ def handle(
     validate_scope(command.scope)
     if not isinstance(command.changed_by, str) or not command.changed_by.strip():
         raise InvalidValue("changed_by", command.changed_by, "must name who made the change")
-    if command.setting != ASSET_REGISTERED:
+    if not is_audit_only(command.setting):
         parse_setting(command.scope, command.setting, command.new_value)
+    elif command.setting.startswith(CIRCUIT_BREAKER_PREFIX) and (
+        command.scope != GLOBAL_SCOPE or command.new_value not in (BREAKER_OPEN, BREAKER_CLOSED)
+    ):
+        raise InvalidValue(
+            command.setting,
+            command.new_value,
+            f"a circuit breaker is {BREAKER_OPEN!r} or {BREAKER_CLOSED!r}, in the global scope",
+        )
     if command.old_value == command.new_value:
         return []
     return [

@@ -17,7 +17,13 @@ from typing import Any
 from inventory.domain import events as ev
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.lifecycle import Lifecycle, lifecycle_apply
-from inventory.domain.values import InvalidValue, validate_symbol
+from inventory.domain.values import (
+    SHARE_DECIMALS,
+    USDC_DECIMALS,
+    InvalidValue,
+    validate_quantity,
+    validate_symbol,
+)
 
 SNAPSHOT_AGGREGATE_ID = "venues"
 
@@ -39,6 +45,7 @@ class SnapshotState:
 class RecordOnchainEquity:
     balances: Mapping[str, Decimal]
     fetched_at: datetime
+    block_number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class RecordOffchainEquity:
 class RecordOnchainCash:
     usdc_balance: Decimal
     fetched_at: datetime
+    block_number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,20 +72,24 @@ SnapshotCommand = (
 )
 
 
-def validate_balance(name: str, value: Any) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, Decimal | int):
-        raise InvalidValue(name, value, "must be a Decimal (built from str or int, never float)")
-    number = Decimal(value)
-    if not number.is_finite():
-        raise InvalidValue(name, value, "must be finite")
-    if number < 0:
-        raise InvalidValue(name, value, "must be >= 0")
-    return number
+def validate_balance(name: str, value: Any, *, decimals: int = SHARE_DECIMALS) -> Decimal:
+    """A balance >= 0 within the domain's bounds (18 decimals for shares, 6 for cash)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = Decimal(value)
+    return validate_quantity(name, value, allow_zero=True, decimals=decimals)
 
 
 def validate_fetched_at(value: Any) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidValue("fetched_at", value, "must be a timezone-aware datetime")
+    return value
+
+
+def validate_block(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidValue("block_number", value, "must be a non-negative integer or None")
     return value
 
 
@@ -96,7 +108,9 @@ def event_for(command: SnapshotCommand) -> ev.SnapshotEvent:
     fetched_at = validate_fetched_at(command.fetched_at)
     if isinstance(command, RecordOnchainEquity):
         return ev.OnchainEquity(
-            balances=_balances("balances", command.balances), fetched_at=fetched_at
+            balances=_balances("balances", command.balances),
+            fetched_at=fetched_at,
+            block_number=validate_block(command.block_number),
         )
     if isinstance(command, RecordOffchainEquity):
         return ev.OffchainEquity(
@@ -104,12 +118,17 @@ def event_for(command: SnapshotCommand) -> ev.SnapshotEvent:
         )
     if isinstance(command, RecordOnchainCash):
         return ev.OnchainCash(
-            usdc_balance=validate_balance("usdc_balance", command.usdc_balance),
+            usdc_balance=validate_balance(
+                "usdc_balance", command.usdc_balance, decimals=USDC_DECIMALS
+            ),
             fetched_at=fetched_at,
+            block_number=validate_block(command.block_number),
         )
     if isinstance(command, RecordOffchainCash):
         return ev.OffchainCash(
-            cash_balance=validate_balance("cash_balance", command.cash_balance),
+            cash_balance=validate_balance(
+                "cash_balance", command.cash_balance, decimals=USDC_DECIMALS
+            ),
             fetched_at=fetched_at,
         )
     raise TypeError(f"not a snapshot command: {type(command).__name__}")

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from decimal import ROUND_DOWN, Context, Decimal, DecimalException
 
-from inventory.domain.values import DomainError
+from inventory.domain.values import SHARE_DECIMALS, USDC_DECIMALS, DomainError
 
-USDC_DECIMALS = 6
-SHARE_DECIMALS = 18
+__all__ = ["SHARE_DECIMALS", "USDC_DECIMALS"]  # re-exported: defined beside the bounds
 U256_MAX = 2**256 - 1
 
 _CONTEXT = Context(prec=200, rounding=ROUND_DOWN, Emin=-999999, Emax=999999)

@@ -21,7 +21,10 @@ broadcast, in any non-terminal state from Requested on. Every state carries
 `transactions: dict[TxPurpose, SignedTx]` so a resumed worker finds the bytes for its step.
 Rule: recording the identical transaction again is a no-op (no event); recording a different
 transaction for a purpose already recorded is refused (`TransactionConflict`) unless the
-current state is past that purpose's step (then the newer one replaces it). Each purpose's
+current state is past that purpose's step (then the newer one replaces it), or unless it names
+the stored one in `replaces` (a bumped-fee replacement at the same nonce of a transaction left
+unmined: the stored one's hash stays watched in `earlier_hashes`, and outcome commands may name
+either). Each purpose's
 step: vault_withdraw -> Requested, burn -> WithdrawalComplete, mint -> Attested,
 vault_deposit / alpaca_deposit -> Bridged. A step's outcome command (Initiate with an
 OnchainTx ref, InitiateBridging, ConfirmBridging, InitiateDeposit with an OnchainTx ref) must
@@ -61,6 +64,7 @@ from inventory.domain.checks import (
 from inventory.domain.events import TxPurpose
 from inventory.domain.lifecycle import Lifecycle, Mismatch, lifecycle_apply
 from inventory.domain.values import (
+    USDC_DECIMALS,
     InvalidValue,
     RebalanceDirection,
     TransferRef,
@@ -68,7 +72,7 @@ from inventory.domain.values import (
     TxHash,
 )
 
-_NONCE = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_NONCE = re.compile(r"0x[0-9a-fA-F]{64}")  # re.fullmatch: no trailing newline
 
 
 class UsdcStep(enum.StrEnum):
@@ -144,7 +148,19 @@ class SignedTx:
     chain_id: int
     raw_tx: bytes
     tx_hash: TxHash
-    signed_at: datetime
+    signed_at: datetime  # of this transaction (a replacement: when it was signed)
+    # Hashes of the transactions this one replaced (same nonce, lower fees), oldest first.
+    earlier_hashes: tuple[TxHash, ...] = ()
+    first_signed_at: datetime | None = None  # of the first one it replaced (None: itself)
+
+    @property
+    def pending_since(self) -> datetime:
+        """When the first transaction for this nonce was signed (time-outs count from it)."""
+        return self.first_signed_at or self.signed_at
+
+    def all_hashes(self) -> tuple[TxHash, ...]:
+        """The latest signed transaction first, then the ones it replaced."""
+        return (self.tx_hash, *reversed(self.earlier_hashes))
 
 
 @dataclass(frozen=True)
@@ -331,6 +347,8 @@ class RecordTransaction:
     chain_id: int
     raw_tx: bytes
     tx_hash: TxHash
+    # Set to the stored transaction's hash to record a bumped-fee replacement of it.
+    replaces: TxHash | None = None
 
 
 @dataclass(frozen=True)
@@ -628,7 +646,7 @@ def depositable_amount(state: UsdcState) -> Decimal:
 
 
 def validate_cctp_nonce(field: str, value: str) -> str:
-    if not isinstance(value, str) or not _NONCE.match(value):
+    if not isinstance(value, str) or not _NONCE.fullmatch(value):
         raise InvalidValue(field, value, "must be a 0x-prefixed 32-byte hex nonce")
     if int(value, 16) == 0:
         raise InvalidValue(field, value, "must not be all zero (no burn was observed)")
@@ -676,12 +694,22 @@ def _transition(state: UsdcState, event: Any) -> UsdcState:
     if isinstance(event, ev.TransactionSigned):
         if state.STEP not in _LIVE_NON_TERMINAL:
             raise Mismatch(state, event)
+        earlier: tuple[TxHash, ...] = ()
+        first_signed_at: datetime | None = None
+        replaced = state.transactions.get(event.purpose)
+        if event.replaces is not None:
+            if replaced is None or replaced.tx_hash.lower() != event.replaces.lower():
+                raise Mismatch(state, event)
+            earlier = (*replaced.earlier_hashes, replaced.tx_hash)
+            first_signed_at = replaced.pending_since
         signed = SignedTx(
             purpose=event.purpose,
             chain_id=event.chain_id,
             raw_tx=event.raw_tx,
             tx_hash=event.tx_hash,
             signed_at=event.signed_at,
+            earlier_hashes=earlier,
+            first_signed_at=first_signed_at,
         )
         return replace(state, transactions={**state.transactions, event.purpose: signed})
 
@@ -860,7 +888,7 @@ def _check_recorded(
     tx_hash: str,
 ) -> None:
     recorded = [current.transactions[p] for p in purposes if p in current.transactions]
-    if recorded and not any(r.tx_hash.lower() == tx_hash.lower() for r in recorded):
+    if recorded and not any(h.lower() == tx_hash.lower() for r in recorded for h in r.all_hashes()):
         raise TransactionMismatch(
             command,
             current,
@@ -881,6 +909,8 @@ def _record_transaction(
     raw_tx = validate_bytes("raw_tx", command.raw_tx)
     tx_hash = validate_tx_hash("tx_hash", command.tx_hash)
     stored = current.transactions.get(command.purpose)
+    if command.replaces is not None:
+        return _record_replacement(command, current, stored, raw_tx, tx_hash, now)
     if stored is not None:
         same = (
             stored.tx_hash.lower() == tx_hash.lower()
@@ -909,6 +939,51 @@ def _record_transaction(
     ]
 
 
+def _record_replacement(
+    command: RecordTransaction,
+    current: UsdcState,
+    stored: SignedTx | None,
+    raw_tx: bytes,
+    tx_hash: TxHash,
+    now: datetime,
+) -> list[ev.UsdcRebalanceEvent]:
+    """A bumped-fee replacement of the stored transaction `command.replaces` (its purpose's
+    current one); recording the current one again is a no-op."""
+    assert command.replaces is not None
+    replaces = validate_tx_hash("replaces", command.replaces)
+    if (
+        stored is not None
+        and stored.tx_hash.lower() == tx_hash.lower()
+        and stored.raw_tx == raw_tx
+        and stored.chain_id == command.chain_id
+    ):
+        return []  # already recorded: idempotent
+    if (
+        stored is None
+        or stored.tx_hash.lower() != replaces.lower()
+        or stored.chain_id != command.chain_id
+        or any(h.lower() == tx_hash.lower() for h in stored.all_hashes())
+    ):
+        raise TransactionConflict(
+            command,
+            current,
+            purpose=str(command.purpose),
+            recorded=None if stored is None else stored.tx_hash,
+            actual=tx_hash,
+            replaces=replaces,
+        )
+    return [
+        ev.TransactionSigned(
+            purpose=command.purpose,
+            chain_id=command.chain_id,
+            raw_tx=raw_tx,
+            tx_hash=tx_hash,
+            signed_at=now,
+            replaces=stored.tx_hash,
+        )
+    ]
+
+
 def handle(state: Lifecycle[UsdcState], command: Any, now: datetime) -> list[ev.UsdcRebalanceEvent]:
     """Decide the events for `command`, or raise a `UsdcRebalanceError` / `InvalidValue`.
 
@@ -922,13 +997,13 @@ def handle(state: Lifecycle[UsdcState], command: Any, now: datetime) -> list[ev.
         return [
             ev.Requested(
                 direction=validate_direction("direction", command.direction),
-                amount=validate_amount("amount", command.amount),
+                amount=validate_amount("amount", command.amount, decimals=USDC_DECIMALS),
                 requested_at=now,
             )
         ]
     if isinstance(command, Initiate):
         direction = validate_direction("direction", command.direction)
-        amount = validate_amount("amount", command.amount)
+        amount = validate_amount("amount", command.amount, decimals=USDC_DECIMALS)
         withdrawal = validate_transfer_ref("withdrawal", command.withdrawal)
         if isinstance(current, Requested):
             if direction != current.direction:
@@ -961,9 +1036,9 @@ def handle(state: Lifecycle[UsdcState], command: Any, now: datetime) -> list[ev.
             ev.WithdrawalConfirmed(
                 confirmed_at=now,
                 amount_received=validate_optional_amount(
-                    "amount_received", command.amount_received
+                    "amount_received", command.amount_received, decimals=USDC_DECIMALS
                 ),
-                fee=validate_fee("fee", command.fee),
+                fee=validate_fee("fee", command.fee, decimals=USDC_DECIMALS),
             )
         ]
     if isinstance(command, FailWithdrawal):
@@ -971,8 +1046,10 @@ def handle(state: Lifecycle[UsdcState], command: Any, now: datetime) -> list[ev.
     if isinstance(command, InitiateBridging):
         burn_tx = validate_tx_hash("burn_tx", command.burn_tx)
         nonce = validate_cctp_nonce("cctp_nonce", command.cctp_nonce)
-        burn_amount = validate_optional_amount("burn_amount", command.burn_amount)
-        max_fee = validate_fee("max_fee", command.max_fee)
+        burn_amount = validate_optional_amount(
+            "burn_amount", command.burn_amount, decimals=USDC_DECIMALS
+        )
+        max_fee = validate_fee("max_fee", command.max_fee, decimals=USDC_DECIMALS)
         _check_recorded(command, current, (TxPurpose.BURN,), burn_tx)
         return [
             ev.BridgingInitiated(
@@ -996,8 +1073,10 @@ def handle(state: Lifecycle[UsdcState], command: Any, now: datetime) -> list[ev.
         ]
     if isinstance(command, ConfirmBridging):
         mint_tx = validate_tx_hash("mint_tx", command.mint_tx)
-        amount_received = validate_optional_amount("amount_received", command.amount_received)
-        fee = validate_fee("fee", command.fee)
+        amount_received = validate_optional_amount(
+            "amount_received", command.amount_received, decimals=USDC_DECIMALS
+        )
+        fee = validate_fee("fee", command.fee, decimals=USDC_DECIMALS)
         _check_recorded(command, current, (TxPurpose.MINT,), mint_tx)
         return [
             ev.Bridged(
@@ -1031,7 +1110,7 @@ def handle(state: Lifecycle[UsdcState], command: Any, now: datetime) -> list[ev.
             ev.DepositConfirmed(
                 deposit_confirmed_at=now,
                 amount_deposited=validate_optional_amount(
-                    "amount_deposited", command.amount_deposited
+                    "amount_deposited", command.amount_deposited, decimals=USDC_DECIMALS
                 ),
             )
         ]

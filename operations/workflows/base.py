@@ -108,3 +108,9 @@ class Workflow(Protocol):
         """The aggregate's operator Reconcile command (zeroes kept inflight, B13), or raise
         `NotReconcilable` when the current state has nothing to reconcile."""
         ...
+
+    def reconcile_unknown(self, ctx: StepContext, *, reason: str, operator: str) -> Any | None:
+        """For an active operation whose venue outcome is unknown (the venue could not be
+        asked): the failure command an operator records after checking the venue themselves,
+        or None when the current step has no such outcome."""
+        ...

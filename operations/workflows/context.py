@@ -8,8 +8,14 @@ ctx.execute(command) -> events        (lease + active checked under the row lock
 ctx.ensure_active()                   (call right before a side effect outside execute)
 ctx.sign_and_record(chain=, build=, command=, label=) -> SignedTx
                                       (nonce allocation + sign + event in ONE transaction)
-ctx.tx_resume(chain=, raw_tx=, tx_hash=, label=) -> TxMined | TxPending | TxDead
-                                      (receipt first, else rebroadcast the same bytes)
+ctx.tx_resume(chain=, raw_tx=, tx_hash=, label=, earlier_hashes=, signed_at=, replace=)
+                                      -> TxMined | TxPending | TxDead (receipt of it or of one
+                                      it replaced first, else rebroadcast the same bytes;
+                                      pending too long -> a bumped-fee replacement, recorded,
+                                      then broadcast). Every signed transaction of every
+                                      workflow goes through it, so none can stay stuck.
+ctx.tx_probe_all(chain=, tx_hashes=)  -> TxMined | TxPending | None without broadcasting
+ctx.nonce_give_back(chain=, raw_tx=)  (abandoned never-broadcast tx: release or fill its nonce)
 ctx.chaos("before:request_mint")      (operator drill, see operations.workflows.chaos)
 ctx.fail_before_events(reason)        (no aggregate yet: operation_fail, guard released)
 ctx.seconds_since(moment)
@@ -18,7 +24,7 @@ ctx.seconds_since(moment)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,12 +32,13 @@ from typing import Any
 import rlp
 from django.db import transaction
 from django.utils import timezone
+from eth_utils import keccak
 
 from inventory.domain import events as ev
 from inventory.domain.aggregate import AggregateSpec
 from inventory.store import LoadedAggregate, StoredEvent, aggregate_execute, aggregate_load
 from operations.models import ACTIVE_STATUSES, Operation
-from operations.nonces import nonce_allocate, nonce_release
+from operations.nonces import nonce_allocate, nonce_fill, nonce_fills_resume
 from operations.services import (
     OperationAlreadyFinished,
     OperationCannotFail,
@@ -43,7 +50,7 @@ from operations.venues import Venues
 from operations.workflows.base import NotFailable, OperationInactive
 from operations.workflows.chaos import chaos_point
 from rebalancer.config import WorkerConfig
-from venues.chain import EvmChain, NonceAlreadyUsed, Receipt, SignedTx
+from venues.chain import ChainError, EvmChain, NonceAlreadyUsed, Receipt, SignedTx
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +165,26 @@ class StepContext:
         with transaction.atomic():
             self._lock_and_check()
 
+    def venue_request_sent_at(self) -> datetime | None:
+        """When a request without an id of ours was sent and not answered (None: none)."""
+        return (
+            Operation.objects.filter(pk=self.operation_id)
+            .values_list("venue_request_at", flat=True)
+            .first()
+        )
+
+    def venue_request_sending(self) -> None:
+        """Right before a request that carries no id of ours: the operation is active and
+        ours, and the moment is committed before the request leaves."""
+        with transaction.atomic():
+            row = self._lock_and_check()
+            row.venue_request_at = self.now()
+            row.save(update_fields=["venue_request_at"])
+
+    def venue_request_answered(self) -> None:
+        """The venue answered the request (whatever it said): nothing of it is in flight."""
+        Operation.objects.filter(pk=self.operation_id).update(venue_request_at=None)
+
     def execute(self, command: Any, *, spec: AggregateSpec | None = None) -> list[StoredEvent]:
         """Record `command`'s events (commits); then the `after:<Command>` chaos point."""
         spec = spec or self.spec
@@ -266,38 +293,91 @@ class StepContext:
         self.chaos(f"after:{type(to_record).__name__}")
         return signed
 
-    def tx_resume(self, *, chain: EvmChain, raw_tx: bytes, tx_hash: str, label: str) -> TxStatus:
+    def tx_resume(
+        self,
+        *,
+        chain: EvmChain,
+        raw_tx: bytes,
+        tx_hash: str,
+        label: str,
+        earlier_hashes: Sequence[str],
+        signed_at: datetime,
+        replace: Callable[[SignedTx], Any],
+    ) -> TxStatus:
         """Where a stored signed transaction stands; broadcasts the same bytes when needed.
 
-        Receipt -> `TxMined`. Otherwise broadcast (idempotent): accepted -> `TxPending`; its
-        nonce already used by another transaction -> `TxDead` (sign anew or fail).
-        Chaos points `before:broadcast:<label>` / `after:broadcast:<label>`.
+        A receipt for it or for one it replaced (`earlier_hashes`) -> `TxMined` (the receipt
+        names the mined one: the workflow records that one). Otherwise broadcast
+        (idempotent): accepted -> `TxPending`; its nonce already used by another transaction
+        -> `TxDead` (sign anew or fail). A transaction still not mined
+        `config.tx_replace_after_s` after it was signed (`signed_at`: of the stored one, a
+        replacement's own) is replaced instead of re-sent unchanged: same nonce, fees bumped
+        (`chain.build_replacement`), the replacement recorded by the aggregate command
+        `replace(signed)` (committed) before it is broadcast; every earlier hash stays
+        watched. A worker that dies in between finds the replacement stored and re-sends
+        those bytes. Chaos points `before:broadcast:<label>` / `after:broadcast:<label>`.
         """
-        receipt = chain.receipt(tx_hash)
+        hashes = [tx_hash, *earlier_hashes]
+        receipt = self._first_receipt(chain, hashes)
         if receipt is not None:
             return TxMined(receipt)
         signed = signed_from_raw(raw_tx, tx_hash)
+        # A filler that takes an abandoned nonce below ours must be out there too (no gap).
+        nonce_fills_resume(chain=chain, below_nonce=signed.nonce)
+        if self.seconds_since(signed_at) > self.config.tx_replace_after_s:
+            signed = self._replace(chain=chain, stuck=signed, replace=replace, label=label)
+            hashes = [signed.tx_hash, *hashes]
         self.ensure_active()
         self.chaos(f"before:broadcast:{label}")
         try:
             chain.broadcast(signed)
         except NonceAlreadyUsed:
-            receipt = chain.receipt(tx_hash)
+            receipt = self._first_receipt(chain, hashes)
             if receipt is not None:
                 return TxMined(receipt)
             logger.warning(
                 "operation %s: %s tx %s is dead (nonce %d used by another transaction)",
                 self.operation_id,
                 label,
-                tx_hash,
+                signed.tx_hash,
                 signed.nonce,
             )
             return TxDead(signed.nonce)
         self.chaos(f"after:broadcast:{label}")
-        receipt = chain.receipt(tx_hash)
+        receipt = self._first_receipt(chain, hashes)
         if receipt is not None:
             return TxMined(receipt)
         return TxPending()
+
+    @staticmethod
+    def _first_receipt(chain: EvmChain, hashes: Sequence[str]) -> Receipt | None:
+        for candidate in hashes:
+            receipt = chain.receipt(candidate)
+            if receipt is not None:
+                return receipt
+        return None
+
+    def _replace(
+        self,
+        *,
+        chain: EvmChain,
+        stuck: SignedTx,
+        replace: Callable[[SignedTx], Any],
+        label: str,
+    ) -> SignedTx:
+        """Sign `stuck` again with bumped fees and record it (before it is broadcast)."""
+        replacement = chain.build_replacement(stuck.raw)
+        self.execute(replace(replacement))
+        logger.warning(
+            "operation %s: %s tx %s not mined after %gs; replaced by %s (nonce %d, fees bumped)",
+            self.operation_id,
+            label,
+            stuck.tx_hash,
+            self.config.tx_replace_after_s,
+            replacement.tx_hash,
+            replacement.nonce,
+        )
+        return replacement
 
     def tx_probe(self, *, chain: EvmChain, tx_hash: str) -> TxMined | TxPending | None:
         """Without broadcasting: mined, pending (known to the node), or None (unknown)."""
@@ -308,10 +388,38 @@ class StepContext:
             return TxPending()
         return None
 
-    def nonce_give_back(self, *, chain: EvmChain, raw_tx: bytes) -> bool:
-        """An abandoned, never-broadcast signed tx: release its nonce if it was the last."""
-        chain_id, nonce = decode_signed(raw_tx)
-        return nonce_release(chain_id=chain_id, address=chain.address, nonce=nonce)
+    def tx_probe_all(
+        self, *, chain: EvmChain, tx_hashes: Sequence[str]
+    ) -> TxMined | TxPending | None:
+        """`tx_probe` over a transaction and the ones it replaced (one nonce: at most one can
+        be mined): the mined one's receipt, else pending if any is known, else None."""
+        pending = False
+        for tx_hash in tx_hashes:
+            probe = self.tx_probe(chain=chain, tx_hash=tx_hash)
+            if isinstance(probe, TxMined):
+                return probe
+            pending = pending or isinstance(probe, TxPending)
+        return TxPending() if pending else None
+
+    def nonce_give_back(self, *, chain: EvmChain, raw_tx: bytes) -> None:
+        """An abandoned, never-broadcast signed tx leaves no nonce gap: its nonce is released
+        if it was the last allocated, else taken by a stored zero-value self-transfer."""
+        abandoned = signed_from_raw(raw_tx, "0x" + keccak(bytes(raw_tx)).hex())
+        try:
+            nonce_fill(chain=chain, abandoned=abandoned, operation_id=self.operation_id)
+        except ChainError as exc:
+            logger.error(
+                "operation %s: nonce %d of abandoned tx %s on %s not filled: %s",
+                self.operation_id,
+                abandoned.nonce,
+                abandoned.tx_hash,
+                chain.name,
+                exc,
+            )
+            self.flag(
+                f"nonce {abandoned.nonce} on {chain.name} (abandoned tx {abandoned.tx_hash}) "
+                f"could not be filled, later transactions wait behind it: {exc}"
+            )
 
     # -- drill -------------------------------------------------------------------------------
 

@@ -1,12 +1,27 @@
-"""Redemption workflow (spec 7.2 with stored signed transfers, B4 and B14).
+"""Redemption workflow (spec 7.2 with stored signed transfers, B4 and B14; spec 15.1: the
+tokens come out of the asset's vault first, onchain inventory being the vault).
 
-(no aggregate)   -> amount = shares_to_units(quantity) (negative/underflow: the operation
-                    fails with the reason, the guard is released, others go on); sign the
-                    ERC-20 transfer to the redemption wallet with an allocated nonce and
-                    record it (SignTransfer: raw bytes + hash) in one transaction
-TransferPending  -> receipt? success -> SendTokens; reverted -> FailTransfer; none ->
-                    broadcast the same bytes (dead: nonce used elsewhere -> FailTransfer,
-                    nothing left our wallet) then Wait short
+(no aggregate)   -> amount = to_units(quantity, the asset's decimals) (no such asset,
+                    negative/underflow: the operation fails with the reason, the guard is
+                    released, others go on); the vault
+                    must hold the amount (else the same); sign the order book
+                    `withdraw3(token, vault_id, Float amount, [])` with an allocated nonce and
+                    record it (SignVaultWithdraw: raw bytes + hash) in one transaction
+VaultWithdrawPending -> receipt (of the withdrawal or one it replaced)? success and its
+                    Transfer logs moved the whole amount from the order book to our wallet ->
+                    ConfirmVaultWithdraw naming the mined one; moved nothing, reverted or
+                    dropped -> FailVaultWithdraw (the vault kept the tokens); moved part ->
+                    attention; none -> broadcast the same bytes, or after
+                    REBALANCER_TX_REPLACE_AFTER_S a bumped-fee replacement stored first
+                    (ReplaceVaultWithdraw), Wait
+WithdrawnFromVault -> sign the ERC-20 transfer to the redemption wallet and record it
+                    (SignTransfer: raw bytes + hash) in one transaction
+TransferPending  -> receipt (of the transfer or one it replaced)? success -> SendTokens
+                    naming the mined one; reverted -> FailTransfer; none -> broadcast the
+                    same bytes, or after REBALANCER_TX_REPLACE_AFTER_S a bumped-fee
+                    replacement stored first (ReplaceTransfer) (dead: nonce used elsewhere ->
+                    FailTransfer, nothing left our wallet; tokens that came out of the vault
+                    stay inflight for an operator) then Wait short
 TokensSent       -> the redeem request matched by OUR tx hash (never by wallet, B14):
                     found -> Detect; not yet -> Wait; past the timeout -> FailDetection
                     (inflight kept, attention)
@@ -20,8 +35,9 @@ import logging
 from typing import Any
 
 from inventory.domain import redemption
-from inventory.domain.units import UnitConversionError, shares_to_units
+from inventory.domain.units import UnitConversionError, to_units
 from inventory.domain.values import DomainError
+from inventory.selectors import asset_by_address
 from operations.workflows.base import (
     Continue,
     Done,
@@ -34,7 +50,7 @@ from operations.workflows.base import (
 )
 from operations.workflows.context import StepContext, TxDead, TxMined, TxPending
 from venues.alpaca import AlpacaError, RequestNotFound, TokenizationStatus
-from venues.chain import ChainError, InvalidArgument, PreflightReverted
+from venues.chain import ChainError, InvalidArgument, PreflightReverted, erc20_transfers_in
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +65,10 @@ class RedemptionWorkflow:
         step = redemption.step_of(state)
         try:
             if step == S.UNINITIALIZED:
+                return self._withdraw(ctx)
+            if step == S.VAULT_WITHDRAW_PENDING:
+                return self._confirm_withdraw(ctx, state.value)
+            if step == S.WITHDRAWN_FROM_VAULT:
                 return self._sign(ctx)
             if step == S.TRANSFER_PENDING:
                 return self._send(ctx, state.value)
@@ -66,15 +86,144 @@ class RedemptionWorkflow:
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _sign(self, ctx: StepContext) -> Outcome:
+    def _withdraw(self, ctx: StepContext) -> Outcome:
         operation = ctx.operation
+        asset = asset_by_address(operation.token_address)
+        if asset is None or asset.base_symbol != operation.pool:
+            ctx.fail_before_events(
+                f"token_address={operation.token_address}: no registered asset {operation.pool} "
+                "with this token (its decimals are unknown)"
+            )
+            return Done("unknown token")
         try:
-            amount_units = shares_to_units(operation.amount)
+            amount_units = to_units(operation.amount, asset.decimals)
             if amount_units <= 0:
-                raise UnitConversionError("zero", operation.amount, 18, "amount must be positive")
+                raise UnitConversionError(
+                    "zero", operation.amount, asset.decimals, "amount must be positive"
+                )
         except UnitConversionError as exc:
             ctx.fail_before_events(f"amount={operation.amount}: {exc}")
             return Done("invalid amount")
+        vault = ctx.venues.config.base_orderbook
+        if not asset.vault_id or not vault:
+            ctx.fail_before_events(
+                f"symbol={operation.pool}: no vault to withdraw from "
+                "(BASE_ORDERBOOK and the asset's vault_id must be set)"
+            )
+            return Done("no vault")
+        base = ctx.venues.base
+        token = operation.token_address
+        vault_id = asset.vault_id
+        held = base.vault_balance(
+            vault=vault,
+            owner=base.address,
+            token=token,
+            vault_id=bytes.fromhex(vault_id.removeprefix("0x")),
+        )
+        if held < amount_units:
+            ctx.fail_before_events(
+                f"vault {vault_id} holds {held} units of {token}, less than the "
+                f"{amount_units} to redeem"
+            )
+            return Done("vault short")
+        try:
+            ctx.sign_and_record(
+                chain=base,
+                build=lambda nonce: base.build_vault_withdraw(
+                    vault=vault,
+                    token=token,
+                    vault_id=bytes.fromhex(vault_id.removeprefix("0x")),
+                    target_amount_units=amount_units,
+                    nonce=nonce,
+                ),
+                command=lambda signed: redemption.SignVaultWithdraw(
+                    symbol=operation.pool,
+                    quantity=operation.amount,
+                    token=token,
+                    vault=vault,
+                    vault_id=vault_id,
+                    amount_units=amount_units,
+                    raw_tx=signed.raw,
+                    tx_hash=signed.tx_hash,
+                ),
+                label="vault_withdraw",
+            )
+        except (PreflightReverted, InvalidArgument) as exc:
+            ctx.fail_before_events(f"vault withdraw refused before sending: {exc}")
+            return Done("vault withdraw refused")
+        except redemption.RedemptionError:
+            return Continue("already signed")
+        except DomainError as exc:
+            ctx.fail_before_events(f"redemption refused: {exc}")
+            return Done("invalid redemption")
+        return Continue("vault withdraw signed")
+
+    def _confirm_withdraw(
+        self, ctx: StepContext, state: redemption.VaultWithdrawPending
+    ) -> Outcome:
+        base = ctx.venues.base
+        status = ctx.tx_resume(
+            chain=base,
+            raw_tx=state.raw_tx,
+            tx_hash=state.tx_hash,
+            label="vault_withdraw",
+            earlier_hashes=state.earlier_tx_hashes,
+            signed_at=state.last_signed_at,
+            replace=lambda signed: redemption.ReplaceVaultWithdraw(
+                raw_tx=signed.raw, tx_hash=signed.tx_hash
+            ),
+        )
+        if isinstance(status, TxPending):
+            if ctx.seconds_since(state.signed_at) > ctx.config.tx_timeout_s:
+                ctx.flag(
+                    f"vault withdraw {state.tx_hash} not mined after {ctx.config.tx_timeout_s:g}s"
+                )
+            return Wait(ctx.config.tx_poll_interval_s, "vault withdraw not mined yet")
+        if isinstance(status, TxDead):
+            ctx.execute(
+                redemption.FailVaultWithdraw(
+                    reason=f"vault withdraw {state.tx_hash} dropped: nonce {status.nonce} used "
+                    "by another transaction; nothing left the vault"
+                )
+            )
+            return Done("vault withdraw dead")
+        mined = status.receipt.tx_hash
+        if not status.succeeded:
+            ctx.execute(
+                redemption.FailVaultWithdraw(
+                    reason=f"vault withdraw {mined} reverted: {base.revert_reason(mined)}"
+                )
+            )
+            return Done("vault withdraw reverted")
+        moved = sum(
+            t.amount_units
+            for t in erc20_transfers_in(
+                status.receipt, token=state.token, from_=state.vault, to=base.address
+            )
+        )
+        if moved == 0:
+            ctx.execute(
+                redemption.FailVaultWithdraw(
+                    reason=f"vault withdraw {mined} moved no tokens (vault empty)"
+                )
+            )
+            return Done("vault empty")
+        if moved < state.amount_units:
+            raise NeedsAttention(
+                f"vault withdraw {mined} moved {moved} of {state.amount_units} units: "
+                "the rest stayed in the vault; settle by hand"
+            )
+        ctx.execute(redemption.ConfirmVaultWithdraw(amount_units=moved, tx_hash=mined))
+        return Continue("withdrawn from the vault")
+
+    def _sign(self, ctx: StepContext) -> Outcome:
+        operation = ctx.operation
+        asset = asset_by_address(operation.token_address)
+        if asset is None:
+            raise NeedsAttention(
+                f"token_address={operation.token_address}: no registered asset (decimals unknown)"
+            )
+        amount_units = to_units(operation.amount, asset.decimals)
         base = ctx.venues.base
         wallet = ctx.venues.redemption_wallet
         token = operation.token_address
@@ -95,31 +244,38 @@ class RedemptionWorkflow:
                 label="transfer",
             )
         except (PreflightReverted, InvalidArgument) as exc:
-            ctx.fail_before_events(f"token transfer refused before sending: {exc}")
-            return Done("transfer refused")
+            # The tokens are out of the vault, in our wallet: nothing valid to record.
+            raise NeedsAttention(f"token transfer refused before sending: {exc}") from exc
         except redemption.RedemptionError:
             return Continue("already signed")
-        except DomainError as exc:
-            ctx.fail_before_events(f"redemption refused: {exc}")
-            return Done("invalid redemption")
         return Continue("signed")
 
     def _send(self, ctx: StepContext, state: redemption.TransferPending) -> Outcome:
         status = ctx.tx_resume(
-            chain=ctx.venues.base, raw_tx=state.raw_tx, tx_hash=state.tx_hash, label="transfer"
+            chain=ctx.venues.base,
+            raw_tx=state.raw_tx,
+            tx_hash=state.tx_hash,
+            label="transfer",
+            earlier_hashes=state.earlier_tx_hashes,
+            signed_at=state.last_signed_at,
+            replace=lambda signed: redemption.ReplaceTransfer(
+                raw_tx=signed.raw, tx_hash=signed.tx_hash
+            ),
         )
         if isinstance(status, TxMined):
+            mined = status.receipt.tx_hash
             if status.succeeded:
                 ctx.execute(
                     redemption.SendTokens(
                         symbol=state.symbol,
                         quantity=state.quantity,
                         redemption_wallet=state.redemption_wallet,
-                        tx_hash=state.tx_hash,
+                        tx_hash=mined,
                     )
                 )
                 return Continue("tokens sent")
-            ctx.execute(redemption.FailTransfer(reason=f"transfer {state.tx_hash} reverted"))
+            ctx.execute(redemption.FailTransfer(reason=f"transfer {mined} reverted"))
+            self._flag_if_kept(ctx, state)
             return Done("transfer reverted")
         if isinstance(status, TxDead):
             ctx.execute(
@@ -128,6 +284,7 @@ class RedemptionWorkflow:
                     "by another transaction; no tokens left the wallet"
                 )
             )
+            self._flag_if_kept(ctx, state)
             return Done("transfer dead")
         assert isinstance(status, TxPending)
         if ctx.seconds_since(state.signed_at) > ctx.config.tx_timeout_s:
@@ -139,8 +296,17 @@ class RedemptionWorkflow:
             )
         return Wait(ctx.config.tx_poll_interval_s, "transfer not mined yet")
 
+    def _flag_if_kept(self, ctx: StepContext, state: redemption.TransferPending) -> None:
+        if state.withdrawn_from_vault:
+            ctx.flag(
+                f"transfer {state.tx_hash} failed after the vault withdrawal: the tokens are in "
+                "our wallet, inflight kept until reconciled"
+            )
+
     def _detect(self, ctx: StepContext, state: redemption.TokensSent) -> Outcome:
-        found = ctx.venues.alpaca.find_redemption_by_tx(state.tx_hash)
+        found = ctx.venues.alpaca.find_redemption_by_tx(
+            state.tx_hash, since=ctx.operation.created_at
+        )
         if found is not None:
             ctx.execute(redemption.Detect(tokenization_request_id=found.tokenization_request_id))
             return Continue("detected")
@@ -164,7 +330,7 @@ class RedemptionWorkflow:
         if request is not None and request.status == TokenizationStatus.COMPLETED:
             ctx.execute(redemption.Complete())
             return Done("completed")
-        if request is not None and request.status == TokenizationStatus.REJECTED:
+        if request is not None and request.status.is_refusal:
             ctx.execute(redemption.RejectRedemption(reason="Redemption rejected by Alpaca"))
             ctx.flag("redemption rejected by Alpaca; tokens sent, inflight kept")
             return Done("rejected")
@@ -191,31 +357,81 @@ class RedemptionWorkflow:
         """
         state = ctx.load().state
         give_back: bytes | None = None
-        if redemption.step_of(state) == S.TRANSFER_PENDING:
-            value: redemption.TransferPending = state.value
+        if redemption.step_of(state) == S.VAULT_WITHDRAW_PENDING:
+            pending: redemption.VaultWithdrawPending = state.value
             try:
-                probe = ctx.tx_probe(chain=ctx.venues.base, tx_hash=value.tx_hash)
+                probe = ctx.tx_probe_all(chain=ctx.venues.base, tx_hashes=pending.all_tx_hashes())
             except ChainError as exc:
-                raise NotFailable(S.TRANSFER_PENDING, f"cannot tell what was sent: {exc}") from exc
+                raise NotFailable(S.VAULT_WITHDRAW_PENDING, f"cannot tell: {exc}") from exc
             if isinstance(probe, TxPending):
                 raise NotFailable(
-                    S.TRANSFER_PENDING, f"transfer {value.tx_hash} is in the mempool; retry later"
+                    S.VAULT_WITHDRAW_PENDING,
+                    f"vault withdraw {pending.tx_hash} is in the mempool; retry later",
                 )
             if isinstance(probe, TxMined) and probe.succeeded:
+                raise NotFailable(
+                    S.VAULT_WITHDRAW_PENDING,
+                    f"vault withdraw {probe.receipt.tx_hash} was mined: the tokens left the "
+                    "vault; let the redemption go on",
+                )
+            if probe is None:
+                give_back = pending.raw_tx
+        if redemption.step_of(state) == S.TRANSFER_PENDING:
+            value: redemption.TransferPending = state.value
+            probes: list[tuple[str, TxMined | TxPending | None]] = []
+            try:
+                for tx_hash in value.all_tx_hashes():
+                    probes.append((tx_hash, ctx.tx_probe(chain=ctx.venues.base, tx_hash=tx_hash)))
+            except ChainError as exc:
+                raise NotFailable(S.TRANSFER_PENDING, f"cannot tell what was sent: {exc}") from exc
+            mined = [(h, p) for h, p in probes if isinstance(p, TxMined)]
+            pending = [h for h, p in probes if isinstance(p, TxPending)]
+            if not mined and pending:
+                raise NotFailable(
+                    S.TRANSFER_PENDING, f"transfer {pending[0]} is in the mempool; retry later"
+                )
+            if mined and mined[0][1].succeeded:
                 ctx.execute(
                     redemption.SendTokens(
                         symbol=value.symbol,
                         quantity=value.quantity,
                         redemption_wallet=value.redemption_wallet,
-                        tx_hash=value.tx_hash,
+                        tx_hash=mined[0][0],
                     )
                 )
-            elif probe is None:
+            elif not mined:
                 give_back = value.raw_tx
+            state = ctx.load().state
+        if redemption.step_of(state) == S.TOKENS_SENT:
+            self._detected_before_failing(ctx, state.value)
         ctx.force_fail(reason=reason, actor=actor)
         if give_back is not None:
             ctx.nonce_give_back(chain=ctx.venues.base, raw_tx=give_back)
         return True
+
+    def _detected_before_failing(self, ctx: StepContext, state: redemption.TokensSent) -> None:
+        """Tokens sent, detection pending: ask Alpaca before recording "not detected". A
+        redeem request it created for our transfer is recorded (the failure then names it and
+        keeps the tokens inflight); Alpaca not answering changes nothing, since every failure
+        from here keeps the tokens inflight for an operator anyway."""
+        try:
+            found = ctx.venues.alpaca.find_redemption_by_tx(
+                state.tx_hash, since=ctx.operation.created_at
+            )
+        except AlpacaError as exc:
+            logger.warning(
+                "operation %s: cannot ask Alpaca about %s before failing: %s",
+                ctx.operation_id,
+                state.tx_hash,
+                exc,
+            )
+            return
+        if found is not None:
+            ctx.execute(redemption.Detect(tokenization_request_id=found.tokenization_request_id))
+
+    def reconcile_unknown(self, ctx: StepContext, *, reason: str, operator: str) -> Any | None:
+        """Every unknown outcome of a redemption is settled from the chain (`fail`)."""
+        return None
 
     def reconcile_command(self, ctx: StepContext, *, reason: str, operator: str) -> Any:
         state = ctx.load().state

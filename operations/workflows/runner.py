@@ -78,6 +78,20 @@ def backoff_seconds(config: WorkerConfig, attempts: int) -> float:
     return min(config.backoff_max_s, config.backoff_base_s * (2 ** min(exponent, 20)))
 
 
+def retry_after_s(exc: BaseException) -> float:
+    """The wait a venue asked for (a rate limit's `Retry-After`, carried by the error or one
+    of its causes as `retry_after_s`), or 0."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        value = getattr(current, "retry_after_s", None)
+        if isinstance(value, int | float) and value > 0:
+            return float(value)
+        current = current.__cause__ or current.__context__
+    return 0.0
+
+
 def _worker_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -166,7 +180,10 @@ def operation_give_up(
     try:
         recorded = workflow.fail(ctx, reason=reason, actor=actor)
     except NotFailable as exc:
-        operation_flag(operation_id=operation.pk, error=f"{reason}; {exc}")
+        # Not the whole reason: it quotes the last error, which this becomes (no nesting when
+        # the venue stays unable to answer and giving up is tried again).
+        head = reason.partition("; last error: ")[0]
+        operation_flag(operation_id=operation.pk, error=f"{head}, cannot be failed yet: {exc}")
         return "flagged"
     if not recorded:
         with contextlib.suppress(OperationAlreadyFinished):
@@ -258,7 +275,7 @@ def operation_advance(*, operation_id: int, venues: Venues | None = None) -> Adv
         _park(operation_id, token=token, wait_s=wait_s, error=str(exc), attention=True)
         return AdvanceResult("attention", str(exc), wait_s)
     except TransientStepError as exc:
-        wait_s = backoff_seconds(config, operation.attempts)
+        wait_s = max(backoff_seconds(config, operation.attempts), retry_after_s(exc))
         logger.warning(
             "operation %s: attempt %d failed, retrying in %.1fs: %s",
             operation_id,
@@ -269,7 +286,7 @@ def operation_advance(*, operation_id: int, venues: Venues | None = None) -> Adv
         _park(operation_id, token=token, wait_s=wait_s, error=str(exc))
         return AdvanceResult("retry", str(exc), wait_s)
     except Exception as exc:
-        wait_s = backoff_seconds(config, operation.attempts)
+        wait_s = max(backoff_seconds(config, operation.attempts), retry_after_s(exc))
         logger.exception(
             "operation %s: unexpected error on attempt %d, retrying in %.1fs",
             operation_id,

@@ -64,7 +64,7 @@ from typing import Any
 
 from inventory.codec import decode_event
 from inventory.domain import usdc
-from inventory.domain.events import USDC_REBALANCE, Initiated, TxPurpose
+from inventory.domain.events import Initiated, TxPurpose
 from inventory.domain.units import UnitConversionError, units_to_usdc, usdc_to_units
 from inventory.domain.values import (
     DomainError,
@@ -90,6 +90,7 @@ from venues.alpaca import (
     AddressNotWhitelisted,
     AlpacaApiError,
     AlpacaError,
+    AlpacaOutcomeUnknown,
     InvalidAmount,
     Transfer,
     TransferNotFound,
@@ -116,9 +117,26 @@ ALPACA_MINIMUM_WITHDRAWAL_USDC = Decimal("51")
 # A standing approval: one approve per (chain, spender), never exhausted (ADR 0005 upstream).
 MAX_APPROVAL_UNITS = 2**256 - 1
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
-# Tolerance for Alpaca's clock when looking for a withdrawal created since our request
+# Tolerance for Alpaca's clock when adopting a withdrawal created since our request
 # (withdrawals already claimed by another rebalance are never taken).
 ALPACA_CLOCK_SKEW_S = 2.0
+# How far before our request candidates are looked for: a transfer there is either ours with
+# Alpaca's clock far behind, or someone else's of the same amount; either way ambiguous.
+ALPACA_LOOKBACK_S = 3600.0
+# A withdrawal POST that got no answer at all (a timeout, a dropped connection) may still be
+# in flight at Alpaca and be carried out after our lookup found nothing: the next attempt waits
+# this long before it looks for it (and posts again only if it is still not there). Alpaca's
+# wallet transfers take no id of ours, so a repeated POST would move the money twice. A POST
+# answered with a 5xx has finished at Alpaca: it is looked for at once.
+ALPACA_WITHDRAWAL_SETTLE_S = 60.0
+
+
+class WithdrawalMayBeInFlight(TransientStepError):
+    """The withdrawal POST got no answer; look for it only after it had time to land."""
+
+    retry_after_s = ALPACA_WITHDRAWAL_SETTLE_S
+
+
 # How far back an "already received" mint is looked for on the destination chain.
 MINT_SCAN_BLOCKS = 10_000
 
@@ -173,8 +191,9 @@ def _sum_units(receipt: Receipt, *, token: str, to: str, from_: str | None = Non
 def _claimed_withdrawals(*, exclude_aggregate_id: str, since: datetime) -> set[str]:
     """Alpaca withdrawal ids other USDC rebalances recorded (never adopt another's)."""
     claimed: set[str] = set()
+    # An exact event type and a time range: the (event_type, recorded_at) index, no LIKE scan.
     rows = Event.objects.filter(
-        aggregate_type=USDC_REBALANCE, recorded_at__gte=since, event_type__endswith="::Initiated"
+        event_type=Initiated.event_type_name(), recorded_at__gte=since
     ).exclude(aggregate_id=exclude_aggregate_id)
     for row in rows:
         event = decode_event(row.event_type, row.payload)
@@ -261,12 +280,26 @@ class UsdcWorkflow:
         )
 
     def _resume(self, ctx: StepContext, chain: EvmChain, stored: usdc.SignedTx) -> Any:
+        """Receipt of the stored tx (or one it replaced), else broadcast it; unmined past
+        `tx_replace_after_s` -> a bumped-fee replacement recorded for its purpose first."""
         return ctx.tx_resume(
-            chain=chain, raw_tx=stored.raw_tx, tx_hash=stored.tx_hash, label=str(stored.purpose)
+            chain=chain,
+            raw_tx=stored.raw_tx,
+            tx_hash=stored.tx_hash,
+            label=str(stored.purpose),
+            earlier_hashes=stored.earlier_hashes,
+            signed_at=stored.signed_at,
+            replace=lambda signed: usdc.RecordTransaction(
+                purpose=stored.purpose,
+                chain_id=signed.chain_id,
+                raw_tx=signed.raw,
+                tx_hash=signed.tx_hash,
+                replaces=stored.tx_hash,
+            ),
         )
 
     def _pending(self, ctx: StepContext, stored: usdc.SignedTx) -> Outcome:
-        if ctx.seconds_since(stored.signed_at) > ctx.config.tx_timeout_s:
+        if ctx.seconds_since(stored.pending_since) > ctx.config.tx_timeout_s:
             ctx.flag(
                 f"{stored.purpose} tx {stored.tx_hash} not mined after {ctx.config.tx_timeout_s:g}s"
             )
@@ -301,7 +334,7 @@ class UsdcWorkflow:
         if not status.succeeded:
             return self._fail_keeping_inflight(
                 ctx,
-                fail(f"{tx} reverted: {chain.revert_reason(stored.tx_hash)}"),
+                fail(f"{tx} reverted: {chain.revert_reason(status.receipt.tx_hash)}"),
                 f"{what} reverted",
             )
         return status.receipt
@@ -389,28 +422,40 @@ class UsdcWorkflow:
         return Continue("requested")
 
     def _existing_withdrawal(self, ctx: StepContext, state: usdc.Requested) -> Transfer | None:
+        """The withdrawal an earlier POST (outcome unknown) created, or None if there is none.
+
+        Alpaca's wallet transfers take no id of ours, so the only id is the one its answer
+        carries (recorded by `Initiate`); without it a candidate is an OUTGOING transfer of
+        exactly this amount to our wallet that no other rebalance claimed. Candidates are
+        looked for well before the request (Alpaca's clock may be behind ours). Adopted only
+        when unambiguous: exactly one candidate, created at or after the request (within
+        `ALPACA_CLOCK_SKEW_S`). Several candidates, or one older than the request (a manual
+        withdrawal of the same amount?), raise `NeedsAttention`: posting again could move the
+        money twice and adopting could take someone else's transfer; an operator looks.
+        """
         candidates = ctx.venues.alpaca.find_outgoing_transfers(
             to_address=ctx.venues.market_maker_wallet,
             amount_usdc=state.amount,
-            created_at_or_after=state.requested_at - timedelta(seconds=ALPACA_CLOCK_SKEW_S),
+            created_at_or_after=state.requested_at - timedelta(seconds=ALPACA_LOOKBACK_S),
         )
         claimed = _claimed_withdrawals(
             exclude_aggregate_id=ctx.aggregate_id, since=state.requested_at - timedelta(days=1)
         )
-        candidates = [t for t in candidates if t.id not in claimed]
+        candidates = sorted(
+            (t for t in candidates if t.id not in claimed), key=lambda t: t.created_at
+        )
         if not candidates:
             return None
-        candidates.sort(key=lambda t: t.created_at)
-        if len(candidates) > 1:
-            logger.warning(
-                "operation %s: %d Alpaca withdrawals of %s USDC since %s; using the first, %s",
-                ctx.operation_id,
-                len(candidates),
-                state.amount,
-                state.requested_at.isoformat(),
-                candidates[0].id,
-            )
-        return candidates[0]
+        earliest = state.requested_at - timedelta(seconds=ALPACA_CLOCK_SKEW_S)
+        if len(candidates) == 1 and candidates[0].created_at >= earliest:
+            return candidates[0]
+        described = ", ".join(f"{t.id} at {t.created_at.isoformat()}" for t in candidates)
+        raise NeedsAttention(
+            f"USDC rebalance {ctx.aggregate_id}: cannot tell which Alpaca withdrawal of "
+            f"{state.amount} USDC to {ctx.venues.market_maker_wallet} is ours (requested at "
+            f"{state.requested_at.isoformat()}; unclaimed candidates: {described}); not "
+            "posting again and not adopting one: check the transfers and reconcile"
+        )
 
     def _withdraw_from_alpaca(self, ctx: StepContext, state: usdc.Requested) -> Outcome:
         if state.amount < ALPACA_MINIMUM_WITHDRAWAL_USDC:
@@ -431,21 +476,50 @@ class UsdcWorkflow:
                 transfer.status,
             )
         else:
+            sent_at = ctx.venue_request_sent_at()
+            if sent_at is not None and ctx.seconds_since(sent_at) < ALPACA_WITHDRAWAL_SETTLE_S:
+                # An earlier attempt sent a POST and never learnt its answer (its worker died,
+                # or the request timed out): it may still land. No second POST before then.
+                waited = ctx.seconds_since(sent_at)
+                in_flight = WithdrawalMayBeInFlight(
+                    f"a withdrawal POST sent {waited:.1f}s ago got no answer and is not at "
+                    f"Alpaca yet; looking for it again before any second POST "
+                    f"({ALPACA_WITHDRAWAL_SETTLE_S:g}s after it was sent)"
+                )
+                in_flight.retry_after_s = max(0.5, ALPACA_WITHDRAWAL_SETTLE_S - waited)
+                raise in_flight
             ctx.ensure_active()
             ctx.chaos("before:withdraw")
+            ctx.venue_request_sending()
             try:
                 transfer = alpaca.initiate_withdrawal(
                     amount_usdc=state.amount, address=ctx.venues.market_maker_wallet
                 )
             except (AddressNotWhitelisted, InvalidAmount) as exc:
+                ctx.venue_request_answered()
                 ctx.execute(usdc.FailRequest(reason=f"Alpaca withdrawal refused: {exc}"))
                 return Done("withdrawal refused")
             except AlpacaApiError as exc:
+                ctx.venue_request_answered()
                 if not _definitive(exc):
                     raise
                 ctx.execute(usdc.FailRequest(reason=f"Alpaca withdrawal refused: {exc}"))
                 return Done("withdrawal refused")
-            # Anything else (5xx, timeout, unreadable answer): the outcome is unknown; the next
+            except AlpacaOutcomeUnknown as exc:
+                if exc.status is not None:
+                    # Answered (a 5xx): finished at Alpaca, looked for at once.
+                    ctx.venue_request_answered()
+                    raise
+                raise WithdrawalMayBeInFlight(
+                    f"{exc}; looking for it in {ALPACA_WITHDRAWAL_SETTLE_S:g}s, before any "
+                    "second POST"
+                ) from exc
+            except AlpacaError:
+                # Not sent, or answered with something unreadable: nothing is in flight.
+                ctx.venue_request_answered()
+                raise
+            ctx.venue_request_answered()
+            # Anything else (5xx, unreadable answer): the outcome is unknown; the next
             # attempt looks for the withdrawal before posting again.
             ctx.chaos("after:withdraw")
         ctx.execute(
@@ -496,8 +570,8 @@ class UsdcWorkflow:
         if not status.succeeded:
             ctx.execute(
                 usdc.FailRequest(
-                    reason=f"vault withdraw {stored.tx_hash} reverted: "
-                    f"{base.revert_reason(stored.tx_hash)}"
+                    reason=f"vault withdraw {status.receipt.tx_hash} reverted: "
+                    f"{base.revert_reason(status.receipt.tx_hash)}"
                 )
             )
             return Done("vault withdraw reverted")
@@ -505,7 +579,7 @@ class UsdcWorkflow:
         if received <= 0:
             ctx.execute(
                 usdc.FailRequest(
-                    reason=f"vault withdraw {stored.tx_hash} moved no USDC (vault empty)"
+                    reason=f"vault withdraw {status.receipt.tx_hash} moved no USDC (vault empty)"
                 )
             )
             return Done("vault empty")
@@ -513,7 +587,7 @@ class UsdcWorkflow:
             usdc.Initiate(
                 direction=state.direction,
                 amount=state.amount,
-                withdrawal=TransferRef(TransferRefKind.ONCHAIN_TX, stored.tx_hash),
+                withdrawal=TransferRef(TransferRefKind.ONCHAIN_TX, status.receipt.tx_hash),
             )
         )
         ctx.execute(usdc.ConfirmWithdrawal(amount_received=units_to_usdc(received)))
@@ -561,7 +635,7 @@ class UsdcWorkflow:
 
     def _confirm_alpaca_withdrawal(self, ctx: StepContext, transfer: Transfer) -> Outcome | None:
         """COMPLETE: the received amount is what reached our wallet onchain (when visible)."""
-        fee = transfer.network_fee_amount or Decimal(0)
+        fee = transfer.network_fee or Decimal(0)
         expected = transfer.amount - fee
         received = expected
         if transfer.tx_hash:
@@ -743,7 +817,7 @@ class UsdcWorkflow:
             reason = (
                 f"dropped (nonce {status.nonce} used by another transaction)"
                 if isinstance(status, TxDead)
-                else f"reverted: {chain.revert_reason(stored.tx_hash)}"
+                else f"reverted: {chain.revert_reason(status.receipt.tx_hash)}"
             )
             return self._fail_keeping_inflight(
                 ctx,
@@ -817,15 +891,16 @@ class UsdcWorkflow:
             if t.amount_units == expected
         ]
         hashes = {t.tx_hash.lower() for t in found}
-        if stored is not None and stored.tx_hash.lower() in hashes:
-            hashes = {stored.tx_hash.lower()}
-        if len(hashes) != 1 or (stored is not None and stored.tx_hash.lower() not in hashes):
+        ours = {h.lower() for h in stored.all_hashes()} if stored is not None else set()
+        if hashes & ours:
+            hashes = hashes & ours
+        if len(hashes) != 1 or (stored is not None and not hashes & ours):
             raise NeedsAttention(
                 f"CCTP message {parsed.nonce} already received on {chain.name}, but its mint "
                 f"of {expected} units to us is not identifiable (candidates: {sorted(hashes)}); "
                 "confirm manually"
             )
-        receipt = chain.receipt(found[0].tx_hash if stored is None else stored.tx_hash)
+        receipt = chain.receipt(next(iter(hashes)))
         if receipt is None:
             raise TransientStepError("receipt of the earlier mint not available yet")
         logger.info(
@@ -856,7 +931,7 @@ class UsdcWorkflow:
                 return receipt
             ctx.execute(
                 usdc.InitiateDeposit(
-                    deposit=TransferRef(TransferRefKind.ONCHAIN_TX, stored.tx_hash)
+                    deposit=TransferRef(TransferRefKind.ONCHAIN_TX, receipt.tx_hash)
                 )
             )
             return self._confirm_deposit_receipt(ctx, receipt)
@@ -924,7 +999,7 @@ class UsdcWorkflow:
                 return receipt
             ctx.execute(
                 usdc.InitiateDeposit(
-                    deposit=TransferRef(TransferRefKind.ONCHAIN_TX, stored.tx_hash)
+                    deposit=TransferRef(TransferRefKind.ONCHAIN_TX, receipt.tx_hash)
                 )
             )
             return Continue("sent to Alpaca")
@@ -950,7 +1025,7 @@ class UsdcWorkflow:
 
     def _check_alpaca_deposit(self, ctx: StepContext, state: usdc.DepositInitiated) -> Outcome:
         tx_hash = state.deposit_ref.value
-        transfer = ctx.venues.alpaca.find_deposit_by_tx(tx_hash)
+        transfer = ctx.venues.alpaca.find_deposit_by_tx(tx_hash, since=ctx.operation.created_at)
         if transfer is not None and transfer.status == TransferStatus.COMPLETE:
             ctx.execute(usdc.ConfirmDeposit(amount_deposited=transfer.amount))
             return Done("deposited at Alpaca")
@@ -987,7 +1062,7 @@ class UsdcWorkflow:
         state = ctx.load().state
         try:
             give_back = self._settle(ctx, usdc.step_of(state), state.value)
-        except (ChainError, AlpacaError, CircleError) as exc:
+        except (ChainError, AlpacaError, CircleError, NeedsAttention) as exc:
             raise NotFailable(usdc.step_of(state), f"cannot tell what was sent: {exc}") from exc
         ctx.force_fail(reason=reason, actor=actor)
         for chain, raw_tx in reversed(give_back):  # the last allocated nonce first
@@ -1003,14 +1078,16 @@ class UsdcWorkflow:
     ) -> Any:
         if stored is None:
             return None
-        probe = ctx.tx_probe(chain=chain, tx_hash=stored.tx_hash)
-        if isinstance(probe, TxPending):
+        probes = [ctx.tx_probe(chain=chain, tx_hash=h) for h in stored.all_hashes()]
+        mined = [p for p in probes if isinstance(p, TxMined)]
+        if mined:
+            return mined[0]
+        if any(isinstance(p, TxPending) for p in probes):
             raise NotFailable(
                 "pending", f"{stored.purpose} tx {stored.tx_hash} is in the mempool; retry later"
             )
-        if probe is None:
-            give_back.append((chain, stored.raw_tx))
-        return probe
+        give_back.append((chain, stored.raw_tx))
+        return None
 
     def _settle(self, ctx: StepContext, step: S, value: Any) -> list[tuple[EvmChain, bytes]]:
         """Record the outcomes that already happened onchain or at Alpaca; returns the
@@ -1027,8 +1104,7 @@ class UsdcWorkflow:
                 stored = usdc.transaction_for(value, TxPurpose.VAULT_WITHDRAW)
                 probe = self._probe(ctx, ctx.venues.base, stored, give_back)
                 if isinstance(probe, TxMined) and probe.succeeded:
-                    assert stored is not None
-                    ref = TransferRef(TransferRefKind.ONCHAIN_TX, stored.tx_hash)
+                    ref = TransferRef(TransferRefKind.ONCHAIN_TX, probe.receipt.tx_hash)
             if ref is not None:
                 # The money left the source: the failure must keep it inflight.
                 ctx.execute(
@@ -1061,13 +1137,25 @@ class UsdcWorkflow:
                 if purpose != TxPurpose.APPROVE_VAULT and (
                     isinstance(probe, TxMined) and probe.succeeded
                 ):
-                    assert stored is not None
                     ctx.execute(
                         usdc.InitiateDeposit(
-                            deposit=TransferRef(TransferRefKind.ONCHAIN_TX, stored.tx_hash)
+                            deposit=TransferRef(TransferRefKind.ONCHAIN_TX, probe.receipt.tx_hash)
                         )
                     )
         return give_back
+
+    def reconcile_unknown(self, ctx: StepContext, *, reason: str, operator: str) -> Any | None:
+        """A requested Alpaca -> Base move whose withdrawal Alpaca could not confirm or deny
+        (the lookup failed, or the match was ambiguous): the operator checked the transfers
+        themselves and records the request failed."""
+        state = ctx.load().state
+        value = state.value
+        if (
+            usdc.step_of(state) == S.REQUESTED
+            and value.direction == RebalanceDirection.ALPACA_TO_BASE
+        ):
+            return usdc.FailRequest(reason=f"reconciled by {operator}: {reason}")
+        return None
 
     def reconcile_command(self, ctx: StepContext, *, reason: str, operator: str) -> Any:
         state = ctx.load().state

@@ -83,6 +83,17 @@ def tokens_received() -> ev.TokensReceived:
     return ev.TokensReceived(tx_hash=HASH, receipt_id=0, shares_minted=0, received_at=T0)
 
 
+def vault_deposit_submitted() -> ev.VaultDepositSubmitted:
+    return ev.VaultDepositSubmitted(
+        vault="0x" + "0b" * 20,
+        vault_id="0x" + "77" * 32,
+        amount_units=30 * 10**18,
+        raw_tx=b"\x02deposit",
+        tx_hash=HASH,
+        submitted_at=T0,
+    )
+
+
 def tokens_sent(symbol: str, quantity: str) -> ev.TokensSent:
     return ev.TokensSent(
         symbol=symbol,
@@ -100,6 +111,20 @@ def transfer_signed(symbol: str, quantity: str) -> ev.TransferSigned:
         token=TOKEN,
         redemption_wallet=WALLET,
         raw_tx=b"\x01",
+        tx_hash=HASH,
+        signed_at=T0,
+    )
+
+
+def vault_withdraw_signed(symbol: str, quantity: str) -> ev.VaultWithdrawSigned:
+    return ev.VaultWithdrawSigned(
+        symbol=symbol,
+        quantity=Decimal(quantity),
+        token=TOKEN,
+        vault="0x" + "0b" * 20,
+        vault_id="0x" + "77" * 32,
+        amount_units=int(Decimal(quantity) * 10**18),
+        raw_tx=b"\x02withdraw",
         tx_hash=HASH,
         signed_at=T0,
     )

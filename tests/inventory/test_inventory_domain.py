@@ -340,21 +340,49 @@ MINT_REQUESTED = ev.MintRequested(symbol="AAPL", quantity=D(30), wallet=WALLET, 
 MINT_ACCEPTED = ev.MintAccepted(issuer_request_id="i", tokenization_request_id="t", accepted_at=NOW)
 TOKENS_RECEIVED = ev.TokensReceived(tx_hash=HASH, receipt_id=0, shares_minted=0, received_at=NOW)
 MINT_TRACK = OperationTrack(genesis_from_event(ev.MINT, MINT_REQUESTED))
-MINT_HELD = OperationTrack(MINT_TRACK.genesis, held_inflight=D(30))
+MINT_HELD = OperationTrack(MINT_TRACK.genesis, held_inflight=D(30), moved=True)
 
 
-def test_apply_mint_requested_only_updates_last_updated():
+def test_apply_mint_requested_moves_offchain_to_inflight_before_the_request_is_sent():
+    # Changed with issue 8 ("inflight is recorded before money moves"): the intent holds the
+    # shares inflight; it used to only update last_updated until MintAccepted.
     pool = apply_to(inv(100, 100), MINT_REQUESTED, track=MINT_TRACK)
-    assert amounts(pool) == (100, 0, 100, 0)
+    assert amounts(pool) == (100, 0, 70, 30)
     assert pool.last_updated == NOW
+    assert pool.inflight_changed_at == NOW
+
+
+def test_mint_accepted_after_the_intent_moves_nothing_again():
+    assert amounts(run(inv(100, 100), ev.MINT, MINT_REQUESTED, MINT_ACCEPTED)) == (100, 0, 70, 30)
 
 
 def test_apply_mint_accepted_moves_offchain_to_inflight():
     assert amounts(apply_to(inv(100, 100), MINT_ACCEPTED, track=MINT_TRACK)) == (100, 0, 70, 30)
 
 
-def test_apply_tokens_received_transfers_inflight_to_onchain():
+def test_apply_tokens_received_keeps_inflight_until_they_are_in_the_vault():
+    """Onchain inventory is the vault (spec 15.1): tokens in our wallet are still inflight."""
     pool = apply_to(inv(100, 70, off_inflight=30), TOKENS_RECEIVED, track=MINT_HELD)
+    assert amounts(pool) == (100, 0, 70, 30)
+
+
+def test_apply_deposited_into_vault_transfers_inflight_to_onchain():
+    event = ev.DepositedIntoVault(deposited_at=LATER)
+    pool = apply_to(inv(100, 70, off_inflight=30), event, track=MINT_HELD)
+    assert amounts(pool) == (130, 0, 70, 0)
+    assert pool.last_rebalancing == LATER
+
+
+def test_apply_vault_deposit_failed_keeps_inflight():
+    event = ev.VaultDepositFailed(reason="reverted", failed_at=NOW)
+    pool = apply_to(inv(100, 70, off_inflight=30), event, track=MINT_HELD)
+    assert amounts(pool) == (100, 0, 70, 30)
+
+
+def test_apply_trigger_era_mint_completed_settles_what_the_mint_still_holds():
+    pool = apply_to(
+        inv(100, 70, off_inflight=30), ev.MintCompleted(completed_at=LATER), track=MINT_HELD
+    )
     assert amounts(pool) == (130, 0, 70, 0)
 
 
@@ -363,9 +391,19 @@ def test_apply_mint_completed_updates_last_rebalancing():
     assert pool.last_rebalancing == LATER
 
 
-def test_apply_mint_rejected_only_updates_last_updated():
+def test_apply_mint_rejected_without_held_inflight_only_updates_last_updated():
     pool = apply_to(inv(100, 100), ev.MintRejected(reason="x", rejected_at=NOW), track=MINT_TRACK)
     assert amounts(pool) == (100, 0, 100, 0)
+
+
+def test_mint_rejected_returns_the_intents_inflight_to_available():
+    rejected = ev.MintRejected(reason="x", rejected_at=LATER)
+    fold = InventoryFold(pools={"AAPL": inv(100, 100)})
+    fold.apply(ev.MINT, "op-1", MINT_REQUESTED, NOW)
+    fold.apply(ev.MINT, "op-1", rejected, LATER)
+    assert amounts(fold.pools["AAPL"]) == (100, 0, 100, 0)
+    assert fold.pools["AAPL"].inflight_changed_at == LATER
+    assert fold.tracks[(ev.MINT, "op-1")].held_inflight == 0
 
 
 def test_apply_mint_acceptance_failed_cancels_inflight_back_to_available():
@@ -436,9 +474,11 @@ def test_mint_reconciled_zeroes_inflight_without_crediting():
     assert amounts(pool) == (100, 0, 70, 0)
 
 
-def test_mint_reconciled_before_acceptance_moves_nothing():
+def test_mint_reconciled_before_acceptance_zeroes_the_intents_inflight():
+    # Changed with issue 8: the intent holds the shares inflight, so a reconciliation (which
+    # the aggregate allows only after a time-out) settles them like any kept inflight.
     reconciled = ev.MintReconciled(reason="r", operator="ops", reconciled_at=NOW)
-    assert amounts(run(inv(100, 100), ev.MINT, MINT_REQUESTED, reconciled)) == (100, 0, 100, 0)
+    assert amounts(run(inv(100, 100), ev.MINT, MINT_REQUESTED, reconciled)) == (100, 0, 70, 0)
 
 
 # --- redemption ----------------------------------------------------------------------------------
@@ -448,7 +488,7 @@ TOKENS_SENT = ev.TokensSent(
 )
 DETECTED = ev.Detected(tokenization_request_id="t", detected_at=NOW)
 REDEEM_TRACK = OperationTrack(genesis_from_event(ev.REDEMPTION, TOKENS_SENT))
-REDEEM_HELD = OperationTrack(REDEEM_TRACK.genesis, held_inflight=D(30))
+REDEEM_HELD = OperationTrack(REDEEM_TRACK.genesis, held_inflight=D(30), moved=True)
 
 
 def test_apply_tokens_sent_moves_onchain_to_inflight():
@@ -507,7 +547,9 @@ def test_apply_redemption_event_unknown_symbol_returns_error():
         apply_to(PoolInventory(), TOKENS_SENT, track=REDEEM_TRACK)
 
 
-def test_transfer_signed_is_a_genesis_that_moves_nothing():
+def test_transfer_signed_is_a_genesis_that_moves_the_tokens_inflight_once():
+    # Changed with issue 8: the stored signed transfer (the intent) holds the tokens inflight
+    # before the broadcast; TokensSent used to move them.
     signed = ev.TransferSigned(
         symbol="AAPL",
         quantity=D(30),
@@ -518,9 +560,11 @@ def test_transfer_signed_is_a_genesis_that_moves_nothing():
         signed_at=NOW,
     )
     pool = run(inv(100, 100), ev.REDEMPTION, signed)
-    assert amounts(pool) == (100, 0, 100, 0)
+    assert amounts(pool) == (70, 30, 100, 0)
     pool = run(inv(100, 100), ev.REDEMPTION, signed, TOKENS_SENT)
     assert amounts(pool) == (70, 30, 100, 0)
+    failed = ev.TransferFailed(reason="x", failed_at=NOW)
+    assert amounts(run(inv(100, 100), ev.REDEMPTION, signed, failed)) == (100, 0, 100, 0)
 
 
 # --- USDC ----------------------------------------------------------------------------------------
@@ -541,7 +585,9 @@ BRIDGED = ev.Bridged(mint_tx_hash=HASH, minted_at=NOW)
 
 
 def usdc_track(genesis_event, held=0) -> OperationTrack:
-    return OperationTrack(genesis_from_event(ev.USDC_REBALANCE, genesis_event), D(held))
+    return OperationTrack(
+        genesis_from_event(ev.USDC_REBALANCE, genesis_event), D(held), moved=held != 0
+    )
 
 
 def test_apply_usdc_initiated_alpaca_to_base_moves_offchain_to_inflight():
@@ -554,20 +600,40 @@ def test_apply_usdc_initiated_base_to_alpaca_moves_onchain_to_inflight():
     assert amounts(pool) == (900, 100, 1000, 0)
 
 
-def test_apply_usdc_bridged_alpaca_to_base_transfers_to_onchain():
+# Changed with issue 8: a USDC move settles when its deposit is confirmed (the money is in the
+# vault or credited by Alpaca), no longer when the bridge mints (Bridged used to settle it, so a
+# destination snapshot between the mint and the deposit missed the amount).
+DEPOSITED = ev.DepositConfirmed(deposit_confirmed_at=NOW)
+
+
+def test_apply_usdc_bridged_keeps_the_amount_inflight_until_the_deposit():
     pool = apply_to(inv(1000, 900, 0, 100), BRIDGED, USDC_POOL, usdc_track(A2B, 100))
+    assert amounts(pool) == (1000, 0, 900, 100)
+
+
+def test_apply_usdc_deposit_confirmed_alpaca_to_base_transfers_to_onchain():
+    pool = apply_to(inv(1000, 900, 0, 100), DEPOSITED, USDC_POOL, usdc_track(A2B, 100))
     assert amounts(pool) == (1100, 0, 900, 0)
 
 
-def test_apply_usdc_bridged_base_to_alpaca_transfers_to_offchain():
-    pool = apply_to(inv(900, 1000, 100, 0), BRIDGED, USDC_POOL, usdc_track(B2A, 100))
+def test_apply_usdc_deposit_confirmed_base_to_alpaca_transfers_to_offchain():
+    pool = apply_to(inv(900, 1000, 100, 0), DEPOSITED, USDC_POOL, usdc_track(B2A, 100))
     assert amounts(pool) == (900, 0, 1100, 0)
 
 
-def test_apply_usdc_bridged_credits_amount_received_and_settles_full_amount():
+def test_usdc_deposit_credits_the_bridged_amount_received_and_settles_the_full_amount():
     bridged = ev.Bridged(mint_tx_hash=HASH, minted_at=NOW, amount_received=D("99.9"), fee=D("0.1"))
-    pool = apply_to(inv(1000, 900, 0, 100), bridged, USDC_POOL, usdc_track(A2B, 100))
+    track = track_fold(ev.USDC_REBALANCE, [A2B, bridged])
+    pool = apply_to(inv(1000, 900, 0, 100), DEPOSITED, USDC_POOL, track)
     assert amounts(pool) == (D("1099.9"), 0, 900, 0)
+
+
+def test_usdc_deposit_credits_the_deposited_amount_when_reported():
+    bridged = ev.Bridged(mint_tx_hash=HASH, minted_at=NOW, amount_received=D("99.9"), fee=D("0.1"))
+    deposited = ev.DepositConfirmed(deposit_confirmed_at=NOW, amount_deposited=D("99.8"))
+    track = track_fold(ev.USDC_REBALANCE, [A2B, bridged])
+    pool = apply_to(inv(1000, 900, 0, 100), deposited, USDC_POOL, track)
+    assert amounts(pool) == (D("1099.8"), 0, 900, 0)
 
 
 def test_apply_usdc_deposit_confirmed_updates_last_rebalancing():
@@ -621,11 +687,20 @@ def test_usdc_inflight_blocks_imbalance_detection():
 
 
 def test_usdc_requested_genesis_then_initiated_moves_once():
+    # Changed with issue 8: Requested (the intent, before the withdrawal) holds the amount
+    # inflight; Initiated used to move it.
     requested = ev.Requested(
         direction=RebalanceDirection.ALPACA_TO_BASE, amount=D(100), requested_at=NOW
     )
     pool = run(inv(1000, 1000), ev.USDC_REBALANCE, requested)
-    assert amounts(pool) == (1000, 0, 1000, 0)
+    assert amounts(pool) == (1000, 0, 900, 100)
+    failed = ev.RequestFailed(reason="x", failed_at=NOW)
+    assert amounts(run(inv(1000, 1000), ev.USDC_REBALANCE, requested, failed)) == (
+        1000,
+        0,
+        1000,
+        0,
+    )
     pool = run(inv(1000, 1000), ev.USDC_REBALANCE, requested, A2B)
     assert amounts(pool) == (1000, 0, 900, 100)
 
@@ -705,3 +780,114 @@ def test_unapplicable_event_flags_pool_and_keeps_values():
     pool = apply_event_or_flag(PoolInventory(), MINT_ACCEPTED, MINT_TRACK, NOW, pool_key="AAPL")
     assert pool.reconciliation_reason.startswith("MintAccepted: offchain venue was never observed")
     assert pool.onchain is None and pool.offchain is None
+
+
+# --- inflight is recorded before money moves (issue 8) -------------------------------------------
+#
+# Each window: the side effect happened (Alpaca took the shares for a mint, the transfer or the
+# vault withdraw was mined), a balance snapshot is fetched and recorded, and only then the event
+# that used to move the amount inflight. The intent already holds it inflight, so the snapshot
+# is ignored: nothing is counted twice and nothing is flagged.
+
+
+def at_s(seconds: int) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+def observed_fold(on: int, off: int, key: str = "AAPL") -> InventoryFold:
+    return InventoryFold(pools={key: inv(on, off)})
+
+
+def assert_pool(fold: InventoryFold, key: str, expected: tuple) -> None:
+    pool = fold.pools[key]
+    assert amounts(pool) == tuple(D(x) for x in expected)
+    assert not pool.needs_reconciliation, pool.reconciliation_reason
+
+
+def test_offchain_snapshot_between_mint_post_and_acceptance_is_not_counted_twice():
+    fold = observed_fold(100, 100)
+    fold.apply(ev.MINT, "m", MINT_REQUESTED, at_s(1))  # committed before the POST
+    # Alpaca took the 30 shares on the POST; the poll sees 70 before we record the acceptance.
+    fold.apply(ev.SNAPSHOT, "venues", ev.OffchainEquity({"AAPL": D(70)}, at_s(2)), at_s(2))
+    fold.apply(ev.MINT, "m", MINT_ACCEPTED, at_s(3))
+    assert_pool(fold, "AAPL", (100, 0, 70, 30))
+    fold.apply(ev.MINT, "m", TOKENS_RECEIVED, at_s(4))
+    assert_pool(fold, "AAPL", (100, 0, 70, 30))  # in the wallet, not yet in the vault
+    fold.apply(ev.MINT, "m", ev.DepositedIntoVault(deposited_at=at_s(5)), at_s(5))
+    assert_pool(fold, "AAPL", (130, 0, 70, 0))
+
+
+def test_onchain_snapshot_between_redemption_broadcast_and_tokens_sent_is_not_counted_twice():
+    signed = ev.TransferSigned(
+        symbol="AAPL",
+        quantity=D(30),
+        token=WALLET,
+        redemption_wallet=WALLET,
+        raw_tx=b"\x01",
+        tx_hash=HASH,
+        signed_at=at_s(1),
+    )
+    fold = observed_fold(100, 100)
+    fold.apply(ev.REDEMPTION, "r", signed, at_s(1))  # stored before the broadcast
+    fold.apply(ev.SNAPSHOT, "venues", ev.OnchainEquity({"AAPL": D(70)}, at_s(2)), at_s(2))
+    fold.apply(ev.REDEMPTION, "r", TOKENS_SENT, at_s(3))
+    assert_pool(fold, "AAPL", (70, 30, 100, 0))
+    fold.apply(ev.REDEMPTION, "r", DETECTED, at_s(4))
+    fold.apply(ev.REDEMPTION, "r", ev.Completed(completed_at=at_s(5)), at_s(5))
+    assert_pool(fold, "AAPL", (70, 0, 130, 0))
+
+
+def test_onchain_cash_snapshot_between_vault_withdraw_and_initiate_is_not_counted_twice():
+    requested = ev.Requested(
+        direction=RebalanceDirection.BASE_TO_ALPACA, amount=D(100), requested_at=at_s(1)
+    )
+    signed = ev.TransactionSigned(
+        purpose=ev.TxPurpose.VAULT_WITHDRAW,
+        chain_id=8453,
+        raw_tx=b"\x01",
+        tx_hash=HASH,
+        signed_at=at_s(1),
+    )
+    fold = observed_fold(1000, 1000, USDC_POOL)
+    fold.apply(ev.USDC_REBALANCE, "u", requested, at_s(1))
+    fold.apply(ev.USDC_REBALANCE, "u", signed, at_s(1))
+    fold.apply(ev.SNAPSHOT, "venues", ev.OnchainCash(D(900), at_s(2)), at_s(2))
+    fold.apply(ev.USDC_REBALANCE, "u", B2A, at_s(3))
+    assert_pool(fold, USDC_POOL, (900, 100, 1000, 0))
+    fold.apply(ev.USDC_REBALANCE, "u", BRIDGED, at_s(4))
+    # The bridge minted on Ethereum; Alpaca has not credited it: a cash poll now shows 1000.
+    fold.apply(ev.SNAPSHOT, "venues", ev.OffchainCash(D(1000), at_s(5)), at_s(5))
+    assert_pool(fold, USDC_POOL, (900, 100, 1000, 0))
+    fold.apply(ev.USDC_REBALANCE, "u", ev.DepositConfirmed(deposit_confirmed_at=at_s(6)), at_s(6))
+    assert_pool(fold, USDC_POOL, (900, 0, 1100, 0))
+
+
+def test_snapshot_fetched_before_the_latest_inflight_change_is_stale_for_that_pool():
+    fold = observed_fold(100, 100)
+    fold.apply(ev.MINT, "m", MINT_REQUESTED, at_s(1))
+    fold.apply(ev.MINT, "m", MINT_ACCEPTED, at_s(2))
+    # Fetched while the tokens were still moving, recorded after they reached the vault.
+    late = ev.OnchainEquity({"AAPL": D(100)}, at_s(3))
+    fold.apply(ev.MINT, "m", ev.DepositedIntoVault(deposited_at=at_s(4)), at_s(4))
+    fold.apply(ev.SNAPSHOT, "venues", late, at_s(5))
+    assert_pool(fold, "AAPL", (130, 0, 70, 0))
+    assert fold.pools["AAPL"].inflight_changed_at == at_s(4)
+    # A snapshot fetched after the change is applied as before.
+    fold.apply(ev.SNAPSHOT, "venues", ev.OnchainEquity({"AAPL": D(131)}, at_s(6)), at_s(6))
+    assert_pool(fold, "AAPL", (131, 0, 70, 0))
+
+
+def test_stale_snapshot_for_one_pool_still_sets_the_others():
+    fold = InventoryFold(pools={"AAPL": inv(100, 100), "MSFT": inv(5, 5)})
+    fold.apply(ev.MINT, "m", MINT_REQUESTED, at_s(2))
+    snapshot = ev.OffchainEquity({"AAPL": D(1), "MSFT": D(7)}, at_s(1))
+    fold.apply(ev.SNAPSHOT, "venues", snapshot, at_s(3))
+    assert amounts(fold.pools["AAPL"]) == (100, 0, 70, 30)
+    assert amounts(fold.pools["MSFT"]) == (5, 0, 7, 0)
+
+
+def test_events_that_leave_inflight_unchanged_do_not_move_the_stamp():
+    fold = observed_fold(100, 100)
+    fold.apply(ev.MINT, "m", MINT_REQUESTED, at_s(1))
+    fold.apply(ev.MINT, "m", MINT_ACCEPTED, at_s(2))
+    assert fold.pools["AAPL"].inflight_changed_at == at_s(1)

@@ -28,6 +28,8 @@ from tests.inventory.projection_helpers import (
     tokens_sent,
     transfer_signed,
     usdc_initiated,
+    vault_deposit_submitted,
+    vault_withdraw_signed,
 )
 
 pytestmark = pytest.mark.django_db
@@ -114,16 +116,39 @@ def test_mint_in_separate_batches_uses_genesis_from_stored_events():
     """B3: MintAccepted and TokensReceived arrive without MintRequested in their batch."""
     seed(on="100", off="100")
     append("m-1", mint_requested("AAPL", "30"))
-    assert amounts("AAPL") == (D(100), 0, D(100), 0)
+    # Issue 8: the intent holds the shares inflight (MintAccepted used to move them).
+    assert amounts("AAPL") == (D(100), 0, D(70), D(30))
     append("m-1", mint_accepted())
     assert amounts("AAPL") == (D(100), 0, D(70), D(30))
     append("m-1", tokens_received())
+    # In our wallet, not yet in the vault: still inflight (spec 15.1).
+    assert amounts("AAPL") == (D(100), 0, D(70), D(30))
+    append("m-1", vault_deposit_submitted())
+    assert amounts("AAPL") == (D(100), 0, D(70), D(30))
+    append("m-1", ev.DepositedIntoVault(deposited_at=at(5)), now=at(6))
     assert amounts("AAPL") == (D(130), 0, D(70), 0)
-    append("m-1", ev.MintCompleted(completed_at=at(5)), now=at(6))
     row = pool("AAPL")
     assert row.last_rebalancing == at(5)
     assert row.updated_at == at(6)
     assert not row.needs_reconciliation
+
+
+def test_trigger_era_mint_ending_in_the_wallet_settles_at_mint_completed():
+    seed(on="100", off="100")
+    append("m-1", mint_requested("AAPL", "30"), mint_accepted(), tokens_received())
+    append("m-1", ev.MintCompleted(completed_at=at(5)))
+    assert amounts("AAPL") == (D(130), 0, D(70), 0)
+    assert pool("AAPL").last_rebalancing == at(5)
+
+
+def test_failed_vault_deposit_keeps_inflight_and_reconcile_zeroes_it_without_credit():
+    seed()
+    append("m-1", mint_requested("AAPL", "30"), mint_accepted(), tokens_received())
+    append("m-1", vault_deposit_submitted())
+    append("m-1", ev.VaultDepositFailed(reason="reverted", failed_at=T0))
+    assert amounts("AAPL") == (D(100), 0, D(70), D(30))
+    append("m-1", reconciled(ev.MintReconciled))
+    assert amounts("AAPL") == (D(100), 0, D(70), 0)
 
 
 def test_mint_genesis_and_acceptance_in_one_batch():
@@ -153,7 +178,8 @@ def test_mint_timeout_keeps_inflight_and_reconcile_zeroes_it_without_credit():
 def test_redemption_lifecycle_from_transfer_signed_genesis():
     seed()
     append("r-1", transfer_signed("AAPL", "30"))
-    assert amounts("AAPL") == (D(100), 0, D(100), 0)
+    # Issue 8: the stored signed transfer holds the tokens inflight before the broadcast.
+    assert amounts("AAPL") == (D(70), D(30), D(100), 0)
     append("r-1", tokens_sent("AAPL", "30"))
     assert amounts("AAPL") == (D(70), D(30), D(100), 0)
     append("r-1", ev.Detected(tokenization_request_id="t-9", detected_at=T0))
@@ -163,7 +189,40 @@ def test_redemption_lifecycle_from_transfer_signed_genesis():
     assert pool("AAPL").last_rebalancing == at(7)
 
 
-def test_redemption_transfer_failed_moves_nothing():
+def test_redemption_through_the_vault_is_inflight_from_the_withdrawal_until_completed():
+    """Onchain inventory is the vault: the amount leaves onchain available when the vault
+    withdrawal is recorded (before it is broadcast) and reaches offchain at completion."""
+    seed()
+    append("r-1", vault_withdraw_signed("AAPL", "30"))
+    assert amounts("AAPL") == (D(70), D(30), D(100), 0)
+    append("r-1", ev.WithdrawnFromVault(amount_units=30 * 10**18, withdrawn_at=T0))
+    append("r-1", transfer_signed("AAPL", "30"))
+    append("r-1", tokens_sent("AAPL", "30"))  # already inflight: not moved twice
+    append("r-1", ev.Detected(tokenization_request_id="t-9", detected_at=T0))
+    assert amounts("AAPL") == (D(70), D(30), D(100), 0)
+    append("r-1", ev.Completed(completed_at=at(7)))
+    assert amounts("AAPL") == (D(70), 0, D(130), 0)
+
+
+def test_failed_vault_withdrawal_returns_the_amount_to_onchain_available():
+    seed()
+    append("r-1", vault_withdraw_signed("AAPL", "30"))
+    append("r-1", ev.VaultWithdrawFailed(reason="reverted", failed_at=T0))
+    assert amounts("AAPL") == (D(100), 0, D(100), 0)
+
+
+def test_failed_transfer_after_the_vault_withdrawal_keeps_inflight_until_reconciled():
+    seed()
+    append("r-1", vault_withdraw_signed("AAPL", "30"))
+    append("r-1", ev.WithdrawnFromVault(amount_units=30 * 10**18, withdrawn_at=T0))
+    append("r-1", transfer_signed("AAPL", "30"))
+    append("r-1", ev.TransferFailed(reason="reverted", failed_at=T0))
+    assert amounts("AAPL") == (D(70), D(30), D(100), 0)
+    append("r-1", reconciled(ev.RedemptionReconciled))
+    assert amounts("AAPL") == (D(70), 0, D(100), 0)
+
+
+def test_redemption_transfer_failed_returns_the_tokens_to_available():
     seed()
     append("r-1", transfer_signed("AAPL", "30"))
     append("r-1", ev.TransferFailed(reason="reverted", failed_at=T0))
@@ -186,7 +245,8 @@ def test_usdc_alpaca_to_base_credits_the_received_amount_after_fees():
         "u-1",
         ev.Requested(direction=RebalanceDirection.ALPACA_TO_BASE, amount=D(200), requested_at=T0),
     )
-    assert amounts(USDC_POOL) == (D(1000), 0, D(1000), 0)
+    # Issue 8: the request (intent, before the withdrawal) holds the amount inflight.
+    assert amounts(USDC_POOL) == (D(1000), 0, D(800), D(200))
     append("u-1", usdc_initiated(RebalanceDirection.ALPACA_TO_BASE, "200"))
     assert amounts(USDC_POOL) == (D(1000), 0, D(800), D(200))
     append("u-1", ev.WithdrawalConfirmed(confirmed_at=T0))
@@ -200,8 +260,10 @@ def test_usdc_alpaca_to_base_credits_the_received_amount_after_fees():
             mint_tx_hash="0x" + "56" * 32, minted_at=T0, amount_received=D("199.98"), fee=D("0.02")
         ),
     )
-    assert amounts(USDC_POOL) == (D("1199.98"), 0, D(800), 0)
+    # Issue 8: held inflight until the vault deposit is confirmed (Bridged used to settle).
+    assert amounts(USDC_POOL) == (D(1000), 0, D(800), D(200))
     append("u-1", ev.DepositConfirmed(deposit_confirmed_at=at(30)))
+    assert amounts(USDC_POOL) == (D("1199.98"), 0, D(800), 0)
     assert pool(USDC_POOL).last_rebalancing == at(30)
 
 
@@ -210,6 +272,8 @@ def test_usdc_base_to_alpaca_without_received_amount_credits_full_amount():
     append("u-2", usdc_initiated(RebalanceDirection.BASE_TO_ALPACA, "200"))
     assert amounts(USDC_POOL) == (D(800), D(200), D(1000), 0)
     append("u-2", ev.Bridged(mint_tx_hash="0x" + "56" * 32, minted_at=T0))
+    assert amounts(USDC_POOL) == (D(800), D(200), D(1000), 0)  # until Alpaca credits it
+    append("u-2", ev.DepositConfirmed(deposit_confirmed_at=T0))
     assert amounts(USDC_POOL) == (D(800), 0, D(1200), 0)
 
 
@@ -312,12 +376,12 @@ def test_last_event_id_is_the_last_event_that_touched_the_pool():
     assert pool(USDC_POOL).last_event_id == stored[0].id
 
 
-def test_rows_are_locked_in_primary_key_order():
+def test_rows_are_locked_once_in_key_order():
     seed("AAPL")
     with CaptureQueriesContext(connection) as queries:
         append("AAPL", onchain_fill("Buy", "1", "1"))
     reads = [q["sql"] for q in queries if 'FROM "inventory_inventorypool"' in q["sql"]]
-    locking = [sql for sql in reads if 'ORDER BY "inventory_inventorypool"."id" ASC' in sql]
+    locking = [sql for sql in reads if 'ORDER BY "inventory_inventorypool"."key" ASC' in sql]
     assert len(locking) == 1
     if connection.vendor == "postgresql":
         assert "FOR UPDATE" in locking[0]

@@ -433,3 +433,257 @@ def test_step_of_is_terminal_and_tokens_sent(state_name, step, terminal, sent):
     assert rd.step_of(state) is step
     assert rd.is_terminal(state) is terminal
     assert rd.tokens_sent(state) is sent
+
+
+# --- a redemption begins with the vault withdrawal (spec 15.1) ------------------------------
+
+VAULT = "0x" + "0b" * 20
+VAULT_ID = "0x" + "77" * 32
+WITHDRAW_TX = "0x" + "c1" * 32
+UNITS = 125 * 10**17
+WITHDRAW = rd.SignVaultWithdraw(
+    "AAPL", Decimal("12.5"), TOKEN, VAULT, VAULT_ID, UNITS, b"\x02withdraw", WITHDRAW_TX
+)
+CONFIRM_WITHDRAW = rd.ConfirmVaultWithdraw(UNITS)
+FAIL_WITHDRAW = rd.FailVaultWithdraw("withdraw3 reverted")
+
+VAULT_PATHS = {
+    "Uninitialized": [],
+    "VaultWithdrawPending": [WITHDRAW],
+    "WithdrawnFromVault": [WITHDRAW, CONFIRM_WITHDRAW],
+    "TransferPending": [WITHDRAW, CONFIRM_WITHDRAW, SIGN],
+    "TokensSent": [WITHDRAW, CONFIRM_WITHDRAW, SIGN, SEND],
+    "Completed": [WITHDRAW, CONFIRM_WITHDRAW, SIGN, SEND, DETECT, COMPLETE],
+    "Failed(withdraw)": [WITHDRAW, FAIL_WITHDRAW],
+    "Failed(transfer)": [WITHDRAW, CONFIRM_WITHDRAW, SIGN, FAIL_TRANSFER],
+}
+
+
+def reach_via_vault(name: str) -> Lifecycle:
+    state = Lifecycle.uninitialized()
+    for minute, command in enumerate(VAULT_PATHS[name]):
+        state, _ = run(state, command, at(minute))
+    return state
+
+
+def test_redemption_through_the_vault_end_to_end():
+    history = []
+    state = Lifecycle.uninitialized()
+    for minute, command in enumerate(VAULT_PATHS["Completed"]):
+        state, events = run(state, command, at(minute))
+        history.extend(events)
+    assert [type(e) for e in history] == [
+        ev.VaultWithdrawSigned,
+        ev.WithdrawnFromVault,
+        ev.TransferSigned,
+        ev.TokensSent,
+        ev.Detected,
+        ev.Completed,
+    ]
+    assert history[0] == ev.VaultWithdrawSigned(
+        "AAPL", Decimal("12.5"), TOKEN, VAULT, VAULT_ID, UNITS, b"\x02withdraw", WITHDRAW_TX, at(0)
+    )
+    assert history[1] == ev.WithdrawnFromVault(UNITS, at(1), history[0].tx_hash)
+    assert rd.SPEC.fold(history) == state
+    assert rd.is_terminal(state) and rd.genesis_of(state) == ("AAPL", Decimal("12.5"))
+
+
+@pytest.mark.parametrize(
+    ("state_name", "step", "sent"),
+    [
+        ("VaultWithdrawPending", S.VAULT_WITHDRAW_PENDING, False),
+        ("WithdrawnFromVault", S.WITHDRAWN_FROM_VAULT, False),
+        ("TransferPending", S.TRANSFER_PENDING, False),
+        ("TokensSent", S.TOKENS_SENT, True),
+    ],
+)
+def test_vault_steps_are_not_terminal_and_send_nothing(state_name, step, sent):
+    state = reach_via_vault(state_name)
+    assert rd.step_of(state) is step
+    assert not rd.is_terminal(state)
+    assert rd.tokens_sent(state) is sent
+
+
+def test_failed_vault_withdrawal_is_terminal_with_nothing_inflight():
+    state = reach_via_vault("Failed(withdraw)")
+    failed = state.live_value()
+    assert isinstance(failed, rd.Failed)
+    assert (failed.inflight_kept, failed.sent_at, failed.tx_hash) == (False, None, WITHDRAW_TX)
+    assert rd.is_terminal(state) and not rd.can_reconcile(state)
+
+
+def test_failed_transfer_after_the_vault_withdrawal_keeps_inflight_for_an_operator():
+    """The tokens left the vault into our wallet: not tradable, not redeemed."""
+    state = reach_via_vault("Failed(transfer)")
+    failed = state.live_value()
+    assert isinstance(failed, rd.Failed)
+    assert failed.inflight_kept is True and failed.sent_at is None
+    assert rd.can_reconcile(state)
+    reconciled, _ = run(state, RECONCILE, at(30))
+    assert rd.step_of(reconciled) is S.RECONCILED
+
+
+def test_a_withdrawal_that_moved_less_than_the_amount_is_not_confirmed():
+    with pytest.raises(rd.WithdrawnAmountShort) as caught:
+        rd.handle(reach_via_vault("VaultWithdrawPending"), rd.ConfirmVaultWithdraw(UNITS - 1), T0)
+    assert caught.value.moved == UNITS - 1 and caught.value.expected == UNITS
+
+
+@pytest.mark.parametrize(
+    ("command", "field"),
+    [
+        (rd.SignTransfer("MSFT", Decimal("12.5"), TOKEN, WALLET, RAW, TX), "symbol"),
+        (rd.SignTransfer("AAPL", Decimal("12"), TOKEN, WALLET, RAW, TX), "quantity"),
+        (rd.SignTransfer("AAPL", Decimal("12.5"), WALLET, WALLET, RAW, TX), "token"),
+    ],
+)
+def test_transfer_after_the_withdrawal_must_redeem_what_was_withdrawn(command, field):
+    with pytest.raises(rd.SignedTransferMismatch) as caught:
+        rd.handle(reach_via_vault("WithdrawnFromVault"), command, T0)
+    assert caught.value.field == field
+
+
+NEW_WITHDRAW_TX = "0x" + "c2" * 32
+REPLACE_WITHDRAW = rd.ReplaceVaultWithdraw(b"\x02withdraw-bumped", NEW_WITHDRAW_TX)
+VAULT_COMMANDS = [
+    WITHDRAW,
+    CONFIRM_WITHDRAW,
+    REPLACE_WITHDRAW,
+    FAIL_WITHDRAW,
+    SIGN,
+    SEND,
+    FAIL_TRANSFER,
+    DETECT,
+]
+VAULT_TABLE = {
+    #        U    VWP  WFV  TP   TS   Done F(wd) F(tr)
+    "SignVaultWithdraw": ["ok", "AIP", "AIP", "AIP", "AIP", "AIP", "AIP", "AIP"],
+    "ConfirmVaultWithdraw": ["VWNS", "ok", "AC", "AC", "AC", "AC", "AF", "AF"],
+    "ReplaceVaultWithdraw": ["VWNS", "ok", "AC", "AC", "AC", "AC", "AF", "AF"],
+    "FailVaultWithdraw": ["VWNS", "ok", "AC", "AC", "AC", "AC", "AF", "AF"],
+    "SignTransfer": ["ok", "NWFV", "ok", "AIP", "AIP", "AIP", "AIP", "AIP"],
+    "SendTokens": ["ok", "NWFV", "TNS", "ok", "AC", "AC", "AF", "AF"],
+    "FailTransfer": ["TNS", "TNS", "TNS", "ok", "AC", "AC", "AF", "AF"],
+    "Detect": ["TKNS", "TKNS", "TKNS", "TKNS", "ok", "AC", "AF", "AF"],
+}
+ERRORS = {
+    "ok": None,
+    "AIP": rd.AlreadyInProgress,
+    "AC": rd.AlreadyCompleted,
+    "AF": rd.AlreadyFailed,
+    "VWNS": rd.VaultWithdrawNotSigned,
+    "NWFV": rd.NotWithdrawnFromVault,
+    "TNS": rd.TransferNotSigned,
+    "TKNS": rd.TokensNotSent,
+}
+VAULT_CASES = [
+    (command, state, ERRORS[VAULT_TABLE[type(command).__name__][index]])
+    for command in VAULT_COMMANDS
+    for index, state in enumerate(VAULT_PATHS)
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "state_name", "expected"),
+    VAULT_CASES,
+    ids=[f"{type(c).__name__}-in-{s}" for c, s, _ in VAULT_CASES],
+)
+def test_vault_command_validation_table(command, state_name, expected):
+    state = reach_via_vault(state_name)
+    if expected is None:
+        events = rd.handle(state, command, at(30))
+        assert len(events) == 1
+        assert not rd.apply(state, events[0]).is_failed
+    else:
+        with pytest.raises(expected):
+            rd.handle(state, command, at(30))
+
+
+# --- a stuck transfer is replaced (issue 8) ---------------------------------------------------
+
+REPLACEMENT_TX = "0x" + "02" * 32
+REPLACE = rd.ReplaceTransfer(b"\x02\xf8bumped-fees", REPLACEMENT_TX)
+
+
+def test_replace_transfer_stores_the_replacement_and_keeps_the_old_hash_watched():
+    state, events = run(reach("TransferPending"), REPLACE, at(5))
+    assert events == [ev.TransferReplaced(REPLACE.raw_tx, REPLACEMENT_TX, TX, at(5))]
+    value = state.live_value()
+    assert (value.raw_tx, value.tx_hash) == (REPLACE.raw_tx, REPLACEMENT_TX)
+    assert (value.signed_at, value.last_signed_at) == (at(0), at(5))  # time-outs: the first
+    assert value.earlier_tx_hashes == (TX,)
+    assert value.all_tx_hashes() == (REPLACEMENT_TX, TX)
+
+
+def test_replacing_with_the_stored_transfer_again_records_nothing():
+    state, _ = run(reach("TransferPending"), REPLACE, at(5))
+    assert run(state, REPLACE, at(6))[1] == []
+
+
+def test_replacing_with_a_transfer_it_replaced_is_refused():
+    state, _ = run(reach("TransferPending"), REPLACE, at(5))
+    with pytest.raises(rd.ReplacementNotNew):
+        rd.handle(state, rd.ReplaceTransfer(RAW, TX), at(6))
+
+
+@pytest.mark.parametrize("mined", [TX, REPLACEMENT_TX])
+def test_send_tokens_may_name_whichever_transfer_was_mined(mined):
+    state, _ = run(reach("TransferPending"), REPLACE, at(5))
+    state, events = run(state, rd.SendTokens("AAPL", Decimal("12.5"), WALLET, mined), at(6))
+    assert state.live_value() == rd.TokensSent("AAPL", Decimal("12.5"), WALLET, mined, at(6))
+
+
+def test_send_tokens_naming_an_unknown_transfer_after_a_replacement_is_refused():
+    state, _ = run(reach("TransferPending"), REPLACE, at(5))
+    with pytest.raises(rd.SignedTransferMismatch):
+        rd.handle(state, rd.SendTokens("AAPL", Decimal("12.5"), WALLET, OTHER_TX), at(6))
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("Uninitialized", rd.TransferNotSigned),
+        ("TokensSent", rd.AlreadyCompleted),
+        ("Completed", rd.AlreadyCompleted),
+        ("Failed(transfer)", rd.AlreadyFailed),
+        ("Reconciled", rd.AlreadyReconciled),
+    ],
+)
+def test_replace_transfer_outside_transfer_pending_is_refused(path, error):
+    with pytest.raises(error):
+        rd.handle(reach(path), REPLACE, at(9))
+
+
+# --- a stuck vault withdrawal is replaced (issue 8) -------------------------------------------
+
+
+def test_replace_vault_withdraw_stores_the_replacement_and_keeps_the_old_hash_watched():
+    state, events = run(reach_via_vault("VaultWithdrawPending"), REPLACE_WITHDRAW, at(5))
+    assert events == [
+        ev.VaultWithdrawReplaced(REPLACE_WITHDRAW.raw_tx, NEW_WITHDRAW_TX, WITHDRAW_TX, at(5))
+    ]
+    value = state.live_value()
+    assert (value.raw_tx, value.tx_hash) == (REPLACE_WITHDRAW.raw_tx, NEW_WITHDRAW_TX)
+    assert (value.signed_at, value.last_signed_at) == (at(0), at(5))
+    assert value.all_tx_hashes() == (NEW_WITHDRAW_TX, WITHDRAW_TX)
+    assert run(state, REPLACE_WITHDRAW, at(6))[1] == []  # the stored one again: a no-op
+    with pytest.raises(rd.ReplacementNotNew):
+        rd.handle(state, rd.ReplaceVaultWithdraw(b"\x02withdraw", WITHDRAW_TX), at(6))
+
+
+@pytest.mark.parametrize("mined", [WITHDRAW_TX, NEW_WITHDRAW_TX])
+def test_confirm_vault_withdraw_names_whichever_withdrawal_was_mined(mined):
+    state, _ = run(reach_via_vault("VaultWithdrawPending"), REPLACE_WITHDRAW, at(5))
+    state, events = run(state, rd.ConfirmVaultWithdraw(UNITS, mined), at(6))
+    assert events == [ev.WithdrawnFromVault(UNITS, at(6), mined)]
+    assert state.live_value().withdraw_tx_hash == mined
+
+
+def test_confirm_vault_withdraw_naming_an_unknown_withdrawal_is_refused():
+    with pytest.raises(rd.WithdrawMismatch):
+        rd.handle(reach_via_vault("VaultWithdrawPending"), rd.ConfirmVaultWithdraw(UNITS, TX), T0)
+
+
+def test_withdrawn_from_vault_without_a_hash_replays_as_the_stored_withdrawal():
+    state = rd.apply(reach_via_vault("VaultWithdrawPending"), ev.WithdrawnFromVault(UNITS, at(1)))
+    assert state.live_value().withdraw_tx_hash == WITHDRAW_TX

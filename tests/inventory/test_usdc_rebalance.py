@@ -974,3 +974,44 @@ def test_step_of_and_is_terminal(state_name, step, terminal):
     assert usdc.step_of(state) is step
     assert usdc.is_terminal(state) is terminal
     assert usdc.is_terminal(state.value) is terminal
+
+
+# --- a stuck transaction is replaced (issue 8) -------------------------------------------------
+
+REPLACED_BURN_TX = h("0b")
+
+
+def replace_burn(tx_hash: str = REPLACED_BURN_TX, replaces: str = BURN_TX):
+    return usdc.RecordTransaction(
+        TxPurpose.BURN, 1, b"raw-" + tx_hash.encode(), tx_hash, replaces=replaces
+    )
+
+
+def test_recording_a_replacement_keeps_the_replaced_hash_watched():
+    state, _ = run(reach("WithdrawalComplete"), REC_BURN, at(5))
+    state, events = run(state, replace_burn(), at(6))
+    assert [e.replaces for e in events] == [BURN_TX]
+    stored = usdc.transaction_for(state, TxPurpose.BURN)
+    assert stored.tx_hash == REPLACED_BURN_TX
+    assert stored.all_hashes() == (REPLACED_BURN_TX, BURN_TX)
+    assert (stored.signed_at, stored.pending_since) == (at(6), at(5))  # time-outs: the first
+    assert run(state, replace_burn(), at(7))[1] == []  # the same replacement again: no-op
+
+
+@pytest.mark.parametrize("mined", [BURN_TX, REPLACED_BURN_TX])
+def test_the_outcome_may_name_whichever_transaction_was_mined(mined):
+    state, _ = run(reach("WithdrawalComplete"), REC_BURN, at(5))
+    state, _ = run(state, replace_burn(), at(6))
+    state, events = run(state, usdc.InitiateBridging(mined, NONCE, Decimal("999")), at(7))
+    assert events[0].burn_tx_hash == mined
+
+
+def test_a_replacement_must_name_the_stored_transaction():
+    state, _ = run(reach("WithdrawalComplete"), REC_BURN, at(5))
+    with pytest.raises(usdc.TransactionConflict):
+        run(state, replace_burn(replaces=h("0c")), at(6))
+    with pytest.raises(usdc.TransactionConflict):
+        run(reach("WithdrawalComplete"), replace_burn(), at(6))  # nothing stored to replace
+    state, _ = run(state, replace_burn(), at(6))
+    with pytest.raises(usdc.TransactionConflict):  # back to one it already replaced
+        run(state, replace_burn(tx_hash=BURN_TX, replaces=REPLACED_BURN_TX), at(7))

@@ -57,8 +57,8 @@ def test_tokenized_symbols_compare_by_value():
     assert TokenizedEquitySymbol.parse("tAAPL") != TokenizedEquitySymbol.parse("AAPL0x")
 
 
-@pytest.mark.parametrize("symbol", ["AAPL", "BRK.B", "nvda"])
-def test_validate_symbol_accepts_tickers_case_sensitively(symbol):
+@pytest.mark.parametrize("symbol", ["AAPL", "BRK.B", "BRK-B"])
+def test_validate_symbol_accepts_upper_case_tickers(symbol):
     assert validate_symbol(symbol) == symbol
 
 
@@ -70,6 +70,7 @@ def test_validate_symbol_accepts_tickers_case_sensitively(symbol):
         (" AAPL", "whitespace"),
         ("AA PL", "whitespace"),
         (USDC_POOL, "cash pool"),
+        ("nvda", "upper-case"),  # issue 9: tickers are upper-case ASCII
     ],
 )
 def test_validate_symbol_rejects_with_the_rule(symbol, rule):

@@ -12,19 +12,33 @@ import pytest
 from inventory.models import InventoryPool
 from inventory.services import snapshot_record
 from operations.models import Operation, OperationKind, OperationStatus
+from tests.operations.test_crash_safety import posts_since
 from tests.operations.test_workers_e2e import (
     UNIT,
+    fund_equity_vault,
     mint_requests,
     moment,
     register_sim_assets,
     wait_finished,
 )
 from tests.operations.usdc_support import A2B, EXACTLY_ONCE, WITHDRAW_POST, EffectWatch
-from venues.sim.server import FAULT_5XX, FAULT_5XX_AFTER
+from venues.sim.server import FAULT_5XX, FAULT_5XX_AFTER, FAULT_429, KEY_MINT
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 
-MINT_POST = "POST /v2/tokenization/mint"
+MINT_POST = KEY_MINT
+
+
+def effective_posts(sim_venue, posts_before: dict, refused_before: dict) -> dict[str, int]:
+    """POSTs per endpoint since the start, minus those the sim refused before they had any
+    effect (`FAULT_5XX`: 503, `FAULT_429`)."""
+    posts = posts_since(sim_venue, posts_before)
+    served = sim_venue.server.faults_served()
+    refused = (FAULT_5XX, FAULT_429)
+    return {
+        key: count - sum(served.get((key, f), 0) - refused_before.get((key, f), 0) for f in refused)
+        for key, count in posts.items()
+    }
 
 
 def test_mint_redemption_and_usdc_survive_5xx_bursts_with_each_effect_once(
@@ -34,9 +48,11 @@ def test_mint_redemption_and_usdc_survive_5xx_bursts_with_each_effect_once(
     tokens = register_sim_assets(sim_venue)
     chains = sim_venue.chains
     wallet = venue_config.market_maker_wallet
-    chains.mint(chains.base, tokens["MSFT"], wallet, 200 * UNIT)
+    fund_equity_vault(sim_venue, "MSFT", 200 * UNIT)
     start_block = chains.client(chains.base).block_number()
     watch = EffectWatch.start(sim_venue, venues)
+    posts_before = sim_venue.server.request_counts()
+    refused_before = sim_venue.server.faults_served()
     sim_venue.server.set_knobs(error_5xx_rate=0.3)
     sim_venue.server.fail_next(MINT_POST, FAULT_5XX_AFTER)
     sim_venue.server.fail_next(WITHDRAW_POST, FAULT_5XX_AFTER)
@@ -57,7 +73,7 @@ def test_mint_redemption_and_usdc_survive_5xx_bursts_with_each_effect_once(
             "USDC": A2B,
         }
         finished = {
-            pool: wait_finished(op.pk, cluster, timeout_s=150) for pool, op in by_pool.items()
+            pool: wait_finished(op.pk, cluster, timeout_s=600) for pool, op in by_pool.items()
         }
     finally:
         sim_venue.server.set_knobs(error_5xx_rate=0.0)
@@ -75,6 +91,13 @@ def test_mint_redemption_and_usdc_survive_5xx_bursts_with_each_effect_once(
     assert sum(count for (_, fault), count in served.items() if fault == FAULT_5XX) >= 3, served
     # Mint: one request at Alpaca for our issuer_request_id, the tokens arrived once.
     assert len(mint_requests(sim_venue, by_pool["AAPL"].aggregate_id)) == 1
+    # POSTs that reached the venue (those answered 503 before any effect may be re-sent): one
+    # mint, one withdrawal. The sim deduplicates mints by issuer_request_id, so only this count
+    # catches a blind re-send after the outcome-unknown 500.
+    assert effective_posts(sim_venue, posts_before, refused_before) == {
+        MINT_POST: 1,
+        WITHDRAW_POST: 1,
+    }
     # Redemption: one token transfer to the redemption wallet.
     transfers = chains.client(chains.base).erc20_transfers(
         token=tokens["MSFT"],

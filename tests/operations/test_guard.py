@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 
 from inventory.domain import events as ev
 from inventory.domain.aggregate import AggregateSpec
+from inventory.domain.values import InvalidValue
 from inventory.store import events_append
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.services import (
@@ -120,7 +121,7 @@ def test_operation_finish_twice_is_idempotent():
 
 
 def test_redemption_without_token_is_refused_before_the_database():
-    with pytest.raises(ValueError, match="token_address"):
+    with pytest.raises(InvalidValue, match="token_address"):  # issue 9: InvalidValue
         operation_create(kind=OperationKind.REDEMPTION, pool="AAPL", amount=Decimal("1"))
 
 

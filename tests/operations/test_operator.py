@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.utils import timezone
 
 from inventory.domain import mint
 from inventory.models import Event
@@ -15,16 +19,21 @@ from operations.models import Operation, OperationKind, OperationStatus
 from operations.operator import (
     OperatorError,
     operator_force_fail,
+    operator_lease,
     operator_reconcile,
     operator_retry_now,
 )
 from operations.services import operation_create
 from operations.venues import Venues
 from operations.workflows import operation_advance
-from tests.operations.conftest import advance_until_finished
+from tests.operations.conftest import FAST_KNOBS, advance_until_finished
 from tests.rebalancer.support import queued_operation_tasks
+from venues.sim.server import KEY_MINT, KEY_TOKENIZATION_LIST
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]
+
+MINT_POST = KEY_MINT
+LIST = KEY_TOKENIZATION_LIST
 
 
 def new_mint(amount: str = "1") -> Operation:
@@ -51,7 +60,7 @@ def accepted_mint(sim_venue, venues) -> Operation:
 @pytest.fixture(autouse=True)
 def _restore_knobs(sim_venue):
     yield
-    sim_venue.server.set_knobs(mint_delay_s=0.3)
+    sim_venue.server.set_knobs(mint_delay_s=FAST_KNOBS.mint_delay_s)
 
 
 def test_force_fail_before_any_event_fails_the_row_and_releases_the_guard(venues, sim_assets):
@@ -121,7 +130,9 @@ def test_force_fail_of_a_finished_operation_is_refused(venues, sim_assets):
         operator_force_fail(operation_id=operation.pk, reason="x", actor="a", venues=venues)
 
 
-def test_force_fail_once_tokens_arrived_is_refused(venues, sim_assets):
+def test_force_fail_once_tokens_arrived_fails_the_vault_deposit_keeping_inflight(
+    venues, sim_assets
+):
     operation = new_mint()
     spec = mint.SPEC
     wallet = venues.market_maker_wallet
@@ -133,8 +144,11 @@ def test_force_fail_once_tokens_arrived_is_refused(venues, sim_assets):
         mint.ReceiveTokens(tx_hash="0x" + "ab" * 32, receipt_id=0, shares_minted=10**18),
     ):
         aggregate_execute(spec=spec, aggregate_id=operation.aggregate_id, command=command)
-    with pytest.raises(OperatorError, match="no failure"):
-        operator_force_fail(operation_id=operation.pk, reason="x", actor="a", venues=venues)
+    failed = operator_force_fail(operation_id=operation.pk, reason="x", actor="a", venues=venues)
+    assert failed.status == OperationStatus.FAILED
+    assert failed.needs_attention  # the tokens sit in the wallet, not in the vault
+    state = aggregate_load(mint.SPEC, operation.aggregate_id).state
+    assert mint.can_reconcile(state)
 
 
 def test_retry_now_makes_a_waiting_operation_due_and_queues_it(sim_venue, venues, sim_assets):
@@ -229,10 +243,151 @@ def test_force_fail_of_a_mined_transfer_records_it_sent_and_keeps_inflight(
     sim_venue, venues, sim_assets
 ):
     operation, signed = signed_redemption(sim_venue, venues, sim_assets)
-    venues.base.send(signed)  # it went out before the operator acted
-    failed = operator_force_fail(
-        operation_id=operation.pk, reason="ticket 9", actor="alice", venues=venues
-    )
+    # Alpaca has not seen the transfer yet when the operator acts: without this the sim's
+    # fast detection (0.1 s) could complete the redemption first on a slow machine
+    knobs = sim_venue.server.knobs
+    sim_venue.server.set_knobs(redemption_detect_delay_s=3600.0)
+    try:
+        venues.base.send(signed)  # it went out before the operator acted
+        failed = operator_force_fail(
+            operation_id=operation.pk, reason="ticket 9", actor="alice", venues=venues
+        )
+    finally:
+        sim_venue.server.set_knobs(redemption_detect_delay_s=knobs.redemption_detect_delay_s)
     assert failed.status == OperationStatus.FAILED
     assert failed.needs_attention
     assert redemption_events(operation) == ["TransferSigned", "TokensSent", "DetectionFailed"]
+
+
+# --- operators and workers do not race ----------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_force_fail_is_refused_while_a_worker_is_between_its_check_and_its_mint_post(
+    sim_venue, venues, sim_assets
+):
+    """The sim holds the worker's POST before it has any effect (Alpaca knows nothing yet):
+    a force-fail landing there would record a rejection while the POST goes on to mint."""
+    operation = new_mint()
+    # Alpaca keeps the mint pending once the POST goes on (the fixture restores the knob): the
+    # sim's fast 0.3 s could complete it within the worker's advance on a slow machine.
+    sim_venue.server.set_knobs(mint_delay_s=3600.0)
+    posts_before = sim_venue.server.request_count(MINT_POST)
+    hold = sim_venue.server.hold_next(MINT_POST)
+    outcomes: list[str] = []
+
+    def worker() -> None:
+        try:
+            outcomes.append(operation_advance(operation_id=operation.pk, venues=venues).outcome)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert hold.arrived.wait(60), "the worker never posted the mint"
+        with pytest.raises(OperatorError, match="holds its lease"):
+            operator_force_fail(
+                operation_id=operation.pk, reason="looks stuck", actor="alice", venues=venues
+            )
+        with pytest.raises(OperatorError, match="holds its lease"):
+            operator_retry_now(operation_id=operation.pk, actor="alice")
+        assert events(operation) == ["MintRequested"]
+    finally:
+        hold.release()
+        thread.join(60)
+    assert outcomes == ["waiting"]
+    assert events(operation) == ["MintRequested", "MintAccepted"]
+    assert sim_venue.server.request_count(MINT_POST) - posts_before == 1
+
+    # Released: the operator's force-fail now goes through (accepted -> inflight kept).
+    failed = operator_force_fail(
+        operation_id=operation.pk, reason="looks stuck", actor="alice", venues=venues
+    )
+    assert failed.status == OperationStatus.FAILED
+    assert events(operation)[-1] == "MintTimedOut"
+
+
+def test_a_worker_delivery_skips_while_an_operator_holds_the_lease(venues, sim_assets):
+    operation = new_mint()
+    with operator_lease(operation_id=operation.pk, actor="alice", lease_s=60) as token:
+        assert token.startswith("operator:alice:")
+        assert operation_advance(operation_id=operation.pk, venues=venues).outcome == "skipped"
+        operation.refresh_from_db()
+        assert operation.claimed_by == token
+    operation.refresh_from_db()
+    assert operation.claimed_by == ""
+    assert events(operation) == []
+
+
+def test_an_expired_worker_lease_does_not_block_the_operator(venues, sim_assets):
+    operation = new_mint()
+    Operation.objects.filter(pk=operation.pk).update(
+        claimed_by="dead-host:1:abc", claimed_until=timezone.now() - timedelta(seconds=1)
+    )
+    failed = operator_force_fail(
+        operation_id=operation.pk, reason="worker died", actor="alice", venues=venues
+    )
+    assert failed.status == OperationStatus.FAILED
+
+
+# --- never declare a venue request dead without asking the venue ----------------------------
+
+
+def requested_mint(venues) -> Operation:
+    operation = new_mint()
+    aggregate_execute(
+        spec=mint.SPEC,
+        aggregate_id=operation.aggregate_id,
+        command=mint.RequestMint(
+            symbol="AAPL", quantity=Decimal(1), wallet=venues.market_maker_wallet
+        ),
+    )
+    return operation
+
+
+def test_force_fail_of_a_requested_mint_alpaca_holds_records_it_accepted_and_keeps_inflight(
+    sim_venue, venues, sim_assets
+):
+    sim_venue.server.set_knobs(mint_delay_s=60.0)
+    operation = new_mint()
+    sim_venue.server.fail_next(MINT_POST, "5xx_after")  # it reached Alpaca; the answer did not
+    assert operation_advance(operation_id=operation.pk, venues=venues).outcome == "retry"
+    assert events(operation) == ["MintRequested"]
+
+    failed = operator_force_fail(
+        operation_id=operation.pk, reason="stuck", actor="alice", venues=venues
+    )
+
+    assert failed.status == OperationStatus.FAILED
+    assert failed.needs_attention
+    assert events(operation) == ["MintRequested", "MintAccepted", "MintTimedOut"]
+
+
+def test_force_fail_of_a_requested_mint_alpaca_cannot_confirm_stays_active_until_reconciled(
+    sim_venue, venues, sim_assets
+):
+    operation = requested_mint(venues)
+    sim_venue.server.fail_next(LIST, "5xx", times=3)  # every read retry of the lookup
+
+    with pytest.raises(OperatorError, match="stays active"):
+        operator_force_fail(operation_id=operation.pk, reason="stuck", actor="alice", venues=venues)
+
+    operation.refresh_from_db()
+    assert operation.is_active
+    assert operation.needs_attention
+    assert operation.claimed_by == ""
+    assert events(operation) == ["MintRequested"]
+
+    reconciled = operator_reconcile(
+        operation_id=operation.pk,
+        reason="no such request in Alpaca's dashboard",
+        actor="bob",
+        venues=venues,
+    )
+    assert reconciled.status == OperationStatus.FAILED
+    assert not reconciled.needs_attention
+    assert events(operation) == ["MintRequested", "MintRejected"]
+    last = aggregate_load(mint.SPEC, operation.aggregate_id).events[-1]
+    assert last.event.reason == "reconciled by bob: no such request in Alpaca's dashboard"
+    assert last.metadata["action"] == "reconcile"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -14,6 +18,7 @@ from operations.services import operation_create, operation_fail
 from operations.sweep import (
     SWEEP_FUNC,
     SWEEP_SCHEDULE_NAME,
+    _operation_of,
     sweep_operations,
     sweep_schedule_ensure,
 )
@@ -97,6 +102,36 @@ def test_sweep_reenqueues_a_running_operation_whose_worker_died_with_its_task():
     assert sweep_operations(now=NOW) == [operation.pk]
 
 
+def test_a_task_whose_worker_died_is_delivered_again_at_once_and_live_leases_stay():
+    """A worker of this host killed mid-step: its lease is void and its locked row is made
+    deliverable now (not after the broker's retry period), without a second task. Leases of a
+    live process, or of another host, are left alone."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    lost, alive, elsewhere = create("AAPL"), create("TSLA"), create("NVDA")
+    leases = {
+        lost.pk: f"{host}:{gone.pid}:a",
+        alive.pk: f"{host}:{os.getpid()}:b",
+        elsewhere.pk: f"another-host:{gone.pid}:c",
+    }
+    for pk, token in leases.items():
+        Operation.objects.filter(pk=pk).update(
+            status=OperationStatus.RUNNING,
+            claimed_by=token,
+            claimed_until=NOW + timedelta(minutes=2),
+        )
+    OrmQ.objects.update(lock=NOW + timedelta(minutes=3))  # each task held by its worker
+
+    assert sweep_operations(now=NOW) == []  # nothing queued twice
+
+    claims = dict(Operation.objects.values_list("pk", "claimed_by"))
+    assert claims == {lost.pk: "", alive.pk: leases[alive.pk], elsewhere.pk: leases[elsewhere.pk]}
+    deliverable = {_operation_of(row.payload) for row in OrmQ.objects.filter(lock__lte=NOW)}
+    assert deliverable == {lost.pk}
+    assert sorted(queued_operation_tasks()) == sorted(leases)
+
+
 def test_sweep_ignores_other_tasks_in_the_queue():
     from django_q.tasks import async_task
 
@@ -124,3 +159,22 @@ def test_migrate_creates_the_sweep_schedule():
     Schedule.objects.filter(name=SWEEP_SCHEDULE_NAME).delete()
     call_command("migrate", verbosity=0)
     assert Schedule.objects.filter(name=SWEEP_SCHEDULE_NAME, func=SWEEP_FUNC).count() == 1
+
+
+def test_a_sweep_tick_unpickles_only_the_payloads_it_has_not_seen():
+    from operations.sweep import DECODED, queued_operation_ids
+
+    first, second = create("AAPL"), create("USDC")
+    assert queued_operation_ids() == {first.pk, second.pk}
+    before = DECODED.decoded
+
+    assert sweep_operations(now=NOW) == []
+    assert sweep_operations(now=NOW) == []
+    assert queued_operation_ids() == {first.pk, second.pk}
+    assert DECODED.decoded == before  # nothing new in the queue: nothing unpickled
+
+    lose_all_tasks()
+    assert sweep_operations(now=NOW) == [first.pk, second.pk]  # forgotten once gone
+    assert queued_operation_ids() == {first.pk, second.pk}
+    assert queued_operation_ids() == {first.pk, second.pk}
+    assert DECODED.decoded == before + 2  # the two re-enqueued payloads, once each

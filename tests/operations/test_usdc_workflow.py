@@ -4,6 +4,9 @@ anvil chains, real HTTP clients, the runner in-process."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -11,14 +14,17 @@ import pytest
 from inventory.domain import events as ev
 from inventory.domain import usdc
 from inventory.domain.events import TxPurpose
+from inventory.domain.values import RebalanceDirection
 from inventory.selectors import pool_inventory
-from operations.models import ChainNonce, OperationStatus
+from inventory.store import aggregate_execute
+from operations.models import ChainNonce, Operation, OperationStatus
+from operations.operator import OperatorError, operator_force_fail, operator_reconcile
 from operations.venues import Venues
 from operations.workflows import operation_advance
 from operations.workflows.base import Continue, Done
 from operations.workflows.context import decode_signed, signed_from_raw
-from operations.workflows.usdc import WORKFLOW
-from tests.operations.conftest import advance_until_finished
+from operations.workflows.usdc import ALPACA_WITHDRAWAL_SETTLE_S, WORKFLOW
+from tests.operations.conftest import advance_until_finished, unvalidated_operation
 from tests.operations.usdc_support import (
     A2B,
     B2A,
@@ -224,7 +230,7 @@ def test_a_burn_broadcast_before_a_crash_is_found_by_its_receipt_not_sent_again(
     stored = usdc.transaction_for(usdc_state(operation), TxPurpose.BURN)
     chain = venues.ethereum if kind == A2B else venues.base
     chain.broadcast(signed_from_raw(stored.raw_tx, stored.tx_hash))  # the worker then died
-    chain.wait_for_receipt(stored.tx_hash, timeout_s=10, poll_s=0.1)
+    chain.wait_for_receipt(stored.tx_hash, timeout_s=60, poll_s=0.1)
 
     advance_until_finished(operation, venues)
 
@@ -286,6 +292,68 @@ def test_withdrawal_post_with_unknown_outcome_is_found_not_repeated(sim_venue, v
     assert posts == (1 if fault == FAULT_5XX_AFTER else 2)
 
 
+def test_a_withdrawal_post_without_answer_gets_time_to_land_before_a_second_post(sim_venue, venues):
+    """The POST times out while Alpaca still holds it; it is carried out later. Looking for it
+    at once would find nothing and post again (the money moved twice): the next attempt waits
+    for it to land first, then adopts it."""
+    watch = EffectWatch.start(sim_venue, venues)
+    posts_before = sim_venue.server.request_count(WITHDRAW_POST)
+    transfers_before = len(sim_venue.server.transfers())
+    hold = sim_venue.server.hold_next(WITHDRAW_POST, timeout_s=120)
+    operation = new_usdc(A2B, str(next_amount()))
+
+    first = operation_advance(operation_id=operation.pk, venues=venues)  # the client times out
+    assert first.outcome == "retry"
+    assert first.wait_s is not None and first.wait_s >= ALPACA_WITHDRAWAL_SETTLE_S
+    hold.release()  # Alpaca carries out the request it held
+    deadline = time.monotonic() + 60
+    while len(sim_venue.server.transfers()) == transfers_before:
+        assert time.monotonic() < deadline, "the held withdrawal never landed"
+        time.sleep(0.05)
+
+    advance_until_finished(operation, venues)
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    assert watch.effects(A2B).withdrawals == 1
+    assert sim_venue.server.request_count(WITHDRAW_POST) - posts_before == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_died_mid_withdrawal_post_gets_no_second_post_from_the_next_worker(
+    sim_venue, venues
+):
+    """Chaos day finding: a worker's withdrawal POST was held by Alpaca, the worker was killed
+    meanwhile, the sweep gave the operation to another worker, which found nothing at Alpaca
+    yet and posted again: the money moved twice. The POST's moment is committed before it
+    leaves, so the next worker waits for it to land and adopts it."""
+    watch = EffectWatch.start(sim_venue, venues)
+    posts_before = sim_venue.server.request_count(WITHDRAW_POST)
+    transfers_before = len(sim_venue.server.transfers())
+    hold = sim_venue.server.hold_next(WITHDRAW_POST, timeout_s=120)
+    operation = new_usdc(A2B, str(next_amount()))
+    dying = threading.Thread(
+        target=lambda: operation_advance(operation_id=operation.pk, venues=venues), daemon=True
+    )
+    dying.start()
+    assert hold.arrived.wait(60), "the first worker never sent its POST"
+    # The first worker is gone: the sweep voids its lease and delivers the task again.
+    Operation.objects.filter(pk=operation.pk).update(claimed_by="", claimed_until=None)
+
+    second = operation_advance(operation_id=operation.pk, venues=venues)
+    posts_while_held = sim_venue.server.request_count(WITHDRAW_POST) - posts_before
+    hold.release()  # Alpaca carries out the request it held
+    dying.join(60)
+    deadline = time.monotonic() + 60
+    while len(sim_venue.server.transfers()) == transfers_before:
+        assert time.monotonic() < deadline, "the held withdrawal never landed"
+        time.sleep(0.05)
+    advance_until_finished(operation, venues)
+
+    assert (second.outcome, posts_while_held) == ("retry", 1)
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    assert watch.effects(A2B).withdrawals == 1
+    assert sim_venue.server.request_count(WITHDRAW_POST) - posts_before == 1
+
+
 # --- refusals before anything moved (spec 13 test_execute_alpaca_to_base_*) --------------------
 
 
@@ -303,8 +371,9 @@ def test_execute_alpaca_to_base_withdrawal_refused_when_address_not_approved(
 ):
     watch = EffectWatch.start(sim_venue, venues)
     sim_venue.server.whitelist_set(venues.market_maker_wallet, whitelist)
+    amount = str(next_amount())  # the lookup matches by amount: one no other test used
     try:
-        operation = new_usdc(A2B, "100")
+        operation = new_usdc(A2B, amount)
         advance_until_finished(operation, venues)
     finally:
         sim_venue.server.whitelist_set(venues.market_maker_wallet, "APPROVED")
@@ -313,14 +382,15 @@ def test_execute_alpaca_to_base_withdrawal_refused_when_address_not_approved(
     assert "not whitelisted" in operation.failure_reason
     assert expected in operation.failure_reason
     assert watch.effects(A2B).withdrawals == 0
-    assert new_usdc(A2B, "100") is not None  # guard released
+    assert new_usdc(A2B, amount) is not None  # guard released
 
 
 def test_execute_alpaca_to_base_api_error_fails_the_request(sim_venue, venues):
     cash = sim_venue.server.cash()
     sim_venue.server.set_cash(Decimal(10))  # Alpaca answers 403 insufficient balance
+    amount = str(next_amount())  # the lookup matches by amount: one no other test used
     try:
-        operation = new_usdc(A2B, "100")
+        operation = new_usdc(A2B, amount)
         advance_until_finished(operation, venues)
     finally:
         sim_venue.server.set_cash(cash)
@@ -344,7 +414,7 @@ def test_execute_negative_zero_or_underflowing_amount_fails_before_any_event(
     sim_venue, venues, kind, amount
 ):
     watch = EffectWatch.start(sim_venue, venues)
-    operation = new_usdc(kind, amount)
+    operation = unvalidated_operation(kind, "USDC", amount)  # operation_create refuses it
     advance_until_finished(operation, venues)
     assert operation.status == OperationStatus.FAILED
     assert f"amount={Decimal(amount)}" in operation.failure_reason
@@ -412,6 +482,9 @@ def test_attestation_that_never_arrives_times_out_keeping_inflight(sim_venue, ve
     observe(usdc_onchain="1000", usdc_offchain="1000")
     impatient = with_timeouts(venues, usdc_step_timeout_s=1.0)
     operation = new_usdc(A2B, str(amount := next_amount()))
+    # Up to the burn at the usual timeouts: the 1 s one would also cut off the wait for the
+    # sim's withdrawal (0.3 s) on a slow machine, a different failure than the one tested.
+    drive_to(operation, venues, S.BRIDGING)
 
     advance_until_finished(operation, impatient)
 
@@ -474,7 +547,10 @@ def test_alpaca_deposit_not_credited_in_time_fails_the_deposit_for_an_operator(
     assert failed.deposit_ref is not None  # the transfer to Alpaca is on record
     assert "Deposit polling failed" in failed.reason
     assert operation.needs_attention
-    assert pool_inventory(key="USDC").offchain.available == 1000 + cctp_received(amount)
+    # Issue 8: never credited by Alpaca, so the USDC stays inflight for the operator (the
+    # bridge mint used to settle it and count it at Alpaca already).
+    pool = pool_inventory(key="USDC")
+    assert (pool.onchain.inflight, pool.offchain.available) == (amount, 1000)
 
 
 # --- operator and give-up paths ---------------------------------------------------------------
@@ -524,7 +600,7 @@ def test_fail_with_a_mined_but_unrecorded_burn_keeps_its_data(sim_venue, venues)
     while usdc.transaction_for(usdc_state(operation), TxPurpose.BURN) is None:
         step_once(operation, venues)
     stored = usdc.transaction_for(usdc_state(operation), TxPurpose.BURN)
-    venues.ethereum.send(signed_from_raw(stored.raw_tx, stored.tx_hash), timeout_s=10)
+    venues.ethereum.send(signed_from_raw(stored.raw_tx, stored.tx_hash), timeout_s=60)
 
     assert WORKFLOW.fail(step_context(operation, venues), reason="give up", actor="system")
 
@@ -566,3 +642,85 @@ def test_a_withdrawal_claimed_by_another_rebalance_is_never_adopted(sim_venue, v
     ours = usdc_state(second).value.withdrawal_ref.value
     assert ours != theirs
     assert watch.effects(A2B).withdrawals == 2
+
+
+# --- withdrawal recovery refuses an ambiguous match ------------------------------------------
+
+
+def requested_a2b(venues, amount: Decimal, *, requested_at=None):
+    """An Alpaca -> Base move with its Request recorded (at `requested_at`) and no POST."""
+    operation = new_usdc(A2B, str(amount))
+    aggregate_execute(
+        spec=usdc.SPEC,
+        aggregate_id=operation.aggregate_id,
+        command=usdc.Request(direction=RebalanceDirection.ALPACA_TO_BASE, amount=amount),
+        now=requested_at,
+    )
+    return operation
+
+
+def test_a_withdrawal_alpaca_dated_before_our_request_is_flagged_not_posted_again(
+    sim_venue, venues
+):
+    """Our POST reached Alpaca, whose clock runs 5 s behind ours, and the answer was lost:
+    matching only transfers created within 2 s of our request missed it and posted again."""
+    amount = next_amount()
+    posts_before = sim_venue.server.request_count(WITHDRAW_POST)
+    ours = venues.alpaca.initiate_withdrawal(amount_usdc=amount, address=venues.market_maker_wallet)
+    operation = requested_a2b(venues, amount, requested_at=ours.created_at + timedelta(seconds=5))
+
+    result = operation_advance(operation_id=operation.pk, venues=venues)
+
+    operation.refresh_from_db()
+    assert result.outcome == "attention"
+    assert operation.is_active and operation.needs_attention
+    assert ours.id in operation.last_error
+    assert business_events(operation) == ["Requested"]
+    assert sim_venue.server.request_count(WITHDRAW_POST) - posts_before == 1
+
+
+def test_two_withdrawals_that_could_be_ours_are_not_adopted_and_an_operator_reconciles(
+    sim_venue, venues
+):
+    amount = next_amount()
+    operation = requested_a2b(venues, amount)
+    posts_before = sim_venue.server.request_count(WITHDRAW_POST)
+    first = venues.alpaca.initiate_withdrawal(
+        amount_usdc=amount, address=venues.market_maker_wallet
+    )
+    manual = venues.alpaca.initiate_withdrawal(
+        amount_usdc=amount, address=venues.market_maker_wallet
+    )
+
+    result = operation_advance(operation_id=operation.pk, venues=venues)
+
+    operation.refresh_from_db()
+    assert result.outcome == "attention"
+    assert first.id in operation.last_error and manual.id in operation.last_error
+    assert business_events(operation) == ["Requested"]
+    assert sim_venue.server.request_count(WITHDRAW_POST) - posts_before == 2
+    with pytest.raises(OperatorError, match="stays active"):
+        operator_force_fail(operation_id=operation.pk, reason="x", actor="ops", venues=venues)
+
+    reconciled = operator_reconcile(
+        operation_id=operation.pk,
+        reason="both withdrawals were manual, ours never arrived",
+        actor="ops",
+        venues=venues,
+    )
+    assert reconciled.status == OperationStatus.FAILED
+    assert not reconciled.needs_attention
+    assert business_events(operation) == ["Requested", "RequestFailed"]
+
+
+def test_a_single_withdrawal_made_after_our_request_is_adopted(sim_venue, venues):
+    amount = next_amount()
+    operation = requested_a2b(venues, amount)
+    posts_before = sim_venue.server.request_count(WITHDRAW_POST)
+    ours = venues.alpaca.initiate_withdrawal(amount_usdc=amount, address=venues.market_maker_wallet)
+
+    step_once(operation, venues)
+
+    assert business_events(operation) == ["Requested", "Initiated"]
+    assert usdc_state(operation).value.withdrawal_ref.value == ours.id
+    assert sim_venue.server.request_count(WITHDRAW_POST) - posts_before == 1

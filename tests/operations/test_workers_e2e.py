@@ -14,6 +14,7 @@ import pytest
 from inventory.models import InventoryPool
 from inventory.services import asset_register, fill_record_onchain, snapshot_record
 from operations.models import ACTIVE_STATUSES, Operation, OperationKind, OperationStatus
+from venues.sim.venue import equity_vault_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 
@@ -34,6 +35,23 @@ def register_sim_assets(sim_venue) -> dict[str, str]:
     return dict(sim_venue.equity_tokens)
 
 
+def fund_equity_vault(sim_venue, symbol: str, units: int) -> None:
+    """Mint `units` of the symbol's token to our wallet and deposit them into its vault (the
+    onchain inventory a redemption withdraws from)."""
+    chains = sim_venue.chains
+    token = sim_venue.equity_tokens[symbol]
+    chains.mint(chains.base, token, chains.market_maker.address, units)
+    vault_id = bytes.fromhex(equity_vault_id(symbol)[2:])
+    chains.vault_deposit(chains.market_maker, token, vault_id, units)
+
+
+def equity_vault_units(sim_venue, symbol: str) -> int:
+    chains = sim_venue.chains
+    token = sim_venue.equity_tokens[symbol]
+    vault_id = bytes.fromhex(equity_vault_id(symbol)[2:])
+    return chains.vault_balance(chains.market_maker.address, token, vault_id)
+
+
 def onchain_fill(symbol: str, amount: str, direction: str) -> None:
     fill_record_onchain(
         symbol=symbol,
@@ -46,7 +64,9 @@ def onchain_fill(symbol: str, amount: str, direction: str) -> None:
     )
 
 
-def wait_finished(operation_id: int, cluster, *, timeout_s: float = 60) -> Operation:
+def wait_finished(operation_id: int, cluster, *, timeout_s: float = 240) -> Operation:
+    """Poll until the operation is terminal; the limit is far above what it takes on a loaded
+    2-core machine (a proof that fails for timing proves nothing)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         operation = Operation.objects.get(pk=operation_id)
@@ -75,6 +95,7 @@ def test_onchain_sell_fill_triggers_a_mint_that_workers_complete(
     chains = sim_venue.chains
     wallet = venue_config.market_maker_wallet
     before = chains.balance(chains.base, tokens["AAPL"], wallet)
+    vault_before = equity_vault_units(sim_venue, "AAPL")
     cluster = workers()
     snapshot_record(
         fetched_at=moment(),
@@ -89,8 +110,10 @@ def test_onchain_sell_fill_triggers_a_mint_that_workers_complete(
 
     assert finished.status == OperationStatus.COMPLETED, cluster.logs()
     assert len(mint_requests(sim_venue, operation.aggregate_id)) == 1
-    minted = chains.balance(chains.base, tokens["AAPL"], wallet) - before
-    assert minted == int(operation.amount * UNIT)
+    # Minted, then deposited into the vault: the wallet ends where it began.
+    assert chains.balance(chains.base, tokens["AAPL"], wallet) == before
+    deposited = equity_vault_units(sim_venue, "AAPL") - vault_before
+    assert deposited == int(operation.amount * UNIT)
     pool = InventoryPool.objects.get(key="AAPL")
     assert pool.onchain_available == Decimal(20) + operation.amount
     assert pool.offchain_available == Decimal(50) - operation.amount
@@ -104,7 +127,7 @@ def test_onchain_buy_fill_triggers_a_redemption_that_workers_complete(
     tokens = register_sim_assets(sim_venue)
     chains = sim_venue.chains
     wallet = venue_config.market_maker_wallet
-    chains.mint(chains.base, tokens["MSFT"], wallet, 200 * UNIT)
+    fund_equity_vault(sim_venue, "MSFT", 200 * UNIT)
     start_block = chains.client(chains.base).block_number()
     cluster = workers()
     snapshot_record(

@@ -15,9 +15,10 @@ from operations.venues import Venues
 from operations.workflows.base import Continue, Done, Wait
 from operations.workflows.context import StepContext
 from operations.workflows.usdc import WORKFLOW, ZERO_ADDRESS
+from venues.sim.server import KEY_WITHDRAW
 from venues.sim.venue import SimVenue
 
-WITHDRAW_POST = "POST /v1/accounts/{acct}/wallets/transfers"
+WITHDRAW_POST = KEY_WITHDRAW
 A2B = OperationKind.USDC_ALPACA_TO_BASE
 B2A = OperationKind.USDC_BASE_TO_ALPACA
 USDC_UNIT = 10**6
@@ -63,7 +64,7 @@ def step_context(operation: Operation, venues: Venues) -> StepContext:
     )
 
 
-def step_once(operation: Operation, venues: Venues, *, timeout_s: float = 20.0):
+def step_once(operation: Operation, venues: Venues, *, timeout_s: float = 120.0):
     """One step that makes progress (Waits are slept through); returns its outcome."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -136,7 +137,7 @@ class EffectWatch:
             t
             for t in self.sim_venue.server.transfers()
             if t["id"] not in self.withdrawal_ids
-            and t["relationship"] == "OUTGOING"
+            and t["direction"] == "OUTGOING"
             and t["to_address"].lower() == mm.lower()
         ]
         return Effects(
@@ -168,24 +169,7 @@ def fund_vault(sim_venue: SimVenue, venues: Venues, amount_usdc: str) -> None:
     units = int(Decimal(amount_usdc) * USDC_UNIT)
     mm = chains.market_maker
     chains.mint_usdc(base, mm.address, units)
-    chains.transact(
-        base,
-        mm,
-        to=base.usdc,
-        data=chains.encode("MintableERC20", "approve", sim_venue.vault, units),
-    )
-    chains.transact(
-        base,
-        mm,
-        to=sim_venue.vault,
-        data=chains.encode(
-            "OrderBookVault",
-            "deposit3",
-            base.usdc,
-            bytes.fromhex(sim_venue.usdc_vault_id[2:]),
-            units,
-        ),
-    )
+    chains.vault_deposit(mm, base.usdc, bytes.fromhex(sim_venue.usdc_vault_id[2:]), units)
 
 
 def drain_usdc(sim_venue: SimVenue, chain_name: str, owner: str) -> None:

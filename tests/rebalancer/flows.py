@@ -131,6 +131,17 @@ def tokens_received() -> ev.TokensReceived:
     return ev.TokensReceived(tx_hash=TX, receipt_id=1, shares_minted=10**18, received_at=tick())
 
 
+def vault_deposit_submitted() -> ev.VaultDepositSubmitted:
+    return ev.VaultDepositSubmitted(
+        vault="0x" + "0b" * 20,
+        vault_id="0x" + "77" * 32,
+        amount_units=10**18,
+        raw_tx=b"\x02deposit",
+        tx_hash=TX,
+        submitted_at=tick(),
+    )
+
+
 def transfer_signed(op: Operation) -> ev.TransferSigned:
     return ev.TransferSigned(
         symbol=op.pool,
@@ -174,3 +185,17 @@ def usdc_direction(op: Operation) -> RebalanceDirection:
         if op.kind == "usdc_alpaca_to_base"
         else RebalanceDirection.BASE_TO_ALPACA
     )
+
+
+def after_cooldown(key: str) -> Operation | None:
+    """Time passes until the pool's cool-down after a failure ends, and the due loop re-checks
+    it (`operations.due.operations_due_enqueue` -> `pools_cooled_down_recheck`); returns the
+    active operation."""
+    from django.utils import timezone
+
+    from operations.due import operations_due_enqueue
+    from operations.models import PoolBreaker
+
+    PoolBreaker.objects.filter(pool=key).update(cooldown_until=timezone.now())
+    operations_due_enqueue()  # one pass of the due loop
+    return active(key)

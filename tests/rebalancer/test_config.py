@@ -20,7 +20,7 @@ PRIVATE_KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f
 ETH_RPC = "https://eth.example.invalid/v2/rpc-key-eth-123"
 BASE_RPC = "wss://base.example.invalid/v2/rpc-key-base-456"
 REDEMPTION_WALLET = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
-MARKET_MAKER_WALLET = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
+MARKET_MAKER_WALLET = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
 ORDERBOOK = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB"
 VAULT_ID = "0x" + "ab" * 32
 
@@ -249,3 +249,40 @@ def test_settings_env_reports_rebalancing_and_other_problems_together(tmp_path: 
     names = {name for name, _ in info.value.problems}
     assert "Q_WORKERS" in names
     assert "EVM_PRIVATE_KEY" in names
+
+
+def test_a_private_key_whose_address_is_not_the_market_maker_wallet_is_refused():
+    other_wallet = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    problems = problems_of(ALL_REQUIRED | {"MARKET_MAKER_WALLET": other_wallet})
+    assert list(problems) == ["EVM_PRIVATE_KEY"]
+    message = problems["EVM_PRIVATE_KEY"]
+    assert "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23" in message  # the key's address
+    assert other_wallet in message
+    assert PRIVATE_KEY not in message and PRIVATE_KEY[2:] not in message
+
+
+def test_the_key_check_follows_the_legacy_key_name():
+    env = {k: v for k, v in ALL_REQUIRED.items() if k != "EVM_PRIVATE_KEY"}
+    env |= {"ETHEREUM_PRIVATE_KEY": PRIVATE_KEY}
+    env["MARKET_MAKER_WALLET"] = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    assert list(problems_of(env)) == ["ETHEREUM_PRIVATE_KEY"]
+
+
+def test_cooldown_and_breaker_settings_are_read_and_checked():
+    workers = load(
+        ALL_REQUIRED
+        | {
+            "REBALANCER_COOLDOWN_BASE_S": "0",
+            "REBALANCER_COOLDOWN_MAX_S": "900",
+            "REBALANCER_BREAKER_FAILURES": "3",
+        }
+    ).workers
+    assert (workers.cooldown_base_s, workers.cooldown_max_s, workers.breaker_failures) == (
+        0.0,
+        900.0,
+        3,
+    )
+    problems = problems_of(
+        ALL_REQUIRED | {"REBALANCER_COOLDOWN_BASE_S": "-1", "REBALANCER_BREAKER_FAILURES": "0"}
+    )
+    assert sorted(problems) == ["REBALANCER_BREAKER_FAILURES", "REBALANCER_COOLDOWN_BASE_S"]

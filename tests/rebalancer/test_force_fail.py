@@ -16,7 +16,6 @@ from inventory.store import aggregate_execute
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.services import (
     OperationAlreadyFinished,
-    OperationCannotFail,
     operation_force_fail,
 )
 from tests.rebalancer.flows import (
@@ -24,6 +23,7 @@ from tests.rebalancer.flows import (
     TX,
     WALLET,
     active,
+    after_cooldown,
     enable,
     observe,
     register,
@@ -54,7 +54,7 @@ def last_event(operation: Operation) -> Event:
     return Event.objects.filter(aggregate_id=operation.aggregate_id).order_by("-sequence").first()
 
 
-def test_force_fail_before_any_event_fails_the_row_and_rechecks(enabled):
+def test_force_fail_before_any_event_fails_the_row_and_rechecks_after_the_cooldown(enabled):
     op = started("20", "80")
     failed = operation_force_fail(operation_id=op.pk, reason="wrong size", actor="alice")
     assert (failed.status, failed.failure_reason, failed.finished_by) == (
@@ -63,7 +63,8 @@ def test_force_fail_before_any_event_fails_the_row_and_rechecks(enabled):
         "alice",
     )
     assert not Event.objects.filter(aggregate_id=op.aggregate_id).exists()
-    again = active("AAPL")
+    assert active("AAPL") is None  # the pool cools down first
+    again = after_cooldown("AAPL")
     assert again is not None and again.pk != op.pk
 
 
@@ -79,7 +80,8 @@ def test_force_fail_of_a_requested_mint_rejects_it_through_the_aggregate(enabled
         "stuck at Alpaca",
         "alice",
     )
-    assert active("AAPL") is not None  # nothing moved: still 20/80, a new mint starts
+    assert active("AAPL") is None  # the pool cools down after a failure
+    assert after_cooldown("AAPL") is not None  # nothing moved: still 20/80, a new mint
 
 
 def test_force_fail_of_an_accepted_mint_times_it_out_keeping_inflight(enabled):
@@ -97,7 +99,9 @@ def test_force_fail_of_an_accepted_mint_times_it_out_keeping_inflight(enabled):
     assert active("AAPL") is None  # inflight blocks the pool until reconciled
 
 
-def test_force_fail_after_tokens_arrived_is_refused(enabled):
+def test_force_fail_after_tokens_arrived_fails_the_vault_deposit_keeping_inflight(enabled):
+    """Since a mint ends in the vault (spec 15.1), received tokens not yet deposited can be
+    failed: they sit in the wallet, so the amount stays inflight for an operator."""
     op = started("20", "80")
     run(
         mint.SPEC,
@@ -106,10 +110,10 @@ def test_force_fail_after_tokens_arrived_is_refused(enabled):
         mint.AcknowledgeAcceptance(issuer_request_id=op.aggregate_id, tokenization_request_id="t"),
         mint.ReceiveTokens(tx_hash=TX, receipt_id=1, shares_minted=30 * 10**18),
     )
-    with pytest.raises(OperationCannotFail, match="TokensReceived"):
-        operation_force_fail(operation_id=op.pk, reason="x", actor="alice")
-    op.refresh_from_db()
-    assert op.status == OperationStatus.PENDING
+    failed = operation_force_fail(operation_id=op.pk, reason="x", actor="alice")
+    assert last_event(op).event_type == ev.VaultDepositFailed.event_type_name()
+    assert failed.status == OperationStatus.FAILED
+    assert active("AAPL") is None  # inflight blocks the pool until reconciled
 
 
 def test_force_fail_of_sent_redemption_fails_detection(enabled):

@@ -16,6 +16,7 @@ from operations.services import operation_fail
 from tests.rebalancer.flows import (
     TX,
     active,
+    after_cooldown,
     append,
     enable,
     mint_accepted,
@@ -29,6 +30,7 @@ from tests.rebalancer.flows import (
     transfer_signed,
     usdc_initiated,
     usdc_requested,
+    vault_deposit_submitted,
 )
 from tests.rebalancer.support import queued_operation_tasks
 
@@ -84,25 +86,31 @@ def balances(key: str) -> tuple[Decimal, Decimal, Decimal, Decimal]:
 def test_mint_events_in_separate_batches_move_inventory_from_the_stored_genesis(enabled):
     op = mint_started()
     append(ev.MINT, op.aggregate_id, mint_requested(op))
-    assert balances("AAPL") == (20, 0, 80, 0)
+    # Issue 8: the intent holds the shares inflight (MintAccepted used to move them).
+    assert balances("AAPL") == (20, 0, 50, 30)
     append(ev.MINT, op.aggregate_id, mint_accepted(op))  # no MintRequested in this batch
     assert balances("AAPL") == (20, 0, 50, 30)
     assert refreshed(op).status == OperationStatus.PENDING
     append(ev.MINT, op.aggregate_id, tokens_received())
-    assert balances("AAPL") == (50, 0, 50, 0)
+    # In our wallet, not yet in the vault (spec 15.1): still inflight.
+    assert balances("AAPL") == (20, 0, 50, 30)
+    append(ev.MINT, op.aggregate_id, vault_deposit_submitted())
+    assert balances("AAPL") == (20, 0, 50, 30)
     assert active("AAPL") == op  # no second operation while this one is active
 
 
-def test_mint_completion_completes_the_operation_and_releases_the_guard(enabled):
+def test_mint_deposited_into_vault_completes_the_operation_and_releases_the_guard(enabled):
     op = mint_started()
     append(ev.MINT, op.aggregate_id, mint_requested(op))
     append(ev.MINT, op.aggregate_id, mint_accepted(op))
     append(ev.MINT, op.aggregate_id, tokens_received())
-    append(ev.MINT, op.aggregate_id, ev.MintCompleted(completed_at=tick()))
+    append(ev.MINT, op.aggregate_id, vault_deposit_submitted())
+    append(ev.MINT, op.aggregate_id, ev.DepositedIntoVault(deposited_at=tick()))
+    assert balances("AAPL") == (50, 0, 50, 0)
     op = refreshed(op)
     assert (op.status, op.finished_by) == (
         OperationStatus.COMPLETED,
-        "event:TokenizedEquityMintEvent::MintCompleted",
+        "event:TokenizedEquityMintEvent::DepositedIntoVault",
     )
     assert op.finished_at is not None
     assert active("AAPL") is None  # balanced now: nothing new
@@ -155,8 +163,11 @@ def test_mint_failure_fails_the_operation_with_the_reason_and_rechecks(
         assert balances("AAPL") == (20, 0, 50, 30)
         assert again is None
     else:
-        # Nothing left the venue: still 20/80, so the re-check starts a new mint at once.
+        # Nothing left the venue: still 20/80. Failures do not loop: the pool cools down
+        # (shown on the operation) and the re-check once it is over starts a new mint.
         assert balances("AAPL") == (20, 0, 80, 0)
+        assert again is None and op.cooldown_until is not None
+        again = after_cooldown("AAPL")
         assert again is not None and again.pk != op.pk and again.kind == OperationKind.MINT
         assert queued_operation_tasks()[-1] == again.pk
 
@@ -250,7 +261,8 @@ def test_redemption_failure_fails_the_operation_and_releases_the_guard(
         reason,
         inflight_kept,
     )
-    again = active("AAPL")
+    assert active("AAPL") is None  # inflight (B13) or the cool-down after a failure
+    again = after_cooldown("AAPL")
     if inflight_kept:
         assert again is None  # inflight blocks the pool until reconciled (B13)
     else:
@@ -282,7 +294,8 @@ def test_usdc_alpaca_to_base_lifecycle_completes_and_releases(enabled):
     append(ev.USDC_REBALANCE, op.aggregate_id, usdc_initiated(op))
     assert balances("USDC") == (100, 0, 500, 400)
     usdc_through_bridge(op)
-    assert balances("USDC") == (500, 0, 500, 0)
+    # Issue 8: inflight until the deposit is confirmed (Bridged used to settle it).
+    assert balances("USDC") == (100, 0, 500, 400)
     append(
         ev.USDC_REBALANCE,
         op.aggregate_id,
@@ -293,13 +306,14 @@ def test_usdc_alpaca_to_base_lifecycle_completes_and_releases(enabled):
     assert refreshed(op).status == OperationStatus.PENDING
     append(ev.USDC_REBALANCE, op.aggregate_id, ev.DepositConfirmed(deposit_confirmed_at=tick()))
     assert refreshed(op).status == OperationStatus.COMPLETED
+    assert balances("USDC") == (500, 0, 500, 0)
     assert active("USDC") is None
 
 
 @pytest.mark.parametrize(
     ("steps", "failure", "needs_attention", "retriggered"),
     [
-        # Nothing left Base: still 900/100, a new operation starts at once.
+        # Nothing left Base: still 900/100, a new operation starts after the cool-down.
         (0, ev.RequestFailed(reason="below minimum", failed_at=tick()), False, True),
         # Inflight kept: the pool is blocked until an operator reconciles.
         (1, ev.WithdrawalFailed(reason="not whitelisted", failed_at=tick()), True, False),
@@ -309,8 +323,9 @@ def test_usdc_alpaca_to_base_lifecycle_completes_and_releases(enabled):
             True,
             False,
         ),
-        # Bridged already settled the transfer (500/500): balanced, nothing inflight.
-        (3, ev.DepositFailed(deposit_ref=None, reason="vault", failed_at=tick()), False, False),
+        # Issue 8: bridged but never deposited: the USDC is not usable at the destination, so
+        # it stays inflight for an operator (Bridged used to settle it, hiding the failure).
+        (3, ev.DepositFailed(deposit_ref=None, reason="vault", failed_at=tick()), True, False),
     ],
     ids=["request_failed", "withdrawal_failed", "bridging_failed", "deposit_failed"],
 )
@@ -343,7 +358,8 @@ def test_usdc_failure_fails_the_operation_and_releases_the_guard(
         failure.reason,
         needs_attention,
     )
-    again = active("USDC")
+    assert active("USDC") is None  # inflight, balanced, or the cool-down after a failure
+    again = after_cooldown("USDC")
     assert (again is not None) == retriggered
     if again is not None:
         assert again.pk != op.pk and again.pk in queued_operation_tasks()
@@ -367,10 +383,12 @@ def test_equity_terminal_event_rechecks_usdc_too(enabled):
     assert usdc.pk in queued_operation_tasks()
 
 
-def test_failing_an_operation_before_its_first_event_rechecks_in_the_same_transaction(enabled):
+def test_failing_an_operation_before_its_first_event_cools_the_pool_down_then_rechecks(enabled):
     op = mint_started()
     operation_fail(operation_id=op.pk, reason="Alpaca returned 500", actor="system")
-    again = active("AAPL")
+    assert active("AAPL") is None  # not in the same transaction: failures do not loop
+    assert refreshed(op).cooldown_until is not None
+    again = after_cooldown("AAPL")
     assert again is not None and again.pk != op.pk
     assert queued_operation_tasks() == [op.pk, again.pk]
 

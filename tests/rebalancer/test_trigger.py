@@ -235,7 +235,7 @@ def test_equity_below_the_configured_minimum_creates_nothing(enabled):
 
 
 def test_amount_is_truncated_to_usdc_precision(enabled):
-    observe(usdc_onchain="1000.0000015", usdc_offchain="0")
+    observe(usdc_onchain="1000.000001", usdc_offchain="0")  # excess 500.0000005
     assert only_operation().amount == Decimal("500.000000")
 
 

@@ -70,15 +70,18 @@ def tokenization_json(**overrides: Any) -> dict[str, Any]:
 def transfer_json(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": "tr-1",
-        "relationship": "OUTGOING",
+        "tx_hash": None,
+        "direction": "OUTGOING",
+        "status": "PENDING",
         "amount": "100",
+        "usd_value": "100.02",
+        "network_fee": "0.5",
+        "fees": "0",
+        "chain": "ETH",
         "asset": "USDC",
         "from_address": None,
         "to_address": "0x" + "22" * 20,
-        "status": "PENDING",
-        "tx_hash": None,
         "created_at": CREATED_AT,
-        "network_fee_amount": "0.5",
     }
     body.update(overrides)
     return body

@@ -14,8 +14,10 @@ from venues.alpaca import (
     AlpacaClient,
     AlpacaMalformedResponse,
     AlpacaNetworkError,
+    AlpacaNotFound,
     AlpacaOutcomeUnknown,
     AlpacaPollTimeout,
+    AlpacaRateLimited,
     InsufficientPosition,
     InvalidAmount,
     InvalidParameters,
@@ -30,8 +32,8 @@ from venues.alpaca import (
 __all__ = ["threaded_server"]
 
 WALLET = "0x" + "11" * 20
-MINT = "/v2/tokenization/mint"
-REQUESTS = "/v2/tokenization/requests"
+MINT = "/v1/accounts/acct-1/tokenization/mint"
+REQUESTS = "/v1/accounts/acct-1/tokenization/requests"
 
 
 def make_client(server: HTTPServer, *, timeout_s: float = 2.0) -> AlpacaClient:
@@ -111,7 +113,9 @@ def test_request_mint_sends_quantity_as_plain_decimal_string(httpserver: HTTPSer
         (403, '{"message": "no Position to mint from"}', InsufficientPosition, "symbol", "AAPL"),
         (403, "account not enabled for tokenization", UnsupportedAccount, "status", 403),
         (422, '{"message": "qty must be > 0"}', InvalidParameters, "details", None),
-        (400, "bad request", AlpacaApiError, "status", 400),
+        (400, "bad request", InvalidParameters, "details", None),
+        (404, "no such account", AlpacaNotFound, "status", 404),
+        (429, "slow down", AlpacaRateLimited, "status", 429),
         (409, "conflict", AlpacaApiError, "status", 409),
     ],
 )
@@ -201,7 +205,11 @@ def test_request_mint_non_positive_quantity_sends_nothing(
 
 def test_request_mint_unreachable_server_is_outcome_unknown() -> None:
     client = AlpacaClient(
-        base_url="http://127.0.0.1:9", api_key="k", api_secret="s", retry=FAST_RETRY
+        base_url="http://127.0.0.1:9",
+        api_key="k",
+        api_secret="s",
+        account_id="acct-1",
+        retry=FAST_RETRY,
     )
 
     with pytest.raises((AlpacaOutcomeUnknown, AlpacaNetworkError)):
@@ -237,15 +245,7 @@ def test_list_requests_without_filters_sends_no_query(httpserver: HTTPServer) ->
     assert make_client(httpserver).list_requests() == []
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        "not json",
-        '{"requests": []}',
-        '[{"tokenization_request_id": "x"}]',
-        '[{"tokenization_request_id": "x", "type": "mint", "status": "exploded", "qty": "1"}]',
-    ],
-)
+@pytest.mark.parametrize("body", ["not json", '{"requests": []}', "null"])
 def test_list_requests_malformed_body_is_malformed_response(
     httpserver: HTTPServer, body: str
 ) -> None:
@@ -306,22 +306,63 @@ def test_list_requests_4xx_is_not_retried(httpserver: HTTPServer) -> None:
     assert script.count == 1
 
 
-def test_get_request_found(httpserver: HTTPServer) -> None:
+def test_list_requests_skips_entries_it_does_not_understand_with_a_warning(
+    httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
     httpserver.expect_request(REQUESTS).respond_with_json(
         [
+            {"tokenization_request_id": "half-a-row", "type": "mint"},
+            tokenization_json(tokenization_request_id="odd-status", status="exploded"),
+            tokenization_json(tokenization_request_id="odd-type", type="split"),
+            "not an object",
+            tokenization_json(tokenization_request_id="failed-one", status="failed"),
+            tokenization_json(tokenization_request_id="eth-one", network="Ethereum"),
             tokenization_json(),
-            tokenization_json(tokenization_request_id="tok-2", status="completed"),
         ]
+    )
+    client = make_client(httpserver)
+
+    with caplog.at_level("WARNING", logger="venues.alpaca"):
+        result = client.list_requests()
+        client.list_requests()
+
+    assert [r.tokenization_request_id for r in result] == ["failed-one", "eth-one", "tok-1"]
+    assert result[0].status is TokenizationStatus.FAILED
+    assert result[0].status.is_refusal
+    assert result[1].network == "ethereum"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 4  # each unknown entry named once, not on every read
+    assert any("half-a-row" in w for w in warnings)
+    assert any("odd-status" in w and "exploded" in w for w in warnings)
+    assert any("not an object" in w for w in warnings)
+
+
+def test_list_requests_checks_filters_the_list_may_ignore(httpserver: HTTPServer) -> None:
+    httpserver.expect_request(REQUESTS).respond_with_json(
+        [tokenization_json(), tokenization_json(tokenization_request_id="r", type="redeem")]
+    )
+
+    result = make_client(httpserver).list_requests(type=TokenizationType.REDEEM)
+
+    assert [r.tokenization_request_id for r in result] == ["r"]
+
+
+def test_get_request_reads_one_request_by_id(httpserver: HTTPServer) -> None:
+    httpserver.expect_request(REQUESTS + "/tok-2").respond_with_json(
+        tokenization_json(tokenization_request_id="tok-2", status="completed")
     )
 
     result = make_client(httpserver).get_request("tok-2")
 
     assert result.tokenization_request_id == "tok-2"
     assert result.status is TokenizationStatus.COMPLETED
+    assert [entry[0].path for entry in httpserver.log] == [REQUESTS + "/tok-2"]
 
 
 def test_get_request_not_found(httpserver: HTTPServer) -> None:
-    httpserver.expect_request(REQUESTS).respond_with_json([tokenization_json()])
+    httpserver.expect_request(REQUESTS + "/tok-missing").respond_with_data(
+        '{"code": 40410000, "message": "not found"}', status=404
+    )
 
     with pytest.raises(RequestNotFound) as caught:
         make_client(httpserver).get_request("tok-missing")
@@ -370,17 +411,21 @@ def test_find_redemption_by_tx_not_detected_yet(httpserver: HTTPServer) -> None:
 
 @pytest.mark.parametrize(
     ("final", "expected"),
-    [("completed", TokenizationStatus.COMPLETED), ("rejected", TokenizationStatus.REJECTED)],
+    [
+        ("completed", TokenizationStatus.COMPLETED),
+        ("rejected", TokenizationStatus.REJECTED),
+        ("failed", TokenizationStatus.FAILED),
+    ],
 )
 def test_poll_until_terminal_returns_terminal_status(
     httpserver: HTTPServer, final: str, expected: TokenizationStatus
 ) -> None:
     script = Script(
-        (200, [tokenization_json()]),
-        (200, [tokenization_json()]),
-        (200, [tokenization_json(status=final, tx_hash="0xfeed")]),
+        (200, tokenization_json()),
+        (200, tokenization_json()),
+        (200, tokenization_json(status=final, tx_hash="0xfeed")),
     )
-    httpserver.expect_request(REQUESTS).respond_with_handler(script)
+    httpserver.expect_request(REQUESTS + "/tok-1").respond_with_handler(script)
 
     result = make_client(httpserver).poll_until_terminal("tok-1", interval_s=0.001, timeout_s=5)
 
@@ -389,7 +434,7 @@ def test_poll_until_terminal_returns_terminal_status(
 
 
 def test_poll_timeout(httpserver: HTTPServer) -> None:
-    httpserver.expect_request(REQUESTS).respond_with_json([tokenization_json()])
+    httpserver.expect_request(REQUESTS + "/tok-1").respond_with_json(tokenization_json())
 
     with pytest.raises(AlpacaPollTimeout) as caught:
         make_client(httpserver).poll_until_terminal("tok-1", interval_s=0.01, timeout_s=0.05)
@@ -398,8 +443,8 @@ def test_poll_timeout(httpserver: HTTPServer) -> None:
 
 
 def test_poll_aborts_on_api_error(httpserver: HTTPServer) -> None:
-    script = Script((200, [tokenization_json()]), (401, "unauthorized"))
-    httpserver.expect_request(REQUESTS).respond_with_handler(script)
+    script = Script((200, tokenization_json()), (401, "unauthorized"))
+    httpserver.expect_request(REQUESTS + "/tok-1").respond_with_handler(script)
 
     with pytest.raises(AlpacaApiError):
         make_client(httpserver).poll_until_terminal("tok-1", interval_s=0.001, timeout_s=5)
@@ -447,11 +492,11 @@ def test_secret_never_appears_in_repr_or_errors(httpserver: HTTPServer) -> None:
 @pytest.mark.parametrize(
     ("mode", "url"),
     [
-        (TradingMode.PAPER, "https://paper-api.alpaca.markets"),
-        ("live", "https://api.alpaca.markets"),
+        (TradingMode.PAPER, "https://broker-api.sandbox.alpaca.markets"),
+        ("live", "https://broker-api.alpaca.markets"),
     ],
 )
-def test_trading_mode_selects_base_url(mode: TradingMode | str, url: str) -> None:
-    client = AlpacaClient(api_key="k", api_secret="s", trading_mode=mode)
+def test_trading_mode_selects_the_broker_api_host(mode: TradingMode | str, url: str) -> None:
+    client = AlpacaClient(api_key="k", api_secret="s", account_id="a", trading_mode=mode)
 
     assert client.base_url == url

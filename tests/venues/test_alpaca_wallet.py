@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -21,8 +22,8 @@ from venues.alpaca import (
     InvalidAmount,
     InvalidStatusTransition,
     Transfer,
+    TransferDirection,
     TransferNotFound,
-    TransferRelationship,
     TransferStatus,
     WhitelistStatus,
     transfer_status_check_transition,
@@ -46,7 +47,7 @@ def make_client(server: HTTPServer) -> AlpacaClient:
     )
 
 
-def whitelist_json(status: str, *, address: str = ADDRESS, chain: str = "ETHEREUM") -> dict:
+def whitelist_json(status: str, *, address: str = ADDRESS, chain: str = "ETH") -> dict:
     return {
         "id": f"wl-{status}",
         "address": address,
@@ -57,14 +58,44 @@ def whitelist_json(status: str, *, address: str = ADDRESS, chain: str = "ETHEREU
     }
 
 
-def test_whitelist_entry_parses_and_lowercases_chain(httpserver: HTTPServer) -> None:
-    httpserver.expect_request(WHITELISTS).respond_with_json([whitelist_json("APPROVED")])
+@pytest.mark.parametrize("spelling", ["ETH", "Ethereum", "ETHEREUM", "eth", " ethereum "])
+def test_whitelist_entry_matches_every_spelling_of_the_chain(
+    httpserver: HTTPServer, spelling: str
+) -> None:
+    httpserver.expect_request(WHITELISTS).respond_with_json(
+        [whitelist_json("APPROVED", chain=spelling)]
+    )
 
     entry = make_client(httpserver).whitelist_entry(ADDRESS.upper().replace("0X", "0x"))
 
     assert entry is not None
     assert entry.chain == "ethereum"
     assert entry.status is WhitelistStatus.APPROVED
+
+
+def test_wallet_requests_carry_basic_auth_and_the_apca_headers(httpserver: HTTPServer) -> None:
+    basic = "Basic " + base64.b64encode(b"key-id:very-secret").decode()
+    httpserver.expect_request(
+        WHITELISTS,
+        headers={
+            "Authorization": basic,
+            "APCA-API-KEY-ID": "key-id",
+            "APCA-API-SECRET-KEY": "very-secret",
+        },
+    ).respond_with_json([])
+
+    assert make_client(httpserver).whitelists() == []
+
+
+def test_whitelist_entry_of_unknown_shape_is_skipped(httpserver: HTTPServer) -> None:
+    httpserver.expect_request(WHITELISTS).respond_with_json(
+        [{"id": "wl-odd", "status": "MAYBE"}, whitelist_json("APPROVED", chain="Ethereum")]
+    )
+
+    entry = make_client(httpserver).whitelist_entry(ADDRESS)
+
+    assert entry is not None
+    assert entry.id == "wl-APPROVED"
 
 
 def test_withdrawal_to_approved_address_posts_transfer(httpserver: HTTPServer) -> None:
@@ -83,15 +114,18 @@ def test_withdrawal_to_approved_address_posts_transfer(httpserver: HTTPServer) -
 
     assert transfer == Transfer(
         id="tr-1",
-        relationship=TransferRelationship.OUTGOING,
+        direction=TransferDirection.OUTGOING,
         amount=Decimal("100.25"),
+        usd_value=Decimal("100.02"),
+        chain="ethereum",
         asset="USDC",
         from_address=None,
         to_address=ADDRESS,
         status=TransferStatus.PENDING,
         tx_hash=None,
         created_at=datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
-        network_fee_amount=Decimal("0.5"),
+        network_fee=Decimal("0.5"),
+        fees=Decimal(0),
     )
 
 
@@ -103,8 +137,9 @@ def test_withdrawal_to_approved_address_posts_transfer(httpserver: HTTPServer) -
         ([], None),
         ([whitelist_json("APPROVED", address="0x" + "33" * 20)], None),
         ([whitelist_json("APPROVED", chain="base")], None),
+        ([whitelist_json("APPROVED", chain="SOL")], None),
     ],
-    ids=["pending", "rejected", "absent", "other-address", "other-chain"],
+    ids=["pending", "rejected", "absent", "other-address", "other-chain", "solana"],
 )
 def test_withdrawal_to_address_not_approved_is_refused_before_posting(
     httpserver: HTTPServer, entries: list, status: WhitelistStatus | None
@@ -155,20 +190,27 @@ def test_withdrawal_api_errors_and_malformed_json_are_mapped_and_never_retried(
     assert post.count == 1
 
 
-def test_get_transfer_uses_first_element(httpserver: HTTPServer) -> None:
-    httpserver.expect_request(TRANSFERS, query_string={"transfer_id": "tr-7"}).respond_with_json(
-        [transfer_json(id="tr-7", status="PROCESSING"), transfer_json(id="tr-8")]
+def test_get_transfer_reads_the_transfer_by_id_never_the_list(httpserver: HTTPServer) -> None:
+    # The list ignores a `transfer_id` filter: reading it would return someone else's first.
+    httpserver.expect_request(TRANSFERS).respond_with_json(
+        [transfer_json(id="someone-else", direction="INCOMING")]
+    )
+    httpserver.expect_request(TRANSFERS + "/tr-7").respond_with_json(
+        transfer_json(id="tr-7", status="PROCESSING", network_fee="1.25")
     )
 
     transfer = make_client(httpserver).get_transfer("tr-7")
 
     assert transfer.id == "tr-7"
     assert transfer.status is TransferStatus.PROCESSING
+    assert transfer.network_fee == Decimal("1.25")
+    assert [entry[0].path for entry in httpserver.log] == [TRANSFERS + "/tr-7"]
 
 
-@pytest.mark.parametrize(("status", "body"), [(200, []), (404, "not found")])
-def test_get_transfer_not_found(httpserver: HTTPServer, status: int, body: object) -> None:
-    httpserver.expect_request(TRANSFERS).respond_with_handler(Script((status, body)))
+def test_get_transfer_not_found(httpserver: HTTPServer) -> None:
+    httpserver.expect_request(TRANSFERS + "/tr-missing").respond_with_data(
+        '{"code": 40410000, "message": "transfer not found"}', status=404
+    )
 
     with pytest.raises(TransferNotFound) as caught:
         make_client(httpserver).get_transfer("tr-missing")
@@ -178,17 +220,26 @@ def test_get_transfer_not_found(httpserver: HTTPServer, status: int, body: objec
 
 @pytest.mark.parametrize(
     "body",
-    ["<html>gateway</html>", "{}", '[{"id": "tr-1", "status": "PENDING"}]'],
+    [
+        "<html>gateway</html>",
+        "{}",
+        "[]",
+        '{"id": "tr-1", "status": "PENDING"}',
+        '{"id": "tr-1", "relationship": "OUTGOING", "amount": "1", "asset": "USDC", '
+        '"to_address": "0x", "status": "PENDING", "created_at": "2025-01-01T00:00:00Z", '
+        '"network_fee_amount": "0"}',
+    ],
+    ids=["html", "empty", "list", "partial", "trigger-era-shape"],
 )
 def test_get_transfer_malformed_json(httpserver: HTTPServer, body: str) -> None:
-    httpserver.expect_request(TRANSFERS).respond_with_data(body, status=200)
+    httpserver.expect_request(TRANSFERS + "/tr-1").respond_with_data(body, status=200)
 
     with pytest.raises(AlpacaMalformedResponse):
         make_client(httpserver).get_transfer("tr-1")
 
 
 def test_get_transfer_api_error(httpserver: HTTPServer) -> None:
-    httpserver.expect_request(TRANSFERS).respond_with_data("forbidden", status=401)
+    httpserver.expect_request(TRANSFERS + "/tr-1").respond_with_data("forbidden", status=401)
 
     with pytest.raises(AlpacaApiError) as caught:
         make_client(httpserver).get_transfer("tr-1")
@@ -201,7 +252,7 @@ def transfer_script(*statuses: str | int) -> Script:
         *[
             (status, "unavailable")
             if isinstance(status, int)
-            else (200, [transfer_json(status=status)])
+            else (200, transfer_json(status=status))
             for status in statuses
         ]
     )
@@ -209,7 +260,7 @@ def transfer_script(*statuses: str | int) -> Script:
 
 def test_poll_transfer_processing_then_complete(httpserver: HTTPServer) -> None:
     script = transfer_script("PENDING", "PROCESSING", "PROCESSING", "COMPLETE")
-    httpserver.expect_request(TRANSFERS).respond_with_handler(script)
+    httpserver.expect_request(TRANSFERS + "/tr-1").respond_with_handler(script)
 
     transfer = make_client(httpserver).poll_transfer_until_complete(
         "tr-1", interval_s=0.001, timeout_s=5
@@ -220,7 +271,9 @@ def test_poll_transfer_processing_then_complete(httpserver: HTTPServer) -> None:
 
 
 def test_poll_transfer_failed_is_returned_as_value(httpserver: HTTPServer) -> None:
-    httpserver.expect_request(TRANSFERS).respond_with_handler(transfer_script("PENDING", "FAILED"))
+    httpserver.expect_request(TRANSFERS + "/tr-1").respond_with_handler(
+        transfer_script("PENDING", "FAILED")
+    )
 
     transfer = make_client(httpserver).poll_transfer_until_complete(
         "tr-1", interval_s=0.001, timeout_s=5
@@ -230,7 +283,9 @@ def test_poll_transfer_failed_is_returned_as_value(httpserver: HTTPServer) -> No
 
 
 def test_poll_transfer_timeout(httpserver: HTTPServer) -> None:
-    httpserver.expect_request(TRANSFERS).respond_with_handler(transfer_script("PROCESSING"))
+    httpserver.expect_request(TRANSFERS + "/tr-1").respond_with_handler(
+        transfer_script("PROCESSING")
+    )
 
     with pytest.raises(AlpacaPollTimeout):
         make_client(httpserver).poll_transfer_until_complete(
@@ -240,7 +295,7 @@ def test_poll_transfer_timeout(httpserver: HTTPServer) -> None:
 
 def test_poll_transfer_retries_5xx_within_one_fetch(httpserver: HTTPServer) -> None:
     script = transfer_script("PENDING", 503, 502, "COMPLETE")
-    httpserver.expect_request(TRANSFERS).respond_with_handler(script)
+    httpserver.expect_request(TRANSFERS + "/tr-1").respond_with_handler(script)
 
     transfer = make_client(httpserver).poll_transfer_until_complete(
         "tr-1", interval_s=0.001, timeout_s=5
@@ -251,7 +306,7 @@ def test_poll_transfer_retries_5xx_within_one_fetch(httpserver: HTTPServer) -> N
 
 
 def test_poll_transfer_status_regression_is_an_error(httpserver: HTTPServer) -> None:
-    httpserver.expect_request(TRANSFERS).respond_with_handler(
+    httpserver.expect_request(TRANSFERS + "/tr-1").respond_with_handler(
         transfer_script("PROCESSING", "PENDING")
     )
 
@@ -296,7 +351,7 @@ def test_transfer_status_transitions(
 
 def deposit(status: str, *, tx_hash: str = TX, **overrides: object) -> dict:
     return transfer_json(
-        id="dep-1", relationship="INCOMING", status=status, tx_hash=tx_hash, **overrides
+        id="dep-1", direction="INCOMING", status=status, tx_hash=tx_hash, **overrides
     )
 
 
@@ -354,7 +409,8 @@ def test_find_outgoing_transfers_matches_address_amount_and_time(httpserver: HTT
             transfer_json(id="old", created_at="2025-01-01T00:00:00Z"),
             transfer_json(id="match", amount="100.000"),
             transfer_json(id="other-amount", amount="99"),
-            transfer_json(id="incoming", relationship="INCOMING"),
+            transfer_json(id="incoming", direction="INCOMING"),
+            {"id": "odd", "direction": "SIDEWAYS"},
         ]
     )
 
@@ -369,12 +425,17 @@ def test_find_outgoing_transfers_matches_address_amount_and_time(httpserver: HTT
 
 @pytest.mark.parametrize(
     "body",
-    [{"address": ADDRESS, "asset": "USDC"}, [{"address": ADDRESS, "network": "ethereum"}]],
+    [
+        {"chain": "ETH", "address": ADDRESS, "created_at": CREATED_AT},
+        [
+            {"chain": "SOL", "address": "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"},
+            {"chain": "Ethereum", "address": ADDRESS, "created_at": CREATED_AT},
+        ],
+    ],
+    ids=["one-wallet", "wallets-by-chain"],
 )
 def test_deposit_address(httpserver: HTTPServer, body: object) -> None:
-    httpserver.expect_request(
-        WALLETS, query_string={"asset": "USDC", "network": "ethereum"}
-    ).respond_with_json(body)
+    httpserver.expect_request(WALLETS, query_string={"asset": "USDC"}).respond_with_json(body)
 
     assert make_client(httpserver).deposit_address() == ADDRESS
 

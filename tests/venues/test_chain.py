@@ -7,6 +7,7 @@ import json
 
 import pytest
 from eth_account import Account
+from eth_utils.abi import abi_to_signature
 
 from venues.chain import (
     ERC20_ABI,
@@ -64,6 +65,32 @@ def test_client_abi_is_implemented_by_the_simulated_contract(
 ) -> None:
     sim_abi = json.loads((BUILD_DIR / f"{contract}.json").read_text())["abi"]
     assert _signatures(client_abi) <= _signatures(sim_abi)
+
+
+# Rain IOrderBookV5's vault functions and events, as the real order book declares them
+# (`Float` is bytes32; `TaskV2` is ((interpreter, store, bytecode), (signer, context, sig)[])).
+_TASKS = "((address,address,bytes),(address,bytes32[],bytes)[])[]"
+REAL_ORDERBOOK_VAULT_FUNCTIONS = {
+    f"deposit3(address,bytes32,bytes32,{_TASKS})",
+    f"withdraw3(address,bytes32,bytes32,{_TASKS})",
+    "vaultBalance2(address,address,bytes32)",
+}
+REAL_ORDERBOOK_VAULT_EVENTS = {
+    "DepositV2(address,address,bytes32,uint256)",
+    "WithdrawV2(address,address,bytes32,bytes32,bytes32,uint256)",
+}
+
+
+def test_vault_client_and_simulated_order_book_use_the_real_order_book_signatures() -> None:
+    client = {abi_to_signature(e) for e in ORDERBOOK_VAULT_ABI if e["type"] == "function"}
+    assert client == REAL_ORDERBOOK_VAULT_FUNCTIONS
+    sim_abi = json.loads((BUILD_DIR / "OrderBookVault.json").read_text())["abi"]
+    sim_functions = {abi_to_signature(e) for e in sim_abi if e["type"] == "function"}
+    sim_events = {abi_to_signature(e) for e in sim_abi if e["type"] == "event"}
+    assert sim_functions >= REAL_ORDERBOOK_VAULT_FUNCTIONS
+    assert sim_events >= REAL_ORDERBOOK_VAULT_EVENTS
+    # The old invented uint256 subset is gone.
+    assert not {s for s in sim_functions if s.startswith("vaultBalance(")}
 
 
 # -- redaction (no chain needed: nothing listens on port 9) --------------------------------

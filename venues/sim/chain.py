@@ -58,8 +58,22 @@ from web3 import Web3
 
 from venues import cctp
 from venues.chain import EvmChain, Receipt, TransactionReverted, receipt_from_web3
+from venues.rain_float import RainFloat, float_from_units, float_to_units
 
 logger = logging.getLogger(__name__)
+
+
+def loopback_session() -> Any:
+    """A requests session for our local chains that ignores proxy variables: the chains are on
+    loopback, and reading the environment from a background thread races with whoever edits
+    it (pytest sets and deletes PYTEST_CURRENT_TEST around every test: a KeyError seen in the
+    settlement thread)."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = Path(__file__).resolve().parent / "contracts" / "build"
@@ -223,7 +237,11 @@ class SimChains:
         self._temp_dir = temp_dir
         self.accounts = {role: dev_account(role) for role in ROLE_INDEXES}
         self._web3 = {
-            chain.name: Web3(Web3.HTTPProvider(chain.rpc_url, request_kwargs={"timeout": 30}))
+            chain.name: Web3(
+                Web3.HTTPProvider(
+                    chain.rpc_url, request_kwargs={"timeout": 30}, session=loopback_session()
+                )
+            )
             for chain in (ethereum, base)
         }
         self._locks: dict[tuple[str, str], threading.Lock] = {}
@@ -634,18 +652,42 @@ class SimChains:
         return int(self._web3[chain.name].eth.get_balance(to_checksum_address(owner)))
 
     def vault_balance(self, owner: str, token: str, vault_id: bytes) -> int:
+        """The vault's balance in token units (`vaultBalance2`'s Float, converted exactly)."""
         if self.base.vault is None:
             raise SimChainError("base vault is not deployed")
-        return int(
-            self.call(
-                self.base,
-                "OrderBookVault",
-                self.base.vault,
-                "vaultBalance",
-                to_checksum_address(owner),
-                to_checksum_address(token),
-                vault_id,
-            )
+        raw = self.call(
+            self.base,
+            "OrderBookVault",
+            self.base.vault,
+            "vaultBalance2",
+            to_checksum_address(owner),
+            to_checksum_address(token),
+            vault_id,
+        )
+        decimals = int(self.call(self.base, "MintableERC20", token, "decimals"))
+        return float_to_units(RainFloat.unpack(bytes(raw)), decimals)
+
+    def vault_deposit(
+        self, account: SimAccount, token: str, vault_id: bytes, amount_units: int
+    ) -> Receipt:
+        """`account` approves the vault and deposits `amount_units` of `token` (`deposit3`)."""
+        if self.base.vault is None:
+            raise SimChainError("base vault is not deployed")
+        self.transact(
+            self.base,
+            account,
+            to=token,
+            data=self.encode("MintableERC20", "approve", self.base.vault, amount_units),
+        )
+        decimals = int(self.call(self.base, "MintableERC20", token, "decimals"))
+        amount = float_from_units(amount_units, decimals).pack()
+        return self.transact(
+            self.base,
+            account,
+            to=self.base.vault,
+            data=self.encode(
+                "OrderBookVault", "deposit3", to_checksum_address(token), vault_id, amount, []
+            ),
         )
 
     def simulate_take(

@@ -1,4 +1,14 @@
-"""The simulated venue's HTTP server: Alpaca (tokenization, account, wallet) and Circle Iris.
+"""The simulated venue's HTTP server: Alpaca's Broker API and Circle Iris.
+
+The Alpaca side speaks the Broker API shapes the production client parses (domain spec 15.4;
+the contract tests in tests/venues check the two against recorded bodies): every route has the
+account id in its path, wallet routes refuse a request without HTTP Basic auth, an unknown
+route is a 404, a list filter Alpaca does not support (`transfer_id`) is ignored, and the
+tokenization and transfer lists carry a history this client did not create: entries of unknown
+shape and chains spelled as seen in the wild ("ETH", "Ethereum"), plus `history_rows`
+well-formed entries of other days (a long-lived account). As documented, the tokenization list
+filters by `type`, `status`, `underlying_symbol`, `issuer`, `network`, `after` and `before`,
+the transfer list takes no parameter, and neither paginates.
 
 State lives in memory behind one lock and stays consistent with the two local chains:
 
@@ -11,6 +21,8 @@ State lives in memory behind one lock and stays consistent with the two local ch
   from the venue's hot wallet, minus the network fee) -> COMPLETE;
 - USDC sent to the deposit address (Ethereum `Transfer` logs) appears as an INCOMING transfer,
   COMPLETE after a delay, crediting cash;
+- a market order fills (when the simulated clock says the market is open) at the symbol's
+  simulated price, moving the position and cash;
 - Iris watches `MessageSent` on both chains and, after `attestation_delay_s`, serves the message
   with `finalityThresholdExecuted` and `feeExecuted` filled in, signed by the attester key.
 
@@ -21,6 +33,8 @@ endpoint (`request_count`) so tests can assert "exactly one mint request".
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
 import logging
@@ -31,8 +45,8 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Context, Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -44,6 +58,7 @@ from web3 import Web3
 from web3.types import RPCEndpoint
 
 from venues import cctp
+from venues.sim.chain import loopback_session
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +126,25 @@ class SimKnobs:
     hang_rate: float = 0.0
     hang_s: float = 2.0
     mint_reject_rate: float = 0.0
+    # The status a refused mint or redemption ends in: "rejected" or "failed" (both seen).
+    refusal_status: str = "rejected"
     redemption_reject_rate: float = 0.0
     withdrawal_fail_rate: float = 0.0
     attestation_never: bool = False
+    # The `Retry-After` (seconds) of a 429 answer (`fail_next(key, FAULT_429)`).
+    retry_after_s: int = 2
+    # Brokerage: the market clock, order fills and prices, Alpaca's USDC crypto position.
+    market_open: bool = True
+    order_fill_delay_s: float = 0.05
+    default_price_usd: Decimal = Decimal(100)
+    usdc_crypto_position: Decimal = Decimal("0.5")
+    # How the whitelist spells the market maker entry's chain ("ETH" or "Ethereum").
+    whitelist_chain: str = "ETH"
+    # Rows of unknown shape in the tokenization history (the reference tests 128).
+    history_malformed_rows: int = 128
+    # Well-formed past entries added to both histories (tokenization requests and wallet
+    # transfers of other days, one an hour going back from 2025-06-01): a long-lived account.
+    history_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -158,6 +189,31 @@ def _now() -> datetime:
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def _query_time(query: dict[str, str], name: str) -> datetime | None:
+    """A time query parameter (RFC 3339); 422 when it does not parse."""
+    value = query.get(name)
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        message = f"{name}={value!r}: not a date-time"
+        raise _Reply(422, {"code": 42210000, "message": message}) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _row_time(row: Any) -> datetime | None:
+    """A listed entry's `created_at`, or None when it has none that reads as a time."""
+    created = row.get("created_at") if isinstance(row, dict) else None
+    if not isinstance(created, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", created))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _plain(value: Decimal) -> str:
@@ -211,30 +267,81 @@ class TokenizationRecord:
 @dataclass
 class TransferRecord:
     id: str
-    relationship: str
+    direction: str
     amount: Decimal
     from_address: str | None
     to_address: str
     status: str
     tx_hash: str | None
     created_at: datetime
-    network_fee_amount: Decimal
+    network_fee: Decimal
     due_at: float = 0.0
     asset: str = "USDC"
+    chain: str = "ETH"
 
     def to_json(self) -> dict[str, Any]:
+        """Broker API crypto transfer: `direction`, `chain` "ETH", decimal strings."""
         return {
             "id": self.id,
-            "relationship": self.relationship,
+            "tx_hash": self.tx_hash,
+            "direction": self.direction,
+            "status": self.status,
             "amount": _plain(self.amount),
+            "usd_value": _plain(self.amount),  # USDC at par in the simulation
+            "network_fee": _plain(self.network_fee),
+            "fees": "0",
+            "chain": self.chain,
             "asset": self.asset,
             "from_address": self.from_address,
             "to_address": self.to_address,
-            "status": self.status,
-            "tx_hash": self.tx_hash,
             "created_at": _iso(self.created_at),
-            "network_fee_amount": _plain(self.network_fee_amount),
-            "network": "ethereum",
+        }
+
+
+@dataclass
+class OrderRecord:
+    id: str
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    status: str
+    created_at: datetime
+    due_at: float
+    filled_qty: Decimal = Decimal(0)
+    filled_avg_price: Decimal | None = None
+    filled_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Broker API order (the fields this project reads plus Alpaca's usual companions)."""
+        return {
+            "id": self.id,
+            "client_order_id": self.client_order_id,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at or self.created_at),
+            "submitted_at": _iso(self.created_at),
+            "filled_at": _iso(self.filled_at),
+            "expired_at": None,
+            "canceled_at": None,
+            "failed_at": None,
+            "asset_class": "us_equity",
+            "symbol": self.symbol,
+            "notional": None,
+            "qty": _plain(self.qty),
+            "filled_qty": _plain(self.filled_qty),
+            "filled_avg_price": (
+                None if self.filled_avg_price is None else _plain(self.filled_avg_price)
+            ),
+            "order_class": "",
+            "order_type": "market",
+            "type": "market",
+            "side": self.side,
+            "time_in_force": "day",
+            "limit_price": None,
+            "stop_price": None,
+            "status": self.status,
+            "extended_hours": False,
         }
 
 
@@ -256,7 +363,7 @@ class WhitelistRecord:
     status: str
     created_at: datetime
     asset: str = "USDC"
-    chain: str = "ETHEREUM"
+    chain: str = "ETH"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -273,13 +380,37 @@ class WhitelistRecord:
 FAULT_5XX = "5xx"  # answer 503 without doing anything
 FAULT_5XX_AFTER = "5xx_after"  # do the work, then answer 500 (a write's outcome is unknown)
 FAULT_HANG = "hang"  # sleep `hang_s`, then do the work and answer (the client times out)
-FAULTS = (FAULT_5XX, FAULT_5XX_AFTER, FAULT_HANG)
+FAULT_429 = "429"  # answer 429 with `Retry-After` (knob retry_after_s) and do nothing
+FAULTS = (FAULT_5XX, FAULT_5XX_AFTER, FAULT_HANG, FAULT_429)
+
+# Endpoint keys (for `request_count` and `fail_next`).
+KEY_MINT = "POST /v1/accounts/{acct}/tokenization/mint"
+KEY_TOKENIZATION_LIST = "GET /v1/accounts/{acct}/tokenization/requests"
+KEY_TOKENIZATION_GET = "GET /v1/accounts/{acct}/tokenization/requests/{id}"
+KEY_ACCOUNT = "GET /v1/trading/accounts/{acct}/account"
+KEY_POSITIONS = "GET /v1/trading/accounts/{acct}/positions"
+KEY_ORDER_POST = "POST /v1/trading/accounts/{acct}/orders"
+KEY_ORDER_GET = "GET /v1/trading/accounts/{acct}/orders/{id}"
+KEY_ORDER_BY_CLIENT_ID = "GET /v1/trading/accounts/{acct}/orders:by_client_order_id"
+KEY_CLOCK = "GET /v1/clock"
+KEY_WALLET = "GET /v1/accounts/{acct}/wallets"
+KEY_WHITELISTS = "GET /v1/accounts/{acct}/wallets/whitelists"
+KEY_WITHDRAW = "POST /v1/accounts/{acct}/wallets/transfers"
+KEY_TRANSFER_LIST = "GET /v1/accounts/{acct}/wallets/transfers"
+KEY_TRANSFER_GET = "GET /v1/accounts/{acct}/wallets/transfers/{id}"
+
+# Route authentication: Iris needs none; Alpaca routes take Basic auth or the APCA headers;
+# wallet routes need Basic auth (and the APCA headers), as the Broker API's crypto funding does.
+AUTH_NONE = "none"
+AUTH_ALPACA = "alpaca"
+AUTH_WALLET = "wallet"
 
 
 class _Reply(Exception):
-    def __init__(self, status: int, body: Any) -> None:
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self.status = status
         self.body = body
+        self.headers = dict(headers or {})
 
 
 @dataclass(frozen=True)
@@ -288,11 +419,174 @@ class _Route:
     pattern: re.Pattern[str]
     key: str
     handler: Callable[..., Any]
-    alpaca: bool
+    auth: str
+
+
+def _history_id(label: str) -> str:
+    return str(uuid.UUID(bytes=keccak(text=f"sim history {label}")[:16], version=4))
+
+
+def tokenization_history(*, malformed_rows: int, wallet: str) -> list[Any]:
+    """Tokenization requests this client never made, as Alpaca's list carries them: other
+    issuers and networks, a `failed` one, and `malformed_rows` entries of unknown shape."""
+    past = "2025-06-02T14:30:00.123456789Z"
+    rows: list[Any] = [
+        {
+            "tokenization_request_id": _history_id("mint xstocks"),
+            "type": "mint",
+            "status": "completed",
+            "underlying_symbol": "TSLA",
+            "token_symbol": "TSLAx",
+            "qty": "3",
+            "issuer": "xstocks",
+            "network": "solana",
+            "wallet_address": "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU",
+            "issuer_request_id": None,
+            "tx_hash": None,
+            "fees": "0.01",
+            "created_at": past,
+            "updated_at": past,
+        },
+        {
+            "tokenization_request_id": _history_id("failed mint"),
+            "type": "mint",
+            "status": "failed",
+            "underlying_symbol": "AAPL",
+            "token_symbol": "tAAPL",
+            "qty": "1.5",
+            "issuer": "st0x",
+            "network": "Base",
+            "wallet_address": wallet,
+            "issuer_request_id": _history_id("someone else's key"),
+            "tx_hash": None,
+            "fees": None,
+            "created_at": past,
+            "updated_at": None,
+        },
+    ]
+    shapes: list[Callable[[int], Any]] = [
+        lambda i: {"tokenization_request_id": _history_id(f"bad {i}"), "type": "mint"},
+        lambda i: {**rows[1], "tokenization_request_id": _history_id(f"bad {i}"), "qty": None},
+        lambda i: {**rows[1], "tokenization_request_id": _history_id(f"bad {i}"), "type": "split"},
+        lambda i: {**rows[1], "tokenization_request_id": _history_id(f"bad {i}"), "status": "held"},
+        lambda i: {**rows[0], "tokenization_request_id": _history_id(f"bad {i}"), "qty": "n/a"},
+        lambda i: {**rows[0], "tokenization_request_id": _history_id(f"bad {i}"), "created_at": 7},
+        lambda i: {**rows[0], "tokenization_request_id": None, "type": "redeem"},
+        lambda i: f"row {i}",
+    ]
+    rows.extend(shapes[i % len(shapes)](i) for i in range(malformed_rows))
+    return rows
+
+
+# The past entries of `history_rows`: one an hour, going back from here.
+_HISTORY_END = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def long_tokenization_history(count: int, wallet: str) -> list[Any]:
+    """`count` completed mints and redemptions of other days (a long-lived account)."""
+    rows = []
+    for i in range(count):
+        at = _iso(_HISTORY_END - timedelta(hours=i + 1))
+        kind = "mint" if i % 2 else "redeem"
+        rows.append(
+            {
+                "tokenization_request_id": _history_id(f"long {i}"),
+                "type": kind,
+                "status": "completed",
+                "underlying_symbol": "AAPL",
+                "token_symbol": "tAAPL",
+                "qty": "1",
+                "issuer": "st0x",
+                "network": "base",
+                "wallet_address": wallet,
+                "issuer_request_id": _history_id(f"long key {i}") if kind == "mint" else None,
+                "tx_hash": "0x" + keccak(text=f"sim long history {i}").hex(),
+                "fees": "0",
+                "created_at": at,
+                "updated_at": at,
+            }
+        )
+    return rows
+
+
+def long_transfer_history(count: int) -> list[Any]:
+    """`count` completed USDC deposits and withdrawals of other days, newest first."""
+    rows = []
+    for i in range(count):
+        incoming = i % 2 == 0
+        rows.append(
+            {
+                "id": _history_id(f"long transfer {i}"),
+                "tx_hash": "0x" + keccak(text=f"sim long transfer {i}").hex(),
+                "direction": "INCOMING" if incoming else "OUTGOING",
+                "status": "COMPLETE",
+                "amount": "100",
+                "usd_value": "100",
+                "network_fee": "0",
+                "fees": "0",
+                "chain": "ETH",
+                "asset": "USDC",
+                "from_address": "0x" + "ab" * 20,
+                "to_address": "0x" + "cd" * 20,
+                "created_at": _iso(_HISTORY_END - timedelta(hours=i + 1)),
+            }
+        )
+    return rows
+
+
+def transfer_history() -> list[Any]:
+    """Transfers of the account this client did not make: an older USDC deposit, a BTC
+    withdrawal (not an EVM address), and an entry of unknown shape."""
+    past = "2025-06-01T09:00:00Z"
+    return [
+        {
+            "id": _history_id("old deposit"),
+            "tx_hash": "0x" + keccak(text="sim history old deposit tx").hex(),
+            "direction": "INCOMING",
+            "status": "COMPLETE",
+            "amount": "250",
+            "usd_value": "250",
+            "network_fee": "0",
+            "fees": "0",
+            "chain": "ETH",
+            "asset": "USDC",
+            "from_address": "0x" + "ab" * 20,
+            "to_address": "0x" + "cd" * 20,
+            "created_at": past,
+        },
+        {
+            "id": _history_id("btc withdrawal"),
+            "tx_hash": None,
+            "direction": "OUTGOING",
+            "status": "FAILED",
+            "amount": "0.01",
+            "usd_value": "650.12",
+            "network_fee": "0.0001",
+            "fees": "0",
+            "chain": "BTC",
+            "asset": "BTC",
+            "from_address": None,
+            "to_address": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+            "created_at": past,
+        },
+        {"id": _history_id("odd transfer"), "direction": "SIDEWAYS", "amount": "1"},
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # Server
+
+
+@dataclass
+class RequestHold:
+    """One held request (`SimVenueServer.hold_next`)."""
+
+    timeout_s: float
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
 
 
 class SimVenueServer:
@@ -325,16 +619,32 @@ class SimVenueServer:
         self._transfers: list[TransferRecord] = []
         self._iris: dict[tuple[int, str], list[IrisRecord]] = {}
         self._whitelist: list[WhitelistRecord] = []
+        self._orders: list[OrderRecord] = []
+        self._held: dict[str, Decimal] = {}  # shares held by unfilled sell orders
+        self._prices: dict[str, Decimal] = {}
+        self._tokenization_history = tokenization_history(
+            malformed_rows=self._knobs.history_malformed_rows, wallet=world.market_maker_wallet
+        ) + long_tokenization_history(self._knobs.history_rows, world.market_maker_wallet)
+        self._transfer_history = transfer_history() + long_transfer_history(
+            self._knobs.history_rows
+        )
+        # Entries answered by each list endpoint, summed over its requests (`rows_served`).
+        self._rows_served: Counter[str] = Counter()
         self._seen_logs: set[tuple[str, str, int]] = set()
         self._counts: Counter[str] = Counter()
         self._faults_served: Counter[tuple[str, str]] = Counter()
         self._faults: dict[str, deque[str]] = {}
+        self._holds: dict[str, deque[RequestHold]] = {}
         self._errors: list[str] = []
         self._token_symbols: dict[str, str] = {}
         self._token_by_address: dict[str, str] = {}
         self._next_block: dict[str, int] = {}
         self._w3 = {
-            side.name: Web3(Web3.HTTPProvider(side.rpc_url, request_kwargs={"timeout": 30}))
+            side.name: Web3(
+                Web3.HTTPProvider(
+                    side.rpc_url, request_kwargs={"timeout": 30}, session=loopback_session()
+                )
+            )
             for side in (world.ethereum, world.base)
         }
         self._attester = Account.from_key(world.attester_key)
@@ -344,6 +654,22 @@ class SimVenueServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self._routes = self._build_routes()
+        # Other whitelist entries of the account, with the chain spellings seen in the wild.
+        for label, chain, status in (
+            ("old wallet", "Ethereum", "REJECTED"),
+            ("sol wallet", "SOL", "APPROVED"),
+        ):
+            self._whitelist.append(
+                WhitelistRecord(
+                    id=_history_id(label),
+                    address="0x" + keccak(text=f"sim {label}").hex()[-40:]
+                    if chain != "SOL"
+                    else "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU",
+                    status=status,
+                    created_at=datetime(2025, 5, 1, tzinfo=UTC),
+                    chain=chain,
+                )
+            )
         if self._knobs.whitelist_status is not None:
             self.whitelist_set(world.market_maker_wallet, self._knobs.whitelist_status)
 
@@ -410,15 +736,52 @@ class SimVenueServer:
         """The next `times` requests to endpoint `key` (see `request_count`) get `fault`."""
         if fault not in FAULTS:
             raise ValueError(f"fault={fault!r}: must be one of {', '.join(FAULTS)}")
+        keys = [route.key for route in self._routes]
+        if key not in keys:
+            raise ValueError(f"key={key!r}: not an endpoint of the simulated venue ({keys})")
         with self._lock:
             self._faults.setdefault(key, deque()).extend([fault] * times)
 
+    def hold_next(self, key: str, *, timeout_s: float = 120.0) -> RequestHold:
+        """Hold the next request to endpoint `key` before it has any effect, until the test
+        calls `hold.release()` (or `timeout_s` passes): `hold.arrived` is set when the request
+        is held. Interleaves a caller deterministically with what happens meanwhile."""
+        hold = RequestHold(timeout_s=timeout_s)
+        with self._lock:
+            self._holds.setdefault(key, deque()).append(hold)
+        return hold
+
+    def settle_now(self) -> None:
+        """End every delay already scheduled: pending mints and redemptions become visible and
+        due, pending withdrawals, deposits and orders due; the next settlement tick moves them
+        on. A test holds a venue-side step with a long delay knob (`mint_delay_s=3600`), checks
+        the state in between, then restores the knob and lets the step go with this (a short
+        knob alone is a race: a slow machine can pass it before the test's next step)."""
+        now = time.monotonic()
+        with self._lock:
+            for record in self._tokenization:
+                if record.status == "pending":
+                    record.visible_at = min(record.visible_at, now)
+                    record.due_at = min(record.due_at, now)
+            for transfer in self._transfers:
+                if transfer.status in ("PENDING", "PROCESSING"):
+                    transfer.due_at = min(transfer.due_at, now)
+            for order in self._orders:
+                if order.status == "accepted":
+                    order.due_at = min(order.due_at, now)
+
     def request_count(self, key: str) -> int:
-        """Requests seen for an endpoint key such as `POST /v2/tokenization/mint`,
-        `GET /v2/tokenization/requests`, `POST /v1/accounts/{acct}/wallets/transfers`,
-        `GET /v2/messages/{src}`, `GET /v2/burn/USDC/fees/{src}/{dst}`."""
+        """Requests seen for an endpoint key: one of the `KEY_*` constants (such as
+        `POST /v1/accounts/{acct}/tokenization/mint`), `GET /v2/messages/{src}` or
+        `GET /v2/burn/USDC/fees/{src}/{dst}`."""
         with self._lock:
             return self._counts[key]
+
+    def rows_served(self, key: str) -> int:
+        """Entries the list endpoint `key` (`KEY_TOKENIZATION_LIST`, `KEY_TRANSFER_LIST`) has
+        answered with, summed over its requests: what the client's lookups downloaded."""
+        with self._lock:
+            return self._rows_served[key]
 
     def request_counts(self) -> dict[str, int]:
         with self._lock:
@@ -450,8 +813,9 @@ class SimVenueServer:
         with self._lock:
             self._cash = amount_usd
 
-    def whitelist_set(self, address: str, status: str | None) -> None:
-        """Set (or with None remove) the USDC/ethereum whitelist entry of `address`."""
+    def whitelist_set(self, address: str, status: str | None, *, chain: str | None = None) -> None:
+        """Set (or with None remove) the USDC/ethereum whitelist entry of `address`; its chain
+        is spelled `chain` (default the `whitelist_chain` knob, "ETH")."""
         with self._lock:
             self._whitelist = [w for w in self._whitelist if w.address.lower() != address.lower()]
             if status is not None:
@@ -461,8 +825,24 @@ class SimVenueServer:
                         address=address,
                         status=status,
                         created_at=_now(),
+                        chain=chain or self._knobs.whitelist_chain,
                     )
                 )
+
+    def price(self, symbol: str) -> Decimal:
+        """The simulated price market orders of `symbol` fill at."""
+        with self._lock:
+            return self._prices.get(symbol, self._knobs.default_price_usd)
+
+    def set_price(self, symbol: str, price_usd: Decimal) -> None:
+        if not price_usd.is_finite() or price_usd <= 0:
+            raise ValueError(f"price_usd={price_usd}: must be a finite price > 0")
+        with self._lock:
+            self._prices[symbol] = price_usd
+
+    def orders(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [o.to_json() for o in self._orders]
 
     def tokenization_requests(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -475,57 +855,78 @@ class SimVenueServer:
     # -- HTTP dispatch ----------------------------------------------------------------------
 
     def _build_routes(self) -> list[_Route]:
-        acct = r"/v1/accounts/(?P<acct>[^/]+)/wallets"
-        table: list[tuple[str, str, str, Callable[..., Any], bool]] = [
-            ("POST", r"/v2/tokenization/mint", "POST /v2/tokenization/mint", self._mint, True),
+        acct = r"/v1/accounts/(?P<acct>[^/]+)"
+        trading = r"/v1/trading/accounts/(?P<acct>[^/]+)"
+        item = r"/(?P<item>[^/]+)"
+        table: list[tuple[str, str, str, Callable[..., Any], str]] = [
+            ("POST", acct + "/tokenization/mint", KEY_MINT, self._mint, AUTH_ALPACA),
             (
                 "GET",
-                r"/v2/tokenization/requests",
-                "GET /v2/tokenization/requests",
+                acct + "/tokenization/requests",
+                KEY_TOKENIZATION_LIST,
                 self._list_requests,
-                True,
-            ),
-            ("GET", r"/v2/account", "GET /v2/account", self._account, True),
-            ("GET", r"/v2/positions", "GET /v2/positions", self._positions_json, True),
-            (
-                "GET",
-                acct + "/whitelists",
-                "GET /v1/accounts/{acct}/wallets/whitelists",
-                self._whitelists,
-                True,
-            ),
-            (
-                "POST",
-                acct + "/transfers",
-                "POST /v1/accounts/{acct}/wallets/transfers",
-                self._withdraw,
-                True,
+                AUTH_ALPACA,
             ),
             (
                 "GET",
-                acct + "/transfers",
-                "GET /v1/accounts/{acct}/wallets/transfers",
+                acct + "/tokenization/requests" + item,
+                KEY_TOKENIZATION_GET,
+                self._get_request,
+                AUTH_ALPACA,
+            ),
+            ("GET", trading + "/account", KEY_ACCOUNT, self._account, AUTH_ALPACA),
+            ("GET", trading + "/positions", KEY_POSITIONS, self._positions_json, AUTH_ALPACA),
+            ("POST", trading + "/orders", KEY_ORDER_POST, self._submit_order, AUTH_ALPACA),
+            ("GET", trading + "/orders" + item, KEY_ORDER_GET, self._get_order, AUTH_ALPACA),
+            (
+                "GET",
+                trading + "/orders:by_client_order_id",
+                KEY_ORDER_BY_CLIENT_ID,
+                self._order_by_client_id,
+                AUTH_ALPACA,
+            ),
+            ("GET", r"/v1/clock", KEY_CLOCK, self._clock, AUTH_ALPACA),
+            ("GET", acct + "/wallets/whitelists", KEY_WHITELISTS, self._whitelists, AUTH_WALLET),
+            ("POST", acct + "/wallets/transfers", KEY_WITHDRAW, self._withdraw, AUTH_WALLET),
+            (
+                "GET",
+                acct + "/wallets/transfers",
+                KEY_TRANSFER_LIST,
                 self._list_transfers,
-                True,
+                AUTH_WALLET,
             ),
-            ("GET", acct, "GET /v1/accounts/{acct}/wallets", self._wallet, True),
+            (
+                "GET",
+                acct + "/wallets/transfers" + item,
+                KEY_TRANSFER_GET,
+                self._get_transfer,
+                AUTH_WALLET,
+            ),
+            ("GET", acct + "/wallets", KEY_WALLET, self._wallet, AUTH_WALLET),
             (
                 "GET",
                 r"/v2/burn/USDC/fees/(?P<src>\d+)/(?P<dst>\d+)",
                 "GET /v2/burn/USDC/fees/{src}/{dst}",
                 self._fees,
-                False,
+                AUTH_NONE,
             ),
-            ("GET", r"/v2/messages/(?P<src>\d+)", "GET /v2/messages/{src}", self._messages, False),
+            (
+                "GET",
+                r"/v2/messages/(?P<src>\d+)",
+                "GET /v2/messages/{src}",
+                self._messages,
+                AUTH_NONE,
+            ),
         ]
         return [
-            _Route(method, re.compile(pattern + r"/?"), key, handler, alpaca)
-            for method, pattern, key, handler, alpaca in table
+            _Route(method, re.compile(pattern + r"/?"), key, handler, auth)
+            for method, pattern, key, handler, auth in table
         ]
 
     def handle(
         self, method: str, raw_path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, str]:
+    ) -> tuple[int, str, dict[str, str]]:
+        """One request: (status, JSON text, extra response headers)."""
         parts = urlsplit(raw_path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         for route in self._routes:
@@ -533,22 +934,30 @@ class SimVenueServer:
             if match is None or route.method != method:
                 continue
             fault = self._draw_fault(route.key)
+            self._wait_if_held(route.key)
             if fault == FAULT_5XX:
-                return 503, json.dumps({"message": "simulated outage"})
+                return 503, json.dumps({"message": "simulated outage"}), {}
+            if fault == FAULT_429:
+                retry_after = str(self._knobs.retry_after_s)
+                return (
+                    429,
+                    json.dumps({"message": "too many requests"}),
+                    {"Retry-After": retry_after},
+                )
             if fault == FAULT_HANG:
                 time.sleep(self._knobs.hang_s)
+            extra: dict[str, str] = {}
             try:
-                if route.alpaca:
-                    self._authenticate(headers, match.groupdict().get("acct"))
+                self._authenticate(headers, route.auth, match.groupdict().get("acct"))
                 result = route.handler(query=query, body=body, **match.groupdict())
                 status, payload = 200, result
             except _Reply as reply:
-                status, payload = reply.status, reply.body
+                status, payload, extra = reply.status, reply.body, reply.headers
             if fault == FAULT_5XX_AFTER:
-                return 500, json.dumps({"message": "simulated failure after commit"})
+                return 500, json.dumps({"message": "simulated failure after commit"}), {}
             text = payload if isinstance(payload, str) else json.dumps(payload)
-            return status, text
-        return 404, json.dumps({"message": f"no route for {method} {parts.path}"})
+            return status, text, extra
+        return 404, json.dumps({"code": 40410000, "message": "endpoint not found"}), {}
 
     def _draw_fault(self, key: str) -> str | None:
         with self._lock:
@@ -557,6 +966,14 @@ class SimVenueServer:
             if fault is not None:
                 self._faults_served[(key, fault)] += 1
             return fault
+
+    def _wait_if_held(self, key: str) -> None:
+        with self._lock:
+            queue = self._holds.get(key)
+            hold = queue.popleft() if queue else None
+        if hold is not None:
+            hold.arrived.set()
+            hold.released.wait(hold.timeout_s)
 
     def _next_fault(self, key: str) -> str | None:
         queue = self._faults.get(key)
@@ -569,34 +986,165 @@ class SimVenueServer:
             return FAULT_HANG
         return None
 
-    def _authenticate(self, headers: dict[str, str], acct: str | None) -> None:
+    def _authenticate(self, headers: dict[str, str], auth: str, acct: str | None) -> None:
+        if auth == AUTH_NONE:
+            return
         lowered = {k.lower(): v for k, v in headers.items()}
-        if (
-            lowered.get("apca-api-key-id") != self.world.api_key
-            or lowered.get("apca-api-secret-key") != self.world.api_secret
-        ):
-            raise _Reply(401, {"message": "request is not authorized"})
+        apca = (
+            lowered.get("apca-api-key-id") == self.world.api_key
+            and lowered.get("apca-api-secret-key") == self.world.api_secret
+        )
+        basic = _basic_credentials(lowered.get("authorization")) == (
+            self.world.api_key,
+            self.world.api_secret,
+        )
+        unauthorized = _Reply(401, {"code": 40110000, "message": "request is not authorized"})
+        if auth == AUTH_WALLET and not (basic and apca):
+            raise unauthorized
+        if not (basic or apca):
+            raise unauthorized
         if acct is not None and acct != self.world.account_id:
-            raise _Reply(404, {"message": f"account {acct} not found"})
+            raise _Reply(404, {"code": 40410000, "message": f"account {acct} not found"})
 
-    # -- Alpaca: account --------------------------------------------------------------------
+    # -- Alpaca: account, positions, clock, orders -------------------------------------------
 
     def _account(self, **_: Any) -> Any:
         with self._lock:
+            cash = _plain(self._cash)
             return {
                 "id": self.world.account_id,
-                "cash": _plain(self._cash),
-                "currency": "USD",
+                "account_number": "SIM" + self.world.account_id[-6:].upper(),
                 "status": "ACTIVE",
+                "crypto_status": "ACTIVE",
+                "currency": "USD",
+                "cash": cash,
+                "buying_power": cash,
+                "created_at": "2025-01-02T15:04:05.123456Z",
             }
 
     def _positions_json(self, **_: Any) -> Any:
         with self._lock:
-            return [
-                {"symbol": symbol, "qty": _plain(qty), "side": "long"}
+            rows = [
+                self._position_row(symbol, qty, "us_equity", self.price(symbol))
                 for symbol, qty in sorted(self._positions.items())
                 if qty != 0
             ]
+            usdc = self._knobs.usdc_crypto_position
+            if usdc != 0:
+                rows.append(self._position_row("USDCUSD", usdc, "crypto", Decimal(1)))
+            return rows
+
+    def _position_row(
+        self, symbol: str, qty: Decimal, asset_class: str, price: Decimal
+    ) -> dict[str, Any]:
+        available = qty - self._held.get(symbol, Decimal(0))
+        return {
+            "asset_id": _history_id(f"asset {symbol}"),
+            "symbol": symbol,
+            "exchange": "CRYPTO" if asset_class == "crypto" else "NASDAQ",
+            "asset_class": asset_class,
+            "avg_entry_price": _plain(price),
+            "qty": _plain(qty),
+            "qty_available": _plain(available),
+            "side": "long" if qty > 0 else "short",
+            "market_value": _plain(qty * price),
+            "current_price": _plain(price),
+        }
+
+    def _clock(self, **_: Any) -> Any:
+        now = _now().replace(microsecond=0)
+        if self._knobs.market_open:
+            next_close = now + timedelta(hours=1)
+            next_open = next_close + timedelta(hours=17, minutes=30)
+        else:
+            next_open = now + timedelta(hours=1)
+            next_close = next_open + timedelta(hours=6, minutes=30)
+        return {
+            "timestamp": _iso(now),
+            "is_open": self._knobs.market_open,
+            "next_open": _iso(next_open),
+            "next_close": _iso(next_close),
+        }
+
+    def _submit_order(self, *, body: bytes, **_: Any) -> Any:
+        data = _json_object(body)
+        symbol = data.get("symbol")
+        qty = _decimal(data.get("qty"))
+        side = data.get("side")
+        client_order_id = data.get("client_order_id") or self._new_id()
+        problems = []
+        if not isinstance(symbol, str) or not symbol:
+            problems.append(f"symbol={symbol!r}: required")
+        if qty is None or qty <= 0:
+            problems.append(f"qty={data.get('qty')!r}: must be a decimal string > 0")
+        if side not in ("buy", "sell"):
+            problems.append(f"side={side!r}: must be buy or sell")
+        if data.get("type") != "market":
+            problems.append(f"type={data.get('type')!r}: the simulation fills market orders only")
+        if data.get("time_in_force") not in ("day", "gtc", "ioc", "fok"):
+            problems.append(f"time_in_force={data.get('time_in_force')!r}: invalid")
+        if not isinstance(client_order_id, str) or len(client_order_id) > 128:
+            problems.append("client_order_id: must be a string of at most 128 characters")
+        if problems:
+            raise _Reply(422, {"code": 40010001, "message": "; ".join(problems)})
+        assert qty is not None and isinstance(symbol, str) and isinstance(side, str)
+        with self._lock:
+            if any(o.client_order_id == client_order_id for o in self._orders):
+                raise _Reply(422, {"code": 40010001, "message": "client_order_id must be unique"})
+            if side == "sell":
+                held = self._positions.get(symbol, Decimal(0))
+                available = held - self._held.get(symbol, Decimal(0))
+                if available < qty:
+                    raise _Reply(
+                        403,
+                        {
+                            "code": 40310000,
+                            "message": f"insufficient qty available for order "
+                            f"(requested: {qty}, available: {available})",
+                        },
+                    )
+                self._held[symbol] = self._held.get(symbol, Decimal(0)) + qty
+            else:
+                cost = qty * self.price(symbol)
+                if self._cash < cost:
+                    raise _Reply(
+                        403,
+                        {
+                            "code": 40310000,
+                            "message": f"insufficient buying power (cost {cost}, "
+                            f"cash {self._cash})",
+                        },
+                    )
+            record = OrderRecord(
+                id=self._new_id(),
+                client_order_id=client_order_id,
+                symbol=symbol,
+                side=side,
+                qty=qty,
+                status="accepted",
+                created_at=_now(),
+                due_at=time.monotonic() + self._knobs.order_fill_delay_s,
+            )
+            self._orders.append(record)
+            logger.info("sim: order %s %s %s %s accepted", record.id, side, qty, symbol)
+            return record.to_json()
+
+    def _order_by_client_id(self, *, query: dict[str, str], **_: Any) -> Any:
+        wanted = query.get("client_order_id")
+        if not wanted:
+            raise _Reply(422, {"code": 40010001, "message": "client_order_id is required"})
+        with self._lock:
+            for order in self._orders:
+                if order.client_order_id == wanted:
+                    return order.to_json()
+        raise _Reply(404, {"code": 40410000, "message": "order not found"})
+
+    def _get_order(self, *, item: str, **_: Any) -> Any:
+        with self._lock:
+            for order in self._orders:
+                if order.id == item:
+                    return order.to_json()
+        raise _Reply(404, {"code": 40410000, "message": "order not found"})
 
     # -- Alpaca: tokenization ---------------------------------------------------------------
 
@@ -653,21 +1201,44 @@ class SimVenueServer:
             return record.to_json()
 
     def _list_requests(self, *, query: dict[str, str], **_: Any) -> Any:
+        """Ours (once visible) after the history, filtered by the documented query parameters:
+        `type`, `status`, `underlying_symbol`, `issuer`, `network` (equal), `after` and `before`
+        (created strictly after / before that time; an entry whose time cannot be read does not
+        match either). Any other parameter is ignored. No pagination, as documented."""
+        now = time.monotonic()
+        after = _query_time(query, "after")
+        before = _query_time(query, "before")
+        with self._lock:
+            rows: list[Any] = list(self._tokenization_history)
+            rows.extend(r.to_json() for r in self._tokenization if r.visible_at <= now)
+
+        def wanted(row: Any) -> bool:
+            for name in ("type", "status", "underlying_symbol", "issuer", "network"):
+                value = query.get(name)
+                if value is not None and not (isinstance(row, dict) and row.get(name) == value):
+                    return False
+            if after is None and before is None:
+                return True
+            created = _row_time(row)
+            if created is None:
+                return False
+            return (after is None or created > after) and (before is None or created < before)
+
+        answer = [row for row in rows if wanted(row)]
+        with self._lock:
+            self._rows_served[KEY_TOKENIZATION_LIST] += len(answer)
+        return answer
+
+    def _get_request(self, *, item: str, **_: Any) -> Any:
         now = time.monotonic()
         with self._lock:
-            return [
-                r.to_json()
-                for r in self._tokenization
-                if r.visible_at <= now
-                and all(
-                    query.get(name) in (None, value)
-                    for name, value in (
-                        ("type", r.type),
-                        ("status", r.status),
-                        ("underlying_symbol", r.underlying_symbol),
-                    )
-                )
-            ]
+            for record in self._tokenization:
+                if record.id == item and record.visible_at <= now:
+                    return record.to_json()
+            for row in self._tokenization_history:
+                if isinstance(row, dict) and row.get("tokenization_request_id") == item:
+                    return row
+        raise _Reply(404, {"code": 40410000, "message": "tokenization request not found"})
 
     # -- Alpaca: wallet ---------------------------------------------------------------------
 
@@ -676,11 +1247,14 @@ class SimVenueServer:
             return [w.to_json() for w in self._whitelist]
 
     def _wallet(self, *, query: dict[str, str], **_: Any) -> Any:
-        asset = query.get("asset", "USDC")
-        network = query.get("network", "ethereum").lower()
-        if asset != "USDC" or network != "ethereum":
-            raise _Reply(422, {"message": f"asset={asset!r} network={network!r}: unsupported"})
-        return {"address": self.world.deposit_address, "asset": "USDC", "network": "ethereum"}
+        asset = query.get("asset")
+        if asset != "USDC":
+            raise _Reply(422, {"code": 40010001, "message": f"asset={asset!r}: unsupported"})
+        return {
+            "chain": "ETH",
+            "address": self.world.deposit_address,
+            "created_at": "2025-01-02T15:04:05Z",
+        }
 
     def _withdraw(self, *, body: bytes, **_: Any) -> Any:
         data = _json_object(body)
@@ -694,7 +1268,9 @@ class SimVenueServer:
             raise _Reply(422, {"message": f"address={address!r}: must be an EVM address"})
         with self._lock:
             approved = any(
-                w.address.lower() == address.lower() and w.status == "APPROVED"
+                w.address.lower() == address.lower()
+                and w.status == "APPROVED"
+                and w.chain.lower() in ("eth", "ethereum")
                 for w in self._whitelist
             )
             if not approved:
@@ -706,24 +1282,38 @@ class SimVenueServer:
             self._cash -= amount
             record = TransferRecord(
                 id=self._new_id(),
-                relationship="OUTGOING",
+                direction="OUTGOING",
                 amount=amount,
                 from_address=self._hot_wallet.address,
                 to_address=to_checksum_address(address),
                 status="PENDING",
                 tx_hash=None,
                 created_at=_now(),
-                network_fee_amount=self._knobs.withdrawal_network_fee_usdc,
+                network_fee=self._knobs.withdrawal_network_fee_usdc,
                 due_at=time.monotonic() + self._knobs.withdrawal_processing_delay_s,
             )
             self._transfers.append(record)
             logger.info("sim: withdrawal %s of %s USDC to %s", record.id, amount, address)
             return record.to_json()
 
-    def _list_transfers(self, *, query: dict[str, str], **_: Any) -> Any:
-        wanted = query.get("transfer_id")
+    def _list_transfers(self, **_: Any) -> Any:
+        """Every transfer of the account, newest first; the Broker API documents no
+        `transfer_id` filter, so one is ignored like any other parameter."""
         with self._lock:
-            return [t.to_json() for t in self._transfers if wanted in (None, t.id)]
+            ours = [t.to_json() for t in reversed(self._transfers)]
+            answer = ours + list(self._transfer_history)
+            self._rows_served[KEY_TRANSFER_LIST] += len(answer)
+        return answer
+
+    def _get_transfer(self, *, item: str, **_: Any) -> Any:
+        with self._lock:
+            for transfer in self._transfers:
+                if transfer.id == item:
+                    return transfer.to_json()
+        for row in self._transfer_history:
+            if isinstance(row, dict) and row.get("id") == item:
+                return row
+        raise _Reply(404, {"code": 40410000, "message": "transfer not found"})
 
     # -- Iris -------------------------------------------------------------------------------
 
@@ -799,6 +1389,11 @@ class SimVenueServer:
                 for t in self._transfers
                 if t.status in ("PENDING", "PROCESSING") and t.due_at <= now
             ]
+            orders = (
+                [o for o in self._orders if o.status == "accepted" and o.due_at <= now]
+                if self._knobs.market_open
+                else []
+            )
             attest = [
                 rec
                 for recs in self._iris.values()
@@ -813,8 +1408,35 @@ class SimVenueServer:
             self._complete_redemption(record)
         for transfer in transfers:
             self._advance_transfer(transfer)
+        for order in orders:
+            self._fill_order(order)
         for iris in attest:
             self._attest(iris)
+
+    def _fill_order(self, order: OrderRecord) -> None:
+        with self._lock:
+            price = self.price(order.symbol)
+            amount = order.qty * price
+            held = self._positions.get(order.symbol, Decimal(0))
+            if order.side == "buy":
+                self._positions[order.symbol] = held + order.qty
+                self._cash -= amount
+            else:
+                self._positions[order.symbol] = held - order.qty
+                self._held[order.symbol] = self._held.get(order.symbol, Decimal(0)) - order.qty
+                self._cash += amount
+            order.status = "filled"
+            order.filled_qty = order.qty
+            order.filled_avg_price = price
+            order.filled_at = order.updated_at = _now()
+        logger.info(
+            "sim: order %s filled: %s %s %s at %s",
+            order.id,
+            order.side,
+            order.qty,
+            order.symbol,
+            price,
+        )
 
     def _new_id(self) -> str:
         with self._lock:
@@ -827,7 +1449,7 @@ class SimVenueServer:
     def _complete_mint(self, record: TokenizationRecord) -> None:
         if self._chance(self._knobs.mint_reject_rate):
             with self._lock:
-                record.status = "rejected"
+                record.status = self._knobs.refusal_status
                 record.updated_at = _now()
                 self._positions[record.underlying_symbol] = (
                     self._positions.get(record.underlying_symbol, Decimal(0)) + record.qty
@@ -851,7 +1473,7 @@ class SimVenueServer:
         with self._lock:
             record.updated_at = _now()
             if rejected:
-                record.status = "rejected"
+                record.status = self._knobs.refusal_status
             else:
                 record.status = "completed"
                 self._positions[record.underlying_symbol] = (
@@ -861,7 +1483,7 @@ class SimVenueServer:
 
     def _advance_transfer(self, transfer: TransferRecord) -> None:
         knobs = self._knobs
-        if transfer.relationship == "INCOMING":
+        if transfer.direction == "INCOMING":
             with self._lock:
                 transfer.status = "COMPLETE"
                 self._cash += transfer.amount
@@ -874,7 +1496,7 @@ class SimVenueServer:
                     self._cash += transfer.amount
                 logger.info("sim: withdrawal %s failed", transfer.id)
                 return
-            net = transfer.amount - transfer.network_fee_amount
+            net = transfer.amount - transfer.network_fee
             tx_hash = None
             if net > 0:
                 usdc = self._token(self.world.ethereum, self.world.ethereum.usdc)
@@ -1019,14 +1641,14 @@ class SimVenueServer:
             units = int.from_bytes(bytes(entry["data"]), "big")
             record = TransferRecord(
                 id=self._new_id(),
-                relationship="INCOMING",
+                direction="INCOMING",
                 amount=_amount(units, USDC_DECIMALS),
                 from_address=to_checksum_address(bytes(entry["topics"][1])[12:]),
                 to_address=to_checksum_address(self.world.deposit_address),
                 status="PENDING",
                 tx_hash="0x" + bytes(entry["transactionHash"]).hex(),
                 created_at=_now(),
-                network_fee_amount=Decimal(0),
+                network_fee=Decimal(0),
                 due_at=time.monotonic() + self._knobs.deposit_credit_delay_s,
             )
             with self._lock:
@@ -1078,6 +1700,18 @@ class SimVenueServer:
                 )
 
 
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """(key, secret) from an `Authorization: Basic ...` header, or None."""
+    if header is None or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    key, sep, secret = decoded.partition(":")
+    return (key, secret) if sep else None
+
+
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body or b"{}")
@@ -1107,14 +1741,18 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         try:
-            status, text = self.venue.handle(self.command, self.path, dict(self.headers), body)
+            status, text, extra = self.venue.handle(
+                self.command, self.path, dict(self.headers), body
+            )
         except Exception:  # the venue must answer, like a real one, with a 500
             logger.exception("sim: %s %s failed", self.command, self.path)
-            status, text = 500, json.dumps({"message": "internal error"})
+            status, text, extra = 500, json.dumps({"message": "internal error"}), {}
         payload = text.encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            for name, value in extra.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

@@ -2,7 +2,7 @@
 
     with SimVenue(equity_symbols=("AAPL",), positions={"AAPL": Decimal(100)}) as venue:
         venue.env()            # every variable the service needs to run against it
-        venue.server.fail_next("POST /v2/tokenization/mint", "5xx_after")
+        venue.server.fail_next(KEY_MINT, "5xx_after")
 
 Started chains are owned (stopped with the venue) unless passed in (`chains=`), e.g. the test
 session's shared `sim_chains`.

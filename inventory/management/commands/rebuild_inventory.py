@@ -9,8 +9,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from inventory.models import Event
-from inventory.services import inventory_rebuild
+from inventory.rebuild import LogRow, inventory_rebuild
+from inventory.services import aggregate_states_check
 
 
 class Command(BaseCommand):
@@ -25,14 +25,22 @@ class Command(BaseCommand):
             "--check", action="store_true", help="report only; exit code 1 on difference"
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        parser.add_argument(
+            "--states",
+            action="store_true",
+            help="also fold every aggregate's log and compare (or, without --check, rewrite) "
+            "its cached state",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         show_progress = not options["no_progress"]
 
-        def progress(rows: Iterable[Event], total: int) -> Iterable[Event]:
+        def progress(rows: Iterable[LogRow], total: int) -> Iterable[LogRow]:
             return tqdm(rows, total=total, unit="event", file=sys.stderr, disable=not show_progress)
 
-        differences = inventory_rebuild(write=not options["check"], progress=progress)
+        differences: list[Any] = list(
+            inventory_rebuild(write=not options["check"], progress=progress)
+        )
         for difference in differences:
             self.stdout.write(
                 f"{difference.pool}\t{difference.field}\t"
@@ -40,6 +48,14 @@ class Command(BaseCommand):
             )
         if not differences:
             self.stdout.write("inventory pools match the event log")
+        if options["states"]:
+            states = aggregate_states_check(write=not options["check"])
+            for state in states:
+                self.stdout.write(str(state))
+            if not states:
+                self.stdout.write("cached aggregate states match the event log")
+            differences.extend(states)
+        if not differences:
             return
         if options["check"]:
             raise CommandError(

@@ -3,6 +3,7 @@
 manage.py operation retry <id> --actor alice
 manage.py operation fail <id> --reason "Alpaca ticket 123" --actor alice
 manage.py operation reconcile <id> --reason "settled by hand, ticket 123" --actor alice
+manage.py operation resume-pool <pool> --reason "whitelist approved" --actor alice
 manage.py operation due-loop [--interval SECONDS]
 """
 
@@ -16,6 +17,7 @@ from operations.operator import (
     OperatorError,
     operator_force_fail,
     operator_reconcile,
+    operator_resume_pool,
     operator_retry_now,
 )
 
@@ -36,6 +38,13 @@ class Command(BaseCommand):
             action.add_argument("operation_id", type=int)
             action.add_argument("--reason", required=True)
             action.add_argument("--actor", required=True)
+        resume = sub.add_parser(
+            "resume-pool",
+            help="close a pool's circuit breaker and end its cool-down (after failures)",
+        )
+        resume.add_argument("pool")
+        resume.add_argument("--reason", required=True)
+        resume.add_argument("--actor", required=True)
         loop = sub.add_parser("due-loop", help="re-enqueue due waiting operations, forever")
         loop.add_argument("--interval", type=float, default=None)
 
@@ -45,6 +54,14 @@ class Command(BaseCommand):
             if action == "due-loop":
                 interval = options["interval"] or settings.REBALANCING.workers.due_interval_s
                 due_loop(interval_s=float(interval))  # type: ignore[arg-type]
+                return
+            if action == "resume-pool":
+                breaker = operator_resume_pool(
+                    pool=str(options["pool"]),
+                    reason=str(options["reason"]),
+                    actor=str(options["actor"]),
+                )
+                self.stdout.write(f"{breaker.pool}: resumed")
                 return
             operation_id = int(options["operation_id"])  # type: ignore[arg-type]
             if action == "retry":

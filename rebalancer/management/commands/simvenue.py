@@ -22,6 +22,8 @@ def _parse_knob(text: str) -> tuple[str, Any]:
     try:
         if name == "whitelist_status":
             return name, None if raw.lower() in ("", "none", "absent") else raw.upper()
+        if isinstance(default, str):
+            return name, raw
         if isinstance(default, bool):
             return name, raw.lower() in ("1", "true", "yes", "on")
         if isinstance(default, Decimal):
@@ -33,14 +35,14 @@ def _parse_knob(text: str) -> tuple[str, Any]:
         raise CommandError(f"--knob {text!r}: invalid value for {name}: {exc}") from exc
 
 
-def _parse_position(text: str) -> tuple[str, Decimal]:
+def _parse_position(text: str, *, option: str = "--position") -> tuple[str, Decimal]:
     symbol, sep, raw = text.partition("=")
     try:
         if not sep or not symbol:
-            raise ValueError("expected SYMBOL=QTY")
+            raise ValueError("expected SYMBOL=DECIMAL")
         return symbol, Decimal(raw)
     except (ValueError, InvalidOperation) as exc:
-        raise CommandError(f"--position {text!r}: {exc}") from exc
+        raise CommandError(f"{option} {text!r}: {exc}") from exc
 
 
 class Command(BaseCommand):
@@ -61,6 +63,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--cash", default="0", help="brokerage cash in USD")
         parser.add_argument(
+            "--price",
+            action="append",
+            default=[],
+            help="price market orders fill at, SYMBOL=USD (default: knob default_price_usd)",
+        )
+        parser.add_argument(
             "--knob", action="append", default=[], help="SimKnobs field NAME=VALUE (repeatable)"
         )
         parser.add_argument(
@@ -71,6 +79,10 @@ class Command(BaseCommand):
         knobs = SimKnobs(**dict(_parse_knob(k) for k in options["knob"]))
         symbols = tuple(s.strip() for s in options["symbols"].split(",") if s.strip())
         positions = dict(_parse_position(p) for p in options["position"])
+        prices = dict(_parse_position(p, option="--price") for p in options["price"])
+        for symbol, price in prices.items():
+            if not price.is_finite() or price <= 0:
+                raise CommandError(f"--price {symbol}={price}: must be a price > 0")
         try:
             cash = Decimal(options["cash"])
         except InvalidOperation as exc:
@@ -84,6 +96,8 @@ class Command(BaseCommand):
             port=options["port"],
         )
         with venue:
+            for symbol, price in prices.items():
+                venue.server.set_price(symbol, price)
             self.stdout.write("# simulated venue is up; export these to run the service:")
             for name, value in sorted(venue.env().items()):
                 self.stdout.write(f"export {name}={shlex.quote(value)}")

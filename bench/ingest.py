@@ -1,0 +1,232 @@
+"""Fills per second through the service path, at an empty log and after a long history.
+
+    python bench/ingest.py                       # SQLite (a temporary file)
+    DATABASE_URL=postgres://user@host/db python bench/ingest.py   # a new database on that server
+    python bench/ingest.py --history 1000000 --fills 5000 --batches 20
+
+One fill per transaction (`fill_record_onchain`) and batches of `--batch-size` fills in one
+transaction (`fills_record_batch`), with rebalancing enabled (the trigger checks every touched
+pool), then again once the log holds `--history` events of the same symbol. Prints the rates,
+the machine, and the ratio to plain single-row inserts of the same payload into the same
+database measured in the same run. Targets (SQLite): >= 1,000 fills/s one per transaction,
+>= 10,000 fills/s batched, and the rate after 1,000,000 events >= 0.8x the empty-log rate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    arguments,
+    bench_database,
+    django_setup,
+    machine,
+    plain_insert_rates,
+    print_report,
+)
+
+SYMBOL = "AAPL"
+TOKEN = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB"
+T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+_numbers = itertools.count(1)
+
+
+def fills(count: int) -> list:
+    from inventory.services import OnchainFill
+
+    result = []
+    for _ in range(count):
+        n = next(_numbers)
+        result.append(
+            OnchainFill(
+                symbol=SYMBOL,
+                tx_hash="0x" + f"{n:064x}",
+                log_index=0,
+                amount=Decimal("0.001"),
+                direction="Buy" if n % 2 else "Sell",  # the pools stay balanced
+                price_usdc=Decimal("187.25"),
+                block_timestamp=T0,
+            )
+        )
+    return result
+
+
+def seed() -> None:
+    from inventory.services import asset_register, snapshot_record
+
+    asset_register(
+        base_symbol=SYMBOL,
+        token_address=TOKEN,
+        token_symbol=f"t{SYMBOL}",
+        vault_id="0x" + "11" * 32,
+        changed_by="bench",
+    )
+    snapshot_record(
+        fetched_at=T0,
+        onchain_equity={SYMBOL: Decimal(1_000_000)},
+        offchain_equity={SYMBOL: Decimal(1_000_000)},
+        onchain_cash=Decimal(10**9),
+        offchain_cash=Decimal(10**9),
+        now=T0,
+    )
+
+
+class Rate(float):
+    """Fills per wall-clock second, carrying `cpu`: fills per CPU-second of this process."""
+
+    cpu: float
+
+    def __new__(cls, count: int, wall: float, cpu: float) -> Rate:
+        rate = super().__new__(cls, count / wall if wall > 0 else 0.0)
+        rate.cpu = count / cpu if cpu > 0 else float("inf")
+        return rate
+
+
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def one_per_transaction(count: int) -> Rate:
+    from inventory.services import fill_record_onchain
+
+    batch = fills(count)
+    started, cpu = _clocks()
+    for f in batch:
+        fill_record_onchain(
+            symbol=f.symbol,
+            tx_hash=f.tx_hash,
+            log_index=f.log_index,
+            amount=f.amount,
+            direction=f.direction,
+            price_usdc=f.price_usdc,
+            block_timestamp=f.block_timestamp,
+        )
+    return Rate(count, time.perf_counter() - started, time.process_time() - cpu)
+
+
+def batched(batches: int, size: int) -> Rate:
+    from inventory.services import fills_record_batch
+
+    prepared = [fills(size) for _ in range(batches)]
+    started, cpu = _clocks()
+    for batch in prepared:
+        fills_record_batch(fills=batch)
+    return Rate(batches * size, time.perf_counter() - started, time.process_time() - cpu)
+
+
+def grow_history(target_events: int, size: int, progress: bool) -> float:
+    """Append batches of fills until the log holds `target_events`; returns the rate."""
+    from inventory.models import Event
+    from inventory.services import fills_record_batch
+
+    have = Event.objects.count()
+    missing = max(0, target_events - have)
+    started = time.perf_counter()
+    done = 0
+    while done < missing:
+        step = min(size, missing - done)
+        fills_record_batch(fills=fills(step))
+        done += step
+        if progress and done % (size * 100) == 0:
+            print(f"  history: {have + done} events", file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - started
+    return done / elapsed if elapsed > 0 else 0.0
+
+
+class Rounds:
+    """Rates of repeated rounds: the median is the figure; the best and the worst show the
+    spread (a shared machine's CPU speed varies from one second to the next)."""
+
+    def __init__(self, rates: list[Rate]) -> None:
+        ordered = sorted(rates)
+        self.rates = ordered
+        self.median = ordered[len(ordered) // 2]
+
+    def __str__(self) -> str:
+        median = self.median
+        text = f"{median:,.0f} fills/s ({median.cpu:,.0f} per CPU-second)"
+        if len(self.rates) > 1:
+            text += (
+                f", median of {len(self.rates)} rounds (slowest {self.rates[0]:,.0f}, "
+                f"fastest {self.rates[-1]:,.0f})"
+            )
+        return text
+
+
+def measure(args, label: str) -> dict[str, object]:
+    singles, batches = [], []
+    for _ in range(args.rounds):
+        singles.append(one_per_transaction(args.fills))
+        batches.append(batched(args.batches, args.batch_size))
+    single, batch = Rounds(singles), Rounds(batches)
+    return {
+        "one per transaction": str(single),
+        f"batches of {args.batch_size}": str(batch),
+        "_single": single.median,
+        "_batch": batch.median,
+    }
+
+
+def main() -> None:
+    parser = arguments(__doc__.splitlines()[0])
+    parser.add_argument("--fills", type=int, default=2000, help="fills one per transaction")
+    parser.add_argument("--batches", type=int, default=10, help="batches measured")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--history", type=int, default=1_000_000, help="events of history")
+    parser.add_argument("--plain", type=int, default=2000, help="plain inserts for the baseline")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of each measurement (the median is shown)"
+    )
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args()
+
+    with bench_database() as database:
+        django_setup(database.url)
+        from inventory.models import Event
+
+        seed()
+        plain, plain_cpu = plain_insert_rates(
+            {"OnChainOrderFilled": {"amount": "0.001"}}, args.plain
+        )
+        empty = measure(args, "empty log")
+        history_rate = grow_history(args.history, args.batch_size, args.progress)
+        events = Event.objects.count()
+        late = measure(args, "history")
+        report = {
+            "machine": machine(),
+            "load average (1 min) at the end": f"{os.getloadavg()[0]:.2f}",
+            "plain single-row inserts": f"{plain:,.0f} rows/s ({plain_cpu:,.0f} per CPU-second)",
+            "empty log": {
+                "one per transaction": empty["one per transaction"]
+                + f" ({empty['_single'] / plain:.2f}x plain inserts; per CPU-second "
+                f"{empty['_single'].cpu / plain_cpu:.2f}x)",
+                f"batches of {args.batch_size}": empty[f"batches of {args.batch_size}"]
+                + f" ({empty['_batch'] / plain:.2f}x plain inserts; per CPU-second "
+                f"{empty['_batch'].cpu / plain_cpu:.2f}x)",
+            },
+            f"after {events:,} events": {
+                "one per transaction": late["one per transaction"]
+                + f" ({late['_single'] / empty['_single']:.2f}x the empty-log rate; per "
+                f"CPU-second {late['_single'].cpu / empty['_single'].cpu:.2f}x)",
+                f"batches of {args.batch_size}": late[f"batches of {args.batch_size}"]
+                + f" ({late['_batch'] / empty['_batch']:.2f}x the empty-log rate; per "
+                f"CPU-second {late['_batch'].cpu / empty['_batch'].cpu:.2f}x)",
+                "history written at": f"{history_rate:,.0f} fills/s (batched)",
+            },
+            "sizes": f"{args.rounds} rounds of {args.fills} single fills and "
+            f"{args.batches}x{args.batch_size} batched, "
+            f"history {args.history:,} events, {args.plain} plain inserts",
+        }
+        print_report("bench/ingest.py", report, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""A stamp that changes whenever the configuration the trigger reads changes.
+
+The trigger checks the pools after every appended event; it reads the global settings row,
+the assets and the pool breakers. They change a few times a day, the events thousands of
+times: each process keeps them in memory, keyed by the stamp, and a check costs one read of
+the stamp (`inventory_configstamp`, one row).
+
+The stamp is written by database triggers on every INSERT, UPDATE and DELETE of the watched
+tables, in the writing transaction, whatever writes them (services, the admin, raw SQL), so
+every process sees a new stamp exactly when it sees the new rows. The stamp is a random token,
+never a counter: a transaction that changes a setting and rolls back leaves a token no other
+process can ever produce again, so a value cached inside that transaction is never taken for
+a committed one. No stamp row (a new or flushed database) means nothing is cached.
+
+Locks (PostgreSQL): a write to a watched table also locks the stamp row until commit, so
+writers of configuration are serialised; the stamp row is the last lock such a transaction
+takes (pools, then breakers, then the stamp), keeping the global lock order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from django.db import connections
+
+from inventory import rawsql
+
+T = TypeVar("T")
+
+TABLE = "inventory_configstamp"
+# inventory's tables; operations adds operations_poolbreaker in its own migration.
+INVENTORY_TABLES = ("inventory_asset", "inventory_rebalancingsettingsrow")
+BREAKER_TABLE = "operations_poolbreaker"
+
+_SQLITE_TOKEN = "lower(hex(randomblob(16)))"
+_PG_TOKEN = "md5(random()::text || clock_timestamp()::text || txid_current()::text)"
+_PG_FUNCTION = f"{TABLE}_bump"
+
+
+def _sqlite_install(table: str) -> list[str]:
+    statements = []
+    for action in ("INSERT", "UPDATE", "DELETE"):
+        statements.append(
+            f"""CREATE TRIGGER IF NOT EXISTS {table}_stamp_{action.lower()}
+                AFTER {action} ON {table}
+                BEGIN
+                    INSERT INTO {TABLE} (id, token) VALUES (1, {_SQLITE_TOKEN})
+                    ON CONFLICT (id) DO UPDATE SET token = excluded.token;
+                END"""
+        )
+    return statements
+
+
+def _pg_install(table: str) -> list[str]:
+    return [
+        f"""CREATE OR REPLACE FUNCTION {_PG_FUNCTION}() RETURNS trigger AS $$
+            BEGIN
+                INSERT INTO {TABLE} (id, token) VALUES (1, {_PG_TOKEN})
+                ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token;
+                RETURN NULL;
+            END; $$ LANGUAGE plpgsql""",
+        f"DROP TRIGGER IF EXISTS {table}_stamp ON {table}",
+        f"""CREATE TRIGGER {table}_stamp AFTER INSERT OR UPDATE OR DELETE ON {table}
+            FOR EACH ROW EXECUTE FUNCTION {_PG_FUNCTION}()""",
+    ]
+
+
+def _sqlite_uninstall(table: str) -> list[str]:
+    return [
+        f"DROP TRIGGER IF EXISTS {table}_stamp_{action.lower()}"
+        for action in ("INSERT", "UPDATE", "DELETE")
+    ]
+
+
+def _pg_uninstall(table: str) -> list[str]:
+    return [f"DROP TRIGGER IF EXISTS {table}_stamp ON {table}"]
+
+
+def install(connection: Any, tables: Iterable[str]) -> None:
+    """Create the triggers that bump the stamp on every write to `tables` (migrations)."""
+    make = {"sqlite": _sqlite_install, "postgresql": _pg_install}.get(connection.vendor)
+    if make is None:
+        raise NotImplementedError(f"no configuration stamp triggers for {connection.vendor}")
+    with connection.cursor() as cursor:
+        for table in tables:
+            for sql in make(table):
+                cursor.execute(sql)
+
+
+def uninstall(connection: Any, tables: Iterable[str]) -> None:
+    make = {"sqlite": _sqlite_uninstall, "postgresql": _pg_uninstall}[connection.vendor]
+    with connection.cursor() as cursor:
+        for table in tables:
+            for sql in make(table):
+                cursor.execute(sql)
+
+
+_STAMP_SQL = f'SELECT "token" FROM "{TABLE}" WHERE "id" = 1'
+
+
+def stamp(using: str = "default") -> str | None:
+    """The current stamp (None: no configuration written since the database was created)."""
+    rows = rawsql.fetch(_STAMP_SQL, (), using=using)
+    return None if not rows else str(rows[0][0])
+
+
+# Entries kept (one per distinct `what`, e.g. per set of pools checked together).
+MAX_ENTRIES = 10_000
+# (alias, database name, what) -> (stamp, value)
+_cache: dict[tuple[str, str, str], tuple[str, Any]] = {}
+
+
+def cached(what: str, load: Callable[[], T], using: str = "default") -> T:
+    """`load()`'s value, loaded again only when the stamp changed since it was cached.
+
+    The stamp is read before loading, so a cached value is never older than its stamp (a
+    change committed between the two reads only makes the next call load again)."""
+    connection = connections[using]
+    key = (using, str(connection.settings_dict.get("NAME")), what)
+    current = stamp(using)
+    if current is not None:
+        hit = _cache.get(key)
+        if hit is not None and hit[0] == current:
+            return hit[1]
+    value = load()
+    if current is not None:
+        if len(_cache) >= MAX_ENTRIES:
+            _cache.clear()
+        _cache[key] = (current, value)
+    return value
+
+
+def clear() -> None:
+    _cache.clear()

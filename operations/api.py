@@ -1,0 +1,122 @@
+"""HTTP API reads of operations: a filtered list and one operation with its events in order.
+
+Mounted under /api/v1/ by `rebalancer.api`; the `read` scope.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Field, Query, Router, Schema
+
+from inventory.auth import read_auth
+from inventory.schemas import error_responses
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.selectors import operation_events, operations_filtered
+
+router = Router(tags=["operations"], auth=read_auth)
+
+MAX_LIMIT = 500
+
+
+def decimal_text(value: Decimal | None) -> str | None:
+    """A decimal as plain text (never exponent notation), None kept."""
+    return None if value is None else format(value, "f")
+
+
+def timestamp_text(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+class OperationOut(Schema):
+    id: int
+    kind: str
+    pool: str
+    amount: str = Field(description="Shares (mint, redemption) or USDC, decimal string")
+    status: str
+    aggregate_id: str
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    next_run_at: str | None
+    attempts: int
+    needs_attention: bool
+    last_error: str
+    failure_reason: str
+    finished_by: str
+
+
+class OperationEventOut(Schema):
+    id: int
+    sequence: int
+    event_type: str
+    recorded_at: str
+    payload: dict[str, Any]
+
+
+class OperationDetailOut(OperationOut):
+    events: list[OperationEventOut]
+
+
+class OperationFilters(Schema):
+    status: OperationStatus | None = None
+    kind: OperationKind | None = None
+    pool: str | None = None
+    limit: int = Field(100, ge=1, le=MAX_LIMIT)
+
+
+def operation_body(operation: Operation) -> dict[str, Any]:
+    return {
+        "id": operation.pk,
+        "kind": operation.kind,
+        "pool": operation.pool,
+        "amount": decimal_text(operation.amount),
+        "status": operation.status,
+        "aggregate_id": operation.aggregate_id,
+        "created_at": timestamp_text(operation.created_at),
+        "updated_at": timestamp_text(operation.updated_at),
+        "started_at": timestamp_text(operation.started_at),
+        "finished_at": timestamp_text(operation.finished_at),
+        "next_run_at": timestamp_text(operation.next_run_at),
+        "attempts": operation.attempts,
+        "needs_attention": operation.needs_attention,
+        "last_error": operation.last_error,
+        "failure_reason": operation.failure_reason,
+        "finished_by": operation.finished_by,
+    }
+
+
+@router.get("/operations", response={200: list[OperationOut], **error_responses(400, 401, 403)})
+def operations_list(request: HttpRequest, filters: Query[OperationFilters]) -> Any:
+    """Operations, newest first, filtered by status, kind and pool."""
+    rows = operations_filtered(
+        status=filters.status, kind=filters.kind, pool=filters.pool, limit=filters.limit
+    )
+    return [operation_body(operation) for operation in rows]
+
+
+@router.get(
+    "/operations/{operation_id}",
+    response={200: OperationDetailOut, **error_responses(400, 401, 403, 404)},
+)
+def operation_detail(request: HttpRequest, operation_id: int) -> Any:
+    """One operation and its aggregate's events in sequence order."""
+    operation = Operation.objects.filter(pk=operation_id).first()
+    if operation is None:
+        raise Operation.DoesNotExist(f"no operation has id {operation_id}")
+    body = operation_body(operation)
+    body["events"] = [
+        {
+            "id": row.id,
+            "sequence": row.sequence,
+            "event_type": row.event_type,
+            "recorded_at": timestamp_text(row.recorded_at),
+            "payload": row.payload,
+        }
+        for row in operation_events(operation=operation)
+    ]
+    return body

@@ -1,0 +1,219 @@
+"""The HTTP API (`/api/v1/`): the apps' routers, the pools read, and every error's status code.
+
+Handlers never catch errors; the exception handlers below map them, so an error means the
+same status wherever it is raised:
+
+- 400 a bad field (schema or domain `InvalidValue`): one entry per field, naming it and the rule
+- 401 no valid token (missing, unknown or revoked); 403 a token without the endpoint's scope
+- 404 no such object; 413 a body above DATA_UPLOAD_MAX_MEMORY_SIZE; 503 (Retry-After) when
+  concurrent writers kept colliding and nothing was written
+- 409 a domain refusal (threshold not met, execution id mismatch ...) or the same id recorded
+  with different content (in a batch: nothing of the batch is written)
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI, Router, Schema
+from ninja.errors import AuthenticationError, ValidationError
+
+from inventory.api import router as inventory_router
+from inventory.auth import ScopeMissing, read_auth
+from inventory.domain.checks import CommandRefused
+from inventory.domain.values import DomainError, InvalidValue
+from inventory.schemas import error_responses, field_errors
+from inventory.services import BatchInvalid, FillConflict, ReplayConflict
+from inventory.store import ConcurrencyError
+from operations.api import decimal_text
+from operations.api import router as operations_router
+from rebalancer.selectors import PoolOverview, pools_overview
+
+RATIO_PLACES = Decimal("1e-8")
+
+api = NinjaAPI(
+    title="rebalancer",
+    version="1",
+    description=(
+        "Fills and hedges of the trading side in; pools and operations out. "
+        "`Authorization: Bearer <token>` (`python manage.py api_token create NAME --scope "
+        "ingest|read`). Amounts are decimal strings, timestamps ISO-8601 with an offset."
+    ),
+    urls_namespace="api-v1",
+)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def _error(request: HttpRequest, status: int, body: dict[str, Any]) -> HttpResponse:
+    return api.create_response(request, body, status=status)
+
+
+@api.exception_handler(ValidationError)
+def _invalid_request(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    return _error(request, 400, {"detail": "invalid request", "errors": field_errors(exc.errors)})
+
+
+def _field_error(exc: InvalidValue) -> dict[str, Any]:
+    return {"field": exc.field, "value": str(exc.value), "rule": exc.rule}
+
+
+@api.exception_handler(InvalidValue)
+def _invalid_value(request: HttpRequest, exc: InvalidValue) -> HttpResponse:
+    return _error(request, 400, {"detail": str(exc), "errors": [_field_error(exc)]})
+
+
+@api.exception_handler(BatchInvalid)
+def _invalid_batch(request: HttpRequest, exc: BatchInvalid) -> HttpResponse:
+    errors = [
+        {**_field_error(error), "field": f"fills[{index}].{error.field}"}
+        for index, error in exc.errors
+    ]
+    return _error(request, 400, {"detail": str(exc), "errors": errors})
+
+
+@api.exception_handler(FillConflict)
+def _fill_conflict(request: HttpRequest, exc: FillConflict) -> HttpResponse:
+    """A trade id recorded before (or earlier in the batch) with different content."""
+    return _error(
+        request,
+        409,
+        {"detail": str(exc), "reason": "replay_conflict", "errors": [_field_error(exc)]},
+    )
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = _error(
+        request, 401, {"detail": "a valid token is required: Authorization: Bearer <token>"}
+    )
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@api.exception_handler(ScopeMissing)
+def _forbidden(request: HttpRequest, exc: ScopeMissing) -> HttpResponse:
+    return _error(request, 403, {"detail": str(exc), "scope": exc.scope})
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return _error(request, 413, {"detail": f"request body too large: {exc}"})
+
+
+@api.exception_handler(ConcurrencyError)
+def _busy(request: HttpRequest, exc: ConcurrencyError) -> HttpResponse:
+    """Writers kept colliding on one aggregate: nothing was written; the client retries."""
+    response = _error(request, 503, {"detail": str(exc), "reason": "busy"})
+    response["Retry-After"] = "1"
+    return response
+
+
+@api.exception_handler(ObjectDoesNotExist)
+def _not_found(request: HttpRequest, exc: ObjectDoesNotExist) -> HttpResponse:
+    return _error(request, 404, {"detail": str(exc) or "not found"})
+
+
+@api.exception_handler(ReplayConflict)
+def _replay_conflict(request: HttpRequest, exc: ReplayConflict) -> HttpResponse:
+    differences = {
+        name: {"recorded": str(old), "given": str(new)}
+        for name, (old, new) in exc.differences.items()
+    }
+    return _error(
+        request,
+        409,
+        {"detail": str(exc), "reason": "replay_conflict", "differences": differences},
+    )
+
+
+@api.exception_handler(DomainError)
+def _refused(request: HttpRequest, exc: DomainError) -> HttpResponse:
+    """A command the domain refuses in the current state (threshold not met, no pending
+    execution, execution id mismatch ...)."""
+    body: dict[str, Any] = {"detail": str(exc), "reason": type(exc).__name__}
+    if isinstance(exc, CommandRefused):
+        body["rule"] = exc.rule
+    return _error(request, 409, body)
+
+
+# --- pools ------------------------------------------------------------------------------------
+
+pools_router = Router(tags=["pools"], auth=read_auth)
+
+
+class ActiveOperationOut(Schema):
+    id: int
+    kind: str
+    status: str
+    amount: str
+
+
+class PoolOut(Schema):
+    key: str
+    kind: str
+    onchain_available: str
+    onchain_inflight: str
+    offchain_available: str
+    offchain_inflight: str
+    onchain_observed: bool
+    offchain_observed: bool
+    ratio: str | None
+    band_lower: str
+    band_upper: str
+    state: str
+    needs_reconciliation: bool
+    reconciliation_reason: str
+    active_operation: ActiveOperationOut | None
+
+
+def ratio_text(value: Decimal | None) -> str | None:
+    if value is None:
+        return None
+    return format(value.quantize(RATIO_PLACES, rounding=ROUND_HALF_EVEN), "f")
+
+
+def pool_body(pool: PoolOverview) -> dict[str, Any]:
+    operation = pool.active_operation
+    return {
+        "key": pool.key,
+        "kind": pool.kind,
+        "onchain_available": decimal_text(pool.onchain_available),
+        "onchain_inflight": decimal_text(pool.onchain_inflight),
+        "offchain_available": decimal_text(pool.offchain_available),
+        "offchain_inflight": decimal_text(pool.offchain_inflight),
+        "onchain_observed": pool.onchain_observed,
+        "offchain_observed": pool.offchain_observed,
+        "ratio": ratio_text(pool.ratio),
+        "band_lower": decimal_text(pool.band_lower),
+        "band_upper": decimal_text(pool.band_upper),
+        "state": pool.state,
+        "needs_reconciliation": pool.needs_reconciliation,
+        "reconciliation_reason": pool.reconciliation_reason,
+        "active_operation": (
+            None
+            if operation is None
+            else {
+                "id": operation.pk,
+                "kind": operation.kind,
+                "status": operation.status,
+                "amount": decimal_text(operation.amount),
+            }
+        ),
+    }
+
+
+@pools_router.get("/pools", response={200: list[PoolOut], **error_responses(401, 403)})
+def pools(request: HttpRequest) -> Any:
+    """Every inventory pool (each equity symbol and USDC): balances per venue, the onchain
+    ratio against its band, its state and the active operation."""
+    return [pool_body(pool) for pool in pools_overview()]
+
+
+api.add_router("/", inventory_router)
+api.add_router("/", operations_router)
+api.add_router("/", pools_router)

@@ -1,0 +1,94 @@
+"""Simultaneous deliveries of one record through the HTTP API (PostgreSQL: real row locks).
+
+A trading side that retries sends the same record twice at once; exactly one delivery is
+recorded (201) and every other is an identical replay (200, duplicate), never two events.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from django.db import connection, connections
+from django.test import Client
+
+from inventory.domain import events as ev
+from inventory.models import Event
+from inventory.services import api_token_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DELIVERIES = 6
+TX = "0x" + "ef" * 32
+FILL = {
+    "tx_hash": TX,
+    "log_index": 3,
+    "block_number": 9,
+    "symbol": "AAPL",
+    "direction": "buy",
+    "quantity": "5",
+    "price_usdc": "100",
+    "block_timestamp": "2026-03-02T15:00:00Z",
+}
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers with IMMEDIATE transactions: no race")
+
+
+def deliver_at_once(path: str, body: dict, token: str) -> list[int]:
+    barrier = threading.Barrier(DELIVERIES)
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            client = Client()
+            barrier.wait()
+            response = client.post(
+                path,
+                data=json.dumps(body),
+                content_type="application/json",
+                HTTP_AUTHORIZATION=f"Bearer {token}",
+            )
+            statuses.append(response.status_code)
+        except BaseException as error:  # noqa: BLE001 - asserted below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send) for _ in range(DELIVERIES)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return sorted(statuses)
+
+
+def test_simultaneous_deliveries_of_one_fill_record_it_once():
+    token = api_token_create(name="desk", scopes=["ingest"])[1]
+    statuses = deliver_at_once("/api/v1/fills/onchain", FILL, token)
+    assert statuses == [200] * (DELIVERIES - 1) + [201]
+    fills = Event.objects.filter(event_type=ev.OnChainOrderFilled.event_type_name())
+    assert fills.count() == 1
+
+
+def test_simultaneous_deliveries_of_one_hedge_placement_record_it_once():
+    token = api_token_create(name="desk", scopes=["ingest"])[1]
+    client = Client()
+    created = client.post(
+        "/api/v1/fills/onchain",
+        data=json.dumps(FILL),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert created.status_code == 201
+    hedge = {"symbol": "AAPL", "execution_id": 1, "direction": "sell", "shares": "5"}
+    statuses = deliver_at_once("/api/v1/hedges", hedge, token)
+    assert statuses == [200] * (DELIVERIES - 1) + [201]
+    placed = Event.objects.filter(event_type=ev.OffChainOrderPlaced.event_type_name())
+    assert placed.count() == 1
