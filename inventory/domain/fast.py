@@ -113,16 +113,17 @@ def _offchain_filled(
     else:
         amount = event.shares_filled
         add = buy
+    # The hedge is no longer pending even when its balances cannot be applied
+    # (`inventory._hedge_tracked`).
+    pool.hedges = max(0, pool.hedges - 1)
+    pool.last_fill_at = now or event.broker_timestamp
     off = pool.off
     if off is None:
         raise VenueNotObserved(OFFCHAIN)
     venue = VenueBalance(off[0], off[1])
     venue = venue.add_available(amount) if add else venue.remove_available(amount)
     off[0] = venue.available
-    ts = event.broker_timestamp
-    pool.hedges = max(0, pool.hedges - 1)
-    pool.last_fill_at = now or ts
-    pool.last_updated = ts
+    pool.last_updated = event.broker_timestamp
 
 
 def position_fast(pool: MutablePool, event: Any, key: str, now: datetime) -> None:

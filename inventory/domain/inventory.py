@@ -590,6 +590,25 @@ def _apply_onchain_fill(
     return replace(pool, onchain=onchain, onchain_fills_after=kept, last_updated=ts)
 
 
+def _hedge_tracked(pool: PoolInventory, event: Any, now: datetime | None) -> PoolInventory:
+    """What a hedge event does to the pool's hedge tracking (pending count, last fill).
+
+    Applied whether or not the event's balances can be applied: a hedge that filled is no
+    longer pending even when its fill flags the pool, or offchain snapshots (refused while a
+    hedge is pending) would be refused for good and the pool could never be corrected."""
+    if isinstance(event, ev.OffChainOrderPlaced):
+        return replace(pool, offchain_hedges_pending=pool.offchain_hedges_pending + 1)
+    if isinstance(event, ev.OffChainOrderFailed):
+        return replace(pool, offchain_hedges_pending=max(0, pool.offchain_hedges_pending - 1))
+    if isinstance(event, ev.OffChainOrderFilled):
+        return replace(
+            pool,
+            offchain_hedges_pending=max(0, pool.offchain_hedges_pending - 1),
+            offchain_last_fill_at=now or event.timestamp(),
+        )
+    return pool
+
+
 def _apply_position(
     pool: PoolInventory, event: Any, pool_key: str, now: datetime | None = None
 ) -> PoolInventory:
@@ -597,11 +616,7 @@ def _apply_position(
     is_usdc = pool_key == USDC_POOL
     if isinstance(event, ev.OnChainOrderFilled):
         return _apply_onchain_fill(pool, event, is_usdc, ts)
-    if isinstance(event, ev.OffChainOrderPlaced):
-        pool = replace(pool, offchain_hedges_pending=pool.offchain_hedges_pending + 1)
-    elif isinstance(event, ev.OffChainOrderFailed):
-        pool = replace(pool, offchain_hedges_pending=max(0, pool.offchain_hedges_pending - 1))
-    elif isinstance(event, ev.OffChainOrderFilled):
+    if isinstance(event, ev.OffChainOrderFilled):
         buy = event.direction == Direction.BUY
         if is_usdc:
             cost = _mul(event.shares_filled, _cents_to_usd(event.price_cents))
@@ -615,12 +630,7 @@ def _apply_position(
                 if buy
                 else pool.remove_offchain_available(shares)
             )
-        pool = replace(
-            pool,
-            offchain_hedges_pending=max(0, pool.offchain_hedges_pending - 1),
-            offchain_last_fill_at=now or ts,
-        )
-    return pool.touched(ts)
+    return _hedge_tracked(pool, event, now).touched(ts)
 
 
 def _apply_operation(
@@ -753,11 +763,14 @@ def apply_event_or_flag(
     *,
     pool_key: str,
 ) -> PoolInventory:
-    """`apply_event`, but a fact that cannot be applied flags the pool (values unchanged)."""
+    """`apply_event`, but a fact that cannot be applied flags the pool (values unchanged;
+    a hedge event's tracking still advances: `_hedge_tracked`)."""
     try:
         return apply_event(pool, event, genesis, now, pool_key=pool_key)
     except InventoryError as error:
         reason = f"{type(event).__name__}: {error}"
+        if type(event).AGGREGATE_TYPE == ev.POSITION:
+            pool = _hedge_tracked(pool, event, now)
         return pool.flagged(reason).touched(now)
 
 
