@@ -7,7 +7,7 @@ state are `CommandRefused` subclasses defined per aggregate.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -232,6 +232,32 @@ def replacement_check(
     if any(tx_hash.lower() == known.lower() for known in known_hashes):
         raise not_new(command, current, tx_hash=tx_hash)
     return raw_tx, tx_hash
+
+
+def replacement_events(
+    command: Any,
+    current: object,
+    *,
+    stored_raw: bytes,
+    stored_hash: str,
+    known_hashes: tuple[str, ...],
+    not_new: type[CommandRefused],
+    event: Callable[..., Any],
+    now: datetime,
+) -> list[Any]:
+    """`replacement_check`, then the `event` recording the replacement of `stored_hash`;
+    [] when the command names the stored transaction (recorded already: idempotent)."""
+    new = replacement_check(
+        command,
+        current,
+        stored_raw=stored_raw,
+        stored_hash=stored_hash,
+        known_hashes=known_hashes,
+        not_new=not_new,
+    )
+    if new is None:
+        return []
+    return [event(raw_tx=new[0], tx_hash=new[1], replaces=stored_hash, replaced_at=now)]
 
 
 def names_one_of(tx_hash: str, known_hashes: tuple[str, ...]) -> bool:

@@ -39,7 +39,7 @@ from inventory.domain.checks import (
     CommandRefused,
     names_one_of,
     refuse_by_table,
-    replacement_check,
+    replacement_events,
     validate_address,
     validate_amount,
     validate_aware,
@@ -813,38 +813,28 @@ def handle(state: Lifecycle[MintState], command: Any, now: datetime) -> list[ev.
         assert isinstance(current, TokensReceived)
         if current.approval_raw_tx is None or current.approval_tx_hash is None:
             raise VaultApprovalNotSigned(command, current)
-        new = replacement_check(
+        return replacement_events(
             command,
             current,
             stored_raw=current.approval_raw_tx,
             stored_hash=current.approval_tx_hash,
             known_hashes=current.approval_hashes(),
             not_new=ReplacementNotNew,
+            event=ev.VaultApprovalReplaced,
+            now=now,
         )
-        if new is None:
-            return []  # already the stored approval: idempotent
-        return [
-            ev.VaultApprovalReplaced(
-                raw_tx=new[0], tx_hash=new[1], replaces=current.approval_tx_hash, replaced_at=now
-            )
-        ]
     if isinstance(command, ReplaceVaultDeposit):
         assert isinstance(current, VaultDepositSubmitted)
-        new = replacement_check(
+        return replacement_events(
             command,
             current,
             stored_raw=current.deposit_raw_tx,
             stored_hash=current.deposit_tx_hash,
             known_hashes=current.deposit_hashes(),
             not_new=ReplacementNotNew,
+            event=ev.VaultDepositReplaced,
+            now=now,
         )
-        if new is None:
-            return []  # already the stored deposit: idempotent
-        return [
-            ev.VaultDepositReplaced(
-                raw_tx=new[0], tx_hash=new[1], replaces=current.deposit_tx_hash, replaced_at=now
-            )
-        ]
     if isinstance(command, SubmitVaultDeposit):
         return [
             ev.VaultDepositSubmitted(

@@ -40,7 +40,7 @@ from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.checks import (
     CommandRefused,
     refuse_by_table,
-    replacement_check,
+    replacement_events,
     validate_address,
     validate_amount,
     validate_aware,
@@ -833,21 +833,16 @@ def handle(
         return [ev.WithdrawnFromVault(amount_units=moved, withdrawn_at=now, tx_hash=mined)]
     if isinstance(command, ReplaceVaultWithdraw):
         assert isinstance(current, VaultWithdrawPending)
-        new = replacement_check(
+        return replacement_events(
             command,
             current,
             stored_raw=current.raw_tx,
             stored_hash=current.tx_hash,
             known_hashes=current.all_tx_hashes(),
             not_new=ReplacementNotNew,
+            event=ev.VaultWithdrawReplaced,
+            now=now,
         )
-        if new is None:
-            return []  # already the stored withdrawal: idempotent
-        return [
-            ev.VaultWithdrawReplaced(
-                raw_tx=new[0], tx_hash=new[1], replaces=current.tx_hash, replaced_at=now
-            )
-        ]
     if isinstance(command, FailVaultWithdraw):
         return [
             ev.VaultWithdrawFailed(reason=validate_text("reason", command.reason), failed_at=now)
@@ -879,17 +874,16 @@ def handle(
         return [event]
     if isinstance(command, ReplaceTransfer):
         assert isinstance(current, TransferPending)
-        raw_tx = validate_bytes("raw_tx", command.raw_tx)
-        tx_hash = validate_tx_hash("tx_hash", command.tx_hash)
-        if _same_hex(tx_hash, current.tx_hash) and raw_tx == current.raw_tx:
-            return []  # already the stored transfer: idempotent
-        if _one_of(tx_hash, current.all_tx_hashes()):
-            raise ReplacementNotNew(command, current, tx_hash=tx_hash)
-        return [
-            ev.TransferReplaced(
-                raw_tx=raw_tx, tx_hash=tx_hash, replaces=current.tx_hash, replaced_at=now
-            )
-        ]
+        return replacement_events(
+            command,
+            current,
+            stored_raw=current.raw_tx,
+            stored_hash=current.tx_hash,
+            known_hashes=current.all_tx_hashes(),
+            not_new=ReplacementNotNew,
+            event=ev.TransferReplaced,
+            now=now,
+        )
     if isinstance(command, FailTransfer):
         return [ev.TransferFailed(reason=validate_text("reason", command.reason), failed_at=now)]
     if isinstance(command, Detect):

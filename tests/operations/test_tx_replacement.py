@@ -242,6 +242,27 @@ def same_transaction_bumped(old_raw: bytes, new_raw: bytes) -> None:
     assert new["maxFeePerGas"] > old["maxFeePerGas"] * 4  # payable at the jumped base fee
 
 
+def stuck_then_replaced(
+    sim_venue: SimVenue, operation: Operation, quick: Venues, signed, replaced: type, log
+):
+    """`signed` (broadcast, waiting) gets stuck; the worker replaces it with the same
+    transaction at a higher fee, stores it, broadcasts it; a block mines it. Returns the
+    replacement event. `log()` lists the operation's events."""
+    make_stuck(sim_venue, quick, signed.raw_tx, signed.tx_hash)
+    advance_until(
+        operation,
+        quick,
+        lambda: any(isinstance(e, replaced) for e in log()),
+        f"the stuck transaction replaced ({replaced.__name__})",
+    )
+    replacement = one_of(log(), replaced)
+    assert replacement.replaces == signed.tx_hash
+    same_transaction_bumped(signed.raw_tx, replacement.raw_tx)
+    assert quick.base.transaction_known(replacement.tx_hash)  # stored, then broadcast
+    rpc(sim_venue, "evm_mine")
+    return replacement
+
+
 def mint_events(operation: Operation) -> list:
     from inventory.domain import mint
 
@@ -311,23 +332,17 @@ def test_a_mint_whose_vault_approval_and_deposit_get_stuck_replaces_both_and_com
     def state():
         return mint_state(operation)
 
+    def log() -> list:
+        return mint_events(operation)
+
     with base_mines_on_demand(sim_venue):
         # Broadcast with the usual patience (a loaded machine may take seconds to get there),
         # then stuck; the worker then replaces after half a second.
         advance_mint_to_a_broadcast_approval(sim_venue, operation, venues)
         approval = one_of(mint_events(operation), ev.VaultApprovalSigned)
-        make_stuck(sim_venue, venues, approval.raw_tx, approval.tx_hash)
-        advance_until(
-            operation,
-            quick,
-            lambda: any(isinstance(e, ev.VaultApprovalReplaced) for e in mint_events(operation)),
-            "the stuck approval replaced",
+        approval_2 = stuck_then_replaced(
+            sim_venue, operation, quick, approval, ev.VaultApprovalReplaced, log
         )
-        approval_2 = one_of(mint_events(operation), ev.VaultApprovalReplaced)
-        assert approval_2.replaces == approval.tx_hash
-        same_transaction_bumped(approval.raw_tx, approval_2.raw_tx)
-        assert base.transaction_known(approval_2.tx_hash)  # stored, then broadcast
-        rpc(sim_venue, "evm_mine")
 
         advance_until(
             operation,
@@ -336,17 +351,9 @@ def test_a_mint_whose_vault_approval_and_deposit_get_stuck_replaces_both_and_com
             "the deposit signed once the approval is mined",
         )
         deposit = one_of(mint_events(operation), ev.VaultDepositSubmitted)
-        make_stuck(sim_venue, venues, deposit.raw_tx, deposit.tx_hash)
-        advance_until(
-            operation,
-            quick,
-            lambda: any(isinstance(e, ev.VaultDepositReplaced) for e in mint_events(operation)),
-            "the stuck deposit replaced",
+        deposit_2 = stuck_then_replaced(
+            sim_venue, operation, quick, deposit, ev.VaultDepositReplaced, log
         )
-        deposit_2 = one_of(mint_events(operation), ev.VaultDepositReplaced)
-        assert deposit_2.replaces == deposit.tx_hash
-        same_transaction_bumped(deposit.raw_tx, deposit_2.raw_tx)
-        rpc(sim_venue, "evm_mine")
 
     advance_until_finished(operation, venues)
 
@@ -395,18 +402,14 @@ def test_a_redemption_whose_vault_withdraw_gets_stuck_replaces_it_and_completes(
     with base_mines_on_demand(sim_venue):
         assert operation_advance(operation_id=operation.pk, venues=venues).outcome == "waiting"
         withdraw = one_of(events(operation), ev.VaultWithdrawSigned)
-        make_stuck(sim_venue, venues, withdraw.raw_tx, withdraw.tx_hash)
-        advance_until(
+        withdraw_2 = stuck_then_replaced(
+            sim_venue,
             operation,
             quick,
-            lambda: any(isinstance(e, ev.VaultWithdrawReplaced) for e in events(operation)),
-            "the stuck vault withdraw replaced",
+            withdraw,
+            ev.VaultWithdrawReplaced,
+            lambda: events(operation),
         )
-        withdraw_2 = one_of(events(operation), ev.VaultWithdrawReplaced)
-        assert withdraw_2.replaces == withdraw.tx_hash
-        same_transaction_bumped(withdraw.raw_tx, withdraw_2.raw_tx)
-        assert base.transaction_known(withdraw_2.tx_hash)  # stored, then broadcast
-        rpc(sim_venue, "evm_mine")
 
     advance_until_finished(operation, venues)
 
