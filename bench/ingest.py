@@ -6,14 +6,17 @@
 
 One fill per transaction (`fill_record_onchain`) and batches of `--batch-size` fills in one
 transaction (`fills_record_batch`), with rebalancing enabled (the trigger checks every touched
-pool), then again once the log holds `--history` events of the same symbol. Prints the rates,
-the machine, and the ratio to plain single-row inserts of the same payload into the same
-database measured in the same run. Targets (SQLite): >= 1,000 fills/s one per transaction,
->= 10,000 fills/s batched, and the rate after 1,000,000 events >= 0.8x the empty-log rate.
+pool), then again once the log holds `--history` events of the same symbol (a comma-separated
+list measures at each: `--history 100000,1000000,2000000` shows where a cost stops growing).
+Prints the rates, the machine, and the ratio to plain single-row inserts of the same payload
+into the same database measured in the same run. Targets (SQLite): >= 1,000 fills/s one per
+transaction, >= 10,000 fills/s batched, and the rate after 1,000,000 events >= 0.8x the
+empty-log rate.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import itertools
 import os
@@ -40,6 +43,17 @@ T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 _numbers = itertools.count(1)
 
 
+TRADE_IDS = "random"
+
+
+def _tx_hash(n: int) -> str:
+    """Real transaction hashes are uniformly random, so are these by default; `counter` ids
+    insert every trade key at the end of its index (a best case, shown for comparison)."""
+    if TRADE_IDS == "counter":
+        return "0x" + f"{n:064x}"
+    return "0x" + hashlib.sha256(n.to_bytes(8, "big")).hexdigest()
+
+
 def fills(count: int) -> list:
     from inventory.services import OnchainFill
 
@@ -49,9 +63,7 @@ def fills(count: int) -> list:
         result.append(
             OnchainFill(
                 symbol=SYMBOL,
-                # Real transaction hashes are uniformly random: so are these (a counter
-                # would insert every trade key at the end of its index, a best case).
-                tx_hash="0x" + hashlib.sha256(n.to_bytes(8, "big")).hexdigest(),
+                tx_hash=_tx_hash(n),
                 log_index=0,
                 amount=Decimal("0.001"),
                 direction="Buy" if n % 2 else "Sell",  # the pools stay balanced
@@ -178,18 +190,42 @@ def measure(args, label: str) -> dict[str, object]:
     }
 
 
+def _sizes(text: str) -> list[int]:
+    """`--history`: one size or several, comma-separated and increasing."""
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: whole numbers, comma-separated") from None
+    if any(size < 0 for size in sizes) or sizes != sorted(sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be non-negative and increasing")
+    return sizes
+
+
 def main() -> None:
     parser = arguments(__doc__.splitlines()[0])
     parser.add_argument("--fills", type=int, default=2000, help="fills one per transaction")
     parser.add_argument("--batches", type=int, default=10, help="batches measured")
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--history", type=int, default=1_000_000, help="events of history")
+    parser.add_argument(
+        "--history",
+        type=_sizes,
+        default=[1_000_000],
+        help="events of history, or several (comma-separated, increasing): measured at each",
+    )
     parser.add_argument("--plain", type=int, default=2000, help="plain inserts for the baseline")
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds of each measurement (the median is shown)"
     )
+    parser.add_argument(
+        "--trade-ids",
+        choices=("random", "counter"),
+        default="random",
+        help="transaction hashes of the fills: random (as real ones) or a counter (best case)",
+    )
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
+    global TRADE_IDS
+    TRADE_IDS = args.trade_ids
 
     with bench_database() as database:
         django_setup(database.url)
@@ -200,12 +236,8 @@ def main() -> None:
             {"OnChainOrderFilled": {"amount": "0.001"}}, args.plain
         )
         empty = measure(args, "empty log")
-        history_rate = grow_history(args.history, args.batch_size, args.progress)
-        events = Event.objects.count()
-        late = measure(args, "history")
-        report = {
+        report: dict[str, object] = {
             "machine": machine(),
-            "load average (1 min) at the end": f"{os.getloadavg()[0]:.2f}",
             "plain single-row inserts": f"{plain:,.0f} rows/s ({plain_cpu:,.0f} per CPU-second)",
             "empty log": {
                 "one per transaction": empty["one per transaction"]
@@ -215,7 +247,12 @@ def main() -> None:
                 + f" ({empty['_batch'] / plain:.2f}x plain inserts; per CPU-second "
                 f"{empty['_batch'].cpu / plain_cpu:.2f}x)",
             },
-            f"after {events:,} events": {
+        }
+        for target in args.history:
+            history_rate = grow_history(target, args.batch_size, args.progress)
+            events = Event.objects.count()
+            late = measure(args, "history")
+            report[f"after {events:,} events"] = {
                 "one per transaction": late["one per transaction"]
                 + f" ({late['_single'] / empty['_single']:.2f}x the empty-log rate; per "
                 f"CPU-second {late['_single'].cpu / empty['_single'].cpu:.2f}x)",
@@ -223,11 +260,14 @@ def main() -> None:
                 + f" ({late['_batch'] / empty['_batch']:.2f}x the empty-log rate; per "
                 f"CPU-second {late['_batch'].cpu / empty['_batch'].cpu:.2f}x)",
                 "history written at": f"{history_rate:,.0f} fills/s (batched)",
-            },
-            "sizes": f"{args.rounds} rounds of {args.fills} single fills and "
-            f"{args.batches}x{args.batch_size} batched, "
-            f"history {args.history:,} events, {args.plain} plain inserts",
-        }
+            }
+        history = ", ".join(f"{size:,}" for size in args.history)
+        report["load average (1 min) at the end"] = f"{os.getloadavg()[0]:.2f}"
+        report["sizes"] = (
+            f"{args.rounds} rounds of {args.fills} single fills and "
+            f"{args.batches}x{args.batch_size} batched, history {history} events, "
+            f"{args.plain} plain inserts, {args.trade_ids} trade ids"
+        )
         print_report("bench/ingest.py", report, args.json)
 
 
