@@ -30,6 +30,7 @@ event. Workers should branch on `step_of(lifecycle)`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -795,6 +796,25 @@ def _check_same_transfer(command: SendTokens, signed: TransferPending) -> None:
             )
 
 
+def _replaced(
+    command: Any,
+    current: VaultWithdrawPending | TransferPending,
+    event: Callable[..., Any],
+    now: datetime,
+) -> list[Any]:
+    """The stored transaction (vault withdraw or transfer) replaced by the command's."""
+    return replacement_events(
+        command,
+        current,
+        stored_raw=current.raw_tx,
+        stored_hash=current.tx_hash,
+        known_hashes=current.all_tx_hashes(),
+        not_new=ReplacementNotNew,
+        event=event,
+        now=now,
+    )
+
+
 def handle(
     state: Lifecycle[RedemptionState], command: Any, now: datetime
 ) -> list[ev.RedemptionEvent]:
@@ -833,16 +853,7 @@ def handle(
         return [ev.WithdrawnFromVault(amount_units=moved, withdrawn_at=now, tx_hash=mined)]
     if isinstance(command, ReplaceVaultWithdraw):
         assert isinstance(current, VaultWithdrawPending)
-        return replacement_events(
-            command,
-            current,
-            stored_raw=current.raw_tx,
-            stored_hash=current.tx_hash,
-            known_hashes=current.all_tx_hashes(),
-            not_new=ReplacementNotNew,
-            event=ev.VaultWithdrawReplaced,
-            now=now,
-        )
+        return _replaced(command, current, ev.VaultWithdrawReplaced, now)
     if isinstance(command, FailVaultWithdraw):
         return [
             ev.VaultWithdrawFailed(reason=validate_text("reason", command.reason), failed_at=now)
@@ -874,16 +885,7 @@ def handle(
         return [event]
     if isinstance(command, ReplaceTransfer):
         assert isinstance(current, TransferPending)
-        return replacement_events(
-            command,
-            current,
-            stored_raw=current.raw_tx,
-            stored_hash=current.tx_hash,
-            known_hashes=current.all_tx_hashes(),
-            not_new=ReplacementNotNew,
-            event=ev.TransferReplaced,
-            now=now,
-        )
+        return _replaced(command, current, ev.TransferReplaced, now)
     if isinstance(command, FailTransfer):
         return [ev.TransferFailed(reason=validate_text("reason", command.reason), failed_at=now)]
     if isinstance(command, Detect):
