@@ -23,6 +23,7 @@ TINY = {
     "trigger.py": ["--events", "20"],
     "replay.py": ["--events", "120", "--baseline", "40"],
     "concurrency.py": ["--fills", "3"],
+    "key_index.py": ["--history", "300", "--batches", "2", "--batch-size", "50"],
 }
 
 
