@@ -605,6 +605,19 @@ def _one_of(value: str, candidates: tuple[str, ...]) -> bool:
     return any(_same_hex(value, candidate) for candidate in candidates)
 
 
+def _with_replacement(
+    state: VaultWithdrawPending | TransferPending, event: Any
+) -> VaultWithdrawPending | TransferPending:
+    """The pending transaction replaced by `event`'s (the one it replaced kept as earlier)."""
+    return replace(
+        state,
+        raw_tx=event.raw_tx,
+        tx_hash=event.tx_hash,
+        replaced_at=event.replaced_at,
+        earlier_tx_hashes=(*state.earlier_tx_hashes, state.tx_hash),
+    )
+
+
 def _transition(state: RedemptionState, event: Any) -> RedemptionState:
     if isinstance(state, VaultWithdrawPending):
         if isinstance(event, ev.WithdrawnFromVault) and (
@@ -619,13 +632,7 @@ def _transition(state: RedemptionState, event: Any) -> RedemptionState:
                 withdrawn_at=event.withdrawn_at,
             )
         if isinstance(event, ev.VaultWithdrawReplaced) and _same_hex(event.replaces, state.tx_hash):
-            return replace(
-                state,
-                raw_tx=event.raw_tx,
-                tx_hash=event.tx_hash,
-                replaced_at=event.replaced_at,
-                earlier_tx_hashes=(*state.earlier_tx_hashes, state.tx_hash),
-            )
+            return _with_replacement(state, event)
         if isinstance(event, ev.VaultWithdrawFailed):
             return Failed(
                 symbol=state.symbol,
@@ -664,13 +671,7 @@ def _transition(state: RedemptionState, event: Any) -> RedemptionState:
                 sent_at=event.sent_at,
             )
         if isinstance(event, ev.TransferReplaced) and _same_hex(event.replaces, state.tx_hash):
-            return replace(
-                state,
-                raw_tx=event.raw_tx,
-                tx_hash=event.tx_hash,
-                replaced_at=event.replaced_at,
-                earlier_tx_hashes=(*state.earlier_tx_hashes, state.tx_hash),
-            )
+            return _with_replacement(state, event)
         if isinstance(event, ev.TransferFailed):
             return Failed(
                 symbol=state.symbol,

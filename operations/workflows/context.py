@@ -47,7 +47,7 @@ from operations.services import (
     operation_force_fail,
 )
 from operations.venues import Venues
-from operations.workflows.base import NotFailable, OperationInactive
+from operations.workflows.base import NotFailable, OperationInactive, Wait
 from operations.workflows.chaos import chaos_point
 from rebalancer.config import WorkerConfig
 from venues.chain import ChainError, EvmChain, NonceAlreadyUsed, Receipt, SignedTx
@@ -211,6 +211,13 @@ class StepContext:
     def flag(self, error: str) -> None:
         """Ask for an operator (`needs_attention`), e.g. after a failure that keeps inflight."""
         operation_flag(operation_id=self.operation_id, error=error)
+
+    def tx_not_mined(self, what: str, tx_hash: str, since: datetime) -> Wait:
+        """A signed transaction still waiting to be mined: flag the operation once it is older
+        than `tx_timeout_s` (it stays inflight: the transaction may still be mined), and wait."""
+        if self.seconds_since(since) > self.config.tx_timeout_s:
+            self.flag(f"{what} {tx_hash} not mined after {self.config.tx_timeout_s:g}s")
+        return Wait(self.config.tx_poll_interval_s, f"{what} not mined yet")
 
     def force_fail(self, *, reason: str, actor: str) -> None:
         """End the operation through THE per-state failure mapping

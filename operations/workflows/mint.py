@@ -347,12 +347,7 @@ class MintWorkflow:
             ),
         )
         if isinstance(status, TxPending):
-            if ctx.seconds_since(state.submitted_at) > ctx.config.tx_timeout_s:
-                ctx.flag(
-                    f"vault deposit {state.deposit_tx_hash} not mined after "
-                    f"{ctx.config.tx_timeout_s:g}s"
-                )
-            return Wait(ctx.config.tx_poll_interval_s, "vault deposit not mined yet")
+            return ctx.tx_not_mined("vault deposit", state.deposit_tx_hash, state.submitted_at)
         if isinstance(status, TxDead):
             return self._fail_deposit(
                 ctx,

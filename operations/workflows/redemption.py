@@ -174,11 +174,7 @@ class RedemptionWorkflow:
             ),
         )
         if isinstance(status, TxPending):
-            if ctx.seconds_since(state.signed_at) > ctx.config.tx_timeout_s:
-                ctx.flag(
-                    f"vault withdraw {state.tx_hash} not mined after {ctx.config.tx_timeout_s:g}s"
-                )
-            return Wait(ctx.config.tx_poll_interval_s, "vault withdraw not mined yet")
+            return ctx.tx_not_mined("vault withdraw", state.tx_hash, state.signed_at)
         if isinstance(status, TxDead):
             ctx.execute(
                 redemption.FailVaultWithdraw(
@@ -287,14 +283,7 @@ class RedemptionWorkflow:
             self._flag_if_kept(ctx, state)
             return Done("transfer dead")
         assert isinstance(status, TxPending)
-        if ctx.seconds_since(state.signed_at) > ctx.config.tx_timeout_s:
-            from operations.services import operation_flag
-
-            operation_flag(
-                operation_id=ctx.operation_id,
-                error=f"transfer {state.tx_hash} not mined after {ctx.config.tx_timeout_s:g}s",
-            )
-        return Wait(ctx.config.tx_poll_interval_s, "transfer not mined yet")
+        return ctx.tx_not_mined("transfer", state.tx_hash, state.signed_at)
 
     def _flag_if_kept(self, ctx: StepContext, state: redemption.TransferPending) -> None:
         if state.withdrawn_from_vault:

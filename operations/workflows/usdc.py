@@ -299,11 +299,7 @@ class UsdcWorkflow:
         )
 
     def _pending(self, ctx: StepContext, stored: usdc.SignedTx) -> Outcome:
-        if ctx.seconds_since(stored.pending_since) > ctx.config.tx_timeout_s:
-            ctx.flag(
-                f"{stored.purpose} tx {stored.tx_hash} not mined after {ctx.config.tx_timeout_s:g}s"
-            )
-        return Wait(ctx.config.tx_poll_interval_s, f"{stored.purpose} tx not mined yet")
+        return ctx.tx_not_mined(f"{stored.purpose} tx", stored.tx_hash, stored.pending_since)
 
     def _settle_stored(
         self,
