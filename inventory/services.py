@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from eth_utils import to_checksum_address
 
-from inventory import event_keys, rawsql
+from inventory import event_keys
 from inventory.domain import events as ev
 from inventory.domain import position
 from inventory.domain import settings as settings_domain
@@ -61,6 +61,7 @@ from inventory.store import (
     aggregate_states_rebuild,
     appends_commit,
     in_retried_transaction,
+    keys_recorded,
 )
 
 logger = logging.getLogger(__name__)
@@ -172,6 +173,7 @@ def _hedge_recorded(symbol: str, event_class: type, execution_id: int) -> Any | 
     lookup of its unique idempotency key."""
     found = EventKey.objects.filter(
         scope=event_keys.EXECUTION_SCOPES[event_class],
+        day=event_keys.NO_DAY,
         key=event_keys.execution_key(symbol, execution_id),
     ).values_list("event_id", flat=True)
     row = Event.objects.filter(id__in=found).first()
@@ -282,23 +284,18 @@ def _conflict(index: int | None, symbol: str, trade_id: TradeId) -> FillConflict
     )
 
 
-def _recorded_trades(keys: set[str]) -> dict[str, tuple[str, Any]]:
-    """Trade key -> (symbol, recorded event) for the keys already in the log: one index
-    lookup (plus one read of the recorded events when there are duplicates)."""
-    ordered = sorted(keys)
-    found = dict(
-        rawsql.fetch(
-            'SELECT "key", "event_id" FROM "inventory_eventkey" '
-            f'WHERE "scope" = %s AND "key" IN ({rawsql.placeholders(len(ordered))})',
-            [event_keys.TRADE, *ordered],
-        )
-    )
+def _recorded_trades(
+    claims: set[event_keys.Claim],
+) -> dict[event_keys.Claim, tuple[str, Any]]:
+    """Trade claim -> (symbol, recorded event) for the claims whose key is already in the log:
+    one index lookup (plus one read of the recorded events when there are duplicates)."""
+    found = keys_recorded(claims)
     if not found:
         return {}
     rows = {row.id: row for row in Event.objects.filter(id__in=found.values())}
     return {
-        key: (rows[event_id].aggregate_id, rows[event_id].domain_event())
-        for key, event_id in found.items()
+        claim: (rows[event_id].aggregate_id, rows[event_id].domain_event())
+        for claim, event_id in found.items()
     }
 
 
@@ -306,29 +303,40 @@ def _fills_commit(parsed: list[_ParsedFill], moment: datetime) -> list[FillResul
     # Decide first, without any lock (index lookups only); `appends_commit` then locks the
     # batch's pools once, in key order, and inserts. A writer that got in between makes the
     # insert fail on the unique sequence or trade key: the whole batch is decided again.
-    recorded = _recorded_trades({event_keys.trade_key(item.command.trade_id) for item in parsed})
+    recorded = _recorded_trades(
+        {
+            event_keys.trade_claim(item.command.trade_id, item.command.block_timestamp)
+            for item in parsed
+        }
+    )
     loaded: dict[str, AggregateSnapshot] = {}
     states: dict[str, Lifecycle[Any]] = {}
     sequences: dict[str, int] = {}
-    seen: dict[str, tuple[str, position.AcknowledgeOnChainFill]] = {}
+    # Trade key -> (day, symbol, fill) of the batch's earlier fills with that trade id.
+    seen: dict[str, list[tuple[int, str, position.AcknowledgeOnChainFill]]] = {}
     # Consecutive fills of one symbol: [symbol, after sequence, events, state, cached].
     runs: list[list[Any]] = []
     outcomes: list[tuple[_ParsedFill, FillStatus, int]] = []  # (fill, status, events in append)
     for item in parsed:
         trade_id = item.command.trade_id
-        key = event_keys.trade_key(trade_id)
-        earlier = recorded.get(key)
+        claim = event_keys.trade_claim(trade_id, item.command.block_timestamp)
+        earlier = recorded.get(claim)
         if earlier is not None:
             if not _same_fill(earlier[0], earlier[1], item.symbol, item.command):
                 raise _conflict(item.index, item.symbol, trade_id)
             outcomes.append((item, FillStatus.DUPLICATE, 0))
             continue
-        if key in seen:
-            if seen[key] != (item.symbol, item.command):
+        in_batch = [
+            (symbol, command)
+            for day, symbol, command in seen.get(claim.key, ())
+            if claim.matches(day)
+        ]
+        if in_batch:
+            if in_batch[0] != (item.symbol, item.command):
                 raise _conflict(item.index, item.symbol, trade_id)
             outcomes.append((item, FillStatus.DUPLICATE, 0))
             continue
-        seen[key] = (item.symbol, item.command)
+        seen.setdefault(claim.key, []).append((claim.day, item.symbol, item.command))
         symbol = item.symbol
         if symbol not in loaded:
             loaded[symbol] = aggregate_state(position.SPEC, symbol)

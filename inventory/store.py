@@ -44,7 +44,7 @@ from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.events import DomainEvent
 from inventory.domain.lifecycle import Lifecycle
 from inventory.domain.values import InvalidValue
-from inventory.event_keys import event_keys
+from inventory.event_keys import Claim, event_keys
 from inventory.models import AggregateState, Event, EventKey
 from inventory.state_codec import Unencodable, decode_state, encode_state, state_version
 
@@ -288,44 +288,73 @@ def _insert(appends: Sequence[PendingAppend], now: datetime) -> list[StoredEvent
     ]
 
 
-_KEY_COLUMNS = ("scope", "key", "event_id", "aggregate_type", "aggregate_id", "recorded_at")
+_KEY_COLUMNS = (
+    "scope",
+    "day",
+    "key",
+    "event_id",
+    "aggregate_type",
+    "aggregate_id",
+    "recorded_at",
+)
 
 
 def _keys_of(stored: Iterable[StoredEvent]) -> list[tuple[Any, ...]]:
     """`EventKey` rows (values in `_KEY_COLUMNS` order) of the stored events."""
     return [
-        (scope, key, s.id, s.aggregate_type, s.aggregate_id, s.recorded_at)
+        (*claim, s.id, s.aggregate_type, s.aggregate_id, s.recorded_at)
         for s in stored
-        for scope, key in event_keys(s.aggregate_type, s.aggregate_id, s.event)
+        for claim in event_keys(s.aggregate_type, s.aggregate_id, s.event)
     ]
+
+
+def keys_recorded(claims: Iterable[Claim]) -> dict[Claim, int]:
+    """Claim -> id of the event already holding its key (in its day or a neighbouring one,
+    `Claim.days`), for the claims that are recorded: one index lookup per scope."""
+    by_scope: dict[str, list[Claim]] = {}
+    for claim in set(claims):
+        by_scope.setdefault(claim.scope, []).append(claim)
+    found: dict[Claim, int] = {}
+    for scope, scoped in sorted(by_scope.items()):
+        keys = sorted({claim.key for claim in scoped})
+        days = sorted({day for claim in scoped for day in claim.days()})
+        rows = rawsql.fetch(
+            'SELECT "key", "day", "event_id" FROM "inventory_eventkey" WHERE "scope" = %s '
+            f'AND "day" IN ({rawsql.placeholders(len(days))}) '
+            f'AND "key" IN ({rawsql.placeholders(len(keys))})',
+            [scope, *days, *keys],
+        )
+        recorded: dict[str, list[tuple[int, int]]] = {}
+        for key, day, event_id in rows:
+            recorded.setdefault(key, []).append((day, event_id))
+        for claim in scoped:
+            for day, event_id in sorted(recorded.get(claim.key, ())):
+                if claim.matches(day):
+                    found[claim] = event_id
+                    break
+    return found
 
 
 def _keys_check(appends: Sequence[PendingAppend]) -> None:
     """Refuse events claiming a key already recorded (or twice in the batch): one lookup."""
-    claimed: list[tuple[str, str]] = [
-        pair
+    claimed = [
+        claim
         for append in appends
         for event in append.events
-        for pair in event_keys(append.spec.aggregate_type, append.aggregate_id, event)
+        for claim in event_keys(append.spec.aggregate_type, append.aggregate_id, event)
     ]
     if not claimed:
         return
-    seen: set[tuple[str, str]] = set()
-    for pair in claimed:
-        if pair in seen:
-            raise KeyAlreadyRecorded(*pair)
-        seen.add(pair)
-    by_scope: dict[str, list[str]] = {}
-    for scope, key in claimed:
-        by_scope.setdefault(scope, []).append(key)
-    for scope, keys in sorted(by_scope.items()):
-        found = rawsql.fetch(
-            'SELECT "key" FROM "inventory_eventkey" '
-            f'WHERE "scope" = %s AND "key" IN ({rawsql.placeholders(len(keys))}) LIMIT 1',
-            [scope, *keys],
-        )
-        if found:
-            raise KeyAlreadyRecorded(scope, found[0][0])
+    seen: dict[tuple[str, str], list[int]] = {}
+    for claim in claimed:
+        days = seen.setdefault((claim.scope, claim.key), [])
+        if any(claim.matches(day) for day in days):
+            raise KeyAlreadyRecorded(claim.scope, claim.key)
+        days.append(claim.day)
+    recorded = keys_recorded(claimed)
+    if recorded:
+        claim = min(recorded)
+        raise KeyAlreadyRecorded(claim.scope, claim.key)
 
 
 _STATE_FIELD = AggregateState._meta.get_field("state")
@@ -510,7 +539,7 @@ def _is_sequence_conflict(error: IntegrityError) -> bool:
     return (
         "event_unique_aggregate_sequence" in text
         or "aggregatestate_unique_aggregate" in text
-        or "eventkey_unique_scope_key" in text
+        or "eventkey_unique_scope_day_key" in text
         or ("unique" in text and "inventory_eventkey." in text)
         or ("unique" in text and "inventory_event." in text)
         or ("unique" in text and "inventory_aggregatestate." in text)

@@ -22,11 +22,12 @@ def backfill_event_keys(apps, schema_editor):
         if not row.event_type.endswith(wanted):
             continue
         event = decode_event(row.event_type, row.payload)
-        for scope, key in event_keys(row.aggregate_type, row.aggregate_id, event):
+        # This table has no day yet (0011 adds it and files trade keys under theirs).
+        for claim in event_keys(row.aggregate_type, row.aggregate_id, event):
             batch.append(
                 EventKey(
-                    scope=scope,
-                    key=key,
+                    scope=claim.scope,
+                    key=claim.key,
                     event_id=row.id,
                     aggregate_type=row.aggregate_type,
                     aggregate_id=row.aggregate_id,

@@ -19,7 +19,8 @@ from django.db import connection
 from tests.rebalancer.support import ROOT, database_url
 
 TINY = {
-    "ingest.py": ["--fills", "5", "--batches", "2", "--batch-size", "10", "--history", "60"],
+    "ingest.py": ["--fills", "5", "--batches", "2", "--batch-size", "10", "--history", "60"]
+    + ["--fills-per-day", "25"],
     "trigger.py": ["--events", "20"],
     "replay.py": ["--events", "120", "--baseline", "40"],
     "concurrency.py": ["--fills", "3"],

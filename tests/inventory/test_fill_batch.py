@@ -189,6 +189,9 @@ fills_strategy = st.lists(
         amount=st.decimals(min_value=D("0.001"), max_value=D(50), places=3),
         direction=st.sampled_from(["Buy", "Sell"]),
         log_index=st.integers(min_value=0, max_value=1),
+        # The same day, the day before (a neighbouring day of the trade key) and three days
+        # before (another day): a repeated trade id is a duplicate, a conflict or a new fill.
+        block_timestamp=st.sampled_from([T0, T0 - timedelta(hours=20), T0 - timedelta(days=3)]),
     ),
     min_size=1,
     max_size=12,
