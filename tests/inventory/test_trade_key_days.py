@@ -11,7 +11,7 @@ records of one key in one day.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -91,7 +91,7 @@ def test_a_fill_is_filed_under_the_utc_day_of_its_block():
 
     days = dict(EventKey.objects.filter(scope=TRADE).values_list("key", "day"))
     assert days == {f"{tx(1)}:0": 20514, f"{tx(2)}:0": 20515}  # 2026-03-02 and 2026-03-03
-    assert trade_day(LATE) == (LATE.date() - datetime(1970, 1, 1).date()).days == 20514
+    assert trade_day(LATE) == (LATE.date() - date(1970, 1, 1)).days == 20514
 
 
 @pytest.mark.django_db
