@@ -175,6 +175,23 @@ def test_the_trade_and_execution_key_lookups_search_the_day_ordered_unique_index
 
     lookups = [q["sql"] for q in queries if 'FROM "inventory_eventkey"' in q["sql"]]
     assert len(lookups) == 2, lookups
+    # A table of a few rows is cheaper to read through any index (PostgreSQL then picks the
+    # (scope, recorded_at) one); give the planner the shape of a real one: many keys, days.
+    row = EventKey.objects.get(scope=TRADE)
+    EventKey.objects.bulk_create(
+        EventKey(
+            scope=TRADE,
+            day=row.day - n % 30,
+            key=f"0x{n:064x}:1",
+            event_id=row.event_id,
+            aggregate_type=row.aggregate_type,
+            aggregate_id=row.aggregate_id,
+            recorded_at=row.recorded_at,
+        )
+        for n in range(3000)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute('ANALYZE "inventory_eventkey"')
     for sql in lookups:
         plan = _plan(sql)
         # SQLite names the index of a unique constraint it creates with the table after the
