@@ -30,6 +30,8 @@ from inventory.services import (
     hedge_place,
     snapshot_record,
 )
+from tests.inventory.test_fill_batch import _kwargs, tx
+from tests.inventory.test_fill_batch import fill as batch_fill
 
 D = Decimal
 # 23:30 UTC: half an hour before midnight, so a block an hour later is on the next day.
@@ -37,35 +39,12 @@ LATE = datetime(2026, 3, 2, 23, 30, tzinfo=UTC)
 NOW = LATE + timedelta(days=4)
 
 
-def tx(n: int) -> str:
-    return "0x" + f"{n:064x}"
-
-
 def fill(n: int, block_timestamp: datetime, **overrides) -> OnchainFill:
-    values = {
-        "symbol": "AAPL",
-        "tx_hash": tx(n),
-        "log_index": 0,
-        "amount": D("1.5"),
-        "direction": "Buy",
-        "price_usdc": D("200.1"),
-        "block_timestamp": block_timestamp,
-    }
-    values.update(overrides)
-    return OnchainFill(**values)
+    return batch_fill(n, block_timestamp=block_timestamp, **overrides)
 
 
 def record(f: OnchainFill) -> list:
-    return fill_record_onchain(
-        symbol=f.symbol,
-        tx_hash=f.tx_hash,
-        log_index=f.log_index,
-        amount=f.amount,
-        direction=f.direction,
-        price_usdc=f.price_usdc,
-        block_timestamp=f.block_timestamp,
-        now=NOW,
-    )
+    return fill_record_onchain(**_kwargs(f), now=NOW)
 
 
 def seed() -> None:
