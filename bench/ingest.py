@@ -37,6 +37,7 @@ from bench.common import (  # noqa: E402
     machine,
     plain_insert_rates,
     print_report,
+    settle,
 )
 
 SYMBOL = "AAPL"
@@ -206,6 +207,7 @@ class Rounds:
 
 
 def measure(args, label: str) -> dict[str, object]:
+    settled = settle() if args.settle else "not settled (--no-settle)"
     CALENDAR.next_day()  # measured on a day of its own, after the history
     singles, batches = [], []
     for _ in range(args.rounds):
@@ -217,6 +219,7 @@ def measure(args, label: str) -> dict[str, object]:
         f"batches of {args.batch_size}": str(batch),
         "_single": single.median,
         "_batch": batch.median,
+        "_settled": settled,
     }
 
 
@@ -259,6 +262,13 @@ def main() -> None:
         help="fills a trading day (block timestamps); 0 puts the whole history on the day "
         "measured (a worst case: a million fills in one day)",
     )
+    parser.add_argument(
+        "--settle",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="before each measurement, let the database finish its upkeep (PostgreSQL VACUUM "
+        "ANALYZE and CHECKPOINT, SQLite WAL checkpoint), as after months of history",
+    )
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     if args.fills_per_day < 0:
@@ -289,6 +299,7 @@ def main() -> None:
                 f"batches of {args.batch_size}": empty[f"batches of {args.batch_size}"]
                 + f" ({empty['_batch'] / plain:.2f}x plain inserts; per CPU-second "
                 f"{empty['_batch'].cpu / plain_cpu:.2f}x)",
+                "settled before": empty["_settled"],
             },
         }
         for target in args.history:
@@ -303,6 +314,7 @@ def main() -> None:
                 + f" ({late['_batch'] / empty['_batch']:.2f}x the empty-log rate; per "
                 f"CPU-second {late['_batch'].cpu / empty['_batch'].cpu:.2f}x)",
                 "history written at": f"{history_rate:,.0f} fills/s (batched)",
+                "settled before": late["_settled"],
             }
         history = ", ".join(f"{size:,}" for size in args.history)
         report["load average (1 min) at the end"] = f"{os.getloadavg()[0]:.2f}"
