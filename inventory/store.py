@@ -310,28 +310,28 @@ def _keys_of(stored: Iterable[StoredEvent]) -> list[tuple[Any, ...]]:
 
 def keys_recorded(claims: Iterable[Claim]) -> dict[Claim, int]:
     """Claim -> id of the event already holding its key (in its day or a neighbouring one,
-    `Claim.days`), for the claims that are recorded: one index lookup per scope."""
-    by_scope: dict[str, list[Claim]] = {}
+    `Claim.days`), for the claims that are recorded. One index lookup per scope and day of
+    the claims (a live batch has one day, two around midnight), each probing at most three
+    days per key: a batch spanning months costs a lookup per day, never days x keys probes."""
+    groups: dict[tuple[str, int], list[Claim]] = {}
     for claim in set(claims):
-        by_scope.setdefault(claim.scope, []).append(claim)
+        groups.setdefault((claim.scope, claim.day), []).append(claim)
     found: dict[Claim, int] = {}
-    for scope, scoped in sorted(by_scope.items()):
-        keys = sorted({claim.key for claim in scoped})
-        days = sorted({day for claim in scoped for day in claim.days()})
+    for (scope, _), grouped in sorted(groups.items()):
+        keys = sorted({claim.key for claim in grouped})
+        days = list(grouped[0].days())
         rows = rawsql.fetch(
             'SELECT "key", "day", "event_id" FROM "inventory_eventkey" WHERE "scope" = %s '
             f'AND "day" IN ({rawsql.placeholders(len(days))}) '
-            f'AND "key" IN ({rawsql.placeholders(len(keys))})',
+            f'AND "key" IN ({rawsql.placeholders(len(keys))}) ORDER BY "day"',
             [scope, *days, *keys],
         )
-        recorded: dict[str, list[tuple[int, int]]] = {}
-        for key, day, event_id in rows:
-            recorded.setdefault(key, []).append((day, event_id))
-        for claim in scoped:
-            for day, event_id in sorted(recorded.get(claim.key, ())):
-                if claim.matches(day):
-                    found[claim] = event_id
-                    break
+        earliest: dict[str, int] = {}
+        for key, _day, event_id in rows:
+            earliest.setdefault(key, event_id)
+        for claim in grouped:
+            if claim.key in earliest:
+                found[claim] = earliest[claim.key]
     return found
 
 

@@ -216,3 +216,26 @@ def test_the_migration_files_keys_recorded_before_it_under_their_day():
     assert record(fill(1, LATE)) == []
     with pytest.raises(FillConflict):
         record(fill(2, LATE + timedelta(days=2, hours=-23)))
+
+
+@pytest.mark.django_db
+def test_a_batch_spanning_many_days_finds_each_trade_on_its_own_day():
+    """A backfill batch (one fill a day for forty days): replayed, every fill is a duplicate
+    and one re-mined on its next day a conflict; the lookups are one per day of the batch,
+    each probing three days, never every day of the batch for every key."""
+    seed()
+    days = [LATE - timedelta(days=40 - n) for n in range(40)]
+    first = fills_record_batch(fills=[fill(n, day) for n, day in enumerate(days)], now=NOW)
+    assert {r.status for r in first} == {FillStatus.RECORDED}
+
+    with CaptureQueriesContext(connection) as queries:
+        again = fills_record_batch(fills=[fill(n, day) for n, day in enumerate(days)], now=NOW)
+    assert {r.status for r in again} == {FillStatus.DUPLICATE}
+    lookups = [q["sql"] for q in queries if 'FROM "inventory_eventkey"' in q["sql"]]
+    assert len(lookups) == 40
+    # Each lookup names three days (its own and the neighbours) before its keys.
+    assert {len(re.findall(r"\b\d{5}\b", sql.split('"key" IN')[0])) for sql in lookups} == {3}
+
+    with pytest.raises(FillConflict, match=r"fills\[0\]\.trade_id"):
+        fills_record_batch(fills=[fill(7, days[7] + timedelta(hours=12))], now=NOW)
+    assert fills_recorded() == 40
