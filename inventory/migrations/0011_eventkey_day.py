@@ -1,25 +1,36 @@
+import json
+
 from django.db import migrations, models
+
+_CHUNK = 5000
 
 
 def file_trade_keys_under_their_day(apps, schema_editor):
-    """Each recorded trade key gets the UTC day of its fill's block timestamp."""
+    """Each recorded trade key gets the UTC day of its fill's block timestamp (read from the
+    fill event; chunks of keys in id order, one UPDATE by primary key each)."""
     from inventory.codec import decode_event
     from inventory.event_keys import TRADE, trade_day
 
-    Event = apps.get_model("inventory", "Event")
-    EventKey = apps.get_model("inventory", "EventKey")
-    keys = EventKey.objects.filter(scope=TRADE).order_by("id")
     last = 0
-    while True:
-        chunk = list(keys.filter(id__gt=last)[:2000])
-        if not chunk:
-            return
-        events = Event.objects.in_bulk([key.event_id for key in chunk])
-        for key in chunk:
-            row = events[key.event_id]
-            key.day = trade_day(decode_event(row.event_type, row.payload).block_timestamp)
-        EventKey.objects.bulk_update(chunk, ["day"])
-        last = chunk[-1].id
+    with schema_editor.connection.cursor() as cursor:
+        while True:
+            cursor.execute(
+                'SELECT k."id", e."event_type", e."payload" FROM "inventory_eventkey" k '
+                'JOIN "inventory_event" e ON e."id" = k."event_id" '
+                'WHERE k."scope" = %s AND k."id" > %s ORDER BY k."id" LIMIT %s',
+                [TRADE, last, _CHUNK],
+            )
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            days = []
+            for key_id, event_type, payload in rows:
+                if isinstance(payload, str):  # SQLite hands JSON back as text
+                    payload = json.loads(payload)
+                event = decode_event(event_type, payload)
+                days.append((trade_day(event.block_timestamp), key_id))
+            cursor.executemany('UPDATE "inventory_eventkey" SET "day" = %s WHERE "id" = %s', days)
+            last = rows[-1][0]
 
 
 class Migration(migrations.Migration):
