@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import sqlite3
@@ -34,6 +33,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import print_report  # noqa: E402
 
 KINDS = ("dated", "text", "blob", "int", "counter")
 
@@ -180,17 +183,8 @@ def main() -> None:
         "sizes": f"batches of {args.batch_size}, {args.batches} measured, "
         f"history {args.history:,} rows, dated keys {args.rows_per_day:,} a day",
     }
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return
-    print(f"== {report.pop('benchmark')}")
-    for name, value in report.items():
-        if isinstance(value, dict):
-            print(f"{name}:")
-            for inner, figure in value.items():
-                print(f"  {inner}: {figure}")
-        else:
-            print(f"{name}: {value}")
+    title = report.pop("benchmark")
+    print_report(title, report, args.json)
 
 
 if __name__ == "__main__":

@@ -303,12 +303,11 @@ def _fills_commit(parsed: list[_ParsedFill], moment: datetime) -> list[FillResul
     # Decide first, without any lock (index lookups only); `appends_commit` then locks the
     # batch's pools once, in key order, and inserts. A writer that got in between makes the
     # insert fail on the unique sequence or trade key: the whole batch is decided again.
-    recorded = _recorded_trades(
-        {
-            event_keys.trade_claim(item.command.trade_id, item.command.block_timestamp)
-            for item in parsed
-        }
-    )
+    claims = [
+        event_keys.trade_claim(item.command.trade_id, item.command.block_timestamp)
+        for item in parsed
+    ]
+    recorded = _recorded_trades(set(claims))
     loaded: dict[str, AggregateSnapshot] = {}
     states: dict[str, Lifecycle[Any]] = {}
     sequences: dict[str, int] = {}
@@ -317,9 +316,8 @@ def _fills_commit(parsed: list[_ParsedFill], moment: datetime) -> list[FillResul
     # Consecutive fills of one symbol: [symbol, after sequence, events, state, cached].
     runs: list[list[Any]] = []
     outcomes: list[tuple[_ParsedFill, FillStatus, int]] = []  # (fill, status, events in append)
-    for item in parsed:
+    for item, claim in zip(parsed, claims, strict=True):
         trade_id = item.command.trade_id
-        claim = event_keys.trade_claim(trade_id, item.command.block_timestamp)
         earlier = recorded.get(claim)
         if earlier is not None:
             if not _same_fill(earlier[0], earlier[1], item.symbol, item.command):
