@@ -88,6 +88,45 @@ def parse_positive_int(value: str) -> int:
     return number
 
 
+def bounded_int(maximum: int, why: str) -> Callable[[str], int]:
+    """A positive integer of at most `maximum` (`why` says what a larger one would break)."""
+
+    def parse(value: str) -> int:
+        number = parse_positive_int(value)
+        if number > maximum:
+            raise ValueError(f"must be at most {maximum:,} ({why})")
+        return number
+
+    return parse
+
+
+# Every duration read from the environment is at most this: a cool-down, timeout or interval
+# longer than a week is a typo (1e12 would overflow the date arithmetic at the first failure).
+MAX_DURATION_S = 7 * 24 * 3600
+_DURATION_WHY = "a week; longer is a typo, and would overflow the date arithmetic later"
+
+
+def parse_duration_int(value: str) -> int:
+    """A positive whole number of seconds, at most MAX_DURATION_S (django-q's timeouts)."""
+    number = parse_positive_int(value)
+    if number > MAX_DURATION_S:
+        raise ValueError(f"must be at most {MAX_DURATION_S:,} seconds ({_DURATION_WHY})")
+    return number
+
+
+def check_url_authority(parts: Any) -> None:
+    """The host is present and the port, when given, is a number in 1..65535 (urllib only
+    checks the port when it is read, so `redis://h:notaport/0` would pass until first use)."""
+    if not parts.hostname:
+        raise ValueError("must include a host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port must be a number between 1 and 65535") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("the port must be a number between 1 and 65535")
+
+
 def parse_log_level(value: str) -> str:
     upper = value.upper()
     if upper not in LOG_LEVELS:
@@ -104,6 +143,10 @@ def parse_database_url(value: str) -> dict[str, Any]:
     scheme = value.partition("://")[0].lower() if "://" in value else ""
     if scheme not in DATABASE_SCHEMES:
         raise ValueError(f"the scheme must be one of {', '.join(DATABASE_SCHEMES)}://")
+    if scheme != "sqlite":
+        from urllib.parse import urlsplit
+
+        check_url_authority(urlsplit(value))
     config = environ.Env.db_url_config(value)
     name = str(config.get("NAME") or "")
     if config.get("ENGINE") == "django.db.backends.sqlite3":
@@ -125,10 +168,14 @@ def parse_redis_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("redis", "rediss", "unix"):
         raise ValueError("the scheme must be redis://, rediss:// or unix://")
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ValueError("must include a host")
-    if parts.scheme == "unix" and not parts.path:
-        raise ValueError("must include the socket path")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("must include the socket path")
+        return value
+    check_url_authority(parts)
+    database = parts.path.strip("/")
+    if database and not (database.isdigit() and int(database) <= 1_000_000):
+        raise ValueError(f"the database number must be a whole number, not {database!r}")
     return value
 
 
@@ -267,9 +314,11 @@ def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -
     database = finish_database(
         database_url or {"ENGINE": "django.db.backends.sqlite3", "NAME": ""}, base_dir
     )
-    workers = reader.get("Q_WORKERS", parse_positive_int, default=2)
-    timeout_s = reader.get("Q_TIMEOUT_S", parse_positive_int, default=120)
-    retry_s = reader.get("Q_RETRY_S", parse_positive_int, default=180)
+    workers = reader.get(
+        "Q_WORKERS", bounded_int(256, "one process each; more is a typo"), default=2
+    )
+    timeout_s = reader.get("Q_TIMEOUT_S", parse_duration_int, default=120)
+    retry_s = reader.get("Q_RETRY_S", parse_duration_int, default=180)
     poll_s = reader.get("Q_POLL_S", parse_poll_seconds, default=0.5)
     redis_url = reader.get("Q_REDIS_URL", parse_redis_url, secret=True)
     if timeout_s is not None and retry_s is not None and timeout_s >= retry_s:
@@ -457,6 +506,7 @@ def parse_url(value: str, *, schemes: tuple[str, ...] = ("http", "https")) -> st
         raise ValueError(f"scheme must be one of {', '.join(schemes)}")
     if not parts.netloc:
         raise ValueError("must include a host")
+    check_url_authority(parts)
     return value.rstrip("/")
 
 
@@ -524,6 +574,8 @@ def parse_positive_seconds(value: str) -> float:
     number = float(value)
     if not number > 0 or number != number or number == float("inf"):
         raise ValueError("must be a positive number of seconds")
+    if number > MAX_DURATION_S:
+        raise ValueError(f"must be at most {MAX_DURATION_S:,} seconds ({_DURATION_WHY})")
     return number
 
 
@@ -531,6 +583,8 @@ def parse_non_negative_seconds(value: str) -> float:
     number = float(value)
     if not number >= 0 or number == float("inf"):
         raise ValueError("must be a number of seconds >= 0")
+    if number > MAX_DURATION_S:
+        raise ValueError(f"must be at most {MAX_DURATION_S:,} seconds ({_DURATION_WHY})")
     return number
 
 
@@ -621,14 +675,19 @@ def load_worker_config(reader: EnvReader) -> WorkerConfig:
         tx_replace_after_s=seconds("REBALANCER_TX_REPLACE_AFTER_S", d.tx_replace_after_s),
         usdc_step_timeout_s=seconds("REBALANCER_USDC_STEP_TIMEOUT_S", d.usdc_step_timeout_s),
         lease_s=reader.get("REBALANCER_LEASE_S", parse_positive_seconds),
-        max_attempts=reader.get("REBALANCER_MAX_ATTEMPTS", parse_positive_int, default=10) or 10,
+        max_attempts=reader.get(
+            "REBALANCER_MAX_ATTEMPTS", bounded_int(1000, "retries that never end"), default=10
+        )
+        or 10,
         backoff_base_s=seconds("REBALANCER_BACKOFF_BASE_S", d.backoff_base_s),
         backoff_max_s=seconds("REBALANCER_BACKOFF_MAX_S", d.backoff_max_s),
         due_interval_s=seconds("REBALANCER_DUE_INTERVAL_S", d.due_interval_s),
         cooldown_base_s=non_negative_seconds("REBALANCER_COOLDOWN_BASE_S", d.cooldown_base_s),
         cooldown_max_s=non_negative_seconds("REBALANCER_COOLDOWN_MAX_S", d.cooldown_max_s),
         breaker_failures=reader.get(
-            "REBALANCER_BREAKER_FAILURES", parse_positive_int, default=d.breaker_failures
+            "REBALANCER_BREAKER_FAILURES",
+            bounded_int(1000, "a breaker that never opens"),
+            default=d.breaker_failures,
         )
         or d.breaker_failures,
         chaos_kill_at=reader.get("REBALANCER_CHAOS_KILL_AT", parse_chaos_point),

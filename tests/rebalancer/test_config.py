@@ -286,3 +286,80 @@ def test_cooldown_and_breaker_settings_are_read_and_checked():
         ALL_REQUIRED | {"REBALANCER_COOLDOWN_BASE_S": "-1", "REBALANCER_BREAKER_FAILURES": "0"}
     )
     assert sorted(problems) == ["REBALANCER_BREAKER_FAILURES", "REBALANCER_COOLDOWN_BASE_S"]
+
+
+def settings_problems(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings_env(base_dir=tmp_path, env=env)
+    return dict(info.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("Q_REDIS_URL", "redis://h:notaport/0"),
+        ("Q_REDIS_URL", "redis://h:70000/0"),
+        ("Q_REDIS_URL", "redis://h:0/0"),
+        ("Q_REDIS_URL", "redis://h:6379/zero"),
+        ("DATABASE_URL", "postgres://u:p@db:notaport/name"),
+        ("ALERT_WEBHOOK_URL", "https://hooks.example.invalid:99999/x"),
+        ("CIRCLE_IRIS_URL", "https://iris.example.invalid:port"),
+    ],
+)
+def test_urls_with_a_bad_port_or_database_are_refused_at_start(tmp_path: Path, name, value):
+    problems = settings_problems(tmp_path, {name: value})
+    assert list(problems) == [name]
+    assert "port" in problems[name] or "database number" in problems[name]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "REBALANCER_COOLDOWN_BASE_S",
+        "REBALANCER_COOLDOWN_MAX_S",
+        "REBALANCER_MINT_TIMEOUT_S",
+        "REBALANCER_BACKOFF_MAX_S",
+        "ALERT_REPEAT_S",
+        "SNAPSHOT_INTERVAL_S",
+        "Q_RETRY_S",
+    ],
+)
+def test_durations_beyond_a_week_are_refused_at_start(tmp_path: Path, name):
+    value = "1e12" if name != "Q_RETRY_S" else "1000000000000"
+    problems = settings_problems(tmp_path, {name: value})
+    assert list(problems) == [name]
+    assert "at most 604,800 seconds" in problems[name]
+
+
+def test_counts_are_bounded_and_every_bad_variable_is_reported(tmp_path: Path):
+    problems = settings_problems(
+        tmp_path,
+        {
+            "Q_WORKERS": "100000",
+            "REBALANCER_MAX_ATTEMPTS": "9" * 30,
+            "REBALANCER_BREAKER_FAILURES": "1000001",
+            "REBALANCER_COOLDOWN_BASE_S": "1e12",
+            "Q_REDIS_URL": "redis://h:notaport/0",
+        },
+    )
+    assert sorted(problems) == [
+        "Q_REDIS_URL",
+        "Q_WORKERS",
+        "REBALANCER_BREAKER_FAILURES",
+        "REBALANCER_COOLDOWN_BASE_S",
+        "REBALANCER_MAX_ATTEMPTS",
+    ]
+
+
+def test_sane_bounded_values_still_load(tmp_path: Path):
+    env = load_settings_env(
+        base_dir=tmp_path,
+        env={
+            "Q_REDIS_URL": "redis://cache:6379/2",
+            "REBALANCER_COOLDOWN_BASE_S": "604800",
+            "REBALANCER_COOLDOWN_MAX_S": "604800",
+            "Q_WORKERS": "8",
+        },
+    )
+    assert env.q_cluster["redis"] == "redis://cache:6379/2"
+    assert env.rebalancing.workers.cooldown_base_s == 604800.0
