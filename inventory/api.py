@@ -99,7 +99,10 @@ def hedge_placed(request: HttpRequest, payload: HedgePlaceIn) -> Any:
 
 @router.post("/hedges/{execution_id}/fill", response=RECORD_RESPONSES)
 def hedge_filled(request: HttpRequest, execution_id: int, payload: HedgeFillIn) -> Any:
-    """Record the brokerage's fill of the pending hedge `execution_id`."""
+    """Record the brokerage's fill of the pending hedge `execution_id`, which ends it: one fill
+    per execution, in the placement's direction, with the order's total filled shares (at most
+    the placed shares; fewer is a partial fill, the rest stays in the net position for the
+    next hedge). An execution that filled nothing ends with `/fail`."""
     return _recorded(fill_record_offchain(**payload.service_kwargs(execution_id)))
 
 

@@ -476,6 +476,8 @@ def fill_record_onchain(
 
 
 HEDGE_BROKER = "alpaca"
+# How far beyond the absolute net position a hedge placement may go (rounding at the broker).
+DEFAULT_HEDGE_TOLERANCE_SHARES = Decimal(1)
 
 
 def hedge_place(
@@ -490,7 +492,9 @@ def hedge_place(
     """Record that the trading side placed an offchain hedge order (spec 4.1, `PlaceOffChainOrder`).
 
     Refused (`PositionError`) while another execution is pending or below the position's
-    threshold. An identical replay returns [] and writes nothing; the same execution id with
+    threshold; refused (`InvalidValue`) when it would grow the net position (a Buy while
+    long, a Sell while short) or is more than |net| + HEDGE_PLACEMENT_TOLERANCE_SHARES
+    shares. An identical replay returns [] and writes nothing; the same execution id with
     different content raises `ReplayConflict`.
     """
     symbol = validate_symbol(symbol)
@@ -499,6 +503,9 @@ def hedge_place(
         shares=_positive("shares", shares),
         direction=_direction(direction),
         broker=broker,
+        tolerance=getattr(
+            django_settings, "HEDGE_PLACEMENT_TOLERANCE_SHARES", DEFAULT_HEDGE_TOLERANCE_SHARES
+        ),
     )
     moment = _aware("now", now) if now is not None else timezone.now()
     with transaction.atomic():
@@ -538,7 +545,11 @@ def fill_record_offchain(
     now: datetime | None = None,
 ) -> list[StoredEvent]:
     """Record a brokerage hedge fill of the symbol's pending execution (moves offchain
-    shares and cash). Refused by the Position aggregate when no such execution is pending.
+    shares and cash) and end that execution. Refused by the Position aggregate when no such
+    execution is pending (`PositionError`), and (`InvalidValue`) when its direction is not
+    the placement's or its shares are more than the placed shares. One fill per execution:
+    report the order's total filled shares once it is done; fewer than placed is a partial
+    fill, the rest stays in the net position for the next hedge.
     An identical replay returns [] and writes nothing; the same execution id filled with
     different content raises `ReplayConflict`."""
     symbol = validate_symbol(symbol)

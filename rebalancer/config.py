@@ -306,6 +306,8 @@ class SettingsEnv:
     observation_max_skew_s: float = 60.0
     alerts: AlertConfig = field(default_factory=lambda: AlertConfig())
     service: ServiceConfig = field(default_factory=lambda: ServiceConfig())
+    # How far beyond the absolute net position a hedge placement may go, in shares.
+    hedge_placement_tolerance_shares: Decimal = Decimal(1)
 
 
 def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -> SettingsEnv:
@@ -365,6 +367,11 @@ def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -
         or 60.0,
         alerts=load_alert_config(reader),
         service=load_service_config(reader, task_timeout_s=timeout_s or 120),
+        hedge_placement_tolerance_shares=reader.get(
+            "HEDGE_PLACEMENT_TOLERANCE_SHARES",
+            setting_parser("equity_minimum_shares"),  # >= 0, 18 decimals, bounded
+            default=Decimal(1),
+        ),
     )
     reader.fail_if_problems()
     return settings_env

@@ -92,6 +92,8 @@ REBALANCING = ENV.rebalancing
 
 # Observations (fills, balance polls) stamped further ahead of now than this are refused.
 OBSERVATION_MAX_SKEW_S = ENV.observation_max_skew_s
+# A hedge placement may be at most |net position| + this many shares (inventory.services).
+HEDGE_PLACEMENT_TOLERANCE_SHARES = ENV.hedge_placement_tolerance_shares
 # Alert conditions and the optional webhook (rebalancer.config.AlertConfig).
 ALERTS = ENV.alerts
 

@@ -46,6 +46,9 @@ class Position:
     pending_execution_id: int | None
     threshold: ExecutionThreshold
     last_updated: datetime
+    # The pending hedge's placement (None when none is pending): its fill must match it.
+    pending_shares: Decimal | None = None
+    pending_direction: Direction | None = None
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -78,14 +81,27 @@ class AcknowledgeOnChainFill:
 
 @dataclass(frozen=True)
 class PlaceOffChainOrder:
+    """Place a hedge: it must reduce the net position (Sell when long, Buy when short), and
+    its shares are at most |net| + `tolerance` (HEDGE_PLACEMENT_TOLERANCE_SHARES)."""
+
     execution_id: int
     shares: Decimal
     direction: Direction
     broker: str
+    tolerance: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
 class CompleteOffChainOrder:
+    """The brokerage's fill of the pending hedge, and the end of that execution.
+
+    One fill per execution: the trading side reports it once the brokerage order is done,
+    with the total shares it filled. Its direction is the placement's and its shares at most
+    the placed shares; fewer is a partial fill (the rest was cancelled at the brokerage): the
+    execution ends all the same and the unhedged rest stays in the net position, so the next
+    placement hedges it. An execution that filled nothing ends with FailOffChainOrder.
+    """
+
     execution_id: int
     shares_filled: Decimal
     direction: Direction
@@ -250,7 +266,11 @@ def _transition(position: Position, event: Any) -> Position:
         if position.pending_execution_id is not None:
             raise Mismatch(position, event)
         return replace(
-            position, pending_execution_id=event.execution_id, last_updated=event.placed_at
+            position,
+            pending_execution_id=event.execution_id,
+            pending_shares=event.shares,
+            pending_direction=event.direction,
+            last_updated=event.placed_at,
         )
     if isinstance(event, ev.OffChainOrderFilled):
         if position.pending_execution_id != event.execution_id:
@@ -260,10 +280,21 @@ def _transition(position: Position, event: Any) -> Position:
         else:
             net = _add(position.net, event.shares_filled)
         return replace(
-            position, net=net, pending_execution_id=None, last_updated=event.broker_timestamp
+            position,
+            net=net,
+            pending_execution_id=None,
+            pending_shares=None,
+            pending_direction=None,
+            last_updated=event.broker_timestamp,
         )
     if isinstance(event, ev.OffChainOrderFailed):
-        return replace(position, pending_execution_id=None, last_updated=event.failed_at)
+        return replace(
+            position,
+            pending_execution_id=None,
+            pending_shares=None,
+            pending_direction=None,
+            last_updated=event.failed_at,
+        )
     if isinstance(event, ev.ThresholdUpdated):
         return replace(position, threshold=event.new_threshold, last_updated=event.updated_at)
     raise Mismatch(position, event)
@@ -364,11 +395,14 @@ def handle(state: Lifecycle[Position], command: Any, now: datetime) -> list[ev.P
             raise ThresholdNotMet(
                 command, position, net_position=position.net, threshold=position.threshold
             )
+        shares = validate_quantity("shares", command.shares)
+        direction = _check_direction(command.direction)
+        _check_placement(position, shares, direction, command.tolerance)
         return [
             ev.OffChainOrderPlaced(
                 execution_id=command.execution_id,
-                shares=validate_quantity("shares", command.shares),
-                direction=_check_direction(command.direction),
+                shares=shares,
+                direction=direction,
                 broker=validate_text("broker", command.broker),
                 trigger_reason=reason,
                 placed_at=now,
@@ -381,11 +415,14 @@ def handle(state: Lifecycle[Position], command: Any, now: datetime) -> list[ev.P
             raise InvalidValue("price_cents", price, "must be a non-negative integer")
         if price > MAX_AMOUNT * 100:
             raise InvalidValue("price_cents", price, f"must be at most {MAX_AMOUNT * 100:,}")
+        shares_filled = validate_quantity("shares_filled", command.shares_filled)
+        direction = _check_direction(command.direction)
+        _check_fill(position, shares_filled, direction)
         return [
             ev.OffChainOrderFilled(
                 execution_id=command.execution_id,
-                shares_filled=validate_quantity("shares_filled", command.shares_filled),
-                direction=_check_direction(command.direction),
+                shares_filled=shares_filled,
+                direction=direction,
                 broker_order_id=validate_text("broker_order_id", command.broker_order_id),
                 price_cents=price,
                 broker_timestamp=validate_aware("broker_timestamp", command.broker_timestamp),
@@ -409,6 +446,49 @@ def handle(state: Lifecycle[Position], command: Any, now: datetime) -> list[ev.P
             )
         ]
     raise InvalidValue("command", command, "not a Position command")
+
+
+def _check_placement(
+    position: Position, shares: Decimal, direction: Direction, tolerance: Decimal
+) -> None:
+    """A hedge reduces the net position and is not far beyond it (|net| + tolerance)."""
+    validate_quantity("tolerance", tolerance, allow_zero=True)
+    reducing = Direction.SELL if position.net > 0 else Direction.BUY
+    if direction is not reducing:
+        raise InvalidValue(
+            "direction",
+            direction.value,
+            f"must be {reducing.value}: the net position of {position.symbol} is "
+            f"{position.net} shares, and a {direction.value} hedge would grow it",
+        )
+    limit = _add(abs(position.net), tolerance)
+    if shares > limit:
+        raise InvalidValue(
+            "shares",
+            shares,
+            f"is more than the absolute net position {abs(position.net)} of "
+            f"{position.symbol} plus the tolerance {tolerance} "
+            f"(HEDGE_PLACEMENT_TOLERANCE_SHARES): at most {limit}",
+        )
+
+
+def _check_fill(position: Position, shares_filled: Decimal, direction: Direction) -> None:
+    """A fill has its placement's direction and at most its shares (one fill per execution:
+    nothing filled before it)."""
+    if position.pending_direction is not None and direction is not position.pending_direction:
+        raise InvalidValue(
+            "direction",
+            direction.value,
+            f"must be the placement's direction {position.pending_direction.value} "
+            f"(execution {position.pending_execution_id})",
+        )
+    if position.pending_shares is not None and shares_filled > position.pending_shares:
+        raise InvalidValue(
+            "shares_filled",
+            shares_filled,
+            f"is more than the {position.pending_shares} shares placed "
+            f"(execution {position.pending_execution_id})",
+        )
 
 
 def _check_block(value: object) -> int | None:

@@ -451,3 +451,61 @@ def test_the_fill_carries_its_block_number_and_a_different_block_is_409(post):
     before = events()
     assert post("/fills/onchain", fill(block_number=1235)).status_code == 409
     assert events() == before
+
+
+# --- a hedge fill matches its placement; a placement matches the net position (issue 19) -----
+
+
+def test_hedge_fill_in_the_other_direction_is_400_naming_the_field(post, position):
+    assert post("/hedges", hedge(shares="3")).status_code == 201
+    before = events()
+    response = post("/hedges/7/fill", hedge_fill(direction="buy", shares_filled="9999990"))
+    assert response.status_code == 400, response.content
+    [error] = response.json()["errors"]
+    assert (error["field"], error["value"]) == ("direction", "Buy")
+    assert "Sell" in error["rule"]
+    assert events() == before
+
+
+def test_hedge_fill_beyond_the_placed_shares_is_400_naming_both(post, position):
+    assert post("/hedges", hedge(shares="3")).status_code == 201
+    before = events()
+    response = post("/hedges/7/fill", hedge_fill(shares_filled="3.000000000000000001"))
+    assert response.status_code == 400, response.content
+    [error] = response.json()["errors"]
+    assert (error["field"], error["value"]) == ("shares_filled", "3.000000000000000001")
+    assert "the 3 shares placed" in error["rule"]
+    assert events() == before
+
+
+def test_a_partial_hedge_fill_ends_the_execution_and_leaves_the_rest_in_the_net(post, position):
+    assert post("/hedges", hedge(shares="12")).status_code == 201
+    assert post("/hedges/7/fill", hedge_fill(shares_filled="5")).status_code == 201
+    # the execution is over: no second fill, and the rest (12.5 - 5) is hedged by a new one
+    second = post("/hedges/7/fill", hedge_fill(shares_filled="7", broker_order_id="o2"))
+    assert second.status_code == 409
+    again = post("/hedges", hedge(execution_id=8, shares="7.5"))
+    assert again.status_code == 201, again.content
+
+
+def test_a_hedge_that_grows_the_net_position_is_400(post, position):
+    before = events()
+    response = post("/hedges", hedge(direction="buy", shares="12"))
+    assert response.status_code == 400, response.content
+    [error] = response.json()["errors"]
+    assert (error["field"], error["value"]) == ("direction", "Buy")
+    assert "12.5" in error["rule"]
+    assert events() == before
+
+
+def test_a_placement_far_beyond_the_net_position_is_400(post, position, settings):
+    settings.HEDGE_PLACEMENT_TOLERANCE_SHARES = Decimal("0.5")
+    before = events()
+    response = post("/hedges", hedge(shares="13.000000000000000001"))
+    assert response.status_code == 400, response.content
+    [error] = response.json()["errors"]
+    assert error["field"] == "shares"
+    assert "12.5" in error["rule"] and "0.5" in error["rule"] and "at most 13" in error["rule"]
+    assert events() == before
+    # within |net| + tolerance it is placed
+    assert post("/hedges", hedge(shares="13")).status_code == 201

@@ -172,11 +172,11 @@ def test_any_accepted_fill_sequence_keeps_the_position_usable(fills):
     position = pos.position_of(state)
     assert position is not None
     if abs(position.net) >= 1:
+        # the hedge that reduces the net position (the other direction is refused)
+        hedge = Direction.SELL if position.net > 0 else Direction.BUY
         placed = pos.handle(
             state,
-            pos.PlaceOffChainOrder(
-                execution_id=1, shares=D(1), direction=Direction.SELL, broker="alpaca"
-            ),
+            pos.PlaceOffChainOrder(execution_id=1, shares=D(1), direction=hedge, broker="alpaca"),
             now,
         )
         state = pos.apply(state, placed[0])
@@ -185,7 +185,7 @@ def test_any_accepted_fill_sequence_keeps_the_position_usable(fills):
             pos.CompleteOffChainOrder(
                 execution_id=1,
                 shares_filled=D(1),
-                direction=Direction.SELL,
+                direction=hedge,
                 broker_order_id="o-1",
                 price_cents=10000,
                 broker_timestamp=now,

@@ -307,7 +307,12 @@ def live(**changes) -> Lifecycle:
         (
             {},
             ev.OffChainOrderPlaced(3, Decimal(1), Direction.SELL, "alpaca", None, at(2)),
-            {"pending_execution_id": 3, "last_updated": at(2)},
+            {
+                "pending_execution_id": 3,
+                "pending_shares": Decimal(1),
+                "pending_direction": Direction.SELL,
+                "last_updated": at(2),
+            },
         ),
         (
             {"net": Decimal(2), "pending_execution_id": 3},

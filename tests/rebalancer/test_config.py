@@ -363,3 +363,12 @@ def test_sane_bounded_values_still_load(tmp_path: Path):
     )
     assert env.q_cluster["redis"] == "redis://cache:6379/2"
     assert env.rebalancing.workers.cooldown_base_s == 604800.0
+
+
+def test_the_hedge_placement_tolerance_is_read_and_checked(tmp_path: Path):
+    env = load_settings_env(base_dir=tmp_path, env={"HEDGE_PLACEMENT_TOLERANCE_SHARES": "0.25"})
+    assert env.hedge_placement_tolerance_shares == Decimal("0.25")
+    assert load_settings_env(base_dir=tmp_path, env={}).hedge_placement_tolerance_shares == 1
+    assert list(settings_problems(tmp_path, {"HEDGE_PLACEMENT_TOLERANCE_SHARES": "-1"})) == [
+        "HEDGE_PLACEMENT_TOLERANCE_SHARES"
+    ]
