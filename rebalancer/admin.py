@@ -346,10 +346,48 @@ def setting_history(scope: str, limit: int = 50) -> list[Event]:
 
 
 class AuditedSettingsForm(forms.ModelForm):
-    """Each field is checked by the domain's parser, so the message names what is wrong."""
+    """Each field is checked by the domain's parser, so the message names what is wrong.
+
+    A stale form never undoes another operator's change: every field carries the value it was
+    rendered with (Django's hidden initial, `initial-<name>`), so `changed_data` names only
+    the fields this operator edited, and only those are saved (a pause switched on by someone
+    else after the form was opened stays on). A field this operator edited that was also
+    changed since the form was opened is refused, field by field: the form comes back with
+    the error naming the value it was opened with and the current one, the other fields show
+    their current values, and saving again applies the operator's value over the current one.
+    A submission without the hidden initials (a script) is compared with the current values.
+    """
 
     scope_name: str = settings_domain.GLOBAL_SCOPE
     setting_names: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = [name for name in self.setting_names if name in self.fields]
+        for name in names:
+            self.fields[name].show_hidden_initial = True
+        if self.is_bound:
+            missing = [n for n in names if self.add_initial_prefix(n) not in self.data]
+            if missing:
+                data = self.data.copy()
+                for name in missing:
+                    data[self.add_initial_prefix(name)] = self._hidden(name, self.initial.get(name))
+                self.data = data
+
+    def _hidden(self, name: str, value: Any) -> str:
+        """The text the hidden initial input renders for `value`."""
+        field = self.fields[name]
+        shown = field.hidden_widget().format_value(field.prepare_value(value))
+        return "" if shown is None else str(shown)
+
+    def _rendered(self, name: str) -> Any:
+        """The value the form was rendered with (its hidden initial), parsed."""
+        field = self.fields[name]
+        raw = self._widget_data_value(field.hidden_widget(), self.add_initial_prefix(name))
+        try:
+            return field.to_python(raw)
+        except forms.ValidationError:
+            return raw
 
     def _scope(self) -> str:
         return self.scope_name
@@ -366,7 +404,45 @@ class AuditedSettingsForm(forms.ModelForm):
                 )
             except InvalidValue as error:
                 self.add_error(name, error.rule if hasattr(error, "rule") else str(error))
+        self._refuse_concurrent_changes()
         return cleaned
+
+    def _refuse_concurrent_changes(self) -> None:
+        if self.instance.pk is None:
+            return
+        # The admin's change view runs in one transaction: the row stays locked until saved.
+        current = type(self.instance).objects.select_for_update().get(pk=self.instance.pk)
+        names = [name for name in self.setting_names if name in self.fields]
+        conflicts = [
+            (name, self._rendered(name), getattr(current, name))
+            for name in self.changed_data
+            if name in names and self._rendered(name) != getattr(current, name)
+        ]
+        if not conflicts:
+            return
+        data = self.data.copy()
+        for name in names:
+            value = getattr(current, name)
+            data[self.add_initial_prefix(name)] = self._hidden(name, value)
+            if name in self.changed_data:
+                continue  # the operator's edit stays in the form
+            if isinstance(self.fields[name], forms.BooleanField):
+                data.pop(name, None)
+                if value:
+                    data[name] = "on"
+            else:
+                data[name] = self._hidden(name, value)
+        self.data = data
+        who = getattr(current, "updated_by", "") or "someone else"
+        for name, opened, now in conflicts:
+            self.add_error(
+                name,
+                f"{name} was changed by {who} since you opened this form: it was "
+                f"{settings_domain.format_setting(opened) or 'empty'}, it is now "
+                f"{settings_domain.format_setting(now) or 'empty'}. Nothing was saved; the "
+                "other fields now show their current values. Save again to replace it with "
+                "your value.",
+            )
 
 
 class SettingsForm(AuditedSettingsForm):
