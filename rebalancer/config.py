@@ -844,6 +844,11 @@ class AlertConfig:
     """
 
     webhook_url: Secret | None = None
+    # https only unless allow_http; public addresses only unless allow_private (loopback,
+    # private, link-local); one deadline for the whole call (ALERT_WEBHOOK_TIMEOUT_S).
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = 10.0
     repeat_s: float = 3600.0
     poll_stale_s: float = 600.0
     drift_tolerance: Decimal = Decimal("0")
@@ -858,6 +863,13 @@ class AlertConfig:
     )
 
 
+def parse_webhook_timeout(value: str) -> float:
+    number = parse_positive_seconds(value)
+    if number > 60:
+        raise ValueError("must be at most 60 seconds (the alert check runs every minute)")
+    return number
+
+
 def load_alert_config(reader: EnvReader) -> AlertConfig:
     defaults = AlertConfig()
     expected = dict(defaults.expected_s)
@@ -865,8 +877,24 @@ def load_alert_config(reader: EnvReader) -> AlertConfig:
         value = reader.get(f"ALERT_EXPECTED_{kind.upper()}_S", parse_positive_seconds)
         if value is not None:
             expected[kind] = value
+    allow_http = bool(reader.get("ALERT_WEBHOOK_ALLOW_HTTP", parse_bool, default=False))
+
+    def parse_webhook_url(value: str) -> Secret:
+        if not allow_http and value.lower().startswith("http://"):
+            raise ValueError("must be https (http only with ALERT_WEBHOOK_ALLOW_HTTP=true)")
+        return Secret(parse_url(value, schemes=("https", "http") if allow_http else ("https",)))
+
+    webhook_url = reader.get("ALERT_WEBHOOK_URL", parse_webhook_url, secret=True)
     return AlertConfig(
-        webhook_url=reader.get("ALERT_WEBHOOK_URL", lambda v: Secret(parse_url(v)), secret=True),
+        webhook_url=webhook_url,
+        webhook_allow_http=allow_http,
+        webhook_allow_private=bool(
+            reader.get("ALERT_WEBHOOK_ALLOW_PRIVATE", parse_bool, default=False)
+        ),
+        webhook_timeout_s=reader.get(
+            "ALERT_WEBHOOK_TIMEOUT_S", parse_webhook_timeout, default=defaults.webhook_timeout_s
+        )
+        or defaults.webhook_timeout_s,
         repeat_s=reader.get("ALERT_REPEAT_S", parse_positive_seconds, default=defaults.repeat_s)
         or defaults.repeat_s,
         poll_stale_s=reader.get(

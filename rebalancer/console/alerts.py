@@ -8,17 +8,32 @@ Conditions (the key makes each one distinct):
 - `venue_poll:<venue>`: no balance snapshot of a venue for ALERT_POLL_STALE_S;
 - `drift:<pool>`: a pool needs reconciliation, or a reconcile found drift above tolerance;
 - `gas:<chain>`: our signer's native balance is below ALERT_GAS_MINIMUM_ETH.
+
+The webhook (`webhook_post`) is posted to https only (http when ALERT_WEBHOOK_ALLOW_HTTP);
+its host is resolved and every address must be public (not private, loopback, link-local,
+reserved or multicast) unless ALERT_WEBHOOK_ALLOW_PRIVATE; the connection goes to the
+address that was checked (no second lookup); redirects are not followed (a 3xx is a failure);
+the whole call (connect, TLS, send, status and headers) has one wall-clock deadline,
+ALERT_WEBHOOK_TIMEOUT_S, after which the connection is closed, however slowly the server
+trickles. The body of the answer is never read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import ipaddress
+import json
 import logging
+import socket
+import ssl
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-import requests
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -169,17 +184,141 @@ def alerts_evaluate(
     )
 
 
+class WebhookRefused(Exception):
+    """The webhook URL or one of its addresses is not allowed (nothing was sent)."""
+
+
+def _address_allowed(address: str, *, allow_private: bool) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global or allow_private
+
+
+class _PinnedConnection(http.client.HTTPSConnection):
+    """An HTTP(S) connection to one of `addresses` (already checked, tried in order) for
+    `host`: the Host header and the TLS server name and certificate are the host's."""
+
+    def __init__(
+        self, host: str, port: int, addresses: list[str], deadline: float, tls: bool
+    ) -> None:
+        self._tls_context = ssl.create_default_context() if tls else None
+        timeout = max(0.001, deadline - time.monotonic())
+        super().__init__(host, port, timeout=timeout, context=self._tls_context)
+        self._addresses = addresses
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        error: OSError | None = None
+        for address in self._addresses:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("deadline passed while connecting")
+            try:
+                sock = socket.create_connection((address, self.port), remaining)
+                break
+            except OSError as failed:
+                error = failed
+        else:
+            raise error or OSError("no address to connect to")
+        self.sock = sock  # the deadline's timer can shut it from here on (TLS handshake too)
+        if self._tls_context is not None:
+            self.sock = self._tls_context.wrap_socket(sock, server_hostname=self.host)
+
+
+def webhook_post(
+    url: str,
+    body: dict,
+    *,
+    timeout_s: float,
+    allow_http: bool = False,
+    allow_private: bool = False,
+) -> int:
+    """POST `body` as JSON to `url`; returns the HTTP status. Raises `WebhookRefused` when
+    the URL or an address of its host is not allowed, `TimeoutError` past the deadline, and
+    `OSError` / `http.client.HTTPException` when the server cannot be reached or answers
+    garbage."""
+    from urllib.parse import urlsplit
+
+    deadline = time.monotonic() + timeout_s
+    parts = urlsplit(url)
+    if parts.scheme not in (("https", "http") if allow_http else ("https",)):
+        raise WebhookRefused(
+            f"scheme {parts.scheme!r} is not allowed (https, or http with "
+            "ALERT_WEBHOOK_ALLOW_HTTP=true)"
+        )
+    host = parts.hostname
+    if not host:
+        raise WebhookRefused("the URL names no host")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    refused = [a for a in addresses if not _address_allowed(a, allow_private=allow_private)]
+    if refused or not addresses:
+        raise WebhookRefused(
+            f"{host} resolves to {', '.join(refused) or 'nothing'}: not a public address "
+            "(private, loopback and link-local targets need ALERT_WEBHOOK_ALLOW_PRIVATE=true)"
+        )
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    connection = _PinnedConnection(
+        host, port, addresses, deadline=deadline, tls=parts.scheme == "https"
+    )
+    expired = threading.Event()
+
+    def cut() -> None:  # the deadline: close the socket under whatever call is waiting on it
+        expired.set()
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        connection.request(
+            "POST",
+            target,
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Connection": "close"},
+        )
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException) as error:
+        if expired.is_set() or time.monotonic() >= deadline:
+            raise TimeoutError(f"no answer within {timeout_s:g} s") from error
+        raise
+    finally:
+        timer.cancel()
+        connection.close()
+    if expired.is_set():
+        raise TimeoutError(f"no answer within {timeout_s:g} s")
+    return status
+
+
 def _post(text: str, payload: dict) -> bool:
-    url = settings.ALERTS.webhook_url
+    config = settings.ALERTS
+    url = config.webhook_url
     if url is None:
         return False
     try:
-        response = requests.post(url.reveal(), json={"text": text, **payload}, timeout=10)
-    except requests.RequestException as error:
-        logger.warning("alert webhook unreachable: %s", type(error).__name__)
+        status = webhook_post(
+            url.reveal(),
+            {"text": text, **payload},
+            timeout_s=config.webhook_timeout_s,
+            allow_http=config.webhook_allow_http,
+            allow_private=config.webhook_allow_private,
+        )
+    except WebhookRefused as error:
+        logger.warning("alert webhook refused: %s", error)
         return False
-    if response.status_code >= 300:
-        logger.warning("alert webhook answered HTTP %s", response.status_code)
+    except (OSError, http.client.HTTPException) as error:  # TimeoutError is an OSError
+        logger.warning("alert webhook unreachable: %s: %s", type(error).__name__, error)
+        return False
+    if status >= 300:
+        redirect = " (redirects are not followed)" if 300 <= status < 400 else ""
+        logger.warning("alert webhook answered HTTP %s%s", status, redirect)
         return False
     return True
 

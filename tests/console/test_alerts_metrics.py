@@ -22,7 +22,13 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def webhook(httpserver: HTTPServer, settings):
     httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
-    settings.ALERTS = AlertConfig(webhook_url=Secret(httpserver.url_for("/hook")), repeat_s=600.0)
+    # a local server: http and loopback must be allowed explicitly
+    settings.ALERTS = AlertConfig(
+        webhook_url=Secret(httpserver.url_for("/hook")),
+        repeat_s=600.0,
+        webhook_allow_http=True,
+        webhook_allow_private=True,
+    )
     return httpserver
 
 
@@ -91,7 +97,11 @@ def test_low_signer_gas_and_reported_drift_raise_alerts(settings, db):
 
 
 def test_an_unreachable_webhook_is_retried_at_the_next_check(settings, trading_state):
-    settings.ALERTS = AlertConfig(webhook_url=Secret("http://127.0.0.1:9/hook"))
+    settings.ALERTS = AlertConfig(
+        webhook_url=Secret("http://127.0.0.1:9/hook"),
+        webhook_allow_http=True,
+        webhook_allow_private=True,
+    )
     now = timezone.now()
     alerts_record(alerts_evaluate(now=now), now=now)
     row = AlertState.objects.get(kind="attention")
