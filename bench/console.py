@@ -152,9 +152,11 @@ def _fill(events: int, operations: int, progress: bool) -> dict:
 
 
 def _time_pages(repeats: int, ids: dict) -> list[tuple[str, float, int]]:
+    from django.conf import settings
     from django.contrib.auth.models import User
     from django.test import Client
 
+    settings.METRICS_TRUST_LOOPBACK = True  # /metrics scraped from loopback, as configured
     user = User.objects.create_superuser("bench", password="bench-pw-123")
     client = Client(REMOTE_ADDR="127.0.0.1", HTTP_HOST="localhost")
     client.force_login(user)

@@ -308,6 +308,13 @@ class SettingsEnv:
     service: ServiceConfig = field(default_factory=lambda: ServiceConfig())
     # How far beyond the absolute net position a hedge placement may go, in shares.
     hedge_placement_tolerance_shares: Decimal = Decimal(1)
+    # Django's own security settings, by their Django names (`load_security_settings`).
+    security: dict[str, Any] = field(default_factory=dict)
+    # /metrics answers loopback callers without a token only when this is true.
+    metrics_trust_loopback: bool = False
+    # Console login throttling (django-axes): failures before a lock-out, and its length.
+    login_failure_limit: int = 5
+    login_cooloff_s: float = 900.0
 
 
 def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -> SettingsEnv:
@@ -372,9 +379,82 @@ def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -
             setting_parser("equity_minimum_shares"),  # >= 0, 18 decimals, bounded
             default=Decimal(1),
         ),
+        security=load_security_settings(reader),
+        metrics_trust_loopback=bool(
+            reader.get("METRICS_TRUST_LOOPBACK", parse_bool, default=False)
+        ),
+        login_failure_limit=reader.get(
+            "LOGIN_FAILURE_LIMIT", bounded_int(100, "no throttle at all"), default=5
+        )
+        or 5,
+        login_cooloff_s=reader.get("LOGIN_COOLOFF_S", parse_positive_seconds, default=900.0)
+        or 900.0,
     )
     reader.fail_if_problems()
     return settings_env
+
+
+MAX_HSTS_SECONDS = 2 * 365 * 24 * 3600
+
+
+def parse_hsts_seconds(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= MAX_HSTS_SECONDS:
+        raise ValueError(f"must be between 0 and {MAX_HSTS_SECONDS:,} (two years)")
+    return number
+
+
+def parse_origins(value: str) -> list[str]:
+    """Comma-separated origins with their scheme (https://console.example.com[:port])."""
+    from urllib.parse import urlsplit
+
+    origins = [item.strip() for item in value.split(",") if item.strip()]
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise ValueError(f"{origin!r} is not an origin like https://console.example.com")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"{origin!r} must be scheme://host[:port] only (no path)")
+        check_url_authority(urlsplit(origin.replace("*.", "wildcard.", 1)))
+    return [origin.rstrip("/") for origin in origins]
+
+
+def parse_proxy_ssl_header(value: str) -> tuple[str, str]:
+    """`HTTP_X_FORWARDED_PROTO,https`: the request header (as Django's META names it) the
+    TLS proxy sets, and the value that means https. Set it only behind a proxy that always
+    sets (or strips) that header."""
+    header, _, expected = (part.strip() for part in value.partition(","))
+    if not header.startswith("HTTP_") or not expected:
+        raise ValueError("expected HTTP_<HEADER>,<value>, e.g. HTTP_X_FORWARDED_PROTO,https")
+    if not all(ch.isupper() or ch.isdigit() or ch == "_" for ch in header):
+        raise ValueError(f"{header!r}: upper case letters, digits and _ only (HTTP_X_...)")
+    return (header, expected)
+
+
+# Django's security settings read from the environment under their own names, with Django's
+# defaults (`manage.py check --deploy` lists what production needs; docs/deploy.md).
+SECURITY_SETTINGS: dict[str, tuple[Callable[[str], Any], Any]] = {
+    "SECURE_SSL_REDIRECT": (parse_bool, False),
+    "SECURE_HSTS_SECONDS": (parse_hsts_seconds, 0),
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": (parse_bool, False),
+    "SECURE_HSTS_PRELOAD": (parse_bool, False),
+    "SESSION_COOKIE_SECURE": (parse_bool, False),
+    "CSRF_COOKIE_SECURE": (parse_bool, False),
+    "CSRF_TRUSTED_ORIGINS": (parse_origins, []),
+    "SECURE_PROXY_SSL_HEADER": (parse_proxy_ssl_header, None),
+    "DATA_UPLOAD_MAX_MEMORY_SIZE": (
+        bounded_int(100 * 1024 * 1024, "a request body buffered in memory"),
+        2_621_440,
+    ),
+}
+
+
+def load_security_settings(reader: EnvReader) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for name, (parse, default) in SECURITY_SETTINGS.items():
+        value = reader.get(name, parse)
+        settings[name] = default if value is None else value
+    return settings
 
 
 @dataclass(frozen=True)

@@ -525,7 +525,16 @@ class HttpServer(Child):
 
         from rebalancer.wsgi import application
 
-        self.server = create_server(application, host=self.host, port=self.port, threads=4)
+        # A body above DATA_UPLOAD_MAX_MEMORY_SIZE is refused (413) by waitress before it is
+        # read, not buffered up to waitress's default of 1 GB first.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        self.server = create_server(
+            application,
+            host=self.host,
+            port=self.port,
+            threads=4,
+            **({} if limit is None else {"max_request_body_size": limit}),
+        )
         self.port = int(self.server.effective_port)
         self.thread = threading.Thread(target=self.server.run, name="rebalancer-http", daemon=True)
         self.thread.start()

@@ -4,6 +4,7 @@ Every variable is parsed in `rebalancer.config.load_settings_env`; a missing or 
 stops the process at start with one message that names every bad variable.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 from rebalancer.config import load_settings_env
@@ -16,6 +17,22 @@ SECRET_KEY = ENV.secret_key
 DEBUG = ENV.debug
 ALLOWED_HOSTS = ENV.allowed_hosts
 
+# Django's security settings, from the environment under their own names (defaults: Django's;
+# production values in docs/deploy.md, "Production settings").
+SECURE_SSL_REDIRECT = ENV.security["SECURE_SSL_REDIRECT"]
+SECURE_HSTS_SECONDS = ENV.security["SECURE_HSTS_SECONDS"]
+SECURE_HSTS_INCLUDE_SUBDOMAINS = ENV.security["SECURE_HSTS_INCLUDE_SUBDOMAINS"]
+SECURE_HSTS_PRELOAD = ENV.security["SECURE_HSTS_PRELOAD"]
+SESSION_COOKIE_SECURE = ENV.security["SESSION_COOKIE_SECURE"]
+CSRF_COOKIE_SECURE = ENV.security["CSRF_COOKIE_SECURE"]
+CSRF_TRUSTED_ORIGINS = ENV.security["CSRF_TRUSTED_ORIGINS"]
+SECURE_PROXY_SSL_HEADER = ENV.security["SECURE_PROXY_SSL_HEADER"]
+# The largest request body (the API's JSON); waitress refuses a larger one before reading it.
+DATA_UPLOAD_MAX_MEMORY_SIZE = ENV.security["DATA_UPLOAD_MAX_MEMORY_SIZE"]
+# /metrics without a token from loopback only when configured (a reverse proxy on the same
+# host makes every caller loopback).
+METRICS_TRUST_LOOPBACK = ENV.metrics_trust_loopback
+
 INSTALLED_APPS = [
     "rebalancer.apps.ConsoleAdminConfig",
     "django.contrib.auth",
@@ -25,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "ninja",
+    "axes",
     "inventory",
     "operations",
     "rebalancer",
@@ -40,7 +58,25 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Console login throttling; last, as django-axes asks.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# django-axes first: it refuses a locked-out login before the password is checked. It needs
+# the request: authenticate(request=..., ...) (the login form does; the test client's
+# force_login bypasses authentication altogether).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# LOGIN_FAILURE_LIMIT failed logins of one username from one address lock that pair out for
+# LOGIN_COOLOFF_S (behind a proxy every address may be the proxy's: by username and address,
+# so one user's typos never lock out the others).
+AXES_FAILURE_LIMIT = ENV.login_failure_limit
+AXES_COOLOFF_TIME = timedelta(seconds=ENV.login_cooloff_s)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no banner on every manage.py command
 
 ROOT_URLCONF = "rebalancer.urls"
 

@@ -10,6 +10,12 @@ from rebalancer.health import health_report
 
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    """`GET /api/v1/health` (no token): 200 when healthy, else 503; the body says why."""
+    """`GET /api/v1/health`: 200 when healthy, else 503. Without a token the body is only
+    `{"healthy": ...}` (load balancers); with a read-scope token it says why (every check)."""
+    from rebalancer.console.metrics import read_token_presented
+
     report = health_report()
-    return JsonResponse(report.as_dict(), status=200 if report.healthy else 503)
+    status = 200 if report.healthy else 503
+    if not read_token_presented(request):
+        return JsonResponse({"healthy": report.healthy}, status=status)
+    return JsonResponse(report.as_dict(), status=status)

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Iterator
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -108,13 +109,18 @@ class RebalancerCollector:
 
 
 def _is_loopback(request: HttpRequest) -> bool:
+    """A loopback caller, trusted only with METRICS_TRUST_LOOPBACK=true: behind a reverse
+    proxy on the same host every caller is loopback."""
+    if not getattr(settings, "METRICS_TRUST_LOOPBACK", False):
+        return False
     try:
         return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
     except ValueError:
         return False
 
 
-def _token_allows(request: HttpRequest) -> bool:
+def read_token_presented(request: HttpRequest) -> bool:
+    """The request carries a live API token with the read scope (`Authorization: Bearer`)."""
     header = request.META.get("HTTP_AUTHORIZATION", "")
     if not header.startswith("Bearer "):
         return False
@@ -123,9 +129,10 @@ def _token_allows(request: HttpRequest) -> bool:
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    if not (_is_loopback(request) or _token_allows(request)):
+    if not (_is_loopback(request) or read_token_presented(request)):
         return HttpResponse(
-            "metrics: scrape from localhost or send a token with the read scope\n",
+            "metrics: send a token with the read scope (or set METRICS_TRUST_LOOPBACK=true "
+            "to scrape from localhost without one)\n",
             status=401,
             content_type="text/plain",
         )

@@ -108,7 +108,8 @@ def test_an_unreachable_webhook_is_retried_at_the_next_check(settings, trading_s
     assert row.last_sent_at is None and row.sent_count == 0
 
 
-def test_metrics_from_localhost_report_pools_operations_and_snapshot_age(trading_state):
+def test_metrics_from_localhost_report_pools_operations_and_snapshot_age(trading_state, settings):
+    settings.METRICS_TRUST_LOOPBACK = True
     response = Client(REMOTE_ADDR="127.0.0.1").get("/metrics")
     assert response.status_code == 200
     text = response.content.decode()
@@ -123,3 +124,17 @@ def test_metrics_refuse_a_remote_scraper_without_a_token(trading_state):
     response = Client(REMOTE_ADDR="203.0.113.7").get("/metrics")
     assert response.status_code == 401
     assert b"rebalancer_pool" not in response.content
+
+
+def test_metrics_do_not_trust_loopback_unless_configured(trading_state, settings):
+    # behind a reverse proxy on the same host every caller is loopback
+    assert settings.METRICS_TRUST_LOOPBACK is False
+    response = Client(REMOTE_ADDR="127.0.0.1").get("/metrics")
+    assert response.status_code == 401
+    assert b"rebalancer_pool" not in response.content
+    from inventory.services import api_token_create
+
+    secret = api_token_create(name="scraper", scopes=["read"])[1]
+    scraped = Client(REMOTE_ADDR="127.0.0.1").get("/metrics", HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert scraped.status_code == 200
+    assert b"rebalancer_pool_ratio" in scraped.content

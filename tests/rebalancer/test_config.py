@@ -372,3 +372,48 @@ def test_the_hedge_placement_tolerance_is_read_and_checked(tmp_path: Path):
     assert list(settings_problems(tmp_path, {"HEDGE_PLACEMENT_TOLERANCE_SHARES": "-1"})) == [
         "HEDGE_PLACEMENT_TOLERANCE_SHARES"
     ]
+
+
+def test_security_settings_are_read_under_their_django_names(tmp_path: Path):
+    env = load_settings_env(
+        base_dir=tmp_path,
+        env={
+            "SECURE_HSTS_SECONDS": "31536000",
+            "SECURE_SSL_REDIRECT": "true",
+            "CSRF_TRUSTED_ORIGINS": "https://console.example.com, https://*.example.org:8443",
+            "SECURE_PROXY_SSL_HEADER": "HTTP_X_FORWARDED_PROTO,https",
+        },
+    )
+    assert env.security["SECURE_HSTS_SECONDS"] == 31536000
+    assert env.security["SECURE_SSL_REDIRECT"] is True
+    assert env.security["SESSION_COOKIE_SECURE"] is False
+    assert env.security["CSRF_TRUSTED_ORIGINS"] == [
+        "https://console.example.com",
+        "https://*.example.org:8443",
+    ]
+    assert env.security["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+def test_bad_security_settings_are_all_reported_at_start(tmp_path: Path):
+    problems = settings_problems(
+        tmp_path,
+        {
+            "SECURE_HSTS_SECONDS": "-1",
+            "SESSION_COOKIE_SECURE": "maybe",
+            "CSRF_TRUSTED_ORIGINS": "console.example.com",
+            "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto: https",
+            "DATA_UPLOAD_MAX_MEMORY_SIZE": "1e12",
+            "LOGIN_FAILURE_LIMIT": "0",
+            "METRICS_TRUST_LOOPBACK": "sometimes",
+        },
+    )
+    assert sorted(problems) == [
+        "CSRF_TRUSTED_ORIGINS",
+        "DATA_UPLOAD_MAX_MEMORY_SIZE",
+        "LOGIN_FAILURE_LIMIT",
+        "METRICS_TRUST_LOOPBACK",
+        "SECURE_HSTS_SECONDS",
+        "SECURE_PROXY_SSL_HEADER",
+        "SESSION_COOKIE_SECURE",
+    ]
+    assert "https://console.example.com" in problems["CSRF_TRUSTED_ORIGINS"]

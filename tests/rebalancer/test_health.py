@@ -20,6 +20,29 @@ from rebalancer.periodic import CLUSTER_HEARTBEAT, heartbeat_beat
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def client(client):
+    """Health details need a read-scope token (issue 19): these tests read the details."""
+    from inventory.services import api_token_create
+
+    secret = api_token_create(name="health-reader", scopes=["read"])[1]
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
+    return client
+
+
+def test_without_a_token_health_shows_only_the_overall_status(db):
+    from django.test import Client
+
+    anonymous = Client()
+    unhealthy = anonymous.get("/api/v1/health")
+    assert (unhealthy.status_code, unhealthy.json()) == (503, {"healthy": False})
+    heartbeat_beat(name=CLUSTER_HEARTBEAT)
+    healthy = anonymous.get("/api/v1/health")
+    assert (healthy.status_code, healthy.json()) == (200, {"healthy": True})
+    wrong = anonymous.get("/api/v1/health", HTTP_AUTHORIZATION="Bearer rbt_not-a-token")
+    assert wrong.json() == {"healthy": True}
+
+
 def test_fresh_heartbeat_and_nothing_to_look_at_is_healthy(client):
     heartbeat_beat(name=CLUSTER_HEARTBEAT)
     response = client.get("/api/v1/health")
