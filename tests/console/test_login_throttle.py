@@ -39,3 +39,46 @@ def test_repeated_failures_lock_the_username_out_even_with_the_right_password(se
     _user("oscar", "operators")
     other = Client()
     assert _login(other, "oscar", "pw-oscar").status_code == 302
+
+
+def test_the_admin_login_works_behind_a_tls_proxy_with_the_production_example(
+    settings, operator, tmp_path
+):
+    """The docs/deploy.md example, as parsed at start: the proxy sets X-Forwarded-Proto and
+    the browser sends its https Origin; the login passes CSRF (it failed with no trusted
+    origins and no proxy SSL header)."""
+    import secrets
+
+    from rebalancer.config import load_settings_env
+    from tests.rebalancer.test_deploy import production_example
+
+    example = production_example() | {"SECRET_KEY": secrets.token_urlsafe(50)}
+    env = load_settings_env(base_dir=tmp_path, env=example)
+    for name, value in env.security.items():
+        setattr(settings, name, value)
+    settings.ALLOWED_HOSTS = env.allowed_hosts
+    browser = Client(
+        enforce_csrf_checks=True,
+        HTTP_HOST="rebalancer.example.com",
+        HTTP_X_FORWARDED_PROTO="https",
+    )
+    page = browser.get(reverse("admin:login"))
+    assert page.status_code == 200
+    token = browser.cookies["csrftoken"].value
+    assert browser.cookies["csrftoken"]["secure"]
+    response = browser.post(
+        reverse("admin:login"),
+        {
+            "username": "olivia",
+            "password": "pw-olivia",
+            "next": "/admin/",
+            "csrfmiddlewaretoken": token,
+        },
+        HTTP_ORIGIN="https://rebalancer.example.com",
+        HTTP_REFERER="https://rebalancer.example.com/admin/login/",
+    )
+    assert response.status_code == 302, response.content.decode()[:500]
+    assert browser.cookies["sessionid"]["secure"]
+    # a plain-http request is sent to https
+    plain = Client(HTTP_HOST="rebalancer.example.com").get("/admin/login/")
+    assert plain.status_code == 301 and plain["Location"].startswith("https://")
