@@ -943,6 +943,14 @@ class AlertConfig:
     )
 
 
+def parse_bounded_amount(value: str) -> Decimal:
+    """>= 0 and at most MAX_AMOUNT (1e999999 is finite, but overflows once scaled to wei)."""
+    number = parse_non_negative(value)
+    if number > MAX_AMOUNT:
+        raise ValueError(f"must be at most {MAX_AMOUNT:,}")
+    return number
+
+
 def parse_webhook_timeout(value: str) -> float:
     number = parse_positive_seconds(value)
     if number > 60:
@@ -982,11 +990,11 @@ def load_alert_config(reader: EnvReader) -> AlertConfig:
         )
         or defaults.poll_stale_s,
         drift_tolerance=reader.get(
-            "ALERT_DRIFT_TOLERANCE", parse_non_negative, default=defaults.drift_tolerance
+            "ALERT_DRIFT_TOLERANCE", parse_bounded_amount, default=defaults.drift_tolerance
         )
         or defaults.drift_tolerance,
         gas_minimum_eth=reader.get(
-            "ALERT_GAS_MINIMUM_ETH", parse_non_negative, default=defaults.gas_minimum_eth
+            "ALERT_GAS_MINIMUM_ETH", parse_bounded_amount, default=defaults.gas_minimum_eth
         )
         or defaults.gas_minimum_eth,
         expected_s=expected,

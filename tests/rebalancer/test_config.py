@@ -417,3 +417,10 @@ def test_bad_security_settings_are_all_reported_at_start(tmp_path: Path):
         "SESSION_COOKIE_SECURE",
     ]
     assert "https://console.example.com" in problems["CSRF_TRUSTED_ORIGINS"]
+
+
+def test_alert_amounts_are_bounded_at_start(tmp_path: Path):
+    problems = settings_problems(
+        tmp_path, {"ALERT_GAS_MINIMUM_ETH": "1e999999", "ALERT_DRIFT_TOLERANCE": "1e16"}
+    )
+    assert sorted(problems) == ["ALERT_DRIFT_TOLERANCE", "ALERT_GAS_MINIMUM_ETH"]
