@@ -60,3 +60,20 @@ def test_without_the_security_settings_check_deploy_warns(tmp_path):
     assert result.returncode != 0
     for warning in ("W004", "W008", "W012", "W016"):
         assert f"security.{warning}" in result.stderr + result.stdout
+
+
+def test_manage_py_check_refuses_values_that_would_break_later(tmp_path):
+    """Q_REDIS_URL=redis://h:notaport/0 and REBALANCER_COOLDOWN_BASE_S=1e12 passed
+    `manage.py check` (issue 19); the start-up report names both."""
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "check"],
+        cwd=ROOT,
+        env=base | {"Q_REDIS_URL": "redis://h:notaport/0", "REBALANCER_COOLDOWN_BASE_S": "1e12"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Q_REDIS_URL" in result.stderr and "port" in result.stderr
+    assert "REBALANCER_COOLDOWN_BASE_S" in result.stderr
