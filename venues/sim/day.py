@@ -51,6 +51,12 @@ from venues.sim.venue import SimVenue, equity_vault_id
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("mint", "redemption", "usdc_alpaca_to_base", "usdc_base_to_alpaca")
+CHECKS = (
+    "1 every operation accounted for",
+    "2 effects match operations",
+    "3 drift zero after reconcile",
+    "4 rebuild_inventory --check clean",
+)
 
 # Thresholds of the simulated day (the sim's environment, not the product defaults): bands
 # narrow enough that the desk's drift crosses them within a minute, and again soon after each
@@ -123,7 +129,9 @@ class DayReport:
 
     @property
     def ok(self) -> bool:
-        return bool(self.checks) and all(ok for ok, _ in self.checks.values())
+        return all(name in self.checks for name in CHECKS) and all(
+            ok for ok, _ in self.checks.values()
+        )
 
 
 class SimulatedDay:
@@ -142,10 +150,30 @@ class SimulatedDay:
         self.login: tuple[str, str] | None = None
         self.started = threading.Event()
         self._funding_block = 0
+        self._hurry = threading.Event()
+        self._chain_down: str | None = None
 
     def stop(self) -> None:
-        """End the day (safe from a signal handler): the summary and checks follow."""
+        """End the day (safe from a signal handler): the summary and checks follow. A second
+        call also stops waiting for running operations to finish."""
+        if self._stop.is_set():
+            self._hurry.set()
         self._stop.set()
+
+    def _chains_alive(self) -> bool:
+        """False once a chain's process has ended; said once (the service's and the venue's
+        logs say more)."""
+        if self._chain_down is not None:
+            return False
+        exited = self.venue.chains.exited() if self.venue is not None else []
+        if not exited:
+            return True
+        self._chain_down = ", ".join(exited)
+        self._out(
+            f"a simulated chain stopped: {self._chain_down}; the day ends "
+            f"(operations cannot finish; logs in {self._work})"
+        )
+        return False
 
     # -- the day -------------------------------------------------------------------------------
 
@@ -168,14 +196,19 @@ class SimulatedDay:
             positions={s: OFFCHAIN_SHARES for s in symbols},
             cash_usd=BROKERAGE_CASH,
         )
+        # The venue (its chains, its HTTP server) stops after the service: the `with` ends
+        # after `_stop_service`.
         with self.venue:
             self._fund()
             env = self._env()
             self._prepare(env)
             try:
                 self._start_service(env)
-                self._trade()
-                self._quiesce()
+                try:
+                    self._trade()
+                    self._quiesce()
+                except Exception as error:  # noqa: BLE001 - the checks say what it left
+                    self._out(f"the day was cut short: {type(error).__name__}: {error}")
                 self._checks(env)
             finally:
                 self._stop_service()
@@ -217,6 +250,8 @@ class SimulatedDay:
             capture_output=True,
             text=True,
             timeout=300,
+            # Out of the terminal's process group: a Ctrl-C is the day's to handle.
+            start_new_session=True,
         )
         if check and result.returncode != 0:
             raise RuntimeError(
@@ -317,6 +352,8 @@ class SimulatedDay:
             now = time.monotonic()
             if self.options.duration_s is not None and now - started >= self.options.duration_s:
                 break
+            if not self._chains_alive():
+                break
             if now >= next_phase:
                 phase += 1
                 desk.drift = dict(phases[phase % len(phases)])
@@ -339,7 +376,8 @@ class SimulatedDay:
             self.report.outages = chaos.outages
             self.report.timeouts = chaos.timeouts
         # Hedges whose orders Alpaca has not answered for yet are followed to their outcome.
-        desk.settle_hedges()
+        if self._chains_alive() and not self._hurry.is_set():
+            desk.settle_hedges()
 
     def _covered(self) -> bool:
         assert self.client is not None
@@ -355,6 +393,9 @@ class SimulatedDay:
         assert self.client is not None
         deadline = time.monotonic() + self.options.settle_s
         while time.monotonic() < deadline:
+            if self._hurry.is_set() or not self._chains_alive():
+                self._out("not waiting for running operations to finish")
+                return
             try:
                 active = [
                     row
@@ -365,36 +406,60 @@ class SimulatedDay:
                 active = [None]
             if not active:
                 return
-            time.sleep(0.5)
+            self._hurry.wait(0.5)
         self._out("some operations are still running at the end of the day")
 
     # -- the end of the day --------------------------------------------------------------------
 
     def _checks(self, env: dict[str, str]) -> None:
+        """The four end-of-day checks; one that cannot be made (a venue or the service not
+        answering) fails with the reason, and the others are still made."""
         assert self.client is not None
-        operations = []
-        for row in self.client.get("/operations?limit=500"):
-            operations.append(self.client.get(f"/operations/{row['id']}"))
-        operations.sort(key=lambda row: row["id"])
-        self.report.operations = operations
-        self.report.checks["1 every operation accounted for"] = _check_outcomes(operations)
-        self.report.checks["2 effects match operations"] = self._check_effects(operations)
-        reconcile = self._manage(env, "reconcile", "--json", check=False)
-        self.report.checks["3 drift zero after reconcile"] = _check_drift(reconcile)
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), "rebuild_inventory", "--check",
-             "--no-progress"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        lines = (result.stdout + result.stderr).strip().splitlines()
-        said = [line for line in lines if "difference" in line] or lines or [""]
-        self.report.checks["4 rebuild_inventory --check clean"] = (
-            result.returncode == 0,
-            # "2026-... INFO <logger> inventory rebuild: ..." -> from "inventory rebuild:" on
-            said[-1][said[-1].find("inventory rebuild:") :]
-            if "inventory rebuild:" in said[-1]
-            else said[-1] or f"exit {result.returncode}",
-        )
+        checks = self.report.checks
+        operations: list[dict[str, Any]] | None = None
+        try:
+            operations = []
+            for row in self.client.get("/operations?limit=500"):
+                operations.append(self.client.get(f"/operations/{row['id']}"))
+            operations.sort(key=lambda row: row["id"])
+            self.report.operations = operations
+        except Exception as error:  # noqa: BLE001 - reported as the check's failure
+            operations = None
+            checks[CHECKS[0]] = (False, f"operations not read: {_said(error)}")
+        if operations is not None:
+            checks[CHECKS[0]] = _check_outcomes(operations)
+        if self._chain_down is not None:
+            checks[CHECKS[1]] = (False, f"not checked: {self._chain_down} stopped")
+        elif operations is None:
+            checks[CHECKS[1]] = (False, "not checked: the operations were not read")
+        else:
+            try:
+                checks[CHECKS[1]] = self._check_effects(operations)
+            except Exception as error:  # noqa: BLE001
+                checks[CHECKS[1]] = (False, f"venues not read: {_said(error)}")
+        try:
+            reconcile = self._manage(env, "reconcile", "--json", check=False)
+            checks[CHECKS[2]] = _check_drift(reconcile)
+        except Exception as error:  # noqa: BLE001
+            checks[CHECKS[2]] = (False, f"reconcile did not run: {_said(error)}")
+        try:
+            result = subprocess.run(
+                [sys.executable, str(ROOT / "manage.py"), "rebuild_inventory", "--check",
+                 "--no-progress"],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                start_new_session=True,
+            )  # fmt: skip
+            lines = (result.stdout + result.stderr).strip().splitlines()
+            said = [line for line in lines if "difference" in line] or lines or [""]
+            checks[CHECKS[3]] = (
+                result.returncode == 0,
+                # "2026-... INFO <logger> inventory rebuild: ..." -> from "inventory rebuild:" on
+                said[-1][said[-1].find("inventory rebuild:") :]
+                if "inventory rebuild:" in said[-1]
+                else said[-1] or f"exit {result.returncode}",
+            )
+        except Exception as error:  # noqa: BLE001
+            checks[CHECKS[3]] = (False, f"rebuild_inventory did not run: {_said(error)}")
         try:
             self.report.pools = self.client.get("/pools")
         except Exception:  # noqa: BLE001 - the summary shows none
@@ -404,6 +469,9 @@ class SimulatedDay:
             f"{key} {fault}": count
             for (key, fault), count in self.venue.server.faults_served().items()
         }
+        if self._chain_down is not None:
+            # A check that passed on what could be read still leaves the day broken.
+            checks.setdefault("chains up all day", (False, f"{self._chain_down} stopped"))
 
     def _check_effects(self, operations: list[dict[str, Any]]) -> tuple[bool, str]:
         assert self.venue is not None
@@ -584,7 +652,8 @@ class SimulatedDay:
                 f"{report.faults}"
             )
         out("end-of-day checks:")
-        for name, (ok, detail) in report.checks.items():
+        for name in [*CHECKS, *(name for name in report.checks if name not in CHECKS)]:
+            ok, detail = report.checks.get(name, (False, "not made"))
             out(f"  [{'ok' if ok else 'FAILED'}] {name}: {detail}")
         out("the day " + ("holds: every check passed" if report.ok else "FAILED a check"))
 
@@ -781,6 +850,10 @@ def _anvil_process(venue: SimVenue) -> int | None:
 def _short(event_type: str) -> str:
     """`TokenizedEquityMintEvent::MintAccepted` -> `MintAccepted`."""
     return event_type.rsplit("::", 1)[-1]
+
+
+def _said(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error)[:300]}"
 
 
 def _check_outcomes(operations: list[dict[str, Any]]) -> tuple[bool, str]:
