@@ -115,6 +115,7 @@ class DayOptions:
     until_covered: bool = False  # stop as soon as each kind of operation completed once
     settle_s: float = 90.0  # how long operations may take to finish at the end
     log_dir: str | None = None
+    status_every_s: float = 30.0  # a one-line status while the day runs
 
 
 @dataclass
@@ -178,10 +179,25 @@ class SimulatedDay:
     # -- the day -------------------------------------------------------------------------------
 
     def run(self) -> int:
-        # The simulated venue logs every order and request at INFO; the day's own lines and
-        # the summary are what a person reads here (the service logs to its own file).
-        logging.getLogger("venues.sim.server").setLevel(logging.WARNING)
-        logging.getLogger("venues.sim.chain").setLevel(logging.WARNING)
+        # The simulated venue and the desk (and the Alpaca client it uses) log every order and
+        # request: those lines go to venues.log in the logs directory, as the service's go to
+        # service.log; the terminal shows the day's own lines, its status and the summary.
+        venues_log = logging.getLogger("venues")
+        handler = logging.FileHandler(self._work / "venues.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        saved = (venues_log.level, venues_log.propagate)
+        venues_log.addHandler(handler)
+        venues_log.setLevel(logging.INFO)
+        venues_log.propagate = False
+        try:
+            return self._run()
+        finally:
+            venues_log.removeHandler(handler)
+            venues_log.setLevel(saved[0])
+            venues_log.propagate = saved[1]
+            handler.close()
+
+    def _run(self) -> int:
         if Path(self.db_path).exists() and Path(self.db_path).stat().st_size > 0:
             # The venue is new each day, so the books must be too; never delete a user's file.
             raise DayRefused(
@@ -288,7 +304,10 @@ class SimulatedDay:
         self._out(f"operator console: http://{self.options.http}/admin/")
         self._out(f"operator login: operator / {password}")
         self._out(f"desk API token (ingest, read): {token}")
-        self._out(f"logs: {self._work}")
+        self._out(
+            f"logs: {self._work} (service.log: the service and its workers; venues.log: the "
+            "simulated venue and desk)"
+        )
 
     def _start_service(self, env: dict[str, str]) -> None:
         log = open(self._work / "service.log", "ab")  # noqa: SIM115 - closed with the process
@@ -301,16 +320,17 @@ class SimulatedDay:
             start_new_session=True,
         )
         deadline = time.monotonic() + 120
-        url = f"http://{self.options.http}/api/v1/health"
+        # The login page answers once the server is up. (Not the health endpoint: it answers
+        # 503 until the first heartbeat, which the service logs as an ERROR.)
+        url = f"http://{self.options.http}/admin/login/"
         while time.monotonic() < deadline:
             if self.service.poll() is not None:
                 raise RuntimeError(f"the service exited at start: see {self._work}/service.log")
             try:
                 with urllib.request.urlopen(url, timeout=2):  # noqa: S310
                     break
-            except OSError as error:
-                if getattr(error, "code", None) == 503:
-                    break
+            except OSError:
+                pass
             time.sleep(0.3)
         else:
             raise RuntimeError(f"the service did not answer: see {self._work}/service.log")
@@ -348,6 +368,7 @@ class SimulatedDay:
         phase = 0
         next_phase = started + phase_s
         next_check = started + 5
+        next_status = started + self.options.status_every_s
         while not self._stop.is_set():
             now = time.monotonic()
             if self.options.duration_s is not None and now - started >= self.options.duration_s:
@@ -364,6 +385,9 @@ class SimulatedDay:
                 desk.hedge_once(symbol)
             if chaos is not None:
                 chaos.maybe_act()
+            if now >= next_status:
+                next_status = now + self.options.status_every_s
+                self._status()
             if self.options.until_covered and now >= next_check:
                 next_check = now + 3
                 if self._covered():
@@ -378,6 +402,31 @@ class SimulatedDay:
         # Hedges whose orders Alpaca has not answered for yet are followed to their outcome.
         if self._chains_alive() and not self._hurry.is_set():
             desk.settle_hedges()
+
+    def _status(self) -> None:
+        """One line: operations by state, pools out of band."""
+        assert self.client is not None
+        try:
+            operations = self.client.get("/operations?limit=500")
+            pools = self.client.get("/pools")
+        except Exception as error:  # noqa: BLE001 - said, and the day goes on
+            self._out(f"[{_clock()}] status not read: {_said(error)}")
+            return
+        states = Counter(row["status"] for row in operations)
+        by_state = ", ".join(f"{state} {n}" for state, n in sorted(states.items())) or "none"
+        out_of_band = [
+            f"{pool['key']} {pool['state'].replace('_', ' ')} (ratio {pool['ratio']}, band "
+            f"{pool['band_lower']}-{pool['band_upper']})"
+            for pool in pools
+            if pool["state"] in ("too_much_onchain", "too_much_offchain")
+        ]
+        attention = [pool["key"] for pool in pools if pool["needs_reconciliation"]]
+        line = (
+            f"[{_clock()}] operations: {by_state}; out of band: {'; '.join(out_of_band) or 'none'}"
+        )
+        if attention:
+            line += f"; needs reconciliation: {', '.join(attention)}"
+        self._out(line)
 
     def _covered(self) -> bool:
         assert self.client is not None
@@ -651,6 +700,11 @@ class SimulatedDay:
                 f"service's timeout, faults served {sum(report.faults.values())} "
                 f"{report.faults}"
             )
+        out(f"operator console: http://{self.options.http}/admin/ (stopped with the day)")
+        if self.login is not None:
+            out(f"operator login: {self.login[0]} / {self.login[1]}")
+        out(f"database: {self.db_path}")
+        out(f"logs: {self._work}")
         out("end-of-day checks:")
         for name in [*CHECKS, *(name for name in report.checks if name not in CHECKS)]:
             ok, detail = report.checks.get(name, (False, "not made"))
@@ -850,6 +904,10 @@ def _anvil_process(venue: SimVenue) -> int | None:
 def _short(event_type: str) -> str:
     """`TokenizedEquityMintEvent::MintAccepted` -> `MintAccepted`."""
     return event_type.rsplit("::", 1)[-1]
+
+
+def _clock() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S UTC")
 
 
 def _said(error: BaseException) -> str:
