@@ -42,7 +42,7 @@ from inventory.services import (
     asset_register,
     setting_change,
 )
-from operations.models import Operation, PoolBreaker
+from operations.models import ACTIVE_STATUSES, Operation, PoolBreaker
 from operations.operator import (
     OperatorError,
     operator_force_fail,
@@ -58,6 +58,14 @@ from rebalancer.console.selectors import (
 )
 from rebalancer.console.site import can_operate, require_operator
 from rebalancer.models import AlertState
+from rebalancer.templatetags import console as console_tags
+
+KIND_SHORT = {
+    "mint": "mint",
+    "redemption": "redemption",
+    "usdc_alpaca_to_base": "USDC to Base",
+    "usdc_base_to_alpaca": "USDC to Alpaca",
+}
 
 ACTIONS = {
     "retry": ("Retry now", False),
@@ -72,6 +80,9 @@ ACTIONS = {
 class ReadOnlyAdmin(admin.ModelAdmin):
     paginator = CappedCountPaginator
     show_full_result_count = False
+
+    class Media:
+        css = {"all": ("console/console.css",)}
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -104,15 +115,15 @@ class PoolFilter(admin.SimpleListFilter):
 class OperationAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
-        "kind",
+        "kind_short",
         "pool",
         "amount",
         "status",
         "step",
-        "created_at",
+        "started",
         "duration",
         "attempts",
-        "needs_attention",
+        "attention_flag",
         "error",
     )
     list_filter = ("kind", "status", PoolFilter, "needs_attention", "created_at")
@@ -130,6 +141,26 @@ class OperationAdmin(ReadOnlyAdmin):
     def step(self, obj: Operation) -> str:
         step = getattr(obj, "current_step", None)
         return step.rsplit("::", 1)[-1] if step else "not started"
+
+    @admin.display(description="kind", ordering="kind")
+    def kind_short(self, obj: Operation) -> str:
+        return KIND_SHORT.get(obj.kind, obj.kind)
+
+    @admin.display(description="created", ordering="created_at")
+    def started(self, obj: Operation) -> str:
+        return format_html(
+            '<span title="{}">{}</span><br><small>{}</small>',
+            obj.created_at.isoformat(),
+            console_tags.when(obj.created_at),
+            console_tags.ago(obj.created_at),
+        )
+
+    @admin.display(description="attention", ordering="needs_attention")
+    def attention_flag(self, obj: Operation) -> str:
+        # Only the rows that need a human say so (a cross on every other row read as an error).
+        if not obj.needs_attention:
+            return ""
+        return format_html('<strong class="needs-attention-flag">{}</strong>', "needs attention")
 
     @admin.display(description="duration")
     def duration(self, obj: Operation) -> str:
@@ -170,8 +201,12 @@ class OperationAdmin(ReadOnlyAdmin):
                     "operation_events": events,
                     "references": operation_references(events),
                     "can_operate": can_operate(request),
+                    # Only where they apply: a finished operation has nothing to retry, fail or
+                    # reconcile.
                     "operation_actions": [
-                        (name, label) for name, (label, _reason) in ACTIONS.items()
+                        (name, label)
+                        for name, (label, _reason) in ACTIONS.items()
+                        if operation.status in ACTIVE_STATUSES
                     ],
                     "operation_obj": operation,
                 }

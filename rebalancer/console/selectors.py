@@ -321,6 +321,24 @@ def operation_events(operation: Operation) -> list[dict[str, Any]]:
 
 
 _TX_KEYS = ("tx_hash", "hash", "transaction_hash", "burn_tx_hash", "mint_tx_hash")
+# Chains by id, as an operator names them (the simulated venue's chains included).
+CHAIN_NAMES = {
+    "1": "Ethereum",
+    "8453": "Base",
+    "11155111": "Ethereum Sepolia",
+    "84532": "Base Sepolia",
+    "900001": "Ethereum (simulated)",
+    "908453": "Base (simulated)",
+}
+
+
+def chain_name(chain: str) -> str:
+    """ "8453" -> "Base"; an unknown id stays a number ("chain 42")."""
+    if not chain:
+        return ""
+    return CHAIN_NAMES.get(chain, chain if not chain.isdigit() else f"chain {chain}")
+
+
 _ALPACA_KEYS = ("issuer_request_id", "tokenization_request_id", "transfer_id", "order_id")
 
 
@@ -352,11 +370,27 @@ def operation_references(events: list[dict[str, Any]]) -> dict[str, list[dict[st
             ),
             "",
         )
+        chain = chain_name(chain)
+        # A transfer reference ({"kind": "AlpacaId" | "OnchainTx", "value": ...}) is an Alpaca
+        # id or a transaction hash according to its kind.
+        ref_kinds = {
+            path.rsplit(".", 1)[0]: value
+            for path, value in leaves
+            if path.endswith(".kind") and value in ("AlpacaId", "OnchainTx")
+        }
         for path, value in leaves:
             if not isinstance(value, str) or not value:
                 continue
             leaf = path.rsplit(".", 1)[-1]
-            if (leaf in _TX_KEYS or leaf.endswith("_tx_hash")) and value.startswith("0x"):
+            ref_kind = ref_kinds.get(path.rsplit(".", 1)[0]) if leaf == "value" else None
+            if ref_kind == "AlpacaId":
+                if ("alpaca", value) not in seen:
+                    seen.add(("alpaca", value))
+                    alpaca.append({"id": value, "field": path, "event": row.event_type})
+                continue
+            if (
+                leaf in _TX_KEYS or leaf.endswith("_tx_hash") or ref_kind == "OnchainTx"
+            ) and value.startswith("0x"):
                 if ("tx", value) not in seen:
                     seen.add(("tx", value))
                     txs.append(

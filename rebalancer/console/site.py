@@ -42,6 +42,8 @@ class ConsoleSite(admin.AdminSite):
     site_title = "Rebalancer"
     index_title = "Dashboard"
     index_template = "console/dashboard.html"
+    # The page's width goes to the records, not to a second copy of the index (issue 22).
+    enable_nav_sidebar = False
 
     def get_urls(self) -> list[Any]:
         urls = [

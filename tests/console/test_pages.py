@@ -55,7 +55,7 @@ def test_operation_detail_lists_its_events_in_order(viewer_client, trading_state
     events = Event.objects.filter(aggregate_id=operation.aggregate_id).order_by("sequence")
     assert [row.event_type.rsplit("::", 1)[-1] for row in events] == ["Requested", "RequestFailed"]
     table = body[body.index('id="operation-events"') :]
-    positions = [table.index(f'<td class="event-type">{row.event_type}</td>') for row in events]
+    positions = [table.index(f'<td class="event-type" title="{row.event_type}">') for row in events]
     assert positions == sorted(positions)
     # A viewer gets no action buttons.
     assert 'id="action-fail"' not in body
