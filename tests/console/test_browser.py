@@ -167,6 +167,11 @@ def test_the_dashboard_fits_a_laptop_window(operator_page):
     page = operator_page
     _shot(page, "dashboard-1440")
     assert _overflow_px(page) <= 0
+    # The first screen says what is wrong and what to do, and shows the pools.
+    triage = page.locator("#triage")
+    assert "What to do:" in triage.inner_text()
+    box = page.locator("#pools").bounding_box()
+    assert box is not None and box["y"] < VIEWPORT["height"], box
 
 
 def test_the_operations_list_fits_a_laptop_window(operator_page):
