@@ -12,11 +12,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -27,6 +29,7 @@ from django_q.models import Schedule
 
 from inventory.domain import settings as settings_domain
 from inventory.domain.events import SETTINGS
+from inventory.domain.inventory import detect_imbalance, ratio
 from inventory.domain.values import InvalidValue
 from inventory.models import (
     ApiToken,
@@ -36,6 +39,7 @@ from inventory.models import (
     InventoryPool,
     RebalancingSettingsRow,
 )
+from inventory.selectors import rebalancing_settings_get
 from inventory.services import (
     api_token_create,
     api_token_revoke,
@@ -58,6 +62,7 @@ from rebalancer.console.selectors import (
 )
 from rebalancer.console.site import can_operate, require_operator
 from rebalancer.models import AlertState
+from rebalancer.selectors import pool_state
 from rebalancer.templatetags import console as console_tags
 
 KIND_SHORT = {
@@ -80,6 +85,13 @@ ACTIONS = {
 class ReadOnlyAdmin(admin.ModelAdmin):
     paginator = CappedCountPaginator
     show_full_result_count = False
+    change_list_template = "console/change_list.html"
+    # Said on an empty list: what the page would hold, and when something appears on it.
+    empty_text = ""
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        context = {"empty_text": self.empty_text, **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)
 
     class Media:
         css = {"all": ("console/console.css",)}
@@ -133,6 +145,10 @@ class OperationAdmin(ReadOnlyAdmin):
     ordering = ("-id",)
     change_form_template = "console/operation_detail.html"
     list_per_page = 50
+    empty_text = (
+        "No operation here. An operation starts when a pool leaves its band (a mint, a "
+        "redemption or a USDC move); its steps and their events show on its page."
+    )
 
     def get_queryset(self, request: HttpRequest) -> Any:
         return super().get_queryset(request).annotate(current_step=current_step_subquery())
@@ -296,8 +312,45 @@ class AggregateTypeFilter(admin.SimpleListFilter):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ("id", "aggregate_type", "aggregate_id", "sequence", "event_type", "recorded_at")
+    list_display = (
+        "id",
+        "aggregate_type",
+        "aggregate_link",
+        "sequence",
+        "event_type",
+        "recorded",
+    )
     list_filter = (AggregateTypeFilter, EventTypeFilter)
+    empty_text = (
+        "No event here. Every fill, hedge, balance snapshot, operation step and setting change "
+        "is recorded in this log, in order, and never changed."
+    )
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        operation = Operation.objects.filter(aggregate_id=OuterRef("aggregate_id")).values("pk")
+        return super().get_queryset(request).annotate(operation_id=Subquery(operation[:1]))
+
+    @admin.display(description="aggregate id", ordering="aggregate_id")
+    def aggregate_link(self, obj: Event) -> str:
+        """An operation's events link to the operation."""
+        operation_id = getattr(obj, "operation_id", None)
+        if operation_id is None:
+            return obj.aggregate_id
+        return format_html(
+            '{}<br><a href="{}">operation #{}</a>',
+            obj.aggregate_id,
+            reverse("admin:operations_operation_change", args=[operation_id]),
+            operation_id,
+        )
+
+    @admin.display(description="recorded", ordering="recorded_at")
+    def recorded(self, obj: Event) -> str:
+        return format_html(
+            '<span title="{}">{}</span>',
+            obj.recorded_at.isoformat(),
+            obj.recorded_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC",
+        )
+
     search_fields = ("=aggregate_id",)
     search_help_text = "Exact aggregate id (a symbol, an operation's UUID, venues, global)."
 
@@ -334,10 +387,29 @@ class InventoryPoolAdmin(ReadOnlyAdmin):
         "onchain_inflight",
         "offchain_available",
         "offchain_inflight",
+        "ratio_against_band",
+        "state",
         "needs_reconciliation",
         "updated_at",
     )
     list_filter = ("kind", "needs_reconciliation")
+    empty_text = "No pool yet: a pool appears with the first fill or venue poll of its asset."
+
+    @admin.display(description="ratio (band)")
+    def ratio_against_band(self, obj: InventoryPool) -> str:
+        pool = obj.to_domain()
+        threshold = rebalancing_settings_get().threshold_for(obj.key)
+        value = ratio(pool)
+        shown = "n/a" if value is None else f"{value:.4f}"
+        return f"{shown} ({threshold.lower}-{threshold.upper})"
+
+    @admin.display(description="state")
+    def state(self, obj: InventoryPool) -> str:
+        pool = obj.to_domain()
+        imbalance = detect_imbalance(pool, rebalancing_settings_get().threshold_for(obj.key))
+        text = pool_state(pool, imbalance, obj).replace("_", " ")
+        link = reverse("admin:operations_operation_changelist") + f"?pool={obj.key}"
+        return format_html('{} &middot; <a href="{}">operations</a>', text, link)
 
 
 @admin.register(PoolBreaker)
@@ -353,6 +425,12 @@ class PoolBreakerAdmin(ReadOnlyAdmin):
         "last_failure_reason",
         "updated_at",
     )
+    empty_text = (
+        "No pool has failed: a pool appears here after one of its operations fails, with its "
+        "failures in a row, its cool-down and, after REBALANCER_BREAKER_FAILURES in a row, its "
+        "open circuit breaker (resume it from the dashboard or with manage.py operation "
+        "resume-pool)."
+    )
 
 
 @admin.register(AlertState)
@@ -366,6 +444,12 @@ class AlertStateAdmin(ReadOnlyAdmin):
         "resolved_at",
     )
     list_filter = ("kind",)
+    empty_text = (
+        "No alert has been raised. One opens here when an operation needs attention or runs "
+        "past its expected time, a venue has not been read, a pool drifts from what the venues "
+        "hold, or the signer's gas runs low (checked every minute); docs/operations.md says what "
+        "to do about each."
+    )
 
 
 # --- audited settings and assets ------------------------------------------------------------------

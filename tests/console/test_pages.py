@@ -3,6 +3,7 @@ assets, and what each role may do."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -276,3 +277,46 @@ def test_viewer_can_change_nothing_through_any_console_url(viewer_client, tradin
     assert list(Operation.objects.order_by("id").values()) == before_ops
     asset.refresh_from_db()
     assert asset.rebalancing_enabled is True
+
+
+# --- issue 22: lists link to what they refer to; empty pages explain themselves ------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("admin:rebalancer_alertstate_changelist", "No alert has been raised."),
+        ("admin:operations_poolbreaker_changelist", "No pool has failed"),
+        ("admin:operations_operation_changelist", "An operation starts when a pool leaves"),
+    ],
+)
+def test_an_empty_list_says_what_it_would_hold(admin_client, url, said):
+    body = admin_client.get(reverse(url)).content.decode()
+    assert 'id="empty-explained"' in body and said in body
+
+
+def test_the_event_log_links_an_operations_events_to_it_with_seconds(viewer_client, trading_state):
+    from inventory.domain import usdc
+    from inventory.domain.values import RebalanceDirection
+    from inventory.store import aggregate_execute
+
+    operation = trading_state["attention"]
+    aggregate_execute(
+        spec=usdc.SPEC,
+        aggregate_id=operation.aggregate_id,
+        command=usdc.Request(direction=RebalanceDirection.ALPACA_TO_BASE, amount=Decimal("100")),
+    )
+    body = viewer_client.get(
+        reverse("admin:inventory_event_changelist") + f"?q={operation.aggregate_id}"
+    ).content.decode()
+    link = reverse("admin:operations_operation_change", args=[operation.pk])
+    assert f'<a href="{link}">operation #{operation.pk}</a>' in body
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC", _results(body))
+
+
+def test_the_pools_list_shows_ratio_band_and_state(viewer_client, trading_state):
+    body = viewer_client.get(reverse("admin:inventory_inventorypool_changelist")).content.decode()
+    results = _results(body)
+    assert "0.9000 (0.3-0.7)" in results
+    assert "too much onchain" in results
+    assert "?pool=AAPL" in results
