@@ -412,13 +412,18 @@ class InventoryPoolAdmin(ReadOnlyAdmin):
         return format_html('{} &middot; <a href="{}">operations</a>', text, link)
 
 
+def _pool_operations_link(pool: str) -> str:
+    url = reverse("admin:operations_operation_changelist") + f"?pool={pool}"
+    return format_html('<a href="{}">{}</a>', url, pool)
+
+
 @admin.register(PoolBreaker)
 class PoolBreakerAdmin(ReadOnlyAdmin):
     """Failures do not loop: each pool's failures in a row, cool-down and circuit breaker
     (resume with `manage.py operation resume-pool <pool> --reason ... --actor ...`)."""
 
     list_display = (
-        "pool",
+        "pool_link",
         "consecutive_failures",
         "cooldown_until",
         "open_since",
@@ -432,12 +437,16 @@ class PoolBreakerAdmin(ReadOnlyAdmin):
         "resume-pool)."
     )
 
+    @admin.display(description="pool", ordering="pool")
+    def pool_link(self, obj: PoolBreaker) -> str:
+        return _pool_operations_link(obj.pool)
+
 
 @admin.register(AlertState)
 class AlertStateAdmin(ReadOnlyAdmin):
     list_display = (
         "kind",
-        "message",
+        "message_link",
         "first_seen_at",
         "last_seen_at",
         "last_sent_at",
@@ -450,6 +459,18 @@ class AlertStateAdmin(ReadOnlyAdmin):
         "hold, or the signer's gas runs low (checked every minute); docs/operations.md says what "
         "to do about each."
     )
+
+    @admin.display(description="message")
+    def message_link(self, obj: AlertState) -> str:
+        """The alert's message, linked to the operation or the pool it concerns."""
+        kind, _, rest = obj.key.partition(":")
+        subject = rest.split(":")[0]
+        if kind in ("attention", "overdue") and subject.isdigit():
+            url = reverse("admin:operations_operation_change", args=[int(subject)])
+            return format_html('<a href="{}">{}</a>', url, obj.message)
+        if kind in ("drift", "drift_report") and subject:
+            return format_html("{} &middot; {}", obj.message, _pool_operations_link(subject))
+        return obj.message
 
 
 # --- audited settings and assets ------------------------------------------------------------------

@@ -320,3 +320,18 @@ def test_the_pools_list_shows_ratio_band_and_state(viewer_client, trading_state)
     assert "0.9000 (0.3-0.7)" in results
     assert "too much onchain" in results
     assert "?pool=AAPL" in results
+
+
+def test_alerts_link_to_the_operation_or_pool_they_concern(admin_client, trading_state):
+    from rebalancer.models import AlertState
+
+    attention = trading_state["attention"]
+    AlertState.objects.create(
+        key=f"attention:{attention.pk}", kind="attention", message="needs attention"
+    )
+    AlertState.objects.create(key="drift:USDC", kind="drift", message="pool USDC drifts")
+    results = _results(
+        admin_client.get(reverse("admin:rebalancer_alertstate_changelist")).content.decode()
+    )
+    assert reverse("admin:operations_operation_change", args=[attention.pk]) in results
+    assert reverse("admin:operations_operation_changelist") + "?pool=USDC" in results
