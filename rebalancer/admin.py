@@ -389,8 +389,7 @@ class InventoryPoolAdmin(ReadOnlyAdmin):
         "offchain_inflight",
         "ratio_against_band",
         "state",
-        "needs_reconciliation",
-        "updated_at",
+        "updated",
     )
     list_filter = ("kind", "needs_reconciliation")
     empty_text = "No pool yet: a pool appears with the first fill or venue poll of its asset."
@@ -402,6 +401,14 @@ class InventoryPoolAdmin(ReadOnlyAdmin):
         value = ratio(pool)
         shown = "n/a" if value is None else f"{value:.4f}"
         return f"{shown} ({threshold.lower}-{threshold.upper})"
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, obj: InventoryPool) -> str:
+        return format_html(
+            "{}<br><small>{}</small>",
+            console_tags.when(obj.updated_at),
+            console_tags.ago(obj.updated_at),
+        )
 
     @admin.display(description="state")
     def state(self, obj: InventoryPool) -> str:

@@ -431,6 +431,15 @@ ALERT_ACTIONS = {
 }
 
 
+# What to do when a health check fails, by the check's first word.
+HEALTH_ACTIONS = {
+    "database": "check that the database answers (DATABASE_URL)",
+    "cluster": "check that runrebalancer runs: its workers run the heartbeat task",
+    "snapshot": "check the venue's URL and credentials; manage.py health names the failure",
+    "market": "nothing: the market clock is read again",
+}
+
+
 def alert_pool(alert: AlertState) -> str:
     """The pool an alert concerns (`drift:USDC`, `drift_report:USDC:alpaca`), else ""."""
     if alert.kind in ("drift", "drift_report"):
@@ -473,6 +482,17 @@ def triage(pools: list[PoolView], health: Health) -> list[dict[str, Any]]:
         else:
             continue
         items.append({"kind": "pool", "what": what, "do": do, "pool": pool.key, "since": None})
+    covered = {"operations_needing_attention", "pools_needing_reconciliation"}
+    for check in getattr(health.report, "checks", []):
+        if not check.ok and check.name not in covered:
+            items.append(
+                {
+                    "kind": "health",
+                    "what": f"health check {check.name} fails: {check.detail}",
+                    "do": HEALTH_ACTIONS.get(check.name.split("_", 1)[0], "see docs/operations.md"),
+                    "since": None,
+                }
+            )
     for alert in health.open_alerts:
         if alert.kind == "attention":
             continue  # listed above with its operation

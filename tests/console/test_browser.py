@@ -182,6 +182,14 @@ def test_the_operations_list_fits_a_laptop_window(operator_page):
     assert _overflow_px(page) <= 0
 
 
+def test_the_pools_list_fits_a_laptop_window(operator_page, live_server):
+    page = operator_page
+    page.goto(f"{live_server.url}/admin/inventory/inventorypool/")
+    page.wait_for_selector("#result_list")
+    _shot(page, "pools-1440")
+    assert _overflow_px(page) <= 0
+
+
 def test_an_operation_page_fits_names_chains_and_shows_alpaca_ids(
     operator_page, live_server, trading_state
 ):

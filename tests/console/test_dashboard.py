@@ -125,7 +125,9 @@ def test_the_dashboard_opens_with_what_is_wrong_and_what_to_do(viewer_client, tr
     attention = trading_state["attention"]
     assert f"operation #{attention.pk}" in triage and "withdrawal outcome unknown" in triage
     assert "pool AAPL is out of its band: ratio 0.9000, band 0.3-0.7" in triage
-    assert triage.count("What to do:") == 2
+    # No worker has run the heartbeat task yet: a failing health check is something wrong too.
+    assert "health check cluster_heartbeat fails: never" in triage
+    assert triage.count("What to do:") == 3
     assert body.index('id="triage"') < body.index('id="pools"') < body.index('id="console-health"')
 
 
@@ -152,6 +154,9 @@ def test_a_drift_alert_shows_on_its_pool_and_health_is_not_green_while_it_is_ope
 
 
 def test_nothing_wrong_says_so(viewer_client, db):
+    from rebalancer.periodic import cluster_heartbeat
+
+    cluster_heartbeat()
     body = viewer_client.get(reverse("admin:index")).content.decode()
     assert 'id="all-well"' in body and "Nothing needs you" in body
 
