@@ -215,7 +215,7 @@ class OperationAdmin(ReadOnlyAdmin):
             context.update(
                 {
                     "operation_events": events,
-                    "references": operation_references(events),
+                    "references": operation_references(events, kind=operation.kind),
                     "can_operate": can_operate(request),
                     # Only where they apply: a finished operation has nothing to retry, fail or
                     # reconcile.

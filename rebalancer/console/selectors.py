@@ -361,9 +361,12 @@ def _walk(value: Any, path: str = ""):
         yield path, value
 
 
-def operation_references(events: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
+def operation_references(
+    events: list[dict[str, Any]], *, kind: str = ""
+) -> dict[str, list[dict[str, str]]]:
     """Onchain transactions (hash, chain, status = the event that reported it) and Alpaca ids
-    found in the operation's events."""
+    found in the operation's events. A transaction whose event names no chain is placed by the
+    operation's kind: a mint's and a redemption's all run on Base."""
     txs: list[dict[str, str]] = []
     alpaca: list[dict[str, str]] = []
     seen: set[tuple[str, str]] = set()
@@ -414,6 +417,9 @@ def operation_references(events: list[dict[str, Any]]) -> dict[str, list[dict[st
             ) not in seen:
                 seen.add(("alpaca", value))
                 alpaca.append({"id": value, "field": path, "event": row.event_type})
+    if kind in ("mint", "redemption"):
+        for tx in txs:
+            tx["chain"] = tx["chain"] or "Base"
     return {"transactions": txs, "alpaca": alpaca}
 
 

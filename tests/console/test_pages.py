@@ -335,3 +335,49 @@ def test_alerts_link_to_the_operation_or_pool_they_concern(admin_client, trading
     )
     assert reverse("admin:operations_operation_change", args=[attention.pk]) in results
     assert reverse("admin:operations_operation_changelist") + "?pool=USDC" in results
+
+
+def test_references_name_chains_and_read_alpaca_ids_from_transfer_references():
+    from types import SimpleNamespace
+
+    from rebalancer.console.selectors import operation_references
+
+    def event(event_type: str, payload: dict) -> dict:
+        return {"row": SimpleNamespace(event_type=event_type, payload=payload)}
+
+    usdc = operation_references(
+        [
+            event(
+                "UsdcRebalanceEvent::Initiated",
+                {"Initiated": {"withdrawal_ref": {"kind": "AlpacaId", "value": "wd-1"}}},
+            ),
+            event(
+                "UsdcRebalanceEvent::TransactionSigned",
+                {"TransactionSigned": {"chain_id": "8453", "tx_hash": "0x" + "ab" * 32}},
+            ),
+            event(
+                "UsdcRebalanceEvent::DepositInitiated",
+                {
+                    "DepositInitiated": {
+                        "deposit_ref": {"kind": "OnchainTx", "value": "0x" + "cd" * 32}
+                    }
+                },
+            ),
+        ],
+        kind="usdc_alpaca_to_base",
+    )
+    assert [ref["id"] for ref in usdc["alpaca"]] == ["wd-1"]
+    assert [(tx["hash"][:4], tx["chain"]) for tx in usdc["transactions"]] == [
+        ("0xab", "Base"),
+        ("0xcd", ""),
+    ]
+    mint = operation_references(
+        [
+            event(
+                "TokenizedEquityMintEvent::TokensReceived",
+                {"TokensReceived": {"tx_hash": "0x" + "ef" * 32}},
+            )
+        ],
+        kind="mint",
+    )
+    assert mint["transactions"][0]["chain"] == "Base"
