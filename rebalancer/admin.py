@@ -24,8 +24,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django_q.admin import FailAdmin as DjangoQFailAdmin
 from django_q.admin import ScheduleAdmin as DjangoQScheduleAdmin
-from django_q.models import Schedule
+from django_q.models import Failure, Schedule
 
 from inventory.domain import settings as settings_domain
 from inventory.domain.events import SETTINGS
@@ -848,3 +849,25 @@ class ScheduleReadOnlyAdmin(DjangoQScheduleAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+if admin.site.is_registered(Failure):
+    admin.site.unregister(Failure)
+
+
+@admin.register(Failure)
+class FailedTaskAdmin(DjangoQFailAdmin):
+    """django-q2's failed tasks, with an explanation when there is none."""
+
+    change_list_template = "console/change_list.html"
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        context = {
+            "empty_text": (
+                "No task has failed. A task of the worker cluster that raises or outlives the "
+                "task timeout lands here; an operation's failed steps and retries show on the "
+                "operation's own page."
+            ),
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context=context)

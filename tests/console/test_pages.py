@@ -288,6 +288,7 @@ def test_viewer_can_change_nothing_through_any_console_url(viewer_client, tradin
         ("admin:rebalancer_alertstate_changelist", "No alert has been raised."),
         ("admin:operations_poolbreaker_changelist", "No pool has failed"),
         ("admin:operations_operation_changelist", "An operation starts when a pool leaves"),
+        ("admin:django_q_failure_changelist", "No task has failed."),
     ],
 )
 def test_an_empty_list_says_what_it_would_hold(admin_client, url, said):
