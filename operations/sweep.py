@@ -229,6 +229,7 @@ def sweep_operations(*, now: datetime | None = None) -> list[int]:
         queued = queued_operation_ids()
         stale_before = moment - timedelta(seconds=Conf.RETRY)
         enqueued = []
+        due_now: set[int] = set()
         for operation in candidates:
             if operation.pk in queued:
                 continue
@@ -240,8 +241,17 @@ def sweep_operations(*, now: datetime | None = None) -> list[int]:
                 continue
             operation_enqueue(operation=operation)
             enqueued.append(operation.pk)
+            if operation.status == OperationStatus.WAITING and operation.pk not in lost:
+                due_now.add(operation.pk)
     for operation_id in enqueued:
-        logger.warning("sweep: operation %s had no queued task, re-enqueued", operation_id)
+        # A waiting operation whose time came is routine (its step freed the worker); any
+        # other operation without a task lost it.
+        logger.log(
+            logging.INFO if operation_id in due_now else logging.WARNING,
+            "sweep: operation %s %s, re-enqueued",
+            operation_id,
+            "is due" if operation_id in due_now else "had no queued task",
+        )
     return enqueued
 
 

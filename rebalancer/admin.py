@@ -12,21 +12,25 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django_q.admin import FailAdmin as DjangoQFailAdmin
 from django_q.admin import ScheduleAdmin as DjangoQScheduleAdmin
-from django_q.models import Schedule
+from django_q.models import Failure, Schedule
 
 from inventory.domain import settings as settings_domain
 from inventory.domain.events import SETTINGS
+from inventory.domain.inventory import detect_imbalance, ratio
 from inventory.domain.values import InvalidValue
 from inventory.models import (
     ApiToken,
@@ -36,13 +40,14 @@ from inventory.models import (
     InventoryPool,
     RebalancingSettingsRow,
 )
+from inventory.selectors import rebalancing_settings_get
 from inventory.services import (
     api_token_create,
     api_token_revoke,
     asset_register,
     setting_change,
 )
-from operations.models import Operation, PoolBreaker
+from operations.models import ACTIVE_STATUSES, Operation, PoolBreaker
 from operations.operator import (
     OperatorError,
     operator_force_fail,
@@ -58,6 +63,15 @@ from rebalancer.console.selectors import (
 )
 from rebalancer.console.site import can_operate, require_operator
 from rebalancer.models import AlertState
+from rebalancer.selectors import pool_state
+from rebalancer.templatetags import console as console_tags
+
+KIND_SHORT = {
+    "mint": "mint",
+    "redemption": "redemption",
+    "usdc_alpaca_to_base": "USDC to Base",
+    "usdc_base_to_alpaca": "USDC to Alpaca",
+}
 
 ACTIONS = {
     "retry": ("Retry now", False),
@@ -72,6 +86,16 @@ ACTIONS = {
 class ReadOnlyAdmin(admin.ModelAdmin):
     paginator = CappedCountPaginator
     show_full_result_count = False
+    change_list_template = "console/change_list.html"
+    # Said on an empty list: what the page would hold, and when something appears on it.
+    empty_text = ""
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        context = {"empty_text": self.empty_text, **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)
+
+    class Media:
+        css = {"all": ("console/console.css",)}
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -104,15 +128,15 @@ class PoolFilter(admin.SimpleListFilter):
 class OperationAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
-        "kind",
+        "kind_short",
         "pool",
         "amount",
         "status",
         "step",
-        "created_at",
+        "started",
         "duration",
         "attempts",
-        "needs_attention",
+        "attention_flag",
         "error",
     )
     list_filter = ("kind", "status", PoolFilter, "needs_attention", "created_at")
@@ -122,6 +146,10 @@ class OperationAdmin(ReadOnlyAdmin):
     ordering = ("-id",)
     change_form_template = "console/operation_detail.html"
     list_per_page = 50
+    empty_text = (
+        "No operation here. An operation starts when a pool leaves its band (a mint, a "
+        "redemption or a USDC move); its steps and their events show on its page."
+    )
 
     def get_queryset(self, request: HttpRequest) -> Any:
         return super().get_queryset(request).annotate(current_step=current_step_subquery())
@@ -130,6 +158,26 @@ class OperationAdmin(ReadOnlyAdmin):
     def step(self, obj: Operation) -> str:
         step = getattr(obj, "current_step", None)
         return step.rsplit("::", 1)[-1] if step else "not started"
+
+    @admin.display(description="kind", ordering="kind")
+    def kind_short(self, obj: Operation) -> str:
+        return KIND_SHORT.get(obj.kind, obj.kind)
+
+    @admin.display(description="created", ordering="created_at")
+    def started(self, obj: Operation) -> str:
+        return format_html(
+            '<span title="{}">{}</span><br><small>{}</small>',
+            obj.created_at.isoformat(),
+            console_tags.when(obj.created_at),
+            console_tags.ago(obj.created_at),
+        )
+
+    @admin.display(description="attention", ordering="needs_attention")
+    def attention_flag(self, obj: Operation) -> str:
+        # Only the rows that need a human say so (a cross on every other row read as an error).
+        if not obj.needs_attention:
+            return ""
+        return format_html('<strong class="needs-attention-flag">{}</strong>', "needs attention")
 
     @admin.display(description="duration")
     def duration(self, obj: Operation) -> str:
@@ -168,10 +216,14 @@ class OperationAdmin(ReadOnlyAdmin):
             context.update(
                 {
                     "operation_events": events,
-                    "references": operation_references(events),
+                    "references": operation_references(events, kind=operation.kind),
                     "can_operate": can_operate(request),
+                    # Only where they apply: a finished operation has nothing to retry, fail or
+                    # reconcile.
                     "operation_actions": [
-                        (name, label) for name, (label, _reason) in ACTIONS.items()
+                        (name, label)
+                        for name, (label, _reason) in ACTIONS.items()
+                        if operation.status in ACTIVE_STATUSES
                     ],
                     "operation_obj": operation,
                 }
@@ -261,8 +313,45 @@ class AggregateTypeFilter(admin.SimpleListFilter):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ("id", "aggregate_type", "aggregate_id", "sequence", "event_type", "recorded_at")
+    list_display = (
+        "id",
+        "aggregate_type",
+        "aggregate_link",
+        "sequence",
+        "event_type",
+        "recorded",
+    )
     list_filter = (AggregateTypeFilter, EventTypeFilter)
+    empty_text = (
+        "No event here. Every fill, hedge, balance snapshot, operation step and setting change "
+        "is recorded in this log, in order, and never changed."
+    )
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        operation = Operation.objects.filter(aggregate_id=OuterRef("aggregate_id")).values("pk")
+        return super().get_queryset(request).annotate(operation_id=Subquery(operation[:1]))
+
+    @admin.display(description="aggregate id", ordering="aggregate_id")
+    def aggregate_link(self, obj: Event) -> str:
+        """An operation's events link to the operation."""
+        operation_id = getattr(obj, "operation_id", None)
+        if operation_id is None:
+            return obj.aggregate_id
+        return format_html(
+            '{}<br><a href="{}">operation #{}</a>',
+            obj.aggregate_id,
+            reverse("admin:operations_operation_change", args=[operation_id]),
+            operation_id,
+        )
+
+    @admin.display(description="recorded", ordering="recorded_at")
+    def recorded(self, obj: Event) -> str:
+        return format_html(
+            '<span title="{}">{}</span>',
+            obj.recorded_at.isoformat(),
+            obj.recorded_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC",
+        )
+
     search_fields = ("=aggregate_id",)
     search_help_text = "Exact aggregate id (a symbol, an operation's UUID, venues, global)."
 
@@ -299,10 +388,41 @@ class InventoryPoolAdmin(ReadOnlyAdmin):
         "onchain_inflight",
         "offchain_available",
         "offchain_inflight",
-        "needs_reconciliation",
-        "updated_at",
+        "ratio_against_band",
+        "state",
+        "updated",
     )
     list_filter = ("kind", "needs_reconciliation")
+    empty_text = "No pool yet: a pool appears with the first fill or venue poll of its asset."
+
+    @admin.display(description="ratio (band)")
+    def ratio_against_band(self, obj: InventoryPool) -> str:
+        pool = obj.to_domain()
+        threshold = rebalancing_settings_get().threshold_for(obj.key)
+        value = ratio(pool)
+        shown = "n/a" if value is None else f"{value:.4f}"
+        return f"{shown} ({threshold.lower}-{threshold.upper})"
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, obj: InventoryPool) -> str:
+        return format_html(
+            "{}<br><small>{}</small>",
+            console_tags.when(obj.updated_at),
+            console_tags.ago(obj.updated_at),
+        )
+
+    @admin.display(description="state")
+    def state(self, obj: InventoryPool) -> str:
+        pool = obj.to_domain()
+        imbalance = detect_imbalance(pool, rebalancing_settings_get().threshold_for(obj.key))
+        text = pool_state(pool, imbalance, obj).replace("_", " ")
+        link = reverse("admin:operations_operation_changelist") + f"?pool={obj.key}"
+        return format_html('{} &middot; <a href="{}">operations</a>', text, link)
+
+
+def _pool_operations_link(pool: str) -> str:
+    url = reverse("admin:operations_operation_changelist") + f"?pool={pool}"
+    return format_html('<a href="{}">{}</a>', url, pool)
 
 
 @admin.register(PoolBreaker)
@@ -311,26 +431,54 @@ class PoolBreakerAdmin(ReadOnlyAdmin):
     (resume with `manage.py operation resume-pool <pool> --reason ... --actor ...`)."""
 
     list_display = (
-        "pool",
+        "pool_link",
         "consecutive_failures",
         "cooldown_until",
         "open_since",
         "last_failure_reason",
         "updated_at",
     )
+    empty_text = (
+        "No pool has failed: a pool appears here after one of its operations fails, with its "
+        "failures in a row, its cool-down and, after REBALANCER_BREAKER_FAILURES in a row, its "
+        "open circuit breaker (resume it from the dashboard or with manage.py operation "
+        "resume-pool)."
+    )
+
+    @admin.display(description="pool", ordering="pool")
+    def pool_link(self, obj: PoolBreaker) -> str:
+        return _pool_operations_link(obj.pool)
 
 
 @admin.register(AlertState)
 class AlertStateAdmin(ReadOnlyAdmin):
     list_display = (
         "kind",
-        "message",
+        "message_link",
         "first_seen_at",
         "last_seen_at",
         "last_sent_at",
         "resolved_at",
     )
     list_filter = ("kind",)
+    empty_text = (
+        "No alert has been raised. One opens here when an operation needs attention or runs "
+        "past its expected time, a venue has not been read, a pool drifts from what the venues "
+        "hold, or the signer's gas runs low (checked every minute); docs/operations.md says what "
+        "to do about each."
+    )
+
+    @admin.display(description="message")
+    def message_link(self, obj: AlertState) -> str:
+        """The alert's message, linked to the operation or the pool it concerns."""
+        kind, _, rest = obj.key.partition(":")
+        subject = rest.split(":")[0]
+        if kind in ("attention", "overdue") and subject.isdigit():
+            url = reverse("admin:operations_operation_change", args=[int(subject)])
+            return format_html('<a href="{}">{}</a>', url, obj.message)
+        if kind in ("drift", "drift_report") and subject:
+            return format_html("{} &middot; {}", obj.message, _pool_operations_link(subject))
+        return obj.message
 
 
 # --- audited settings and assets ------------------------------------------------------------------
@@ -777,3 +925,25 @@ class ScheduleReadOnlyAdmin(DjangoQScheduleAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+if admin.site.is_registered(Failure):
+    admin.site.unregister(Failure)
+
+
+@admin.register(Failure)
+class FailedTaskAdmin(DjangoQFailAdmin):
+    """django-q2's failed tasks, with an explanation when there is none."""
+
+    change_list_template = "console/change_list.html"
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        context = {
+            "empty_text": (
+                "No task has failed. A task of the worker cluster that raises or outlives the "
+                "task timeout lands here; an operation's failed steps and retries show on the "
+                "operation's own page."
+            ),
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context=context)

@@ -46,6 +46,10 @@ def _state(pool_domain, imbalance, row) -> str:  # type: ignore[no-untyped-def]
     return "balanced"
 
 
+# The state of one pool row (the console's pools list shows it).
+pool_state = _state
+
+
 def pools_overview() -> list[PoolOverview]:
     """Every pool in key order: amounts, onchain ratio, band, state and active operation.
 

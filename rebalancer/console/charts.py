@@ -58,7 +58,7 @@ def history_svg(pool: PoolView, *, since: datetime, now: datetime) -> SafeString
 
     parts = [
         f'<svg class="history" role="img" width="{WIDTH}" height="{CHART_HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {CHART_HEIGHT}" aria-label="ratio over the last day">',
+        f'viewBox="0 0 {WIDTH} {CHART_HEIGHT}" aria-label="ratio over time">',
         f'<rect x="0" y="0" width="{WIDTH}" height="{CHART_HEIGHT}" fill="#fafafa" stroke="#ddd"/>',
         f'<rect x="0" y="{y(upper)}" width="{WIDTH}" height="{y(lower) - y(upper)}" '
         f'fill="#e3f2e3"/>',
@@ -79,7 +79,7 @@ def history_svg(pool: PoolView, *, since: datetime, now: datetime) -> SafeString
     else:
         parts.append(
             f'<text x="{WIDTH // 2}" y="{CHART_HEIGHT // 2}" text-anchor="middle" '
-            f'font-size="11" fill="#888">no venue poll in the last day</text>'
+            f'font-size="11" fill="#888">no venue poll in this range</text>'
         )
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - numbers only

@@ -122,7 +122,9 @@ def pool_history(*, key: str, since: datetime, points: int = HISTORY_POINTS) -> 
     return samples
 
 
-def pools_overview(*, with_history: bool = True, now: datetime | None = None) -> list[PoolView]:
+def pools_overview(
+    *, with_history: bool = True, now: datetime | None = None, history_s: float = 86400
+) -> list[PoolView]:
     moment = now or timezone.now()
     settings = rebalancing_settings_get()
     breakers = {breaker.pool: breaker for breaker in PoolBreaker.objects.all()}
@@ -145,7 +147,7 @@ def pools_overview(*, with_history: bool = True, now: datetime | None = None) ->
                 state=_pool_state(pool, settings, breakers.get(pool.key), moment),
                 last_observed_at=last,
                 history=(
-                    pool_history(key=pool.key, since=moment - timedelta(days=1))
+                    pool_history(key=pool.key, since=moment - timedelta(seconds=history_s))
                     if with_history
                     else []
                 ),
@@ -284,6 +286,12 @@ class Health:
     def heartbeat_age_s(self) -> int | None:
         return self.age_s(self.heartbeat_at)
 
+    @property
+    def green(self) -> bool:
+        """Healthy only when every check holds and no alert is open (an open alert is something
+        wrong, whatever the checks say)."""
+        return bool(self.report is not None and self.report.healthy and not self.open_alerts)
+
 
 def console_health() -> Health:
     from rebalancer.health import health_report
@@ -321,6 +329,24 @@ def operation_events(operation: Operation) -> list[dict[str, Any]]:
 
 
 _TX_KEYS = ("tx_hash", "hash", "transaction_hash", "burn_tx_hash", "mint_tx_hash")
+# Chains by id, as an operator names them (the simulated venue's chains included).
+CHAIN_NAMES = {
+    "1": "Ethereum",
+    "8453": "Base",
+    "11155111": "Ethereum Sepolia",
+    "84532": "Base Sepolia",
+    "900001": "Ethereum (simulated)",
+    "908453": "Base (simulated)",
+}
+
+
+def chain_name(chain: str) -> str:
+    """ "8453" -> "Base"; an unknown id stays a number ("chain 42")."""
+    if not chain:
+        return ""
+    return CHAIN_NAMES.get(chain, chain if not chain.isdigit() else f"chain {chain}")
+
+
 _ALPACA_KEYS = ("issuer_request_id", "tokenization_request_id", "transfer_id", "order_id")
 
 
@@ -335,9 +361,12 @@ def _walk(value: Any, path: str = ""):
         yield path, value
 
 
-def operation_references(events: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
+def operation_references(
+    events: list[dict[str, Any]], *, kind: str = ""
+) -> dict[str, list[dict[str, str]]]:
     """Onchain transactions (hash, chain, status = the event that reported it) and Alpaca ids
-    found in the operation's events."""
+    found in the operation's events. A transaction whose event names no chain is placed by the
+    operation's kind: a mint's and a redemption's all run on Base."""
     txs: list[dict[str, str]] = []
     alpaca: list[dict[str, str]] = []
     seen: set[tuple[str, str]] = set()
@@ -352,11 +381,27 @@ def operation_references(events: list[dict[str, Any]]) -> dict[str, list[dict[st
             ),
             "",
         )
+        chain = chain_name(chain)
+        # A transfer reference ({"kind": "AlpacaId" | "OnchainTx", "value": ...}) is an Alpaca
+        # id or a transaction hash according to its kind.
+        ref_kinds = {
+            path.rsplit(".", 1)[0]: value
+            for path, value in leaves
+            if path.endswith(".kind") and value in ("AlpacaId", "OnchainTx")
+        }
         for path, value in leaves:
             if not isinstance(value, str) or not value:
                 continue
             leaf = path.rsplit(".", 1)[-1]
-            if (leaf in _TX_KEYS or leaf.endswith("_tx_hash")) and value.startswith("0x"):
+            ref_kind = ref_kinds.get(path.rsplit(".", 1)[0]) if leaf == "value" else None
+            if ref_kind == "AlpacaId":
+                if ("alpaca", value) not in seen:
+                    seen.add(("alpaca", value))
+                    alpaca.append({"id": value, "field": path, "event": row.event_type})
+                continue
+            if (
+                leaf in _TX_KEYS or leaf.endswith("_tx_hash") or ref_kind == "OnchainTx"
+            ) and value.startswith("0x"):
                 if ("tx", value) not in seen:
                     seen.add(("tx", value))
                     txs.append(
@@ -372,4 +417,98 @@ def operation_references(events: list[dict[str, Any]]) -> dict[str, list[dict[st
             ) not in seen:
                 seen.add(("alpaca", value))
                 alpaca.append({"id": value, "field": path, "event": row.event_type})
+    if kind in ("mint", "redemption"):
+        for tx in txs:
+            tx["chain"] = tx["chain"] or "Base"
     return {"transactions": txs, "alpaca": alpaca}
+
+
+# What to do, per alert kind (docs/operations.md says more).
+ALERT_ACTIONS = {
+    "attention": "open the operation: Retry once the venue is back, Reconcile inflight if the "
+    "effect happened outside the system, Force-fail if it did not",
+    "overdue": "open the operation: its current step says what it waits for; check that venue",
+    "venue_poll": "check the venue's URL and credentials (manage.py health names the failure) "
+    "and that the service runs",
+    "drift": "run manage.py reconcile and find the movement the books do not explain (a manual "
+    "transfer, a fill not reported)",
+    "drift_report": "run manage.py reconcile and find the movement the books do not explain",
+    "gas": "send ETH to the signer on that chain",
+}
+
+
+# What to do when a health check fails, by the check's first word.
+HEALTH_ACTIONS = {
+    "database": "check that the database answers (DATABASE_URL)",
+    "cluster": "check that runrebalancer runs: its workers run the heartbeat task",
+    "snapshot": "check the venue's URL and credentials; manage.py health names the failure",
+    "market": "nothing: the market clock is read again",
+}
+
+
+def alert_pool(alert: AlertState) -> str:
+    """The pool an alert concerns (`drift:USDC`, `drift_report:USDC:alpaca`), else ""."""
+    if alert.kind in ("drift", "drift_report"):
+        parts = alert.key.split(":")
+        return parts[1] if len(parts) > 1 else ""
+    return ""
+
+
+def triage(pools: list[PoolView], health: Health) -> list[dict[str, Any]]:
+    """What is wrong now and what to do, most urgent first: operations needing attention, pools
+    out of band or stopped, open alerts (each tied to its pool when it has one)."""
+    items: list[dict[str, Any]] = []
+    for op in Operation.objects.filter(needs_attention=True).order_by("created_at")[:20]:
+        items.append(
+            {
+                "kind": "attention",
+                "what": f"operation #{op.pk} ({op.kind} {op.pool} {op.amount}) needs attention: "
+                f"{op.last_error or op.failure_reason or 'a human must look'}",
+                "do": ALERT_ACTIONS["attention"],
+                "operation": op.pk,
+                "since": op.updated_at,
+            }
+        )
+    for pool in pools:
+        if pool.state == STATE_IMBALANCED:
+            what = (
+                f"pool {pool.key} is out of its band: ratio {pool.ratio:.4f}, band "
+                f"{pool.threshold.lower}-{pool.threshold.upper}"
+            )
+            do = (
+                "an operation starts on its own; if none does, look for a pause, a closed "
+                "market or a disabled asset"
+            )
+        elif pool.state == STATE_HALTED:
+            what = f"pool {pool.key}: rebalancing stopped by its circuit breaker"
+            do = "fix the cause of the failures, then Resume pool"
+        elif pool.state == STATE_RECONCILE:
+            what = f"pool {pool.key} needs reconciliation: {pool.reconciliation_reason}"
+            do = ALERT_ACTIONS["drift"]
+        else:
+            continue
+        items.append({"kind": "pool", "what": what, "do": do, "pool": pool.key, "since": None})
+    covered = {"operations_needing_attention", "pools_needing_reconciliation"}
+    for check in getattr(health.report, "checks", []):
+        if not check.ok and check.name not in covered:
+            items.append(
+                {
+                    "kind": "health",
+                    "what": f"health check {check.name} fails: {check.detail}",
+                    "do": HEALTH_ACTIONS.get(check.name.split("_", 1)[0], "see docs/operations.md"),
+                    "since": None,
+                }
+            )
+    for alert in health.open_alerts:
+        if alert.kind == "attention":
+            continue  # listed above with its operation
+        items.append(
+            {
+                "kind": alert.kind,
+                "what": alert.message,
+                "do": ALERT_ACTIONS.get(alert.kind, "see docs/operations.md"),
+                "pool": alert_pool(alert),
+                "since": alert.first_seen_at,
+            }
+        )
+    return items

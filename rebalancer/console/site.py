@@ -19,7 +19,17 @@ from inventory.services import setting_change
 from rebalancer.console import charts, selectors
 
 VIEW_PERMISSION = "rebalancer.view_console"
+# The dashboard's history ranges (?range=hour|day|week), in seconds.
+RANGES = {"hour": 3600, "day": 86400, "week": 7 * 86400}
 OPERATE_PERMISSION = "rebalancer.operate"
+
+
+def _history_since(pool: Any, now: Any, span_s: float) -> Any:
+    """The chart's start: the oldest sample in the range (at least a minute back), else the
+    range's start."""
+    if pool.history:
+        return min(pool.history[0][0], now - timedelta(minutes=1))
+    return now - timedelta(seconds=span_s)
 
 
 def can_view(request: HttpRequest) -> bool:
@@ -42,6 +52,8 @@ class ConsoleSite(admin.AdminSite):
     site_title = "Rebalancer"
     index_title = "Dashboard"
     index_template = "console/dashboard.html"
+    # The page's width goes to the records, not to a second copy of the index (issue 22).
+    enable_nav_sidebar = False
 
     def get_urls(self) -> list[Any]:
         urls = [
@@ -67,24 +79,37 @@ class ConsoleSite(admin.AdminSite):
         if not can_view(request):
             return {"console_visible": False}
         now = timezone.now()
-        pools = selectors.pools_overview(now=now)
+        chosen = request.GET.get("range", "day")
+        span_s = RANGES.get(chosen, RANGES["day"])
+        pools = selectors.pools_overview(now=now, history_s=span_s)
+        health = selectors.console_health()
+        alerts_by_pool: dict[str, list[Any]] = {}
+        for alert in health.open_alerts:
+            if pool_key := selectors.alert_pool(alert):
+                alerts_by_pool.setdefault(pool_key, []).append(alert)
         return {
             "console_visible": True,
             "can_operate": can_operate(request),
             "now": now,
+            "range": chosen if chosen in RANGES else "day",
+            "ranges": list(RANGES),
             "pools": [
                 {
                     "pool": pool,
                     "band_svg": charts.band_svg(pool),
-                    "history_svg": charts.history_svg(pool, since=now - timedelta(days=1), now=now),
+                    # The chart spans the history that exists within the range, not the range.
+                    "history_since": (since := _history_since(pool, now, span_s)),
+                    "history_svg": charts.history_svg(pool, since=since, now=now),
+                    "alerts": alerts_by_pool.get(pool.key, []),
                 }
                 for pool in pools
             ],
+            "triage": selectors.triage(pools, health),
             "attention": selectors.operations_needing_attention(),
             "active": selectors.operations_active_first(),
             "failures": selectors.operations_recent_failures(),
             "timings": selectors.step_timings(since=now - timedelta(days=1)),
-            "health": selectors.console_health(),
+            "health": health,
         }
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:

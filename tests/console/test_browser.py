@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,10 @@ from django.contrib.auth.models import Group, User
 from tests.console.conftest import SCREENSHOT_DIR
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+# Issue 22: a laptop's window. Every page must fit its width.
+VIEWPORT = {"width": 1440, "height": 900}
+WITHDRAWAL_ID = "35bf992d-c9e9-4616-a12e-7696a6cecc1b"
+BURN_TX = "0x" + "e7a26ff6" * 8
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -52,7 +57,7 @@ def browser():
 def operator_page(browser, live_server, trading_state):
     user = User.objects.create_user("olga", password="olga-pw-123", is_staff=True)
     user.groups.add(Group.objects.get(name="operators"))
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport=VIEWPORT)
     page.goto(f"{live_server.url}/admin/")
     page.fill("#id_username", "olga")
     page.fill("#id_password", "olga-pw-123")
@@ -60,6 +65,49 @@ def operator_page(browser, live_server, trading_state):
     page.wait_for_selector("#console-dashboard")
     yield page
     page.close()
+
+
+def _overflow_px(page) -> int:
+    """How far the page, or any table or preformatted block in it, is wider than the space it
+    has (0 or less: nothing to scroll sideways, not even inside a scrolling box)."""
+    return int(
+        page.evaluate(
+            """() => {
+              const root = document.documentElement;
+              let worst = Math.max(root.scrollWidth, document.body.scrollWidth) - root.clientWidth;
+              for (const el of document.querySelectorAll("table, pre, svg, code")) {
+                const parent = el.parentElement;
+                if (!parent || parent.closest("svg")) continue;
+                worst = Math.max(worst, el.getBoundingClientRect().width - parent.clientWidth);
+              }
+              return Math.round(worst);
+            }"""
+        )
+    )
+
+
+def _with_steps(operation) -> None:
+    """The USDC operation's first steps, as its workflow records them: the Alpaca withdrawal
+    (its id), a signed burn on Ethereum (a long raw transaction), the bridging."""
+    from inventory.domain import usdc
+    from inventory.domain.events import TxPurpose
+    from inventory.domain.values import RebalanceDirection, TransferRef, TransferRefKind
+    from inventory.store import aggregate_execute
+
+    for command in (
+        usdc.Request(direction=RebalanceDirection.ALPACA_TO_BASE, amount=Decimal("100")),
+        usdc.Initiate(
+            direction=RebalanceDirection.ALPACA_TO_BASE,
+            amount=Decimal("100"),
+            withdrawal=TransferRef(TransferRefKind.ALPACA_ID, WITHDRAWAL_ID),
+        ),
+        usdc.ConfirmWithdrawal(amount_received=Decimal("100"), fee=Decimal("0")),
+        usdc.RecordTransaction(
+            purpose=TxPurpose.BURN, chain_id=1, raw_tx=bytes(range(256)) * 3, tx_hash=BURN_TX
+        ),
+        usdc.InitiateBridging(burn_tx=BURN_TX, cctp_nonce="0x" + "35" * 32),
+    ):
+        aggregate_execute(spec=usdc.SPEC, aggregate_id=operation.aggregate_id, command=command)
 
 
 def _shot(page, name: str) -> Path:
@@ -113,3 +161,58 @@ def test_operations_list_and_detail(operator_page, live_server, trading_state):
     page.click("#confirm-button")
     page.wait_for_selector("#operation-events")
     assert "Retry now done on operation" in page.locator(".messagelist").inner_text()
+
+
+def test_the_dashboard_fits_a_laptop_window(operator_page):
+    page = operator_page
+    _shot(page, "dashboard-1440")
+    assert _overflow_px(page) <= 0
+    # The first screen says what is wrong and what to do, and shows the pools.
+    triage = page.locator("#triage")
+    assert "What to do:" in triage.inner_text()
+    box = page.locator("#pools").bounding_box()
+    assert box is not None and box["y"] < VIEWPORT["height"], box
+
+
+def test_the_operations_list_fits_a_laptop_window(operator_page):
+    page = operator_page
+    page.click("a[href$='/operations/operation/']")
+    page.wait_for_selector("#result_list")
+    _shot(page, "operations-1440")
+    assert _overflow_px(page) <= 0
+
+
+def test_the_pools_list_fits_a_laptop_window(operator_page, live_server):
+    page = operator_page
+    page.goto(f"{live_server.url}/admin/inventory/inventorypool/")
+    page.wait_for_selector("#result_list")
+    _shot(page, "pools-1440")
+    assert _overflow_px(page) <= 0
+
+
+def test_an_operation_page_fits_names_chains_and_shows_alpaca_ids(
+    operator_page, live_server, trading_state
+):
+    page = operator_page
+    attention = trading_state["attention"]
+    _with_steps(attention)
+    page.goto(f"{live_server.url}/admin/operations/operation/{attention.pk}/change/")
+    page.wait_for_selector("#operation-events")
+    _shot(page, "operation-detail-1440")
+    assert _overflow_px(page) <= 0
+    assert WITHDRAWAL_ID in page.locator("#operation-alpaca-ids").inner_text()
+    transactions = page.locator("#operation-transactions").inner_text()
+    assert "Ethereum" in transactions
+    # Hashes are shortened where they are shown and whole on hover and for copying.
+    burn = page.locator(f'#operation-transactions [data-full="{BURN_TX}"]').first
+    assert burn.get_attribute("title") == BURN_TX
+    assert page.locator("#action-retry").is_visible()  # active: the actions apply
+
+
+def test_a_finished_operation_offers_no_action(operator_page, live_server, trading_state):
+    page = operator_page
+    failed = trading_state["failed"]
+    page.goto(f"{live_server.url}/admin/operations/operation/{failed.pk}/change/")
+    page.wait_for_selector("#operation-events")
+    for action in ("retry", "fail", "reconcile"):
+        assert page.locator(f"#action-{action}").count() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -113,3 +114,63 @@ def test_dashboard_shows_the_service_health_checks(viewer_client, trading_state)
     assert 'class="health-check failing" data-check="cluster_heartbeat"' in body
     assert 'class="health-check failing" data-check="operations_needing_attention"' in body
     assert 'class="health-check ok" data-check="database"' in body
+
+
+# --- issue 22: the first screen answers "is anything wrong, and what do I do" -----------------
+
+
+def test_the_dashboard_opens_with_what_is_wrong_and_what_to_do(viewer_client, trading_state):
+    body = viewer_client.get(reverse("admin:index")).content.decode()
+    triage = body[body.index('id="triage"') : body.index('class="console-pools"')]
+    attention = trading_state["attention"]
+    assert f"operation #{attention.pk}" in triage and "withdrawal outcome unknown" in triage
+    assert "pool AAPL is out of its band: ratio 0.9000, band 0.3-0.7" in triage
+    # No worker has run the heartbeat task yet: a failing health check is something wrong too.
+    assert "health check cluster_heartbeat fails: never" in triage
+    assert triage.count("What to do:") == 3
+    assert body.index('id="triage"') < body.index('id="pools"') < body.index('id="console-health"')
+
+
+def test_a_drift_alert_shows_on_its_pool_and_health_is_not_green_while_it_is_open(
+    viewer_client, trading_state
+):
+    from rebalancer.models import AlertState
+
+    Operation = trading_state["attention"].__class__
+    Operation.objects.update(needs_attention=False)
+    AlertState.objects.create(
+        key="drift_report:USDC:alpaca",
+        kind="drift_report",
+        message="pool USDC at alpaca: projected and observed differ by 12.5 (tolerance 0)",
+    )
+    body = viewer_client.get(reverse("admin:index")).content.decode()
+    assert '<strong class="state-running">healthy</strong>' not in body
+    row = body[body.index('class="pool-row" data-pool="USDC"') :]
+    row = row[: row.index("</tr>")]
+    assert 'data-alert="drift_report:USDC:alpaca"' in row and "differ by 12.5" in row
+    assert re.search(r"since \d\d:\d\d:\d\d UTC, \d+s ago", row), row
+    triage = body[body.index('id="triage"') : body.index('class="console-pools"')]
+    assert 'data-pool="USDC"' in triage and "manage.py reconcile" in triage
+
+
+def test_nothing_wrong_says_so(viewer_client, db):
+    from rebalancer.periodic import cluster_heartbeat
+
+    cluster_heartbeat()
+    body = viewer_client.get(reverse("admin:index")).content.decode()
+    assert 'id="all-well"' in body and "Nothing needs you" in body
+
+
+def test_the_history_chart_spans_the_history_there_is_and_switches_range(
+    viewer_client, trading_state
+):
+    sample = PoolRatioSample.objects.order_by("recorded_at").first()
+    body = viewer_client.get(reverse("admin:index") + "?range=hour").content.decode()
+    assert 'data-range="hour" class="current"' in body
+    # The only sample is 30 s old: the chart starts a minute back, not an hour or a day back.
+    spans = re.findall(r'class="history-span">from \d\d:\d\d:\d\d UTC \(([^)]*) ago\)', body)
+    assert spans and all(re.fullmatch(r"\d+s|1m [01]s", ago) for ago in spans), spans
+    assert sample is not None
+    assert 'data-fragment-url="/admin/console/fragment/?range=hour"' in body
+    week = viewer_client.get(reverse("admin:console_fragment") + "?range=week").content.decode()
+    assert 'data-range="week" class="current"' in week

@@ -3,6 +3,7 @@ assets, and what each role may do."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -55,7 +56,7 @@ def test_operation_detail_lists_its_events_in_order(viewer_client, trading_state
     events = Event.objects.filter(aggregate_id=operation.aggregate_id).order_by("sequence")
     assert [row.event_type.rsplit("::", 1)[-1] for row in events] == ["Requested", "RequestFailed"]
     table = body[body.index('id="operation-events"') :]
-    positions = [table.index(f'<td class="event-type">{row.event_type}</td>') for row in events]
+    positions = [table.index(f'<td class="event-type" title="{row.event_type}">') for row in events]
     assert positions == sorted(positions)
     # A viewer gets no action buttons.
     assert 'id="action-fail"' not in body
@@ -276,3 +277,108 @@ def test_viewer_can_change_nothing_through_any_console_url(viewer_client, tradin
     assert list(Operation.objects.order_by("id").values()) == before_ops
     asset.refresh_from_db()
     assert asset.rebalancing_enabled is True
+
+
+# --- issue 22: lists link to what they refer to; empty pages explain themselves ------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("admin:rebalancer_alertstate_changelist", "No alert has been raised."),
+        ("admin:operations_poolbreaker_changelist", "No pool has failed"),
+        ("admin:operations_operation_changelist", "An operation starts when a pool leaves"),
+        ("admin:django_q_failure_changelist", "No task has failed."),
+    ],
+)
+def test_an_empty_list_says_what_it_would_hold(admin_client, url, said):
+    body = admin_client.get(reverse(url)).content.decode()
+    assert 'id="empty-explained"' in body and said in body
+
+
+def test_the_event_log_links_an_operations_events_to_it_with_seconds(viewer_client, trading_state):
+    from inventory.domain import usdc
+    from inventory.domain.values import RebalanceDirection
+    from inventory.store import aggregate_execute
+
+    operation = trading_state["attention"]
+    aggregate_execute(
+        spec=usdc.SPEC,
+        aggregate_id=operation.aggregate_id,
+        command=usdc.Request(direction=RebalanceDirection.ALPACA_TO_BASE, amount=Decimal("100")),
+    )
+    body = viewer_client.get(
+        reverse("admin:inventory_event_changelist") + f"?q={operation.aggregate_id}"
+    ).content.decode()
+    link = reverse("admin:operations_operation_change", args=[operation.pk])
+    assert f'<a href="{link}">operation #{operation.pk}</a>' in body
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC", _results(body))
+
+
+def test_the_pools_list_shows_ratio_band_and_state(viewer_client, trading_state):
+    body = viewer_client.get(reverse("admin:inventory_inventorypool_changelist")).content.decode()
+    results = _results(body)
+    assert "0.9000 (0.3-0.7)" in results
+    assert "too much onchain" in results
+    assert "?pool=AAPL" in results
+
+
+def test_alerts_link_to_the_operation_or_pool_they_concern(admin_client, trading_state):
+    from rebalancer.models import AlertState
+
+    attention = trading_state["attention"]
+    AlertState.objects.create(
+        key=f"attention:{attention.pk}", kind="attention", message="needs attention"
+    )
+    AlertState.objects.create(key="drift:USDC", kind="drift", message="pool USDC drifts")
+    results = _results(
+        admin_client.get(reverse("admin:rebalancer_alertstate_changelist")).content.decode()
+    )
+    assert reverse("admin:operations_operation_change", args=[attention.pk]) in results
+    assert reverse("admin:operations_operation_changelist") + "?pool=USDC" in results
+
+
+def test_references_name_chains_and_read_alpaca_ids_from_transfer_references():
+    from types import SimpleNamespace
+
+    from rebalancer.console.selectors import operation_references
+
+    def event(event_type: str, payload: dict) -> dict:
+        return {"row": SimpleNamespace(event_type=event_type, payload=payload)}
+
+    usdc = operation_references(
+        [
+            event(
+                "UsdcRebalanceEvent::Initiated",
+                {"Initiated": {"withdrawal_ref": {"kind": "AlpacaId", "value": "wd-1"}}},
+            ),
+            event(
+                "UsdcRebalanceEvent::TransactionSigned",
+                {"TransactionSigned": {"chain_id": "8453", "tx_hash": "0x" + "ab" * 32}},
+            ),
+            event(
+                "UsdcRebalanceEvent::DepositInitiated",
+                {
+                    "DepositInitiated": {
+                        "deposit_ref": {"kind": "OnchainTx", "value": "0x" + "cd" * 32}
+                    }
+                },
+            ),
+        ],
+        kind="usdc_alpaca_to_base",
+    )
+    assert [ref["id"] for ref in usdc["alpaca"]] == ["wd-1"]
+    assert [(tx["hash"][:4], tx["chain"]) for tx in usdc["transactions"]] == [
+        ("0xab", "Base"),
+        ("0xcd", ""),
+    ]
+    mint = operation_references(
+        [
+            event(
+                "TokenizedEquityMintEvent::TokensReceived",
+                {"TokensReceived": {"tx_hash": "0x" + "ef" * 32}},
+            )
+        ],
+        kind="mint",
+    )
+    assert mint["transactions"][0]["chain"] == "Base"

@@ -95,6 +95,24 @@ def test_sweep_reenqueues_a_waiting_operation_only_when_it_is_due(next_run_at, e
     assert sweep_operations(now=NOW) == ([operation.pk] if expected_enqueued else [])
 
 
+def test_a_waiting_operation_come_due_is_routine_and_a_lost_task_is_a_warning(caplog):
+    """Issue 22: a waiting operation whose time came is enqueued by the due loop many times a
+    day (INFO); an active operation whose task is gone is worth a WARNING."""
+    waiting = create("AAPL")
+    lost = create("USDC")
+    lose_all_tasks()
+    Operation.objects.filter(pk=waiting.pk).update(
+        status=OperationStatus.WAITING, next_run_at=NOW - timedelta(seconds=1)
+    )
+    with caplog.at_level("INFO", logger="operations.sweep"):
+        assert sweep_operations(now=NOW) == [waiting.pk, lost.pk]
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "operations.sweep"]
+    assert said == [
+        ("INFO", f"sweep: operation {waiting.pk} is due, re-enqueued"),
+        ("WARNING", f"sweep: operation {lost.pk} had no queued task, re-enqueued"),
+    ]
+
+
 def test_sweep_reenqueues_a_running_operation_whose_worker_died_with_its_task():
     operation = create()
     lose_all_tasks()

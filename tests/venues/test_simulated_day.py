@@ -8,11 +8,17 @@ asserts the process's own verdict (exit 0) and each of the four end-of-day check
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -35,11 +41,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def simulated_day(tmp_path, *extra: str) -> tuple[int, str]:
+def day_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DATABASE_URL", None)
     env["DJANGO_SETTINGS_MODULE"] = "rebalancer.settings"
-    argv = [
+    return env
+
+
+def day_argv(tmp_path, *extra: str) -> list[str]:
+    return [
         sys.executable,
         "manage.py",
         "runrebalancer",
@@ -50,13 +60,17 @@ def simulated_day(tmp_path, *extra: str) -> tuple[int, str]:
         "7",
         "--duration",
         "420",
-        "--until-covered",
         "--http",
         f"127.0.0.1:{free_port()}",
         "--db",
         str(tmp_path / "day.sqlite3"),
         *extra,
     ]
+
+
+def simulated_day(tmp_path, *extra: str) -> tuple[int, str]:
+    env = day_env()
+    argv = day_argv(tmp_path, "--until-covered", *extra)
     result = subprocess.run(
         argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
     )
@@ -97,3 +111,146 @@ def test_an_existing_database_file_is_refused_and_left_alone(tmp_path):
     assert code != 0
     assert "the file exists; a simulated day needs a fresh database" in output
     assert existing.read_bytes() == b"someone's data"
+
+
+class RunningDay:
+    """A day started as a terminal would start it: its own process group (the test is not in
+    it), output read line by line as it comes."""
+
+    def __init__(self, tmp_path) -> None:
+        self.process = subprocess.Popen(
+            day_argv(tmp_path),
+            cwd=ROOT,
+            env=day_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout_s: float = 300) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.output, re.M)
+            if match:
+                return match
+            assert self.process.poll() is None, self.output[-4000:]
+            time.sleep(0.2)
+        raise AssertionError(f"{pattern!r} not printed in {timeout_s} s: {self.output[-4000:]}")
+
+    def wait_for_a_completed_operation(self, timeout_s: float = 300) -> None:
+        url = self.wait_for(r"operator console: (http://\S+)/admin/")[1]
+        token = self.wait_for(r"desk API token \(ingest, read\): (\S+)")[1]
+        self.wait_for(r"the desk starts trading")
+        request = urllib.request.Request(
+            f"{url}/api/v1/operations?status=completed&limit=1",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output[-4000:]
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                    if json.loads(response.read()):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"no operation completed in {timeout_s} s: {self.output[-4000:]}")
+
+    def finish(self, timeout_s: float = 400) -> int:
+        try:
+            code = self.process.wait(timeout=timeout_s)
+        finally:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+        self._reader.join(timeout=30)
+        return code
+
+    def children(self, name: str) -> list[int]:
+        """Pids of the day's direct children whose command is `name` (e.g. anvil)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            command = stat[stat.find("(") + 1 : stat.rfind(")")]
+            parent = int(stat[stat.rfind(")") + 2 :].split()[1])
+            if parent == self.process.pid and command == name:
+                found.append(int(entry.name))
+        return found
+
+
+def test_ctrl_c_in_a_terminal_ends_the_day_with_its_summary_and_checks(tmp_path):
+    """Issue 22: a terminal's Ctrl-C sends SIGINT to the whole foreground process group. The
+    chains and the venue must outlive the service (they stop last), so the day ends as if only
+    the main process had been told: the summary, the four checks held, exit 0."""
+    day = RunningDay(tmp_path)
+    try:
+        day.wait_for_a_completed_operation()
+        # The periodic status line: operations by state, pools out of band.
+        day.wait_for(r"^\[\d\d:\d\d:\d\d UTC\] operations: .*completed [1-9].*; out of band: ")
+        os.killpg(day.process.pid, signal.SIGINT)
+    finally:
+        code = day.finish()
+    output = day.output
+    assert "a simulated chain stopped" not in output, output[-6000:]
+    assert "Traceback" not in output, output[-6000:]
+    summary = output[output.find("== the simulated day ==") :]
+    assert "== the simulated day ==" in output, output[-6000:]
+    for check in CHECKS:
+        assert f"[ok] {check}" in summary, summary
+    assert re.search(r"^\s+\S+\s+completed\s+[1-9]", summary, re.M), summary
+    assert "the day holds" in summary
+    assert code == 0, summary
+    # The terminal is for the day's own lines: the desk's and the venue's routine lines are in
+    # the logs directory, and the login is printed again with the summary.
+    logs = Path(re.search(r"^logs: (\S+) \(", output, re.M)[1])
+    assert "submitting market order" not in output
+    assert "submitting market order" in (logs / "venues.log").read_text()
+    login = re.search(r"^operator login: operator / \S+$", output, re.M)[0]
+    assert login in summary and "operator console: http://" in summary, summary
+    # No start-up ERROR for the day's own probe of a server not yet up or not yet healthy.
+    assert "Service Unavailable: /api/v1/health" not in (logs / "service.log").read_text()
+
+
+def test_a_chain_that_dies_is_reported_once_and_the_day_still_ends_with_its_checks(tmp_path):
+    """A chain that stops mid-day ends the day: said once, no traceback stream, no wait on
+    operations that cannot finish, the summary and the four checks printed, exit 1."""
+    day = RunningDay(tmp_path)
+    try:
+        day.wait_for_a_completed_operation()
+        anvils = day.children("anvil")
+        assert len(anvils) == 2, anvils
+        os.kill(max(anvils), signal.SIGKILL)  # the second started: Base
+    finally:
+        code = day.finish()
+    output = day.output
+    assert output.count("a simulated chain stopped") == 1, output[-6000:]
+    summary = output[output.find("== the simulated day ==") :]
+    assert "== the simulated day ==" in output, output[-6000:]
+    for check in CHECKS:
+        assert re.search(rf"\[(ok|FAILED)\] {re.escape(check)}: ", summary), summary
+    assert re.search(r"\[FAILED\] chains up all day: \w+ \(anvil pid", summary), summary
+    assert "the day FAILED a check" in summary
+    # The venue's settlement thread says so once (in the logs directory), not at every tick.
+    assert "Traceback" not in output, output[-6000:]
+    logs = Path(re.search(r"^logs: (\S+) \(", output, re.M)[1])
+    assert (logs / "venues.log").read_text().count("settlement step failed") == 1
+    assert code == 1, summary

@@ -194,6 +194,9 @@ def _start_anvil(*, chain_id: int, log_dir: Path, name: str, timeout_s: float) -
             stdout=log_file,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            # Its own session: a terminal's Ctrl-C (SIGINT to the foreground process group)
+            # must not kill the chain under a day that is ending; its owner stops it last.
+            start_new_session=True,
         )
     deadline = time.monotonic() + timeout_s
     pattern = re.compile(rb"Listening on 127\.0\.0\.1:(\d+)")
@@ -329,6 +332,16 @@ class SimChains:
         """JSON-able description (rpc urls, chain ids, addresses) for `attach()`."""
         with self._tokens_guard:
             return {"ethereum": asdict(self.ethereum), "base": asdict(self.base)}
+
+    def exited(self) -> list[str]:
+        """The chains whose anvil process has ended, e.g. `base (anvil pid 12, exit -2)`."""
+        names = {self.ethereum.rpc_url: "ethereum", self.base.rpc_url: "base"}
+        return [
+            f"{names.get(f'http://127.0.0.1:{started.port}', 'a chain')} "
+            f"(anvil pid {started.process.pid}, exit {started.process.returncode})"
+            for started in self._processes
+            if started.process.poll() is not None
+        ]
 
     def stop(self) -> None:
         for started in self._processes:

@@ -51,6 +51,12 @@ from venues.sim.venue import SimVenue, equity_vault_id
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("mint", "redemption", "usdc_alpaca_to_base", "usdc_base_to_alpaca")
+CHECKS = (
+    "1 every operation accounted for",
+    "2 effects match operations",
+    "3 drift zero after reconcile",
+    "4 rebuild_inventory --check clean",
+)
 
 # Thresholds of the simulated day (the sim's environment, not the product defaults): bands
 # narrow enough that the desk's drift crosses them within a minute, and again soon after each
@@ -109,6 +115,7 @@ class DayOptions:
     until_covered: bool = False  # stop as soon as each kind of operation completed once
     settle_s: float = 90.0  # how long operations may take to finish at the end
     log_dir: str | None = None
+    status_every_s: float = 30.0  # a one-line status while the day runs
 
 
 @dataclass
@@ -123,7 +130,9 @@ class DayReport:
 
     @property
     def ok(self) -> bool:
-        return bool(self.checks) and all(ok for ok, _ in self.checks.values())
+        return all(name in self.checks for name in CHECKS) and all(
+            ok for ok, _ in self.checks.values()
+        )
 
 
 class SimulatedDay:
@@ -142,18 +151,53 @@ class SimulatedDay:
         self.login: tuple[str, str] | None = None
         self.started = threading.Event()
         self._funding_block = 0
+        self._hurry = threading.Event()
+        self._chain_down: str | None = None
 
     def stop(self) -> None:
-        """End the day (safe from a signal handler): the summary and checks follow."""
+        """End the day (safe from a signal handler): the summary and checks follow. A second
+        call also stops waiting for running operations to finish."""
+        if self._stop.is_set():
+            self._hurry.set()
         self._stop.set()
+
+    def _chains_alive(self) -> bool:
+        """False once a chain's process has ended; said once (the service's and the venue's
+        logs say more)."""
+        if self._chain_down is not None:
+            return False
+        exited = self.venue.chains.exited() if self.venue is not None else []
+        if not exited:
+            return True
+        self._chain_down = ", ".join(exited)
+        self._out(
+            f"a simulated chain stopped: {self._chain_down}; the day ends "
+            f"(operations cannot finish; logs in {self._work})"
+        )
+        return False
 
     # -- the day -------------------------------------------------------------------------------
 
     def run(self) -> int:
-        # The simulated venue logs every order and request at INFO; the day's own lines and
-        # the summary are what a person reads here (the service logs to its own file).
-        logging.getLogger("venues.sim.server").setLevel(logging.WARNING)
-        logging.getLogger("venues.sim.chain").setLevel(logging.WARNING)
+        # The simulated venue and the desk (and the Alpaca client it uses) log every order and
+        # request: those lines go to venues.log in the logs directory, as the service's go to
+        # service.log; the terminal shows the day's own lines, its status and the summary.
+        venues_log = logging.getLogger("venues")
+        handler = logging.FileHandler(self._work / "venues.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        saved = (venues_log.level, venues_log.propagate)
+        venues_log.addHandler(handler)
+        venues_log.setLevel(logging.INFO)
+        venues_log.propagate = False
+        try:
+            return self._run()
+        finally:
+            venues_log.removeHandler(handler)
+            venues_log.setLevel(saved[0])
+            venues_log.propagate = saved[1]
+            handler.close()
+
+    def _run(self) -> int:
         if Path(self.db_path).exists() and Path(self.db_path).stat().st_size > 0:
             # The venue is new each day, so the books must be too; never delete a user's file.
             raise DayRefused(
@@ -168,14 +212,19 @@ class SimulatedDay:
             positions={s: OFFCHAIN_SHARES for s in symbols},
             cash_usd=BROKERAGE_CASH,
         )
+        # The venue (its chains, its HTTP server) stops after the service: the `with` ends
+        # after `_stop_service`.
         with self.venue:
             self._fund()
             env = self._env()
             self._prepare(env)
             try:
                 self._start_service(env)
-                self._trade()
-                self._quiesce()
+                try:
+                    self._trade()
+                    self._quiesce()
+                except Exception as error:  # noqa: BLE001 - the checks say what it left
+                    self._out(f"the day was cut short: {type(error).__name__}: {error}")
                 self._checks(env)
             finally:
                 self._stop_service()
@@ -217,6 +266,8 @@ class SimulatedDay:
             capture_output=True,
             text=True,
             timeout=300,
+            # Out of the terminal's process group: a Ctrl-C is the day's to handle.
+            start_new_session=True,
         )
         if check and result.returncode != 0:
             raise RuntimeError(
@@ -253,7 +304,10 @@ class SimulatedDay:
         self._out(f"operator console: http://{self.options.http}/admin/")
         self._out(f"operator login: operator / {password}")
         self._out(f"desk API token (ingest, read): {token}")
-        self._out(f"logs: {self._work}")
+        self._out(
+            f"logs: {self._work} (service.log: the service and its workers; venues.log: the "
+            "simulated venue and desk)"
+        )
 
     def _start_service(self, env: dict[str, str]) -> None:
         log = open(self._work / "service.log", "ab")  # noqa: SIM115 - closed with the process
@@ -266,16 +320,17 @@ class SimulatedDay:
             start_new_session=True,
         )
         deadline = time.monotonic() + 120
-        url = f"http://{self.options.http}/api/v1/health"
+        # The login page answers once the server is up. (Not the health endpoint: it answers
+        # 503 until the first heartbeat, which the service logs as an ERROR.)
+        url = f"http://{self.options.http}/admin/login/"
         while time.monotonic() < deadline:
             if self.service.poll() is not None:
                 raise RuntimeError(f"the service exited at start: see {self._work}/service.log")
             try:
                 with urllib.request.urlopen(url, timeout=2):  # noqa: S310
                     break
-            except OSError as error:
-                if getattr(error, "code", None) == 503:
-                    break
+            except OSError:
+                pass
             time.sleep(0.3)
         else:
             raise RuntimeError(f"the service did not answer: see {self._work}/service.log")
@@ -313,9 +368,12 @@ class SimulatedDay:
         phase = 0
         next_phase = started + phase_s
         next_check = started + 5
+        next_status = started + self.options.status_every_s
         while not self._stop.is_set():
             now = time.monotonic()
             if self.options.duration_s is not None and now - started >= self.options.duration_s:
+                break
+            if not self._chains_alive():
                 break
             if now >= next_phase:
                 phase += 1
@@ -327,6 +385,9 @@ class SimulatedDay:
                 desk.hedge_once(symbol)
             if chaos is not None:
                 chaos.maybe_act()
+            if now >= next_status:
+                next_status = now + self.options.status_every_s
+                self._status()
             if self.options.until_covered and now >= next_check:
                 next_check = now + 3
                 if self._covered():
@@ -339,7 +400,33 @@ class SimulatedDay:
             self.report.outages = chaos.outages
             self.report.timeouts = chaos.timeouts
         # Hedges whose orders Alpaca has not answered for yet are followed to their outcome.
-        desk.settle_hedges()
+        if self._chains_alive() and not self._hurry.is_set():
+            desk.settle_hedges()
+
+    def _status(self) -> None:
+        """One line: operations by state, pools out of band."""
+        assert self.client is not None
+        try:
+            operations = self.client.get("/operations?limit=500")
+            pools = self.client.get("/pools")
+        except Exception as error:  # noqa: BLE001 - said, and the day goes on
+            self._out(f"[{_clock()}] status not read: {_said(error)}")
+            return
+        states = Counter(row["status"] for row in operations)
+        by_state = ", ".join(f"{state} {n}" for state, n in sorted(states.items())) or "none"
+        out_of_band = [
+            f"{pool['key']} {pool['state'].replace('_', ' ')} (ratio {pool['ratio']}, band "
+            f"{pool['band_lower']}-{pool['band_upper']})"
+            for pool in pools
+            if pool["state"] in ("too_much_onchain", "too_much_offchain")
+        ]
+        attention = [pool["key"] for pool in pools if pool["needs_reconciliation"]]
+        line = (
+            f"[{_clock()}] operations: {by_state}; out of band: {'; '.join(out_of_band) or 'none'}"
+        )
+        if attention:
+            line += f"; needs reconciliation: {', '.join(attention)}"
+        self._out(line)
 
     def _covered(self) -> bool:
         assert self.client is not None
@@ -355,6 +442,9 @@ class SimulatedDay:
         assert self.client is not None
         deadline = time.monotonic() + self.options.settle_s
         while time.monotonic() < deadline:
+            if self._hurry.is_set() or not self._chains_alive():
+                self._out("not waiting for running operations to finish")
+                return
             try:
                 active = [
                     row
@@ -365,36 +455,60 @@ class SimulatedDay:
                 active = [None]
             if not active:
                 return
-            time.sleep(0.5)
+            self._hurry.wait(0.5)
         self._out("some operations are still running at the end of the day")
 
     # -- the end of the day --------------------------------------------------------------------
 
     def _checks(self, env: dict[str, str]) -> None:
+        """The four end-of-day checks; one that cannot be made (a venue or the service not
+        answering) fails with the reason, and the others are still made."""
         assert self.client is not None
-        operations = []
-        for row in self.client.get("/operations?limit=500"):
-            operations.append(self.client.get(f"/operations/{row['id']}"))
-        operations.sort(key=lambda row: row["id"])
-        self.report.operations = operations
-        self.report.checks["1 every operation accounted for"] = _check_outcomes(operations)
-        self.report.checks["2 effects match operations"] = self._check_effects(operations)
-        reconcile = self._manage(env, "reconcile", "--json", check=False)
-        self.report.checks["3 drift zero after reconcile"] = _check_drift(reconcile)
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), "rebuild_inventory", "--check",
-             "--no-progress"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        lines = (result.stdout + result.stderr).strip().splitlines()
-        said = [line for line in lines if "difference" in line] or lines or [""]
-        self.report.checks["4 rebuild_inventory --check clean"] = (
-            result.returncode == 0,
-            # "2026-... INFO <logger> inventory rebuild: ..." -> from "inventory rebuild:" on
-            said[-1][said[-1].find("inventory rebuild:") :]
-            if "inventory rebuild:" in said[-1]
-            else said[-1] or f"exit {result.returncode}",
-        )
+        checks = self.report.checks
+        operations: list[dict[str, Any]] | None = None
+        try:
+            operations = []
+            for row in self.client.get("/operations?limit=500"):
+                operations.append(self.client.get(f"/operations/{row['id']}"))
+            operations.sort(key=lambda row: row["id"])
+            self.report.operations = operations
+        except Exception as error:  # noqa: BLE001 - reported as the check's failure
+            operations = None
+            checks[CHECKS[0]] = (False, f"operations not read: {_said(error)}")
+        if operations is not None:
+            checks[CHECKS[0]] = _check_outcomes(operations)
+        if self._chain_down is not None:
+            checks[CHECKS[1]] = (False, f"not checked: {self._chain_down} stopped")
+        elif operations is None:
+            checks[CHECKS[1]] = (False, "not checked: the operations were not read")
+        else:
+            try:
+                checks[CHECKS[1]] = self._check_effects(operations)
+            except Exception as error:  # noqa: BLE001
+                checks[CHECKS[1]] = (False, f"venues not read: {_said(error)}")
+        try:
+            reconcile = self._manage(env, "reconcile", "--json", check=False)
+            checks[CHECKS[2]] = _check_drift(reconcile)
+        except Exception as error:  # noqa: BLE001
+            checks[CHECKS[2]] = (False, f"reconcile did not run: {_said(error)}")
+        try:
+            result = subprocess.run(
+                [sys.executable, str(ROOT / "manage.py"), "rebuild_inventory", "--check",
+                 "--no-progress"],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                start_new_session=True,
+            )  # fmt: skip
+            lines = (result.stdout + result.stderr).strip().splitlines()
+            said = [line for line in lines if "difference" in line] or lines or [""]
+            checks[CHECKS[3]] = (
+                result.returncode == 0,
+                # "2026-... INFO <logger> inventory rebuild: ..." -> from "inventory rebuild:" on
+                said[-1][said[-1].find("inventory rebuild:") :]
+                if "inventory rebuild:" in said[-1]
+                else said[-1] or f"exit {result.returncode}",
+            )
+        except Exception as error:  # noqa: BLE001
+            checks[CHECKS[3]] = (False, f"rebuild_inventory did not run: {_said(error)}")
         try:
             self.report.pools = self.client.get("/pools")
         except Exception:  # noqa: BLE001 - the summary shows none
@@ -404,6 +518,9 @@ class SimulatedDay:
             f"{key} {fault}": count
             for (key, fault), count in self.venue.server.faults_served().items()
         }
+        if self._chain_down is not None:
+            # A check that passed on what could be read still leaves the day broken.
+            checks.setdefault("chains up all day", (False, f"{self._chain_down} stopped"))
 
     def _check_effects(self, operations: list[dict[str, Any]]) -> tuple[bool, str]:
         assert self.venue is not None
@@ -583,8 +700,14 @@ class SimulatedDay:
                 f"service's timeout, faults served {sum(report.faults.values())} "
                 f"{report.faults}"
             )
+        out(f"operator console: http://{self.options.http}/admin/ (stopped with the day)")
+        if self.login is not None:
+            out(f"operator login: {self.login[0]} / {self.login[1]}")
+        out(f"database: {self.db_path}")
+        out(f"logs: {self._work}")
         out("end-of-day checks:")
-        for name, (ok, detail) in report.checks.items():
+        for name in [*CHECKS, *(name for name in report.checks if name not in CHECKS)]:
+            ok, detail = report.checks.get(name, (False, "not made"))
             out(f"  [{'ok' if ok else 'FAILED'}] {name}: {detail}")
         out("the day " + ("holds: every check passed" if report.ok else "FAILED a check"))
 
@@ -781,6 +904,14 @@ def _anvil_process(venue: SimVenue) -> int | None:
 def _short(event_type: str) -> str:
     """`TokenizedEquityMintEvent::MintAccepted` -> `MintAccepted`."""
     return event_type.rsplit("::", 1)[-1]
+
+
+def _clock() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S UTC")
+
+
+def _said(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error)[:300]}"
 
 
 def _check_outcomes(operations: list[dict[str, Any]]) -> tuple[bool, str]:

@@ -1361,13 +1361,23 @@ class SimVenueServer:
     # -- settlement thread ------------------------------------------------------------------
 
     def _settle_loop(self) -> None:
+        # A failure is logged when it starts (with its traceback) and when it ends, not at every
+        # tick: a chain that stops answering would otherwise log a traceback every tick.
+        failing: str | None = None
         while not self._stop.is_set():
             try:
                 self._settle_once()
             except Exception as exc:
-                logger.exception("sim: settlement step failed")
-                with self._lock:
-                    self._errors.append(f"{type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                if error != failing:
+                    logger.exception("sim: settlement step failed (repeats are not logged)")
+                    with self._lock:
+                        self._errors.append(error)
+                failing = error
+            else:
+                if failing is not None:
+                    logger.warning("sim: settlement steps succeed again after: %s", failing)
+                failing = None
             self._stop.wait(self._knobs.tick_s)
 
     def _settle_once(self) -> None:
