@@ -67,7 +67,7 @@ class ConsoleSite(admin.AdminSite):
         if not can_view(request):
             return {"console_visible": False}
         now = timezone.now()
-        pools = selectors.pools_overview(now=now)
+        pools = selectors.pool_views(now=now)
         return {
             "console_visible": True,
             "can_operate": can_operate(request),
