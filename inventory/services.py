@@ -24,6 +24,7 @@ from django.utils import timezone
 from eth_utils import to_checksum_address
 
 from inventory import event_keys
+from inventory.db_errors import unique_violated
 from inventory.domain import events as ev
 from inventory.domain import position
 from inventory.domain import settings as settings_domain
@@ -1060,7 +1061,9 @@ def api_token_create(
                 created_by=created_by,
                 created_at=moment,
             )
-    except IntegrityError:
+    except IntegrityError as error:
+        if unique_violated(error) != "inventory_apitoken_name_key":
+            raise
         raise ApiTokenConflict("name", name, "a token with this name already exists") from None
     logger.info("created API token %s (scopes %s) by %s", name, scope_text, created_by or "-")
     return token, secret
