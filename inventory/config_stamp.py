@@ -5,12 +5,14 @@ the assets and the pool breakers. They change a few times a day, the events thou
 times: each process keeps them in memory, keyed by the stamp, and a check costs one read of
 the stamp (`inventory_configstamp`, one row).
 
-The stamp is written by database triggers on every INSERT, UPDATE and DELETE of the watched
-tables, in the writing transaction, whatever writes them (services, the admin, raw SQL), so
-every process sees a new stamp exactly when it sees the new rows. The stamp is a random token,
-never a counter: a transaction that changes a setting and rolls back leaves a token no other
-process can ever produce again, so a value cached inside that transaction is never taken for
-a committed one. No stamp row (a new or flushed database) means nothing is cached.
+The stamp is written by database triggers (installed by inventory's migration 0010 on the
+settings row and the assets, and operations' 0005 on the pool breakers) on every INSERT,
+UPDATE and DELETE of the watched tables, in the writing transaction, whatever writes them
+(services, the admin, raw SQL), so every process sees a new stamp exactly when it sees the new
+rows. The stamp is a random token, never a counter: a transaction that changes a setting and
+rolls back leaves a token no other process can ever produce again, so a value cached inside
+that transaction is never taken for a committed one. No stamp row (a new or flushed database)
+means nothing is cached.
 
 Locks (PostgreSQL): a write to a watched table also locks the stamp row until commit, so
 writers of configuration are serialised; the stamp row is the last lock such a transaction
@@ -19,7 +21,7 @@ takes (pools, then breakers, then the stamp), keeping the global lock order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db import connections
@@ -29,73 +31,6 @@ from inventory import rawsql
 T = TypeVar("T")
 
 TABLE = "inventory_configstamp"
-# inventory's tables; operations adds operations_poolbreaker in its own migration.
-INVENTORY_TABLES = ("inventory_asset", "inventory_rebalancingsettingsrow")
-BREAKER_TABLE = "operations_poolbreaker"
-
-_SQLITE_TOKEN = "lower(hex(randomblob(16)))"
-_PG_TOKEN = "md5(random()::text || clock_timestamp()::text || txid_current()::text)"
-_PG_FUNCTION = f"{TABLE}_bump"
-
-
-def _sqlite_install(table: str) -> list[str]:
-    statements = []
-    for action in ("INSERT", "UPDATE", "DELETE"):
-        statements.append(
-            f"""CREATE TRIGGER IF NOT EXISTS {table}_stamp_{action.lower()}
-                AFTER {action} ON {table}
-                BEGIN
-                    INSERT INTO {TABLE} (id, token) VALUES (1, {_SQLITE_TOKEN})
-                    ON CONFLICT (id) DO UPDATE SET token = excluded.token;
-                END"""
-        )
-    return statements
-
-
-def _pg_install(table: str) -> list[str]:
-    return [
-        f"""CREATE OR REPLACE FUNCTION {_PG_FUNCTION}() RETURNS trigger AS $$
-            BEGIN
-                INSERT INTO {TABLE} (id, token) VALUES (1, {_PG_TOKEN})
-                ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token;
-                RETURN NULL;
-            END; $$ LANGUAGE plpgsql""",
-        f"DROP TRIGGER IF EXISTS {table}_stamp ON {table}",
-        f"""CREATE TRIGGER {table}_stamp AFTER INSERT OR UPDATE OR DELETE ON {table}
-            FOR EACH ROW EXECUTE FUNCTION {_PG_FUNCTION}()""",
-    ]
-
-
-def _sqlite_uninstall(table: str) -> list[str]:
-    return [
-        f"DROP TRIGGER IF EXISTS {table}_stamp_{action.lower()}"
-        for action in ("INSERT", "UPDATE", "DELETE")
-    ]
-
-
-def _pg_uninstall(table: str) -> list[str]:
-    return [f"DROP TRIGGER IF EXISTS {table}_stamp ON {table}"]
-
-
-def install(connection: Any, tables: Iterable[str]) -> None:
-    """Create the triggers that bump the stamp on every write to `tables` (migrations)."""
-    make = {"sqlite": _sqlite_install, "postgresql": _pg_install}.get(connection.vendor)
-    if make is None:
-        raise NotImplementedError(f"no configuration stamp triggers for {connection.vendor}")
-    with connection.cursor() as cursor:
-        for table in tables:
-            for sql in make(table):
-                cursor.execute(sql)
-
-
-def uninstall(connection: Any, tables: Iterable[str]) -> None:
-    make = {"sqlite": _sqlite_uninstall, "postgresql": _pg_uninstall}[connection.vendor]
-    with connection.cursor() as cursor:
-        for table in tables:
-            for sql in make(table):
-                cursor.execute(sql)
-
-
 _STAMP_SQL = f'SELECT "token" FROM "{TABLE}" WHERE "id" = 1'
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from inventory import rawsql
 from inventory.domain import events as ev
@@ -23,10 +24,26 @@ from inventory.domain.inventory import InventoryFold, PoolInventory
 from inventory.domain.values import USDC_POOL
 from inventory.models import Event, InventoryPool
 
-if TYPE_CHECKING:
-    from inventory.store import StoredEvent
-
 logger = logging.getLogger(__name__)
+
+
+class StoredEvent(Protocol):
+    """What the projection reads of an appended event (`inventory.store.StoredEvent`, which
+    calls this module: typed here by shape, so the two modules do not import each other)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def aggregate_type(self) -> str: ...
+    @property
+    def aggregate_id(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def event(self) -> Any: ...
+    @property
+    def recorded_at(self) -> datetime: ...
+
 
 _RECONCILED = (ev.MintReconciled, ev.RedemptionReconciled, ev.UsdcReconciled)
 

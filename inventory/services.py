@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from django.conf import settings as django_settings
 from django.db import IntegrityError, transaction
@@ -24,6 +24,7 @@ from django.utils import timezone
 from eth_utils import to_checksum_address
 
 from inventory import event_keys
+from inventory.db_errors import unique_violated
 from inventory.domain import events as ev
 from inventory.domain import position
 from inventory.domain import settings as settings_domain
@@ -284,19 +285,35 @@ def _conflict(index: int | None, symbol: str, trade_id: TradeId) -> FillConflict
     )
 
 
+class _RecordedTrade(NamedTuple):
+    symbol: str
+    event: Any
+
+
 def _recorded_trades(
     claims: set[event_keys.Claim],
-) -> dict[event_keys.Claim, tuple[str, Any]]:
-    """Trade claim -> (symbol, recorded event) for the claims whose key is already in the log:
+) -> dict[event_keys.Claim, _RecordedTrade]:
+    """Trade claim -> the symbol and event recorded for the claims whose key is already in the log:
     one index lookup (plus one read of the recorded events when there are duplicates)."""
     found = keys_recorded(claims)
     if not found:
         return {}
     rows = {row.id: row for row in Event.objects.filter(id__in=found.values())}
     return {
-        claim: (rows[event_id].aggregate_id, rows[event_id].domain_event())
+        claim: _RecordedTrade(rows[event_id].aggregate_id, rows[event_id].domain_event())
         for claim, event_id in found.items()
     }
+
+
+@dataclass
+class _Run:
+    """Consecutive fills of one symbol in a batch: one append to its Position."""
+
+    symbol: str
+    after_sequence: int
+    events: list[Any]
+    state: Lifecycle[Any]
+    cached: Any
 
 
 def _fills_commit(parsed: list[_ParsedFill], moment: datetime) -> list[FillResult]:
@@ -313,14 +330,13 @@ def _fills_commit(parsed: list[_ParsedFill], moment: datetime) -> list[FillResul
     sequences: dict[str, int] = {}
     # Trade key -> (day, symbol, fill) of the batch's earlier fills with that trade id.
     seen: dict[str, list[tuple[int, str, position.AcknowledgeOnChainFill]]] = {}
-    # Consecutive fills of one symbol: [symbol, after sequence, events, state, cached].
-    runs: list[list[Any]] = []
+    runs: list[_Run] = []
     outcomes: list[tuple[_ParsedFill, FillStatus, int]] = []  # (fill, status, events in append)
     for item, claim in zip(parsed, claims, strict=True):
         trade_id = item.command.trade_id
         earlier = recorded.get(claim)
         if earlier is not None:
-            if not _same_fill(earlier[0], earlier[1], item.symbol, item.command):
+            if not _same_fill(earlier.symbol, earlier.event, item.symbol, item.command):
                 raise _conflict(item.index, item.symbol, trade_id)
             outcomes.append((item, FillStatus.DUPLICATE, 0))
             continue
@@ -352,24 +368,24 @@ def _fills_commit(parsed: list[_ParsedFill], moment: datetime) -> list[FillResul
         for event in fill_events:
             state = position.SPEC.apply(state, event)
         events.extend(fill_events)
-        if runs and runs[-1][0] == symbol:
-            runs[-1][2].extend(events)  # in place: a copy per fill would be quadratic
-            runs[-1][3] = state
+        if runs and runs[-1].symbol == symbol:
+            runs[-1].events.extend(events)  # in place: a copy per fill would be quadratic
+            runs[-1].state = state
         else:
-            runs.append([symbol, sequences[symbol], events, state, loaded[symbol].cached])
+            runs.append(_Run(symbol, sequences[symbol], events, state, loaded[symbol].cached))
         states[symbol] = state
         sequences[symbol] += len(events)
         outcomes.append((item, FillStatus.RECORDED, len(fill_events)))
     appends = [
         PendingAppend(
             spec=position.SPEC,
-            aggregate_id=symbol,
-            after_sequence=after,
-            events=events,
-            state=state,
-            cached=cached,
+            aggregate_id=run.symbol,
+            after_sequence=run.after_sequence,
+            events=run.events,
+            state=run.state,
+            cached=run.cached,
         )
-        for symbol, after, events, state, cached in runs
+        for run in runs
     ]
     stored = appends_commit(appends, now=moment, keys_checked=True)
     fill_events_of = iter([s for s in stored if isinstance(s.event, ev.OnChainOrderFilled)])
@@ -1045,7 +1061,9 @@ def api_token_create(
                 created_by=created_by,
                 created_at=moment,
             )
-    except IntegrityError:
+    except IntegrityError as error:
+        if unique_violated(error) != "inventory_apitoken_name_key":
+            raise
         raise ApiTokenConflict("name", name, "a token with this name already exists") from None
     logger.info("created API token %s (scopes %s) by %s", name, scope_text, created_by or "-")
     return token, secret

@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from inventory import rawsql
 from inventory.codec import decode_event, encode_event
+from inventory.db_errors import unique_violated
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.events import DomainEvent
 from inventory.domain.lifecycle import Lifecycle
@@ -534,16 +535,19 @@ def events_append(
         )
 
 
+# What a writer that appended to the same aggregate (or recorded the same trade key) first
+# makes this append violate: the conflicts decided again from the start.
+APPEND_RACE_CONSTRAINTS = frozenset(
+    {
+        "event_unique_aggregate_sequence",
+        "aggregatestate_unique_aggregate",
+        "eventkey_unique_scope_day_key",
+    }
+)
+
+
 def _is_sequence_conflict(error: IntegrityError) -> bool:
-    text = str(error).lower()
-    return (
-        "event_unique_aggregate_sequence" in text
-        or "aggregatestate_unique_aggregate" in text
-        or "eventkey_unique_scope_day_key" in text
-        or ("unique" in text and "inventory_eventkey." in text)
-        or ("unique" in text and "inventory_event." in text)
-        or ("unique" in text and "inventory_aggregatestate." in text)
-    )
+    return unique_violated(error) in APPEND_RACE_CONSTRAINTS
 
 
 @dataclass(frozen=True)

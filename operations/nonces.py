@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from inventory.db_errors import unique_violated
 from operations.models import ChainNonce, NonceFill
 from venues.chain import ChainError, EvmChain, NonceAlreadyUsed, SignedTx
 
@@ -37,8 +38,10 @@ def _locked_row(*, chain_id: int, address: str) -> ChainNonce:
     try:
         with transaction.atomic():
             ChainNonce.objects.create(chain_id=chain_id, address=address, next_nonce=0)
-    except IntegrityError:
-        pass  # another writer created it first; lock theirs
+    except IntegrityError as error:
+        if unique_violated(error) != "chain_nonce_unique":
+            raise
+        # another writer created it first; lock theirs
     return ChainNonce.objects.select_for_update().get(chain_id=chain_id, address=address)
 
 

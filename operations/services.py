@@ -30,6 +30,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 from eth_utils import to_checksum_address
 
+from inventory.db_errors import unique_violated
 from inventory.domain.checks import validate_address
 from inventory.domain.events import MINT, REDEMPTION, USDC_REBALANCE
 from inventory.domain.values import (
@@ -117,9 +118,7 @@ def operation_enqueue(*, operation: Operation) -> None:
 
 
 def _is_guard_conflict(error: IntegrityError) -> bool:
-    text = str(error)
-    # PostgreSQL names the index; SQLite names the column of the partial unique index.
-    return GUARD_CONSTRAINT in text or "operations_operation.pool" in text
+    return unique_violated(error) == GUARD_CONSTRAINT
 
 
 def _create_arguments(

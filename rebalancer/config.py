@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import environ
 
@@ -32,7 +32,16 @@ class ConfigError(Exception):
 
 @dataclass
 class EnvReader:
-    """Reads variables from a mapping and records every problem instead of raising at once."""
+    """Reads variables from a mapping and records every problem instead of raising at once.
+
+    The values are cast by django-environ (`environ.Env.parse_value`: integers, booleans,
+    lists, and `Env.db_url_config` for DATABASE_URL); the parsers below add the checks it
+    does not make (bounds, unknown booleans, schemes, ports). Two of its behaviours are
+    avoided on purpose: its float cast drops every character that is not a digit, comma or
+    dot ("1e12" reads as 112.0), so seconds are cast by `strict_float`; and `Env.get_value`
+    reads a value starting with "$" as the name of another variable, so the raw value is
+    read from the mapping (a secret may start with "$").
+    """
 
     env: Mapping[str, str]
     problems: list[tuple[str, str]] = field(default_factory=list)
@@ -43,6 +52,28 @@ class EnvReader:
             return None
         return value.strip()
 
+    @overload
+    def get(
+        self,
+        name: str,
+        parse: Callable[[str], T],
+        *,
+        default: T,
+        required: bool = False,
+        secret: bool = False,
+    ) -> T: ...
+
+    @overload
+    def get(
+        self,
+        name: str,
+        parse: Callable[[str], T],
+        *,
+        default: None = None,
+        required: bool = False,
+        secret: bool = False,
+    ) -> T | None: ...
+
     def get(
         self,
         name: str,
@@ -52,6 +83,7 @@ class EnvReader:
         required: bool = False,
         secret: bool = False,
     ) -> T | None:
+        """The parsed value; `default` when unset, or (recording the problem) when invalid."""
         value = self.raw(name)
         if value is None:
             if required:
@@ -72,33 +104,85 @@ class EnvReader:
             raise ConfigError(self.problems)
 
 
+# --- Parsers: django-environ casts the value, these add the bounds and the refusals. -------
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def parse_bool(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected one of true/false, 1/0, yes/no, on/off")
+    """django-environ's bool cast, refusing what it would silently read as false."""
+    if value.lower() not in _TRUE + _FALSE:
+        raise ValueError("expected one of true/false, 1/0, yes/no, on/off")
+    return bool(environ.Env.parse_value(value, bool))
 
 
-def parse_positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError("must be a positive integer")
+def parse_list(value: str) -> list[str]:
+    """Comma-separated, items stripped, empty items dropped."""
+    items = environ.Env.parse_value(value, [str])
+    return [item.strip() for item in items if item.strip()]
+
+
+def strict_float(value: str) -> float:
+    """A finite float (not django-environ's float cast, which reads "1e12" as 112.0)."""
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError("must be a finite number")
     return number
 
 
-def bounded_int(maximum: int, why: str) -> Callable[[str], int]:
-    """A positive integer of at most `maximum` (`why` says what a larger one would break)."""
+def bounded(
+    cast: Callable[[str], Any],
+    *,
+    minimum: Any,
+    above_minimum: bool = False,
+    maximum: Any = None,
+    why: str = "",
+    unit: str = "",
+    describe: str = "",
+) -> Callable[[str], Any]:
+    """A number cast by `cast` that is >= `minimum` (> with `above_minimum`) and at most
+    `maximum` (`why` says what a larger one would break; `unit` follows the bound)."""
 
-    def parse(value: str) -> int:
-        number = parse_positive_int(value)
-        if number > maximum:
-            raise ValueError(f"must be at most {maximum:,} ({why})")
+    def parse(value: str) -> Any:
+        try:
+            number = cast(value)
+        except (ValueError, ArithmeticError) as exc:
+            raise ValueError(describe or str(exc)) from None
+        if number < minimum or (above_minimum and number == minimum):
+            raise ValueError(describe or f"must be {'>' if above_minimum else '>='} {minimum}")
+        if maximum is not None and number > maximum:
+            because = f" ({why})" if why else ""
+            raise ValueError(f"must be at most {maximum:,}{unit}{because}")
         return number
 
     return parse
 
+
+def choice(options: tuple[str, ...], normalise: Callable[[str], str]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        normalised = normalise(value)
+        if normalised not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return normalised
+
+    return parse
+
+
+def _env_int(value: str) -> int:
+    return int(environ.Env.parse_value(value, int))
+
+
+def bounded_int(maximum: int, why: str) -> Callable[[str], int]:
+    """A positive integer of at most `maximum` (`why` says what a larger one would break)."""
+    return bounded(
+        _env_int, minimum=1, maximum=maximum, why=why, describe="must be a positive integer"
+    )
+
+
+parse_positive_int: Callable[[str], int] = bounded(
+    _env_int, minimum=1, describe="must be a positive integer"
+)
 
 # Every duration read from the environment is at most this: a cool-down, timeout or interval
 # longer than a week is a typo (1e12 would overflow the date arithmetic at the first failure).
@@ -106,12 +190,37 @@ MAX_DURATION_S = 7 * 24 * 3600
 _DURATION_WHY = "a week; longer is a typo, and would overflow the date arithmetic later"
 
 
-def parse_duration_int(value: str) -> int:
-    """A positive whole number of seconds, at most MAX_DURATION_S (django-q's timeouts)."""
-    number = parse_positive_int(value)
-    if number > MAX_DURATION_S:
-        raise ValueError(f"must be at most {MAX_DURATION_S:,} seconds ({_DURATION_WHY})")
-    return number
+def seconds_parser(
+    maximum: float = MAX_DURATION_S, why: str = _DURATION_WHY, *, zero: bool = False
+) -> Callable[[str], float]:
+    """A finite number of seconds, > 0 (>= 0 with `zero`), at most `maximum`."""
+    return bounded(
+        strict_float,
+        minimum=0.0,
+        above_minimum=not zero,
+        maximum=maximum,
+        why=why,
+        unit=" seconds",
+        describe="must be a number of seconds >= 0"
+        if zero
+        else "must be a positive number of seconds",
+    )
+
+
+# A positive whole number of seconds, at most MAX_DURATION_S (django-q's timeouts).
+parse_duration_int: Callable[[str], int] = bounded(
+    _env_int,
+    minimum=1,
+    maximum=MAX_DURATION_S,
+    why=_DURATION_WHY,
+    unit=" seconds",
+    describe="must be a positive integer",
+)
+parse_positive_seconds = seconds_parser()
+parse_non_negative_seconds = seconds_parser(zero=True)
+parse_skew_seconds = seconds_parser(3600, "a clock that far off is the problem")
+parse_poll_seconds = seconds_parser(60, "workers would sit idle")
+parse_webhook_timeout = seconds_parser(60, "the alert check runs every minute")
 
 
 def check_url_authority(parts: Any) -> None:
@@ -127,11 +236,7 @@ def check_url_authority(parts: Any) -> None:
         raise ValueError("the port must be a number between 1 and 65535")
 
 
-def parse_log_level(value: str) -> str:
-    upper = value.upper()
-    if upper not in LOG_LEVELS:
-        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
-    return upper
+parse_log_level = choice(LOG_LEVELS, str.upper)
 
 
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "pgsql")
@@ -177,20 +282,6 @@ def parse_redis_url(value: str) -> str:
     if database and not (database.isdigit() and int(database) <= 1_000_000):
         raise ValueError(f"the database number must be a whole number, not {database!r}")
     return value
-
-
-def parse_skew_seconds(value: str) -> float:
-    number = parse_positive_seconds(value)
-    if number > 3600:
-        raise ValueError("must be at most 3600 seconds (a clock that far off is the problem)")
-    return number
-
-
-def parse_poll_seconds(value: str) -> float:
-    number = parse_positive_seconds(value)
-    if number > 60:
-        raise ValueError("must be at most 60 seconds (workers would sit idle)")
-    return number
 
 
 # Before issue 9 this key was used whenever SECRET_KEY was unset; it is public (in the
@@ -330,11 +421,11 @@ def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -
     retry_s = reader.get("Q_RETRY_S", parse_duration_int, default=180)
     poll_s = reader.get("Q_POLL_S", parse_poll_seconds, default=0.5)
     redis_url = reader.get("Q_REDIS_URL", parse_redis_url, secret=True)
-    if timeout_s is not None and retry_s is not None and timeout_s >= retry_s:
+    if timeout_s >= retry_s:
         reader.problems.append(
             ("Q_TIMEOUT_S", f"must be less than Q_RETRY_S ({timeout_s} >= {retry_s})")
         )
-    debug = bool(reader.get("DEBUG", parse_bool, default=False))
+    debug = reader.get("DEBUG", parse_bool, default=False)
     rebalancing = load_rebalancing_config(reader)
     secret_key = reader.get("SECRET_KEY", str, secret=True)
     if secret_key is None:
@@ -354,61 +445,51 @@ def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -
         debug=debug,
         allowed_hosts=reader.get(
             "ALLOWED_HOSTS",
-            lambda v: [h.strip() for h in v.split(",") if h.strip()],
+            parse_list,
             default=["localhost", "127.0.0.1"],
-        )
-        or [],
+        ),
         database=database,
-        log_level=reader.get("LOG_LEVEL", parse_log_level, default="INFO") or "INFO",
+        log_level=reader.get("LOG_LEVEL", parse_log_level, default="INFO"),
         q_cluster=q_cluster_config(
-            workers=workers or 2,
-            timeout_s=timeout_s or 120,
-            retry_s=retry_s or 180,
-            poll_s=poll_s or 0.5,
+            workers=workers,
+            timeout_s=timeout_s,
+            retry_s=retry_s,
+            poll_s=poll_s,
             redis_url=redis_url,
         ),
         rebalancing=rebalancing,
         observation_max_skew_s=reader.get(
             "OBSERVATION_MAX_SKEW_S", parse_skew_seconds, default=60.0
-        )
-        or 60.0,
+        ),
         alerts=load_alert_config(reader),
-        service=load_service_config(reader, task_timeout_s=timeout_s or 120),
+        service=load_service_config(reader, task_timeout_s=timeout_s),
         hedge_placement_tolerance_shares=reader.get(
             "HEDGE_PLACEMENT_TOLERANCE_SHARES",
             setting_parser("equity_minimum_shares"),  # >= 0, 18 decimals, bounded
             default=Decimal(1),
         ),
         security=load_security_settings(reader),
-        metrics_trust_loopback=bool(
-            reader.get("METRICS_TRUST_LOOPBACK", parse_bool, default=False)
-        ),
+        metrics_trust_loopback=reader.get("METRICS_TRUST_LOOPBACK", parse_bool, default=False),
         login_failure_limit=reader.get(
             "LOGIN_FAILURE_LIMIT", bounded_int(100, "no throttle at all"), default=5
-        )
-        or 5,
-        login_cooloff_s=reader.get("LOGIN_COOLOFF_S", parse_positive_seconds, default=900.0)
-        or 900.0,
+        ),
+        login_cooloff_s=reader.get("LOGIN_COOLOFF_S", parse_positive_seconds, default=900.0),
     )
     reader.fail_if_problems()
     return settings_env
 
 
 MAX_HSTS_SECONDS = 2 * 365 * 24 * 3600
-
-
-def parse_hsts_seconds(value: str) -> int:
-    number = int(value)
-    if not 0 <= number <= MAX_HSTS_SECONDS:
-        raise ValueError(f"must be between 0 and {MAX_HSTS_SECONDS:,} (two years)")
-    return number
+parse_hsts_seconds: Callable[[str], int] = bounded(
+    _env_int, minimum=0, maximum=MAX_HSTS_SECONDS, why="two years"
+)
 
 
 def parse_origins(value: str) -> list[str]:
     """Comma-separated origins with their scheme (https://console.example.com[:port])."""
     from urllib.parse import urlsplit
 
-    origins = [item.strip() for item in value.split(",") if item.strip()]
+    origins = parse_list(value)
     for origin in origins:
         parts = urlsplit(origin)
         if parts.scheme not in ("https", "http") or not parts.netloc:
@@ -478,7 +559,7 @@ class ServiceConfig:
 
 def load_service_config(reader: EnvReader, *, task_timeout_s: float = 120.0) -> ServiceConfig:
     def seconds(name: str, default: float) -> float:
-        return reader.get(name, parse_positive_seconds, default=default) or default
+        return reader.get(name, parse_positive_seconds, default=default)
 
     interval = seconds("SNAPSHOT_INTERVAL_S", 60.0)
     heartbeat = seconds("HEARTBEAT_INTERVAL_S", 10.0)
@@ -509,11 +590,10 @@ def parse_ratio(value: str) -> Decimal:
     return number
 
 
-def parse_non_negative(value: str) -> Decimal:
-    number = parse_decimal(value)
-    if number < 0:
-        raise ValueError("must be >= 0")
-    return number
+parse_non_negative: Callable[[str], Decimal] = bounded(parse_decimal, minimum=Decimal(0))
+parse_positive: Callable[[str], Decimal] = bounded(
+    parse_decimal, minimum=Decimal(0), above_minimum=True
+)
 
 
 SECP256K1_ORDER = int("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141", 16)
@@ -602,11 +682,7 @@ def parse_rpc_url(value: str) -> Secret:
     return Secret(parse_url(value, schemes=("http", "https", "ws", "wss")))
 
 
-def parse_trading_mode(value: str) -> str:
-    lowered = value.lower()
-    if lowered not in TRADING_MODES:
-        raise ValueError(f"expected one of {', '.join(TRADING_MODES)}")
-    return lowered
+parse_trading_mode = choice(TRADING_MODES, str.lower)
 
 
 # The settings row's bounds (inventory.domain.values: at most 1e15, 18 decimals for shares
@@ -643,36 +719,11 @@ def setting_parser(setting: str) -> Callable[[str], Decimal]:
     return parse
 
 
-def parse_positive(value: str) -> Decimal:
-    number = parse_decimal(value)
-    if number <= 0:
-        raise ValueError("must be > 0")
-    return number
-
-
 # Mainnet contracts (Circle's published addresses; CCTP V2 uses the same ones on every chain).
 MAINNET_USDC_ETHEREUM = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 MAINNET_USDC_BASE = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 MAINNET_CCTP_TOKEN_MESSENGER = "0x28b5a0e9C621a5BadaA536219b3a228C8168cf5d"
 MAINNET_CCTP_MESSAGE_TRANSMITTER = "0x81D40F21F12A8F0E3252Bccb954D722d4c464B64"
-
-
-def parse_positive_seconds(value: str) -> float:
-    number = float(value)
-    if not number > 0 or number != number or number == float("inf"):
-        raise ValueError("must be a positive number of seconds")
-    if number > MAX_DURATION_S:
-        raise ValueError(f"must be at most {MAX_DURATION_S:,} seconds ({_DURATION_WHY})")
-    return number
-
-
-def parse_non_negative_seconds(value: str) -> float:
-    number = float(value)
-    if not number >= 0 or number == float("inf"):
-        raise ValueError("must be a number of seconds >= 0")
-    if number > MAX_DURATION_S:
-        raise ValueError(f"must be at most {MAX_DURATION_S:,} seconds ({_DURATION_WHY})")
-    return number
 
 
 def parse_chaos_point(value: str) -> str:
@@ -731,24 +782,20 @@ def load_worker_config(reader: EnvReader) -> WorkerConfig:
     d = WorkerConfig()
 
     def seconds(name: str, default: float) -> float:
-        return reader.get(name, parse_positive_seconds, default=default) or default
+        return reader.get(name, parse_positive_seconds, default=default)
 
     def non_negative_seconds(name: str, default: float) -> float:
-        value = reader.get(name, parse_non_negative_seconds, default=default)
-        return default if value is None else value
+        return reader.get(name, parse_non_negative_seconds, default=default)
 
     return WorkerConfig(
-        usdc_ethereum=reader.get("USDC_ETHEREUM", parse_address, default=d.usdc_ethereum)
-        or d.usdc_ethereum,
+        usdc_ethereum=reader.get("USDC_ETHEREUM", parse_address, default=d.usdc_ethereum),
         usdc_base=reader.get("USDC_BASE", parse_address, default=d.usdc_base) or d.usdc_base,
         cctp_token_messenger=reader.get(
             "CCTP_TOKEN_MESSENGER", parse_address, default=d.cctp_token_messenger
-        )
-        or d.cctp_token_messenger,
+        ),
         cctp_message_transmitter=reader.get(
             "CCTP_MESSAGE_TRANSMITTER", parse_address, default=d.cctp_message_transmitter
-        )
-        or d.cctp_message_transmitter,
+        ),
         poll_interval_s=seconds("REBALANCER_POLL_INTERVAL_S", d.poll_interval_s),
         tx_poll_interval_s=seconds("REBALANCER_TX_POLL_INTERVAL_S", d.tx_poll_interval_s),
         mint_timeout_s=seconds("REBALANCER_MINT_TIMEOUT_S", d.mint_timeout_s),
@@ -764,8 +811,7 @@ def load_worker_config(reader: EnvReader) -> WorkerConfig:
         lease_s=reader.get("REBALANCER_LEASE_S", parse_positive_seconds),
         max_attempts=reader.get(
             "REBALANCER_MAX_ATTEMPTS", bounded_int(1000, "retries that never end"), default=10
-        )
-        or 10,
+        ),
         backoff_base_s=seconds("REBALANCER_BACKOFF_BASE_S", d.backoff_base_s),
         backoff_max_s=seconds("REBALANCER_BACKOFF_MAX_S", d.backoff_max_s),
         due_interval_s=seconds("REBALANCER_DUE_INTERVAL_S", d.due_interval_s),
@@ -775,8 +821,7 @@ def load_worker_config(reader: EnvReader) -> WorkerConfig:
             "REBALANCER_BREAKER_FAILURES",
             bounded_int(1000, "a breaker that never opens"),
             default=d.breaker_failures,
-        )
-        or d.breaker_failures,
+        ),
         chaos_kill_at=reader.get("REBALANCER_CHAOS_KILL_AT", parse_chaos_point),
         chaos_dir=reader.get("REBALANCER_CHAOS_DIR", str),
     )
@@ -819,7 +864,7 @@ class RebalancingConfig:
 
 
 def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
-    enabled = bool(reader.get("REBALANCING_ENABLED", parse_bool, default=False))
+    enabled = reader.get("REBALANCING_ENABLED", parse_bool, default=False)
 
     def required(name: str, parse: Callable[[str], T], *, secret: bool = False) -> T | None:
         return reader.get(name, parse, required=enabled, secret=secret)
@@ -862,11 +907,9 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
         alpaca_api_key=required("ALPACA_API_KEY", Secret, secret=True),
         alpaca_api_secret=required("ALPACA_API_SECRET", Secret, secret=True),
         alpaca_account_id=required("ALPACA_ACCOUNT_ID", str),
-        alpaca_trading_mode=reader.get("ALPACA_TRADING_MODE", parse_trading_mode, default="paper")
-        or "paper",
+        alpaca_trading_mode=reader.get("ALPACA_TRADING_MODE", parse_trading_mode, default="paper"),
         alpaca_base_url=reader.get("ALPACA_BASE_URL", parse_url),
-        circle_iris_url=reader.get("CIRCLE_IRIS_URL", parse_url, default=DEFAULT_CIRCLE_IRIS_URL)
-        or DEFAULT_CIRCLE_IRIS_URL,
+        circle_iris_url=reader.get("CIRCLE_IRIS_URL", parse_url, default=DEFAULT_CIRCLE_IRIS_URL),
         workers=load_worker_config(reader),
     )
     signer_check(reader, key_name=key_name, config=config)
@@ -943,19 +986,10 @@ class AlertConfig:
     )
 
 
-def parse_bounded_amount(value: str) -> Decimal:
-    """>= 0 and at most MAX_AMOUNT (1e999999 is finite, but overflows once scaled to wei)."""
-    number = parse_non_negative(value)
-    if number > MAX_AMOUNT:
-        raise ValueError(f"must be at most {MAX_AMOUNT:,}")
-    return number
-
-
-def parse_webhook_timeout(value: str) -> float:
-    number = parse_positive_seconds(value)
-    if number > 60:
-        raise ValueError("must be at most 60 seconds (the alert check runs every minute)")
-    return number
+# >= 0 and at most MAX_AMOUNT (1e999999 is finite, but overflows once scaled to wei).
+parse_bounded_amount: Callable[[str], Decimal] = bounded(
+    parse_decimal, minimum=Decimal(0), maximum=MAX_AMOUNT
+)
 
 
 def load_alert_config(reader: EnvReader) -> AlertConfig:
@@ -965,7 +999,7 @@ def load_alert_config(reader: EnvReader) -> AlertConfig:
         value = reader.get(f"ALERT_EXPECTED_{kind.upper()}_S", parse_positive_seconds)
         if value is not None:
             expected[kind] = value
-    allow_http = bool(reader.get("ALERT_WEBHOOK_ALLOW_HTTP", parse_bool, default=False))
+    allow_http = reader.get("ALERT_WEBHOOK_ALLOW_HTTP", parse_bool, default=False)
 
     def parse_webhook_url(value: str) -> Secret:
         if not allow_http and value.lower().startswith("http://"):
@@ -976,23 +1010,17 @@ def load_alert_config(reader: EnvReader) -> AlertConfig:
     return AlertConfig(
         webhook_url=webhook_url,
         webhook_allow_http=allow_http,
-        webhook_allow_private=bool(
-            reader.get("ALERT_WEBHOOK_ALLOW_PRIVATE", parse_bool, default=False)
-        ),
+        webhook_allow_private=reader.get("ALERT_WEBHOOK_ALLOW_PRIVATE", parse_bool, default=False),
         webhook_timeout_s=reader.get(
             "ALERT_WEBHOOK_TIMEOUT_S", parse_webhook_timeout, default=defaults.webhook_timeout_s
-        )
-        or defaults.webhook_timeout_s,
-        repeat_s=reader.get("ALERT_REPEAT_S", parse_positive_seconds, default=defaults.repeat_s)
-        or defaults.repeat_s,
+        ),
+        repeat_s=reader.get("ALERT_REPEAT_S", parse_positive_seconds, default=defaults.repeat_s),
         poll_stale_s=reader.get(
             "ALERT_POLL_STALE_S", parse_positive_seconds, default=defaults.poll_stale_s
-        )
-        or defaults.poll_stale_s,
+        ),
         drift_tolerance=reader.get(
             "ALERT_DRIFT_TOLERANCE", parse_bounded_amount, default=defaults.drift_tolerance
-        )
-        or defaults.drift_tolerance,
+        ),
         gas_minimum_eth=reader.get(
             "ALERT_GAS_MINIMUM_ETH", parse_bounded_amount, default=defaults.gas_minimum_eth
         )

@@ -4,7 +4,8 @@
   `inventory.domain.*`;
 - `venues` imports no app (`inventory`, `operations`, `rebalancer`);
 - `inventory` imports neither `operations` nor `rebalancer`;
-- `operations` does not import `rebalancer`.
+- `operations` does not import `rebalancer`;
+- no two files of the apps import each other, directly or through others (no import cycle).
 
 Every import counts: module level, inside functions and under `TYPE_CHECKING`.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,108 @@ def test_leaf_config_imports_no_app():
         assert sorted(n for n in names if any(is_within(n, app) for app in APPS)) == []
 
 
+def module_files() -> dict[str, Path]:
+    """Every module of the apps (migrations aside) by its dotted name."""
+    return {module_name(path): path for app in APPS for path in python_files(app)}
+
+
+def file_imports(source: str, module: str, modules: Iterable[str], *, is_package: bool) -> set[str]:
+    """The modules among `modules` that `source` imports: `from a import b` is the file a/b.py
+    when there is one, else a (its __init__); `import a.b.c` is the longest known prefix."""
+    known = set(modules)
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                prefix = ".".join(parts[: len(parts) - (node.level - 1)])
+                base = f"{prefix}.{node.module}" if node.module else prefix
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                for alias in node.names
+            ]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                found.add(target)
+    return found
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(cycles)
+
+
+def test_no_import_cycles_between_files():
+    modules = module_files()
+    graph = {
+        name: file_imports(
+            path.read_text(encoding="utf-8"), name, modules, is_package=path.name == "__init__.py"
+        )
+        for name, path in modules.items()
+    }
+    assert len(graph) > 100
+    assert import_cycles(graph) == []
+
+
+# A migration's models name their field classes by import path (Django's deconstruction).
+MIGRATION_FIELD_MODULES = frozenset({"inventory.fields"})
+
+
+def test_migrations_import_no_live_app_code():
+    """What a migration does is frozen in it: a later change to an app's code cannot change
+    an old migration (shared pieces come from earlier migrations by `import_module`)."""
+    bad = {}
+    for app in ("inventory", "operations", "rebalancer"):
+        for path in sorted((ROOT / app / "migrations").glob("*.py")):
+            names = imported_modules(path.read_text(encoding="utf-8"), module_name(path))
+            app_names = sorted(
+                n
+                for n in names
+                if any(is_within(n, a) for a in APPS) and n not in MIGRATION_FIELD_MODULES
+            )
+            if app_names:
+                bad[str(path.relative_to(ROOT))] = app_names
+    assert bad == {}
+
+
 # --- the checker itself ---------------------------------------------------------------------
 
 
@@ -155,6 +259,33 @@ def test_checker_resolves_relative_imports_in_a_package_init():
     assert imported_modules("from .values import X", "inventory.domain", is_package=True) == {
         "inventory.domain.values"
     }
+
+
+def test_cycle_checker_finds_cycles_through_any_import():
+    modules = {"a.store", "a.projection", "a.models", "a", "b.base", "b.context"}
+    store = file_imports(
+        "def f():\n    from a.projection import apply\nfrom a import models",
+        "a.store",
+        modules,
+        is_package=False,
+    )
+    assert store == {"a.projection", "a.models"}
+    projection = file_imports(
+        "if TYPE_CHECKING:\n    from .store import Stored",
+        "a.projection",
+        modules,
+        is_package=False,
+    )
+    assert projection == {"a.store"}
+    graph = {
+        "a.store": store,
+        "a.projection": projection,
+        "b.base": {"b.context"},
+        "b.context": {"b.base", "a.models"},
+        "a.models": set(),
+    }
+    assert import_cycles(graph) == [["a.projection", "a.store"], ["b.base", "b.context"]]
+    assert import_cycles({"a.store": {"a.models"}, "a.models": set()}) == []
 
 
 def test_stdlib_detection():

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import requests
 
@@ -511,61 +511,6 @@ def transfer_status_check_transition(
         previous is TransferStatus.PROCESSING and current is TransferStatus.PENDING
     ):
         raise InvalidStatusTransition(transfer_id, previous, current)
-
-
-class TokenizationApi(Protocol):
-    """What the mint and redemption workflows need (check-once calls; they never block)."""
-
-    def request_mint(
-        self,
-        *,
-        underlying_symbol: str,
-        quantity_shares: Decimal,
-        wallet_address: str,
-        issuer_request_id: str,
-        issuer: str = ...,
-        network: str = ...,
-    ) -> TokenizationRequest: ...
-    def get_request(self, tokenization_request_id: str) -> TokenizationRequest: ...
-    def find_request_by_issuer_request_id(
-        self, issuer_request_id: str, *, since: datetime | None = None
-    ) -> TokenizationRequest | None: ...
-    def find_redemption_by_tx(
-        self, tx_hash: str, *, since: datetime | None = None
-    ) -> TokenizationRequest | None: ...
-
-
-class WalletApi(Protocol):
-    """What the USDC workflows need from Alpaca's crypto wallet (check-once calls)."""
-
-    def whitelist_entry(
-        self, address: str, *, asset: str = ..., network: str = ...
-    ) -> WhitelistEntry | None: ...
-    def initiate_withdrawal(
-        self, *, amount_usdc: Decimal, address: str, asset: str = ..., network: str = ...
-    ) -> Transfer: ...
-    def get_transfer(self, transfer_id: str) -> Transfer: ...
-    def find_outgoing_transfers(
-        self, *, to_address: str, amount_usdc: Decimal, created_at_or_after: datetime
-    ) -> list[Transfer]: ...
-    def find_deposit_by_tx(
-        self, tx_hash: str, *, since: datetime | None = None
-    ) -> Transfer | None: ...
-    def deposit_address(self, *, asset: str = ..., network: str = ...) -> str: ...
-
-
-class BrokerageApi(Protocol):
-    """What inventory snapshots and hedging need: cash, positions, orders, the clock."""
-
-    def account(self) -> Account: ...
-    def positions(self) -> list[Position]: ...
-    def equity_positions(self) -> list[Position]: ...
-    def clock(self) -> MarketClock: ...
-    def submit_market_order(
-        self, *, symbol: str, qty: Decimal, side: OrderSide | str, client_order_id: str
-    ) -> Order: ...
-    def get_order(self, order_id: str) -> Order: ...
-    def find_order_by_client_order_id(self, client_order_id: str) -> Order | None: ...
 
 
 # ---------------------------------------------------------------------------

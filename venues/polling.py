@@ -8,34 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
 
 DEFAULT_INTERVAL_S = 10.0
 DEFAULT_TIMEOUT_S = 30 * 60.0
-
-
-@dataclass(frozen=True)
-class PollingConfig:
-    interval_s: float = DEFAULT_INTERVAL_S
-    timeout_s: float = DEFAULT_TIMEOUT_S
-
-    def __post_init__(self) -> None:
-        if self.interval_s < 0:
-            raise ValueError(f"interval_s={self.interval_s!r}: must be >= 0")
-        if self.timeout_s < 0:
-            raise ValueError(f"timeout_s={self.timeout_s!r}: must be >= 0")
-
-
-class PollTimeout(Exception):
-    """Raised by `poll_until` when `timeout_s` elapsed before the check succeeded."""
-
-    def __init__(self, what: str, elapsed_s: float) -> None:
-        self.what = what
-        self.elapsed_s = elapsed_s
-        super().__init__(f"{what}: not done after {elapsed_s:.3f}s")
 
 
 def poll_until(

@@ -3,11 +3,30 @@
 from django.db import migrations, models
 
 
+# The keys the events carried when this migration was written (frozen from
+# inventory.event_keys: the live module may change, this migration must not). Payloads are
+# {variant: {field: value}}; integers travel as strings, hashes lower-case.
+_SCOPES = {
+    "OffChainOrderPlaced": "execution",
+    "OffChainOrderFilled": "execution_filled",
+    "OffChainOrderFailed": "execution_failed",
+}
+
+
+def _claims(event_type, aggregate_id, payload):
+    """(scope, key) of each key the event claims."""
+    variant = event_type.rpartition("::")[2]
+    body = payload[variant]
+    if variant == "OnChainOrderFilled":
+        trade = body["trade_id"]
+        return [("trade", f"{trade['tx_hash'].lower()}:{int(trade['log_index'])}")]
+    if variant in _SCOPES:
+        return [(_SCOPES[variant], f"{aggregate_id}:{int(body['execution_id'])}")]
+    return []
+
+
 def backfill_event_keys(apps, schema_editor):
     """Keys of the events already in the log (trade ids, execution ids)."""
-    from inventory.codec import decode_event
-    from inventory.event_keys import event_keys
-
     Event = apps.get_model("inventory", "Event")
     EventKey = apps.get_model("inventory", "EventKey")
     wanted = (
@@ -21,13 +40,12 @@ def backfill_event_keys(apps, schema_editor):
     for row in rows:
         if not row.event_type.endswith(wanted):
             continue
-        event = decode_event(row.event_type, row.payload)
         # This table has no day yet (0011 adds it and files trade keys under theirs).
-        for claim in event_keys(row.aggregate_type, row.aggregate_id, event):
+        for scope, key in _claims(row.event_type, row.aggregate_id, row.payload):
             batch.append(
                 EventKey(
-                    scope=claim.scope,
-                    key=claim.key,
+                    scope=scope,
+                    key=key,
                     event_id=row.id,
                     aggregate_type=row.aggregate_type,
                     aggregate_id=row.aggregate_id,

@@ -1,12 +1,15 @@
-"""Issue 9: the event log also refuses SQLite REPLACE INTO and PostgreSQL TRUNCATE."""
+"""Issue 9: the event log also refuses SQLite REPLACE INTO and PostgreSQL TRUNCATE (the
+statements frozen in 0002, which installs them all; idempotent)."""
+
+from importlib import import_module
 
 from django.db import migrations
 
-from inventory import append_only
+_FROZEN = import_module("inventory.migrations.0002_event_append_only")
 
 
 def install(apps, schema_editor):
-    append_only.install(schema_editor.connection)
+    _FROZEN.install(apps, schema_editor)
 
 
 class Migration(migrations.Migration):

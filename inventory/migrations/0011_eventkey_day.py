@@ -1,16 +1,23 @@
 import json
+from datetime import UTC, datetime
 
 from django.db import migrations, models
 
 _CHUNK = 5000
+# Frozen from inventory.event_keys (the live module may change, this migration must not).
+TRADE = "trade"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def trade_day(block_timestamp):
+    """Days since 1970-01-01 (UTC) of a fill's block timestamp (ISO 8601 with its offset)."""
+    moment = datetime.fromisoformat(block_timestamp)
+    return int((moment - _EPOCH).total_seconds() // 86_400)
 
 
 def file_trade_keys_under_their_day(apps, schema_editor):
     """Each recorded trade key gets the UTC day of its fill's block timestamp (read from the
     fill event; chunks of keys in id order, one UPDATE by primary key each)."""
-    from inventory.codec import decode_event
-    from inventory.event_keys import TRADE, trade_day
-
     last = 0
     with schema_editor.connection.cursor() as cursor:
         while True:
@@ -27,8 +34,8 @@ def file_trade_keys_under_their_day(apps, schema_editor):
             for key_id, event_type, payload in rows:
                 if isinstance(payload, str):  # SQLite hands JSON back as text
                     payload = json.loads(payload)
-                event = decode_event(event_type, payload)
-                days.append((trade_day(event.block_timestamp), key_id))
+                fill = payload[event_type.rpartition("::")[2]]
+                days.append((trade_day(fill["block_timestamp"]), key_id))
             cursor.executemany('UPDATE "inventory_eventkey" SET "day" = %s WHERE "id" = %s', days)
             last = rows[-1][0]
 

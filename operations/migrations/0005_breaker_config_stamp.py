@@ -1,16 +1,19 @@
-"""Writes to the pool breakers change the configuration stamp (inventory.config_stamp)."""
+"""Writes to the pool breakers change the configuration stamp (the triggers frozen in
+inventory's migration 0010)."""
+
+from importlib import import_module
 
 from django.db import migrations
 
-from inventory import config_stamp
+_FROZEN = import_module("inventory.migrations.0010_config_stamp")
 
 
 def install(apps, schema_editor):
-    config_stamp.install(schema_editor.connection, [config_stamp.BREAKER_TABLE])
+    _FROZEN.install_tables(schema_editor.connection, [_FROZEN.BREAKER_TABLE])
 
 
 def uninstall(apps, schema_editor):
-    config_stamp.uninstall(schema_editor.connection, [config_stamp.BREAKER_TABLE])
+    _FROZEN.uninstall_tables(schema_editor.connection, [_FROZEN.BREAKER_TABLE])
 
 
 class Migration(migrations.Migration):

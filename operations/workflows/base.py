@@ -1,4 +1,5 @@
-"""The contract between the workflow runner and the per-kind workflows.
+"""What a workflow step returns and raises (the `Workflow` protocol itself is in
+`operations.workflows.registry`, next to the dispatch per kind).
 
 A workflow advances one operation from its aggregate's current state, one step at a time. A
 step either records progress (`Continue`: run the next step now), asks to be woken later
@@ -21,12 +22,6 @@ other exception is logged at ERROR and treated as transient, so a bug never drop
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
-
-from inventory.domain.aggregate import AggregateSpec
-
-if TYPE_CHECKING:
-    from operations.workflows.context import StepContext
 
 
 @dataclass(frozen=True)
@@ -84,33 +79,3 @@ class NotReconcilable(WorkflowError):
         self.state = state
         self.detail = detail
         super().__init__(f"state={state}: cannot be reconciled: {detail}")
-
-
-class Workflow(Protocol):
-    """One per operation kind (registered in `operations.workflows.registry`)."""
-
-    spec: AggregateSpec
-
-    def step(self, ctx: StepContext) -> Outcome:
-        """Advance from the current aggregate state by one step."""
-        ...
-
-    def fail(self, ctx: StepContext, *, reason: str, actor: str) -> bool:
-        """Record the failure event valid in the current state (force-fail, attempts exhausted).
-
-        Returns False when no aggregate exists yet (the caller then releases the guard through
-        `operations.services.operation_fail`). Raises `NotFailable` when no failure command is
-        valid (for example tokens already received: the mint can only complete).
-        """
-        ...
-
-    def reconcile_command(self, ctx: StepContext, *, reason: str, operator: str) -> Any:
-        """The aggregate's operator Reconcile command (zeroes kept inflight, B13), or raise
-        `NotReconcilable` when the current state has nothing to reconcile."""
-        ...
-
-    def reconcile_unknown(self, ctx: StepContext, *, reason: str, operator: str) -> Any | None:
-        """For an active operation whose venue outcome is unknown (the venue could not be
-        asked): the failure command an operator records after checking the venue themselves,
-        or None when the current step has no such outcome."""
-        ...

@@ -7,9 +7,44 @@ both directions; the aggregate carries the direction).
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any, Protocol
 
+from inventory.domain.aggregate import AggregateSpec
 from operations.models import OperationKind
-from operations.workflows.base import Workflow
+from operations.workflows.base import Outcome
+
+if TYPE_CHECKING:
+    from operations.workflows.context import StepContext
+
+
+class Workflow(Protocol):
+    """One per operation kind (`workflow_for` returns it)."""
+
+    spec: AggregateSpec
+
+    def step(self, ctx: StepContext) -> Outcome:
+        """Advance from the current aggregate state by one step."""
+        ...
+
+    def fail(self, ctx: StepContext, *, reason: str, actor: str) -> bool:
+        """Record the failure event valid in the current state (force-fail, attempts exhausted).
+
+        Returns False when no aggregate exists yet (the caller then releases the guard through
+        `operations.services.operation_fail`). Raises `NotFailable` when no failure command is
+        valid (for example tokens already received: the mint can only complete).
+        """
+        ...
+
+    def reconcile_command(self, ctx: StepContext, *, reason: str, operator: str) -> Any:
+        """The aggregate's operator Reconcile command (zeroes kept inflight, B13), or raise
+        `NotReconcilable` when the current state has nothing to reconcile."""
+        ...
+
+    def reconcile_unknown(self, ctx: StepContext, *, reason: str, operator: str) -> Any | None:
+        """For an active operation whose venue outcome is unknown (the venue could not be
+        asked): the failure command an operator records after checking the venue themselves,
+        or None when the current step has no such outcome."""
+        ...
 
 
 class NoWorkflow(Exception):

@@ -47,10 +47,9 @@ from operations.workflows.base import (
     OperationInactive,
     TransientStepError,
     Wait,
-    Workflow,
 )
 from operations.workflows.context import StepContext
-from operations.workflows.registry import NoWorkflow, workflow_for
+from operations.workflows.registry import NoWorkflow, Workflow, workflow_for
 from rebalancer.config import WorkerConfig
 
 logger = logging.getLogger(__name__)

@@ -26,8 +26,7 @@ from inventory.models import Event
 from inventory.selectors import RebalancingSettings, rebalancing_settings_get
 from operations.models import ACTIVE_STATUSES, Operation, OperationStatus, PoolBreaker
 from rebalancer.models import AlertState, PoolRatioSample
-from rebalancer.selectors import PoolOverview
-from rebalancer.selectors import pools_overview as shared_pools_overview
+from rebalancer.selectors import PoolOverview, pools_overview
 
 # Pool states, in the order an operator cares about them.
 STATE_HALTED = "halted (circuit breaker)"
@@ -122,9 +121,10 @@ def pool_history(*, key: str, since: datetime, points: int = HISTORY_POINTS) -> 
     return samples
 
 
-def pools_overview(
+def pool_views(
     *, with_history: bool = True, now: datetime | None = None, history_s: float = 86400
 ) -> list[PoolView]:
+    """The dashboard's pools: `pools_overview` with breakers, steps and ratio history."""
     moment = now or timezone.now()
     settings = rebalancing_settings_get()
     breakers = {breaker.pool: breaker for breaker in PoolBreaker.objects.all()}
@@ -133,7 +133,7 @@ def pools_overview(
         for op in operations_with_step(Operation.objects.filter(status__in=ACTIVE_STATUSES))
     }
     views = []
-    for pool in shared_pools_overview():
+    for pool in pools_overview():
         last = (
             PoolRatioSample.objects.filter(pool=pool.key)
             .order_by("-recorded_at")
@@ -255,8 +255,9 @@ def last_snapshot_per_venue() -> dict[str, datetime | None]:
     return latest
 
 
-def cluster_heartbeat() -> datetime | None:
-    """The last time a django-q worker finished a task (success or failure)."""
+def workers_last_task_at() -> datetime | None:
+    """The last time a django-q worker finished a task (success or failure); not the cluster
+    heartbeat (`rebalancer.periodic.cluster_heartbeat`, the health check of that name)."""
     from django_q.models import Task
 
     return Task.objects.order_by("-stopped").values_list("stopped", flat=True).first()
@@ -301,7 +302,7 @@ def console_health() -> Health:
         report=health_report(),
         paused=settings.paused,
         enabled=settings.enabled,
-        heartbeat_at=cluster_heartbeat(),
+        heartbeat_at=workers_last_task_at(),
         snapshots=last_snapshot_per_venue(),
         attention=Operation.objects.filter(needs_attention=True).count(),
         open_alerts=list(AlertState.objects.filter(resolved_at__isnull=True)[:50]),

@@ -81,7 +81,7 @@ class ConsoleSite(admin.AdminSite):
         now = timezone.now()
         chosen = request.GET.get("range", "day")
         span_s = RANGES.get(chosen, RANGES["day"])
-        pools = selectors.pools_overview(now=now, history_s=span_s)
+        pools = selectors.pool_views(now=now, history_s=span_s)
         health = selectors.console_health()
         alerts_by_pool: dict[str, list[Any]] = {}
         for alert in health.open_alerts:

@@ -424,3 +424,20 @@ def test_alert_amounts_are_bounded_at_start(tmp_path: Path):
         tmp_path, {"ALERT_GAS_MINIMUM_ETH": "1e999999", "ALERT_DRIFT_TOLERANCE": "1e16"}
     )
     assert sorted(problems) == ["ALERT_DRIFT_TOLERANCE", "ALERT_GAS_MINIMUM_ETH"]
+
+
+@pytest.mark.parametrize("value", ["ok", "y", "nope", "2x"])
+def test_booleans_django_environ_would_guess_are_refused(tmp_path: Path, value: str):
+    # django-environ's bool cast reads "ok"/"y" as true and any other text as false.
+    problems = settings_problems(tmp_path, {"DEBUG": value, "METRICS_TRUST_LOOPBACK": value})
+    assert sorted(problems) == ["DEBUG", "METRICS_TRUST_LOOPBACK"]
+    assert repr(value) in problems["DEBUG"] and "true/false" in problems["DEBUG"]
+
+
+def test_values_are_read_as_written_not_as_django_environ_proxies(tmp_path: Path):
+    # django-environ's Env.get_value reads "$NAME" as another variable's value.
+    key = "$" + "k" * 40
+    env = load_settings_env(base_dir=tmp_path, env={"SECRET_KEY": key, "k": "other"})
+    assert env.secret_key == key
+    assert load_settings_env(base_dir=tmp_path, env={"Q_POLL_S": "1.5"}).q_cluster["poll"] == 1.5
+    assert list(settings_problems(tmp_path, {"Q_POLL_S": "1,5"})) == ["Q_POLL_S"]
