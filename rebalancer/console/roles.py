@@ -16,6 +16,8 @@ VIEWER_PERMISSIONS = [
     ("inventory", "view_asset"),
     ("inventory", "view_rebalancingsettingsrow"),
     ("operations", "view_operation"),
+    ("operations", "view_poolbreaker"),
+    ("django_q", "view_failure"),
 ]
 OPERATOR_PERMISSIONS = VIEWER_PERMISSIONS + [
     ("rebalancer", "operate"),

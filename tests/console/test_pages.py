@@ -382,3 +382,22 @@ def test_references_name_chains_and_read_alpaca_ids_from_transfer_references():
         kind="mint",
     )
     assert mint["transactions"][0]["chain"] == "Base"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "admin:rebalancer_alertstate_changelist",
+        "admin:operations_poolbreaker_changelist",
+        "admin:operations_operation_changelist",
+        "admin:django_q_failure_changelist",
+    ],
+)
+@pytest.mark.parametrize("role", ["viewer_client", "operator_client"])
+def test_every_role_reads_the_lists_the_runbook_sends_it_to(request, role, url):
+    """Pool breakers and failed tasks are where docs/operations.md sends an operator: both roles
+    read them (a 403 there left an operator blind to a halted pool)."""
+    client = request.getfixturevalue(role)
+    response = client.get(reverse(url))
+    assert response.status_code == 200, (role, url, response.status_code)
+    assert 'id="empty-explained"' in response.content.decode()
