@@ -237,14 +237,14 @@ class AggregateState(models.Model):
 
 class EventKey(models.Model):
     """An idempotency key carried by an event (a trade id, a hedge's execution id, an Alpaca
-    request id we recorded): unique per scope and day, so a duplicate costs one index lookup
-    and two writers cannot both record it. Written with the event, in the same transaction."""
+    request id we recorded): unique per (scope, key), so a duplicate costs one index lookup
+    and two writers cannot both record it. Written with the event, in the same transaction;
+    append-only like the event log (`inventory.append_only`)."""
 
     id = models.BigAutoField(primary_key=True)
     scope = models.CharField(max_length=32)
     # A trade key's UTC day of its block timestamp (days since 1970-01-01), 0 for other keys:
-    # the index is ordered by day first, so today's fills go to today's part of it
-    # (`inventory.event_keys`).
+    # where it is filed, never part of its identity (`inventory.event_keys`).
     day = models.IntegerField(default=0)
     key = models.CharField(max_length=200)
     event_id = models.BigIntegerField()
@@ -254,9 +254,7 @@ class EventKey(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["scope", "day", "key"], name="eventkey_unique_scope_day_key"
-            ),
+            models.UniqueConstraint(fields=["scope", "key"], name="eventkey_unique_scope_key"),
         ]
         indexes = [
             models.Index(fields=["scope", "recorded_at"], name="eventkey_scope_recorded_idx"),

@@ -309,29 +309,24 @@ def _keys_of(stored: Iterable[StoredEvent]) -> list[tuple[Any, ...]]:
 
 
 def keys_recorded(claims: Iterable[Claim]) -> dict[Claim, int]:
-    """Claim -> id of the event already holding its key (in its day or a neighbouring one,
-    `Claim.days`), for the claims that are recorded. One index lookup per scope and day of
-    the claims (a live batch has one day, two around midnight), each probing at most three
-    days per key: a batch spanning months costs a lookup per day, never days x keys probes."""
-    groups: dict[tuple[str, int], list[Claim]] = {}
+    """Claim -> id of the event already holding its key, for the claims that are recorded:
+    one lookup of the unique (scope, key) index per scope. A key is found whatever day it
+    was filed under (its identity does not depend on a timestamp the reporter sends)."""
+    groups: dict[str, list[Claim]] = {}
     for claim in set(claims):
-        groups.setdefault((claim.scope, claim.day), []).append(claim)
+        groups.setdefault(claim.scope, []).append(claim)
     found: dict[Claim, int] = {}
-    for (scope, _), grouped in sorted(groups.items()):
+    for scope, grouped in sorted(groups.items()):
         keys = sorted({claim.key for claim in grouped})
-        days = list(grouped[0].days())
         rows = rawsql.fetch(
-            'SELECT "key", "day", "event_id" FROM "inventory_eventkey" WHERE "scope" = %s '
-            f'AND "day" IN ({rawsql.placeholders(len(days))}) '
-            f'AND "key" IN ({rawsql.placeholders(len(keys))}) ORDER BY "day"',
-            [scope, *days, *keys],
+            'SELECT "key", "event_id" FROM "inventory_eventkey" WHERE "scope" = %s '
+            f'AND "key" IN ({rawsql.placeholders(len(keys))})',
+            [scope, *keys],
         )
-        earliest: dict[str, int] = {}
-        for key, _day, event_id in rows:
-            earliest.setdefault(key, event_id)
+        holders = {key: event_id for key, event_id in rows}
         for claim in grouped:
-            if claim.key in earliest:
-                found[claim] = earliest[claim.key]
+            if claim.key in holders:
+                found[claim] = holders[claim.key]
     return found
 
 
@@ -345,12 +340,11 @@ def _keys_check(appends: Sequence[PendingAppend]) -> None:
     ]
     if not claimed:
         return
-    seen: dict[tuple[str, str], list[int]] = {}
+    seen: set[tuple[str, str]] = set()
     for claim in claimed:
-        days = seen.setdefault((claim.scope, claim.key), [])
-        if any(claim.matches(day) for day in days):
+        if claim.identity in seen:
             raise KeyAlreadyRecorded(claim.scope, claim.key)
-        days.append(claim.day)
+        seen.add(claim.identity)
     recorded = keys_recorded(claimed)
     if recorded:
         claim = min(recorded)
@@ -539,7 +533,7 @@ def _is_sequence_conflict(error: IntegrityError) -> bool:
     return (
         "event_unique_aggregate_sequence" in text
         or "aggregatestate_unique_aggregate" in text
-        or "eventkey_unique_scope_day_key" in text
+        or "eventkey_unique_scope_key" in text
         or ("unique" in text and "inventory_eventkey." in text)
         or ("unique" in text and "inventory_event." in text)
         or ("unique" in text and "inventory_aggregatestate." in text)

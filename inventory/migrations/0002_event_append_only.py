@@ -4,11 +4,11 @@ from inventory import append_only
 
 
 def install(apps, schema_editor):
-    append_only.install(schema_editor.connection)
+    append_only.install(schema_editor.connection, (append_only.TABLE,))
 
 
 def uninstall(apps, schema_editor):
-    append_only.uninstall(schema_editor.connection)
+    append_only.uninstall(schema_editor.connection, (append_only.TABLE,))
 
 
 class Migration(migrations.Migration):
