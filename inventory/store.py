@@ -39,6 +39,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from inventory import rawsql
+from inventory.chain_head import fills_bound_check, head_raise
 from inventory.codec import decode_event, encode_event
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.events import DomainEvent
@@ -427,8 +428,10 @@ def appends_commit(
         rows = pools_lock(wanted) if wanted else {}
     if not keys_checked:
         _keys_check(appends)
+    fills_bound_check(event for append in appends for event in append.events)
     stored = _insert(appends, now)
     rawsql.insert_rows(EventKey, _KEY_COLUMNS, _keys_of(stored))
+    head_raise(stored)
     _states_save(appends)
     domains: dict[str, Any] = {}
     pools = projection_apply(stored, plan=plan, rows=rows, domains=domains)
