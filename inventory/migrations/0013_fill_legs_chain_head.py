@@ -14,14 +14,18 @@ from django.db import migrations, models
 
 import inventory.fields
 
-_SNAPSHOT_TYPES = ["InventorySnapshotEvent::OnchainEquity", "InventorySnapshotEvent::OnchainCash"]
-
 
 def _json(value):
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def move_legs_and_find_head(apps, schema_editor):
+    from inventory.codec import EVENT_CLASSES, decode_event
+    from inventory.domain import events as ev
+
+    snapshot_types = sorted(
+        name for name, cls in EVENT_CLASSES.items() if cls in (ev.OnchainEquity, ev.OnchainCash)
+    )
     with schema_editor.connection.cursor() as cursor:
         cursor.execute(
             'SELECT "key", "onchain_fills_after" FROM "inventory_inventorypool" ORDER BY "key"'
@@ -37,13 +41,13 @@ def move_legs_and_find_head(apps, schema_editor):
             legs,
         )
         cursor.execute(
-            'SELECT "id", "payload" FROM "inventory_event" WHERE "event_type" IN (%s, %s) '
-            'ORDER BY "id"',
-            _SNAPSHOT_TYPES,
+            'SELECT "id", "event_type", "payload" FROM "inventory_event" '
+            f'WHERE "event_type" IN ({", ".join(["%s"] * len(snapshot_types))}) ORDER BY "id"',
+            snapshot_types,
         )
         head, head_event = None, None
-        for event_id, payload in cursor.fetchall():
-            block = _json(payload).get("block_number")
+        for event_id, event_type, payload in cursor.fetchall():
+            block = decode_event(event_type, _json(payload)).block_number
             if block is not None and (head is None or int(block) > head):
                 head, head_event = int(block), event_id
         cursor.execute(

@@ -279,3 +279,59 @@ def test_check_compares_the_remembered_legs_and_the_head_and_write_restores_them
     assert inventory_rebuild(write=False) == []
     assert sorted(OnchainFillLeg.objects.values_list("pool_key", "block_number")) == sorted(legs)
     assert head_read() == 100
+
+
+# --- migrations 0012 and 0013 ------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migrations_move_the_legs_find_the_head_and_refile_keys_recorded_twice():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from inventory import append_only
+    from inventory.models import EventKey
+
+    snapshot(block=100, aapl="100", usdc="100000", fetched=0)
+    record(buy(1, 101))
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes("inventory")
+    try:
+        executor.migrate([("inventory", "0011_eventkey_day")])
+        with connection.cursor() as cursor:
+            # What 0011 allowed: the pool's list of legs, and one trade id filed under two
+            # days (the replay recorded as a second fill).
+            cursor.execute(
+                'UPDATE "inventory_inventorypool" SET "onchain_fills_after" = %s WHERE "key" = %s',
+                [json.dumps([[101, "1"], [105, "2.5"]]), "AAPL"],
+            )
+            cursor.execute(
+                'INSERT INTO "inventory_eventkey" ("scope", "day", "key", "event_id", '
+                '"aggregate_type", "aggregate_id", "recorded_at") '
+                "SELECT scope, day + 3, key, event_id + 1000, aggregate_type, aggregate_id, "
+                'recorded_at FROM "inventory_eventkey" WHERE "scope" = %s',
+                ["trade"],
+            )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(latest)
+        append_only.install(connection)
+
+    legs = OnchainFillLeg.objects.filter(pool_key="AAPL").order_by("id")
+    assert [(leg.block_number, leg.delta, leg.event_id) for leg in legs] == [
+        (101, D(1), None),
+        (105, D("2.5"), None),
+    ]
+    assert head_read() == 100
+    trade = EventKey.objects.get(scope="trade")
+    duplicate = EventKey.objects.get(scope="trade_duplicate")
+    assert duplicate.key == f"{trade.key}@{trade.event_id + 1000}"
+    # The moved list is not what the log says (no event ids, an extra leg): the check names
+    # it and a rebuild restores the legs from the log.
+    assert ("AAPL", "onchain_fill_legs") in {
+        (d.pool, d.field) for d in inventory_rebuild(write=False)
+    }
+    inventory_rebuild(write=True)
+    assert list(
+        OnchainFillLeg.objects.filter(pool_key="AAPL").values_list("block_number", "event_id")
+    ) == [(101, Event.objects.get(event_type__endswith="::OnChainOrderFilled").id)]
