@@ -11,9 +11,11 @@ transaction (`appends_commit`):
 1. plan: which pools the events touch, plus the pools the trigger will re-check (an operation's
    pool and USDC when it ends), from the events alone;
 2. lock all of those pool rows once, in key order (one global order: writers never deadlock);
-3. insert the events (their ids are taken under the locks, so for any two events that touch a
-   common pool, id order is the order in which they were applied), their idempotency keys and
-   the aggregates' new states;
+3. refuse onchain fills whose block is beyond the chain head the service has seen
+   (`inventory.chain_head`); insert the events (their ids are taken under the locks, so for
+   any two events that touch a common pool, id order is the order in which they were
+   applied), their idempotency keys (unique by scope and key) and the aggregates' new states;
+   raise the chain head with the onchain snapshots;
 4. apply them to the locked pools (one update per pool) and send `events_appended` inside the
    transaction, so whatever a receiver writes commits or rolls back with the events.
 
