@@ -21,9 +21,9 @@ their event ids) and the chain head (`ChainHead`: the highest onchain snapshot b
 `--check` (`write=False`) is meant to be independent of the live path: it folds with the pure
 `reference_fold` (not the fast fold the projection uses), and it checks the log itself from
 the raw events, without the live path's key lookups: every fill's trade id
-(`tx_hash:log_index`) appears in one fill event only, and no fill's block is above the
-highest head seen plus `FILL_BLOCK_MARGIN`. Those are problems of the log (`LogProblem`): a
-rebuild cannot fix them, it names them.
+(`tx_hash:log_index`) appears in one fill event only and its key is recorded, and no fill's
+block is above the highest head seen plus `FILL_BLOCK_MARGIN`. Those are problems of the log
+(`LogProblem`): a rebuild cannot fix them, it names them.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from inventory.domain.inventory import (
     InventoryFold,
     PoolInventory,
 )
-from inventory.event_keys import trade_key
-from inventory.models import ChainHead, Event, InventoryPool, OnchainFillLeg
+from inventory.event_keys import TRADE, trade_key
+from inventory.models import ChainHead, Event, EventKey, InventoryPool, OnchainFillLeg
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ class LogFacts:
             self.legs[key] = legs
 
     def problems(self) -> list[LogProblem]:
-        found = [
+        found = self._unkeyed()
+        found += [
             LogProblem(
                 "trade recorded twice",
                 f"trade {key} in fill events " + ", ".join(f"#{i}" for i in ids),
@@ -173,6 +174,29 @@ class LogFacts:
                 if block > limit
             )
         return found
+
+    def _unkeyed(self) -> list[LogProblem]:
+        """Fill events whose trade key is not recorded (`EventKey`): a replay of them would
+        be recorded as a new fill."""
+        if not self.audit or not self._trades:
+            return []
+        keyed = set(
+            EventKey.objects.filter(scope=TRADE).values_list("event_id", flat=True).iterator()
+        )
+        missing = sorted(
+            (event_id, key) for key, event_id in self._trades.items() if event_id not in keyed
+        )
+        if not missing:
+            return []
+        shown = ", ".join(f"#{event_id} ({key})" for event_id, key in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        return [
+            LogProblem(
+                "trade key missing",
+                f"fill events {shown}{more}",
+                "their trade keys are not recorded: a replay would be counted again",
+            )
+        ]
 
 
 # --- reading the log ---------------------------------------------------------------------------

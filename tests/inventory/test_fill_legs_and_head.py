@@ -254,9 +254,14 @@ def test_check_names_a_trade_recorded_twice_and_a_fill_above_the_head():
     beyond = _raw_fill(2, 10**12)
 
     problems = [d for d in inventory_rebuild(write=False) if isinstance(d, LogProblem)]
-    assert [p.field for p in problems] == ["trade recorded twice", "fill above the chain head"]
-    assert f"#{twice.id}" in str(problems[0].stored)
-    assert f"#{beyond.id}" in str(problems[1].stored)
+    assert [p.field for p in problems] == [
+        "trade key missing",
+        "trade recorded twice",
+        "fill above the chain head",
+    ]
+    assert f"#{beyond.id}" in str(problems[0].stored)  # written past the store: no key
+    assert f"#{twice.id}" in str(problems[1].stored)
+    assert f"#{beyond.id}" in str(problems[2].stored)
     code, out = _check()
     assert code == 1
     assert "trade recorded twice" in out and "fill above the chain head" in out
