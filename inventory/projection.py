@@ -151,8 +151,10 @@ class _Legs:
         self.loaded: set[str] = set()
         self.pending: list[tuple[str, int, int, Any]] = []
 
-    def counts(self) -> dict[str, int]:
-        return {key: len(pool.fills) for key, pool in self.pools.items()}
+    def counts(self, keys: Iterable[str]) -> dict[str, int]:
+        """The number of in-memory legs of the pools a fill touches, before it."""
+        pools = self.pools
+        return {key: len(pools[key].fills) for key in keys if key in pools}
 
     def added(self, keys: Iterable[str], counts: dict[str, int], event_id: int) -> None:
         for key in keys:
@@ -239,7 +241,11 @@ def projection_apply(
         snapshot = isinstance(event, _ONCHAIN_SNAPSHOTS)
         if snapshot:
             legs.load(_snapshot_pools(event))
-        counts = legs.counts() if type(event) is ev.OnChainOrderFilled else None
+        counts = (
+            legs.counts((stored.aggregate_id, USDC_POOL))
+            if type(event) is ev.OnChainOrderFilled
+            else None
+        )
         keys = fold_stored(
             pools,
             fold,
