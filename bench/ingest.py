@@ -171,6 +171,8 @@ class Rate(float):
     cpu: float
     first: float | None = None
     last: float | None = None
+    first_cpu: float | None = None
+    last_cpu: float | None = None
 
     def __new__(cls, count: int, wall: float, cpu: float) -> Rate:
         rate = super().__new__(cls, count / wall if wall > 0 else 0.0)
@@ -188,6 +190,7 @@ def one_per_transaction(count: int) -> Rate:
     batch = fills(count)
     started, cpu = _clocks()
     stamps = [started]
+    cpus = [cpu]
     for f in batch:
         fill_record_onchain(
             symbol=f.symbol,
@@ -200,10 +203,13 @@ def one_per_transaction(count: int) -> Rate:
             block_number=f.block_number,
         )
         stamps.append(time.perf_counter())
+        cpus.append(time.process_time())
     rate = Rate(count, stamps[-1] - started, time.process_time() - cpu)
     if count >= 400:
         rate.first = 100 / (stamps[100] - stamps[0])
         rate.last = 300 / (stamps[-1] - stamps[-301])
+        rate.first_cpu = 100 / max(cpus[100] - cpus[0], 1e-9)
+        rate.last_cpu = 300 / max(cpus[-1] - cpus[-301], 1e-9)
     return rate
 
 
@@ -277,7 +283,9 @@ def measure(args, label: str) -> dict[str, object]:
     if single.median.first is not None:
         ends = (
             f"; first 100 {single.median.first:,.0f} fills/s, last 300 "
-            f"{single.median.last:,.0f} fills/s ({single.median.last / single.median.first:.2f}x)"
+            f"{single.median.last:,.0f} fills/s ({single.median.last / single.median.first:.2f}x; "
+            f"per CPU-second {single.median.first_cpu:,.0f} and {single.median.last_cpu:,.0f}, "
+            f"{single.median.last_cpu / single.median.first_cpu:.2f}x)"
         )
     return {
         "one per transaction": str(single) + ends,
