@@ -14,6 +14,14 @@ puts everything on one day. Prints the rates, the machine, and the ratio to plai
 inserts of the same payload into the same database measured in the same run. Targets
 (SQLite): >= 1,000 fills/s one per transaction, >= 10,000 fills/s batched, and the rate
 after 1,000,000 events >= 0.8x the empty-log rate.
+
+With `--block-numbers` (the default) every fill carries the block it landed in
+(`FILLS_PER_BLOCK` fills a block) and, as the venue poller does, an onchain snapshot pinned to
+the current block is recorded after every history batch and before each measurement, so the
+measured single fills are all above the pool's snapshot block (each leaves a remembered leg);
+the rate of the first 100 and of the last 300 single fills of a measurement shows whether a
+fill's cost grows with the legs above the snapshot. `--no-block-numbers` sends fills without
+a block (the shape before blocks were carried).
 """
 
 from __future__ import annotations
@@ -46,6 +54,9 @@ _numbers = itertools.count(1)
 
 
 TRADE_IDS = "random"
+BLOCK_NUMBERS = True
+FIRST_BLOCK = 1_000_000
+FILLS_PER_BLOCK = 10
 
 
 class Calendar:
@@ -83,12 +94,22 @@ def _tx_hash(n: int) -> str:
     return "0x" + hashlib.sha256(n.to_bytes(8, "big")).hexdigest()
 
 
+_last_number = 0
+
+
+def current_block() -> int:
+    """The block of the latest fill made (the chain's head as the bench plays it)."""
+    return FIRST_BLOCK + _last_number // FILLS_PER_BLOCK
+
+
 def fills(count: int) -> list:
     from inventory.services import OnchainFill
 
+    global _last_number
     result = []
     for _ in range(count):
         n = next(_numbers)
+        _last_number = n
         result.append(
             OnchainFill(
                 symbol=SYMBOL,
@@ -98,9 +119,27 @@ def fills(count: int) -> list:
                 direction="Buy" if n % 2 else "Sell",  # the pools stay balanced
                 price_usdc=Decimal("187.25"),
                 block_timestamp=CALENDAR.stamp(),
+                block_number=current_block() if BLOCK_NUMBERS else None,
             )
         )
     return result
+
+
+def onchain_poll(block: int | None = None) -> None:
+    """What the venue poller records: the onchain balances pinned to `block` (default: the
+    current one; the pools' own values, so nothing drifts). Only with block numbers."""
+    if not BLOCK_NUMBERS:
+        return
+    from inventory.models import InventoryPool
+    from inventory.services import snapshot_record
+
+    pools = {row.key: row for row in InventoryPool.objects.filter(key__in=[SYMBOL, "USDC"])}
+    snapshot_record(
+        fetched_at=datetime.now(UTC),
+        onchain_equity={SYMBOL: pools[SYMBOL].onchain_available},
+        onchain_cash=pools["USDC"].onchain_available,
+        onchain_block=current_block() if block is None else block,
+    )
 
 
 def seed() -> None:
@@ -120,14 +159,20 @@ def seed() -> None:
         offchain_equity={SYMBOL: Decimal(1_000_000)},
         onchain_cash=Decimal(10**9),
         offchain_cash=Decimal(10**9),
+        onchain_block=FIRST_BLOCK if BLOCK_NUMBERS else None,
         now=start,
     )
 
 
 class Rate(float):
-    """Fills per wall-clock second, carrying `cpu`: fills per CPU-second of this process."""
+    """Fills per wall-clock second, carrying `cpu`: fills per CPU-second of this process,
+    and (single fills) `first` / `last`: the rates of the first 100 and the last 300."""
 
     cpu: float
+    first: float | None = None
+    last: float | None = None
+    first_cpu: float | None = None
+    last_cpu: float | None = None
 
     def __new__(cls, count: int, wall: float, cpu: float) -> Rate:
         rate = super().__new__(cls, count / wall if wall > 0 else 0.0)
@@ -144,6 +189,8 @@ def one_per_transaction(count: int) -> Rate:
 
     batch = fills(count)
     started, cpu = _clocks()
+    stamps = [started]
+    cpus = [cpu]
     for f in batch:
         fill_record_onchain(
             symbol=f.symbol,
@@ -153,18 +200,33 @@ def one_per_transaction(count: int) -> Rate:
             direction=f.direction,
             price_usdc=f.price_usdc,
             block_timestamp=f.block_timestamp,
+            block_number=f.block_number,
         )
-    return Rate(count, time.perf_counter() - started, time.process_time() - cpu)
+        stamps.append(time.perf_counter())
+        cpus.append(time.process_time())
+    rate = Rate(count, stamps[-1] - started, time.process_time() - cpu)
+    if count >= 400:
+        rate.first = 100 / (stamps[100] - stamps[0])
+        rate.last = 300 / (stamps[-1] - stamps[-301])
+        rate.first_cpu = 100 / max(cpus[100] - cpus[0], 1e-9)
+        rate.last_cpu = 300 / max(cpus[-1] - cpus[-301], 1e-9)
+    return rate
 
 
 def batched(batches: int, size: int) -> Rate:
     from inventory.services import fills_record_batch
 
     prepared = [fills(size) for _ in range(batches)]
-    started, cpu = _clocks()
+    wall = cpu = 0.0
     for batch in prepared:
+        if batch[0].block_number is not None:
+            # The poller keeps up between batches (untimed): the head stays within reach.
+            onchain_poll(batch[0].block_number - 1)
+        started, cpu_started = _clocks()
         fills_record_batch(fills=batch)
-    return Rate(batches * size, time.perf_counter() - started, time.process_time() - cpu)
+        wall += time.perf_counter() - started
+        cpu += time.process_time() - cpu_started
+    return Rate(batches * size, wall, cpu)
 
 
 def grow_history(target_events: int, size: int, progress: bool) -> float:
@@ -179,6 +241,7 @@ def grow_history(target_events: int, size: int, progress: bool) -> float:
     while done < missing:
         step = min(size, missing - done)
         fills_record_batch(fills=fills(step))
+        onchain_poll()
         done += step
         if progress and done % (size * 100) == 0:
             print(f"  history: {have + done} events", file=sys.stderr, flush=True)
@@ -211,11 +274,21 @@ def measure(args, label: str) -> dict[str, object]:
     CALENDAR.next_day()  # measured on a day of its own, after the history
     singles, batches = [], []
     for _ in range(args.rounds):
+        onchain_poll()  # the singles all land above the snapshot's block
         singles.append(one_per_transaction(args.fills))
+        onchain_poll()
         batches.append(batched(args.batches, args.batch_size))
     single, batch = Rounds(singles), Rounds(batches)
+    ends = ""
+    if single.median.first is not None:
+        ends = (
+            f"; first 100 {single.median.first:,.0f} fills/s, last 300 "
+            f"{single.median.last:,.0f} fills/s ({single.median.last / single.median.first:.2f}x; "
+            f"per CPU-second {single.median.first_cpu:,.0f} and {single.median.last_cpu:,.0f}, "
+            f"{single.median.last_cpu / single.median.first_cpu:.2f}x)"
+        )
     return {
-        "one per transaction": str(single),
+        "one per transaction": str(single) + ends,
         f"batches of {args.batch_size}": str(batch),
         "_single": single.median,
         "_batch": batch.median,
@@ -269,12 +342,20 @@ def main() -> None:
         help="before each measurement, let the database finish its upkeep (PostgreSQL VACUUM "
         "ANALYZE and CHECKPOINT, SQLite WAL checkpoint), as after months of history",
     )
+    parser.add_argument(
+        "--block-numbers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fills carry their block number and onchain snapshots are pinned to blocks "
+        "(--no-block-numbers: fills without a block, the shape before blocks were carried)",
+    )
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     if args.fills_per_day < 0:
         parser.error(f"--fills-per-day: {args.fills_per_day} is negative")
-    global TRADE_IDS, CALENDAR
+    global TRADE_IDS, CALENDAR, BLOCK_NUMBERS
     TRADE_IDS = args.trade_ids
+    BLOCK_NUMBERS = args.block_numbers
     measured = args.rounds * (args.fills + args.batches * args.batch_size)
     total = max(args.history) + (len(args.history) + 1) * measured
     days = -(-total // args.fills_per_day) + 2 * len(args.history) + 2 if args.fills_per_day else 0
@@ -322,6 +403,7 @@ def main() -> None:
             f"{args.rounds} rounds of {args.fills} single fills and "
             f"{args.batches}x{args.batch_size} batched, history {history} events, "
             f"{args.plain} plain inserts, {args.trade_ids} trade ids, "
+            + ("block numbers, " if args.block_numbers else "no block numbers, ")
             + (
                 f"{args.fills_per_day:,} fills a day ({CALENDAR.day + 1} days)"
                 if args.fills_per_day

@@ -1,4 +1,6 @@
-"""Database triggers that make the event table append-only.
+"""Database triggers that make the event table and its key table (`EventKey`: the trade and
+execution ids recorded with the events, whose loss lets a trade be recorded twice)
+append-only.
 
 Refused: UPDATE and DELETE (row triggers), an insert that would replace an event (SQLite's
 `REPLACE INTO` / `INSERT OR REPLACE` deletes the old row without firing delete triggers, so a
@@ -16,73 +18,108 @@ from __future__ import annotations
 from typing import Any
 
 TABLE = "inventory_event"
+# The trade and execution keys recorded with the events (`EventKey`): part of the log's
+# integrity (a key removed lets its trade be recorded again), protected the same way.
+KEY_TABLE = "inventory_eventkey"
+TABLES = (TABLE, KEY_TABLE)
 MESSAGE = "inventory_event is append-only: UPDATE, DELETE and TRUNCATE are refused"
-_REPLACE_ID = (
-    f"UNIQUE constraint failed: {TABLE}.id "
-    f"({TABLE} is append-only: an insert never replaces an event)"
-)
-_REPLACE_KEY = (
-    f"UNIQUE constraint failed: {TABLE}.aggregate_type, {TABLE}.aggregate_id, "
-    f"{TABLE}.sequence ({TABLE} is append-only: an insert never replaces an event)"
-)
 
-_SQLITE_INSTALL = [
-    f"""CREATE TRIGGER IF NOT EXISTS {TABLE}_no_update BEFORE UPDATE ON {TABLE}
-        BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END""",
-    f"""CREATE TRIGGER IF NOT EXISTS {TABLE}_no_delete BEFORE DELETE ON {TABLE}
-        BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END""",
-    f"""CREATE TRIGGER IF NOT EXISTS {TABLE}_no_replace BEFORE INSERT ON {TABLE}
+
+def _message(table: str) -> str:
+    return f"{table} is append-only: UPDATE, DELETE and TRUNCATE are refused"
+
+
+# The columns of each table's unique key other than the id (an insert on either replaces a
+# row under SQLite's REPLACE).
+_UNIQUE = {
+    TABLE: ("aggregate_type", "aggregate_id", "sequence"),
+    KEY_TABLE: ("scope", "key"),
+}
+
+
+def _replace_guard(table: str) -> str:
+    """SQLite BEFORE INSERT trigger refusing an insert that would replace a row (same id or
+    same unique key), with the text SQLite gives a plain duplicate."""
+    columns = _UNIQUE[table]
+    row = "a key" if table == KEY_TABLE else "an event"
+    why = f"({table} is append-only: an insert never replaces {row})"
+    by_id = f"UNIQUE constraint failed: {table}.id {why}"
+    by_key = "UNIQUE constraint failed: " + ", ".join(f"{table}.{c}" for c in columns) + f" {why}"
+    same = " AND ".join(f"{c} = NEW.{c}" for c in columns)
+    return f"""CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table}
         BEGIN
-            SELECT RAISE(ABORT, '{_REPLACE_ID}')
-            WHERE NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM {TABLE} WHERE id = NEW.id);
-            SELECT RAISE(ABORT, '{_REPLACE_KEY}')
-            WHERE EXISTS (
-                SELECT 1 FROM {TABLE} WHERE aggregate_type = NEW.aggregate_type
-                AND aggregate_id = NEW.aggregate_id AND sequence = NEW.sequence
-            );
-        END""",
-]
-_SQLITE_UNINSTALL = [
-    f"DROP TRIGGER IF EXISTS {TABLE}_no_update",
-    f"DROP TRIGGER IF EXISTS {TABLE}_no_delete",
-    f"DROP TRIGGER IF EXISTS {TABLE}_no_replace",
-]
-_PG_INSTALL = [
-    f"""CREATE OR REPLACE FUNCTION {TABLE}_append_only() RETURNS trigger AS $$
-        BEGIN RAISE EXCEPTION '{MESSAGE}'; END; $$ LANGUAGE plpgsql""",
-    f"DROP TRIGGER IF EXISTS {TABLE}_append_only ON {TABLE}",
-    f"""CREATE TRIGGER {TABLE}_append_only BEFORE UPDATE OR DELETE ON {TABLE}
-        FOR EACH ROW EXECUTE FUNCTION {TABLE}_append_only()""",
-    f"DROP TRIGGER IF EXISTS {TABLE}_no_truncate ON {TABLE}",
-    f"""CREATE TRIGGER {TABLE}_no_truncate BEFORE TRUNCATE ON {TABLE}
-        FOR EACH STATEMENT EXECUTE FUNCTION {TABLE}_append_only()""",
-]
-_PG_UNINSTALL = [
-    f"DROP TRIGGER IF EXISTS {TABLE}_append_only ON {TABLE}",
-    f"DROP TRIGGER IF EXISTS {TABLE}_no_truncate ON {TABLE}",
-]
+            SELECT RAISE(ABORT, '{by_id}')
+            WHERE NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM {table} WHERE id = NEW.id);
+            SELECT RAISE(ABORT, '{by_key}')
+            WHERE EXISTS (SELECT 1 FROM {table} WHERE {same});
+        END"""
+
+
+def _sqlite_install(table: str) -> list[str]:
+    message = _message(table)
+    return [
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
+        BEGIN SELECT RAISE(ABORT, '{message}'); END""",
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table}
+        BEGIN SELECT RAISE(ABORT, '{message}'); END""",
+        _replace_guard(table),
+    ]
+
+
+def _sqlite_uninstall(table: str) -> list[str]:
+    return [
+        f"DROP TRIGGER IF EXISTS {table}_no_update",
+        f"DROP TRIGGER IF EXISTS {table}_no_delete",
+        f"DROP TRIGGER IF EXISTS {table}_no_replace",
+    ]
+
+
+def _pg_install(table: str) -> list[str]:
+    return [
+        f"""CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger AS $$
+        BEGIN RAISE EXCEPTION '{_message(table)}'; END; $$ LANGUAGE plpgsql""",
+        f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}",
+        f"""CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
+        FOR EACH ROW EXECUTE FUNCTION {table}_append_only()""",
+        f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+        f"""CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+        FOR EACH STATEMENT EXECUTE FUNCTION {table}_append_only()""",
+    ]
+
+
+def _pg_uninstall(table: str) -> list[str]:
+    return [
+        f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}",
+        f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+    ]
+
+
 # The trigger whose presence means "installed" (every install creates it).
 _SENTINEL = {"sqlite": f"{TABLE}_no_delete", "postgresql": f"{TABLE}_append_only"}
 
 
-def _statements(vendor: str, install: bool) -> list[str]:
+def _statements(vendor: str, install: bool, tables: tuple[str, ...] = TABLES) -> list[str]:
     if vendor == "sqlite":
-        return _SQLITE_INSTALL if install else _SQLITE_UNINSTALL
-    if vendor == "postgresql":
-        return _PG_INSTALL if install else _PG_UNINSTALL
-    raise NotImplementedError(f"append-only triggers are not written for {vendor}")
+        make = _sqlite_install if install else _sqlite_uninstall
+    elif vendor == "postgresql":
+        make = _pg_install if install else _pg_uninstall
+    else:
+        raise NotImplementedError(f"append-only triggers are not written for {vendor}")
+    return [sql for table in tables for sql in make(table)]
 
 
-def install(connection: Any) -> None:
+def install(connection: Any, tables: tuple[str, ...] = TABLES) -> None:
+    """Install the triggers on the event log and its key table (or only `tables`)."""
     with connection.cursor() as cursor:
-        for sql in _statements(connection.vendor, True):
+        for sql in _statements(connection.vendor, True, tables):
             cursor.execute(sql)
 
 
-def uninstall(connection: Any) -> None:
-    """Only for test teardown, which must empty the table between transactional tests."""
+def uninstall(connection: Any, tables: tuple[str, ...] = TABLES) -> None:
+    """Only for test teardown, which must empty the tables between transactional tests (and
+    for reversing the migration that protects the key table)."""
     with connection.cursor() as cursor:
-        for sql in _statements(connection.vendor, False):
+        for sql in _statements(connection.vendor, False, tables):
             cursor.execute(sql)
 
 
@@ -104,8 +141,8 @@ def app_role_grants(connection: Any, role: str) -> list[str]:
     """PostgreSQL grants for an application role that does not own the tables.
 
     The owner (who runs `migrate`) applies them. The role may read and write every table,
-    but on the event log only SELECT and INSERT; no table's TRUNCATE, and, not being the
-    owner, it cannot ALTER or DROP a table or drop or disable a trigger.
+    but on the event log and its key table only SELECT and INSERT; no table's TRUNCATE,
+    and, not being the owner, it cannot ALTER or DROP a table or drop or disable a trigger.
     """
     if connection.vendor != "postgresql":
         raise NotImplementedError("database roles are a PostgreSQL deployment")
@@ -114,7 +151,7 @@ def app_role_grants(connection: Any, role: str) -> list[str]:
     statements = [f"GRANT USAGE ON SCHEMA {quote(_schema(connection))} TO {who}"]
     for table in sorted(connection.introspection.table_names()):
         statements.append(f"REVOKE ALL ON {quote(table)} FROM {who}")
-        privileges = "SELECT, INSERT" if table == TABLE else "SELECT, INSERT, UPDATE, DELETE"
+        privileges = "SELECT, INSERT" if table in TABLES else "SELECT, INSERT, UPDATE, DELETE"
         statements.append(f"GRANT {privileges} ON {quote(table)} TO {who}")
     statements.append(
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {quote(_schema(connection))} TO {who}"

@@ -6,17 +6,17 @@
   (`AAPL:42`), from `OffChainOrderPlaced`, `OffChainOrderFilled` and `OffChainOrderFailed`
   (an execution is placed once and ends once). Day 0.
 
-Why trade keys carry a day: a transaction hash is uniformly random, so in an index ordered by
-the hash alone every new fill lands on its own page once the index outgrows a batch, and a
-batch's cost grows with the history (measured: after 1,000,000 fills the unique index took
-a batch 5x longer than at an empty log; `bench/key_index.py`). Ordered by (day, hash), new
-fills land in today's part of the index only, which is as big on day 1,000 as on day 1.
+A key's identity is (scope, key), whatever day it is filed under: the database holds one
+record per (scope, key) (unique), so the same trade id posted again is the same fill (a
+duplicate, or a conflict when its content differs) whenever it arrives and whatever block
+timestamp it carries. A timestamp is what a reporter sends, not part of the trade's identity
+(issue 19: filed by day and looked up only in the neighbouring days, a replay with a block
+timestamp two days earlier was recorded as a second fill).
 
-The database holds one record per (scope, day, key). A key is looked up in its own day and
-the day on each side (`NEIGHBOUR_DAYS`), so the same trade id reported with block timestamps
-less than a day apart is still the same fill (a duplicate, or a conflict when its content
-differs), as after a reorganisation re-mines it a few blocks later. One further apart is a new
-fill: a chain log's block timestamp cannot move by a day.
+`day` (the UTC day of a trade's block timestamp, 0 for other keys) is still recorded, for
+reading the keys by day; it takes no part in the uniqueness or the lookups. The cost of a
+unique index on a random hash (every new key lands on its own page once the index outgrows
+memory) is measured by `bench/ingest.py` and `bench/key_index.py`.
 """
 
 from __future__ import annotations
@@ -40,27 +40,26 @@ EXECUTION_SCOPES: dict[type, str] = {
 }
 
 NO_DAY = 0  # the day of keys not tied to a date (execution ids)
-NEIGHBOUR_DAYS = 1  # a key is the same key this many days on either side
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_S = 86_400
 
 
 class Claim(NamedTuple):
-    """One idempotency key an event claims: unique per (scope, day, key) in `EventKey`."""
+    """One idempotency key an event claims: unique per (scope, key) in `EventKey`; `day` is
+    where it is filed, never part of its identity."""
 
     scope: str
     day: int
     key: str
 
-    def days(self) -> range:
-        """The days in which a recorded key is this same key."""
-        if self.scope != TRADE:
-            return range(self.day, self.day + 1)
-        return range(self.day - NEIGHBOUR_DAYS, self.day + NEIGHBOUR_DAYS + 1)
+    @property
+    def identity(self) -> tuple[str, str]:
+        return (self.scope, self.key)
 
     def matches(self, day: int) -> bool:
-        """Whether a record of this scope and key filed under `day` is this claim's key."""
-        return day in self.days()
+        """Whether a record of this scope and key filed under `day` is this claim's key:
+        always (a key is the same key whatever day it is filed under)."""
+        return True
 
 
 def trade_day(block_timestamp: datetime) -> int:

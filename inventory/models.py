@@ -82,10 +82,9 @@ class InventoryPool(models.Model):
     # fetched at or before it is stale for this pool.
     inflight_changed_at = models.DateTimeField(null=True, blank=True)
     # Spec 15.2 (a snapshot and a fill never count one trade twice): the block of the onchain
-    # snapshot last taken, the onchain fill legs above it ([[block, "signed amount"], ...]),
-    # hedges pending at the brokerage and when the last hedge fill was recorded.
+    # snapshot last taken (the fill legs above it are rows of `OnchainFillLeg`), hedges
+    # pending at the brokerage and when the last hedge fill was recorded.
     onchain_block = models.BigIntegerField(null=True, blank=True)
-    onchain_fills_after = models.JSONField(default=list, blank=True)
     offchain_hedges_pending = models.PositiveIntegerField(default=0)
     offchain_last_fill_at = models.DateTimeField(null=True, blank=True)
 
@@ -101,6 +100,9 @@ class InventoryPool(models.Model):
         return f"{self.key} pool"
 
     def to_domain(self) -> PoolInventory:
+        """The pool without its remembered fill legs (`onchain_fills_after` empty): they are
+        rows of `OnchainFillLeg`, loaded by the projection only to apply an onchain snapshot
+        (`inventory.projection`)."""
         return PoolInventory(
             onchain=(
                 VenueBalance(self.onchain_available, self.onchain_inflight)
@@ -117,9 +119,6 @@ class InventoryPool(models.Model):
             reconciliation_reason=self.reconciliation_reason if self.needs_reconciliation else None,
             inflight_changed_at=self.inflight_changed_at,
             onchain_block=self.onchain_block,
-            onchain_fills_after=tuple(
-                (int(block), Decimal(delta)) for block, delta in self.onchain_fills_after or ()
-            ),
             offchain_hedges_pending=self.offchain_hedges_pending,
             offchain_last_fill_at=self.offchain_last_fill_at,
         )
@@ -141,9 +140,6 @@ class InventoryPool(models.Model):
             "updated_at": pool.last_updated,
             "inflight_changed_at": pool.inflight_changed_at,
             "onchain_block": pool.onchain_block,
-            "onchain_fills_after": [
-                [block, str(delta)] for block, delta in pool.onchain_fills_after
-            ],
             "offchain_hedges_pending": pool.offchain_hedges_pending,
             "offchain_last_fill_at": pool.offchain_last_fill_at,
         }
@@ -158,6 +154,46 @@ class InventoryPool(models.Model):
     @staticmethod
     def kind_for(key: str) -> str:
         return PoolKind.USDC if key == USDC_POOL else PoolKind.EQUITY
+
+
+class OnchainFillLeg(models.Model):
+    """Spec 15.2: one onchain fill leg (a fill's signed change of one pool's onchain
+    available) above the pool's onchain snapshot block, remembered so that a snapshot pinned
+    below it (a lagging poll) re-applies it. Derived state (`rebuild_inventory` rebuilds and
+    checks it): inserted with its fill (one row per pool and fill, whatever the number
+    remembered), deleted when a snapshot taken at or above its block covers it. No limit on
+    how many are remembered."""
+
+    id = models.BigAutoField(primary_key=True)
+    pool_key = models.CharField(max_length=64)
+    # The fill event; None for legs moved from a pool's list before they were rows (0013).
+    event_id = models.BigIntegerField(null=True, blank=True)
+    block_number = models.BigIntegerField()
+    delta = ExactDecimalField()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["pool_key", "block_number"], name="fillleg_pool_block_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pool_key} leg {self.delta} at block {self.block_number}"
+
+
+class ChainHead(models.Model):
+    """The chain's head as the service last saw it: the highest block an onchain snapshot was
+    pinned to (the venue poller reads the head, then every vault at it). Derived from the log
+    (`rebuild_inventory` checks it), raised in the transaction that appends the snapshot. A
+    fill's block may not exceed it by more than `FILL_BLOCK_MARGIN` (`inventory.chain_head`).
+    One row."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    block = models.BigIntegerField(null=True, blank=True)
+    event_id = models.BigIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"chain head {self.block}"
 
 
 class Asset(models.Model):
@@ -237,14 +273,14 @@ class AggregateState(models.Model):
 
 class EventKey(models.Model):
     """An idempotency key carried by an event (a trade id, a hedge's execution id, an Alpaca
-    request id we recorded): unique per scope and day, so a duplicate costs one index lookup
-    and two writers cannot both record it. Written with the event, in the same transaction."""
+    request id we recorded): unique per (scope, key), so a duplicate costs one index lookup
+    and two writers cannot both record it. Written with the event, in the same transaction;
+    append-only like the event log (`inventory.append_only`)."""
 
     id = models.BigAutoField(primary_key=True)
     scope = models.CharField(max_length=32)
     # A trade key's UTC day of its block timestamp (days since 1970-01-01), 0 for other keys:
-    # the index is ordered by day first, so today's fills go to today's part of it
-    # (`inventory.event_keys`).
+    # where it is filed, never part of its identity (`inventory.event_keys`).
     day = models.IntegerField(default=0)
     key = models.CharField(max_length=200)
     event_id = models.BigIntegerField()
@@ -254,9 +290,7 @@ class EventKey(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["scope", "day", "key"], name="eventkey_unique_scope_day_key"
-            ),
+            models.UniqueConstraint(fields=["scope", "key"], name="eventkey_unique_scope_key"),
         ]
         indexes = [
             models.Index(fields=["scope", "recorded_at"], name="eventkey_scope_recorded_idx"),

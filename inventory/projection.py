@@ -7,6 +7,12 @@ stored events (sequence 1 onwards), never from the current batch alone (B3).
 
 A fact that cannot be applied (a balance would go negative, a venue never observed) is still
 in the log; the pool is flagged `needs_reconciliation` with the reason and keeps its values.
+
+Spec 15.2's remembered onchain fill legs are `OnchainFillLeg` rows: a fill inserts one row
+per pool whose onchain available it moved above the pool's snapshot block (O(1) per fill,
+whatever the number remembered); an onchain snapshot loads the pool's rows first (the domain
+re-applies those above its block), and once taken deletes the rows it covers (at or below
+its block; all of them when it is not pinned). A pool row read for a fill carries no legs.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from inventory.domain import events as ev
 from inventory.domain.fast import MutablePool, fold_stored
 from inventory.domain.inventory import InventoryFold, PoolInventory
 from inventory.domain.values import USDC_POOL
-from inventory.models import Event, InventoryPool
+from inventory.models import Event, InventoryPool, OnchainFillLeg
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +149,83 @@ def pools_lock(keys: Iterable[str], *, create: bool = True) -> dict[str, Invento
     return rows
 
 
+_ONCHAIN_SNAPSHOTS = (ev.OnchainEquity, ev.OnchainCash)
+
+
+def _snapshot_pools(event: Any) -> list[str]:
+    if isinstance(event, ev.OnchainEquity):
+        return sorted(event.balances)
+    return [USDC_POOL]
+
+
+class _Legs:
+    """The `OnchainFillLeg` rows of one projection batch: new legs are buffered and inserted
+    in one statement; a pool's rows are loaded into its in-memory legs before its first
+    onchain snapshot of the batch, and the rows a taken snapshot covers are deleted."""
+
+    def __init__(self, pools: dict[str, MutablePool]) -> None:
+        self.pools = pools
+        self.loaded: set[str] = set()
+        self.pending: list[tuple[str, int, int, Any]] = []
+
+    def counts(self, keys: Iterable[str]) -> dict[str, int]:
+        """The number of in-memory legs of the pools a fill touches, before it."""
+        pools = self.pools
+        return {key: len(pools[key].fills) for key in keys if key in pools}
+
+    def added(self, keys: Iterable[str], counts: dict[str, int], event_id: int) -> None:
+        for key in keys:
+            fills = self.pools[key].fills
+            if len(fills) > counts.get(key, 0):
+                block, delta = fills[-1]
+                self.pending.append((key, event_id, block, delta))
+
+    def flush(self) -> None:
+        if self.pending:
+            rawsql.insert_rows(
+                OnchainFillLeg, ("pool_key", "event_id", "block_number", "delta"), self.pending
+            )
+            self.pending = []
+
+    def load(self, keys: Iterable[str]) -> None:
+        wanted = [key for key in keys if key in self.pools and key not in self.loaded]
+        if not wanted:
+            return
+        self.flush()
+        rows = rawsql.fetch(
+            'SELECT "pool_key", "block_number", "delta" FROM "inventory_onchainfillleg" '
+            f'WHERE "pool_key" IN ({rawsql.placeholders(len(wanted))}) ORDER BY "id"',
+            wanted,
+        )
+        field = OnchainFillLeg._meta.get_field("delta")
+        loaded: dict[str, list[tuple[int, Any]]] = {key: [] for key in wanted}
+        for key, block, delta in rows:
+            loaded[key].append((int(block), field.to_python(delta)))
+        for key in wanted:
+            self.pools[key].fills = loaded[key]
+            self.loaded.add(key)
+
+    def release(self, keys: Iterable[str]) -> None:
+        """Delete the rows a taken snapshot covers: the in-memory legs are the domain's
+        truth (those above the snapshot block); every row at or below it goes, and all
+        rows when the snapshot was not pinned and cleared the legs."""
+        self.flush()
+        for key in keys:
+            if key not in self.loaded:
+                continue
+            pool = self.pools[key]
+            if pool.onchain_block is not None:
+                rawsql.execute(
+                    'DELETE FROM "inventory_onchainfillleg" WHERE "pool_key" = %s '
+                    'AND "block_number" <= %s',
+                    [key, pool.onchain_block],
+                )
+            elif not pool.fills:
+                rawsql.execute(
+                    'DELETE FROM "inventory_onchainfillleg" WHERE "pool_key" = %s', [key]
+                )
+
+
 def projection_apply(
     events: Sequence[StoredEvent],
     *,
@@ -169,16 +252,32 @@ def projection_apply(
     before = {key: row.to_domain() for key, row in touched_rows.items()}
     pools = {key: MutablePool(pool) for key, pool in before.items()}
     last_event: dict[str, int] = {}
+    legs = _Legs(pools)
     for stored in events:
-        for key in fold_stored(
+        event = stored.event
+        snapshot = isinstance(event, _ONCHAIN_SNAPSHOTS)
+        if snapshot:
+            legs.load(_snapshot_pools(event))
+        counts = (
+            legs.counts((stored.aggregate_id, USDC_POOL))
+            if type(event) is ev.OnChainOrderFilled
+            else None
+        )
+        keys = fold_stored(
             pools,
             fold,
             stored.aggregate_type,
             stored.aggregate_id,
-            stored.event,
+            event,
             stored.recorded_at,
-        ):
+        )
+        for key in keys:
             last_event[key] = stored.id
+        if counts is not None:
+            legs.added(keys, counts, stored.id)
+        elif snapshot:
+            legs.release(keys)
+    legs.flush()
     for key, row in sorted(touched_rows.items()):
         after = pools[key].domain()
         if domains is not None:

@@ -11,9 +11,11 @@ transaction (`appends_commit`):
 1. plan: which pools the events touch, plus the pools the trigger will re-check (an operation's
    pool and USDC when it ends), from the events alone;
 2. lock all of those pool rows once, in key order (one global order: writers never deadlock);
-3. insert the events (their ids are taken under the locks, so for any two events that touch a
-   common pool, id order is the order in which they were applied), their idempotency keys and
-   the aggregates' new states;
+3. refuse onchain fills whose block is beyond the chain head the service has seen
+   (`inventory.chain_head`); insert the events (their ids are taken under the locks, so for
+   any two events that touch a common pool, id order is the order in which they were
+   applied), their idempotency keys (unique by scope and key) and the aggregates' new states;
+   raise the chain head with the onchain snapshots;
 4. apply them to the locked pools (one update per pool) and send `events_appended` inside the
    transaction, so whatever a receiver writes commits or rolls back with the events.
 
@@ -39,6 +41,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from inventory import rawsql
+from inventory.chain_head import fills_bound_check, head_raise
 from inventory.codec import decode_event, encode_event
 from inventory.db_errors import unique_violated
 from inventory.domain.aggregate import AggregateSpec
@@ -310,29 +313,24 @@ def _keys_of(stored: Iterable[StoredEvent]) -> list[tuple[Any, ...]]:
 
 
 def keys_recorded(claims: Iterable[Claim]) -> dict[Claim, int]:
-    """Claim -> id of the event already holding its key (in its day or a neighbouring one,
-    `Claim.days`), for the claims that are recorded. One index lookup per scope and day of
-    the claims (a live batch has one day, two around midnight), each probing at most three
-    days per key: a batch spanning months costs a lookup per day, never days x keys probes."""
-    groups: dict[tuple[str, int], list[Claim]] = {}
+    """Claim -> id of the event already holding its key, for the claims that are recorded:
+    one lookup of the unique (scope, key) index per scope. A key is found whatever day it
+    was filed under (its identity does not depend on a timestamp the reporter sends)."""
+    groups: dict[str, list[Claim]] = {}
     for claim in set(claims):
-        groups.setdefault((claim.scope, claim.day), []).append(claim)
+        groups.setdefault(claim.scope, []).append(claim)
     found: dict[Claim, int] = {}
-    for (scope, _), grouped in sorted(groups.items()):
+    for scope, grouped in sorted(groups.items()):
         keys = sorted({claim.key for claim in grouped})
-        days = list(grouped[0].days())
         rows = rawsql.fetch(
-            'SELECT "key", "day", "event_id" FROM "inventory_eventkey" WHERE "scope" = %s '
-            f'AND "day" IN ({rawsql.placeholders(len(days))}) '
-            f'AND "key" IN ({rawsql.placeholders(len(keys))}) ORDER BY "day"',
-            [scope, *days, *keys],
+            'SELECT "key", "event_id" FROM "inventory_eventkey" WHERE "scope" = %s '
+            f'AND "key" IN ({rawsql.placeholders(len(keys))})',
+            [scope, *keys],
         )
-        earliest: dict[str, int] = {}
-        for key, _day, event_id in rows:
-            earliest.setdefault(key, event_id)
+        holders = {key: event_id for key, event_id in rows}
         for claim in grouped:
-            if claim.key in earliest:
-                found[claim] = earliest[claim.key]
+            if claim.key in holders:
+                found[claim] = holders[claim.key]
     return found
 
 
@@ -346,12 +344,11 @@ def _keys_check(appends: Sequence[PendingAppend]) -> None:
     ]
     if not claimed:
         return
-    seen: dict[tuple[str, str], list[int]] = {}
+    seen: set[tuple[str, str]] = set()
     for claim in claimed:
-        days = seen.setdefault((claim.scope, claim.key), [])
-        if any(claim.matches(day) for day in days):
+        if claim.identity in seen:
             raise KeyAlreadyRecorded(claim.scope, claim.key)
-        days.append(claim.day)
+        seen.add(claim.identity)
     recorded = keys_recorded(claimed)
     if recorded:
         claim = min(recorded)
@@ -434,8 +431,10 @@ def appends_commit(
         rows = pools_lock(wanted) if wanted else {}
     if not keys_checked:
         _keys_check(appends)
+    fills_bound_check(event for append in appends for event in append.events)
     stored = _insert(appends, now)
     rawsql.insert_rows(EventKey, _KEY_COLUMNS, _keys_of(stored))
+    head_raise(stored)
     _states_save(appends)
     domains: dict[str, Any] = {}
     pools = projection_apply(stored, plan=plan, rows=rows, domains=domains)
@@ -541,7 +540,7 @@ APPEND_RACE_CONSTRAINTS = frozenset(
     {
         "event_unique_aggregate_sequence",
         "aggregatestate_unique_aggregate",
-        "eventkey_unique_scope_day_key",
+        "eventkey_unique_scope_key",
     }
 )
 

@@ -4,6 +4,14 @@ The drift of a pool at a venue is what the venue holds (observed) minus what the
 says is available there (projected), taken before the snapshot is recorded. A pool with
 something inflight is reported with its inflight amount: its snapshot is not taken (B1), so
 part of the difference may be the inflight itself.
+
+The alarm for what no check of the log can see (issue 19): recording the snapshots corrects a
+pool, so a drift above ALERT_DRIFT_TOLERANCE found again by the next reconcile on a pool with
+nothing inflight is a drift the snapshots do not correct (a fill re-applied above every pinned
+snapshot, a hedge never closed, a projection defect). It opens a `drift_persistent` alert
+(resolved by the first reconcile that no longer finds it) and flags the pool: its circuit
+breaker opens (audited, like a breaker opened by failures), so nothing is rebalanced on the
+wrong numbers until an operator has looked and resumes it.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from rebalancer.poller import (
 
 logger = logging.getLogger(__name__)
 
+DRIFT_PERSISTENT = "drift_persistent"
 RECONCILE_SCHEDULE_NAME = "rebalancer.reconcile"
 RECONCILE_FUNC = "rebalancer.reconcile.reconcile_scheduled"
 
@@ -100,11 +109,14 @@ def reconcile_run(*, venues: Venues | None = None) -> ReconcileReport:
     readings = venue_balances_read(venues=venues)
     drifts = drifts_compute(readings)
     recorded = readings_record(readings)
+    # Drift the previous reconcile reported (its alert still open), before this one's report.
+    reported_before = _open_drift_reports()
     # The console's drift alerts (opened above ALERT_DRIFT_TOLERANCE, resolved when gone); a
     # pool never observed before has no projection to drift from.
     alerts_drift_report(
         {(d.pool, d.venue): d.difference for d in drifts if d.projected is not None}
     )
+    _persistent_drift_flag(drifts, reported_before, readings)
     for drift in drifts:
         if drift.difference != 0:
             logger.warning(
@@ -123,6 +135,95 @@ def reconcile_run(*, venues: Venues | None = None) -> ReconcileReport:
         recorded,
     )
     return ReconcileReport(readings=readings, drifts=drifts, events_recorded=recorded)
+
+
+def _open_drift_reports() -> set[str]:
+    from rebalancer.console.alerts import DRIFT_REPORT
+    from rebalancer.models import AlertState
+
+    return set(
+        AlertState.objects.filter(kind=DRIFT_REPORT, resolved_at__isnull=True).values_list(
+            "key", flat=True
+        )
+    )
+
+
+def persistent_drifts(drifts: list[Drift], reported_before: set[str]) -> list[Drift]:
+    """The drifts above tolerance, with nothing inflight, that the previous reconcile had
+    already reported (its `drift_report` alert was still open)."""
+    from django.conf import settings
+
+    tolerance = settings.ALERTS.drift_tolerance
+    return [
+        d
+        for d in drifts
+        if d.projected is not None
+        and d.inflight == 0
+        and abs(d.difference) > tolerance
+        and f"drift_report:{d.pool}:{d.venue}" in reported_before
+    ]
+
+
+def _persistent_drift_flag(
+    drifts: list[Drift], reported_before: set[str], readings: VenueReadings
+) -> None:
+    from rebalancer.console.alerts import Condition, alerts_record
+
+    # Only the venues read this time can confirm or clear their pairs.
+    read = {venue for venue in (ONCHAIN_VENUE, OFFCHAIN_VENUE) if venue not in readings.failures}
+    persistent = persistent_drifts(drifts, reported_before)
+    conditions = [
+        Condition(
+            f"{DRIFT_PERSISTENT}:{d.pool}:{d.venue}",
+            DRIFT_PERSISTENT,
+            f"pool {d.pool} at {d.venue}: projected {d.projected}, observed {d.observed} "
+            f"(difference {d.difference}) at two reconciles in a row: the snapshots do not "
+            f"correct it; the pool is held until an operator resumes it",
+        )
+        for d in persistent
+    ]
+    if read == {ONCHAIN_VENUE, OFFCHAIN_VENUE}:
+        alerts_record(conditions, kinds={DRIFT_PERSISTENT})
+    elif conditions:
+        alerts_record(conditions, kinds=set())
+    for pool in sorted({d.pool for d in persistent}):
+        reasons = "; ".join(
+            f"{d.venue} projected {d.projected} observed {d.observed}"
+            for d in persistent
+            if d.pool == pool
+        )
+        pool_hold_for_drift(pool=pool, reason=f"drift persisted across reconciles: {reasons}")
+
+
+def pool_hold_for_drift(*, pool: str, reason: str) -> bool:
+    """Open the pool's circuit breaker (audited) for a drift the snapshots do not correct;
+    False when it is already open."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from inventory.domain import settings as settings_domain
+    from operations.models import PoolBreaker
+    from operations.services import _breaker_audit
+
+    moment = timezone.now()
+    with transaction.atomic():
+        PoolBreaker.objects.get_or_create(pool=pool)
+        breaker = PoolBreaker.objects.select_for_update().get(pool=pool)
+        if breaker.open_since is not None:
+            return False
+        breaker.open_since = moment
+        breaker.last_failure_reason = reason[:4000]
+        breaker.updated_at = moment
+        breaker.save()
+        _breaker_audit(
+            pool=pool,
+            old=settings_domain.BREAKER_CLOSED,
+            new=settings_domain.BREAKER_OPEN,
+            changed_by="reconcile",
+            now=moment,
+        )
+    logger.error("pool %s held: %s; an operator must resume it", pool, reason)
+    return True
 
 
 def reconcile_scheduled() -> None:

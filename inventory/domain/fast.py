@@ -14,7 +14,6 @@ from typing import Any
 
 from inventory.domain import events as ev
 from inventory.domain.inventory import (
-    MAX_FILLS_AFTER_SNAPSHOT,
     OFFCHAIN,
     ONCHAIN,
     InventoryError,
@@ -95,10 +94,7 @@ def _onchain_filled(pool: MutablePool, event: ev.OnChainOrderFilled, key: str) -
     venue = venue.add_available(delta) if delta >= 0 else venue.remove_available(-delta)
     on[0] = venue.available
     if block is not None:
-        fills = pool.fills
-        fills.append((block, delta))
-        if len(fills) > MAX_FILLS_AFTER_SNAPSHOT:
-            del fills[: len(fills) - MAX_FILLS_AFTER_SNAPSHOT]
+        pool.fills.append((block, delta))  # every leg, no limit (O(1) per fill)
     pool.last_updated = event.seen_at
 
 

@@ -214,6 +214,8 @@ class PoolInventory:
     # Spec 15.2, onchain: the block of the onchain snapshot this pool last took (None: not
     # pinned), and the onchain fill legs applied since whose block is above it, as
     # (block, signed amount), so a snapshot read below a fill it has not seen keeps the fill.
+    # All of them (no limit). In the database they are `OnchainFillLeg` rows: a pool read from
+    # its row carries none until the projection loads them for an onchain snapshot.
     onchain_block: int | None = None
     onchain_fills_after: tuple[tuple[int, Decimal], ...] = ()
     # Spec 15.2, offchain: hedges placed and not yet filled or failed, and when the last
@@ -560,8 +562,6 @@ _TWO_POOL_POSITION_EVENTS = (
     ev.OffChainOrderPlaced,
     ev.OffChainOrderFailed,
 )
-# Onchain fill legs remembered above the snapshot block (oldest dropped beyond this).
-MAX_FILLS_AFTER_SNAPSHOT = 256
 
 
 def _onchain_fill_delta(event: ev.OnChainOrderFilled, is_usdc: bool) -> Decimal:
@@ -586,7 +586,9 @@ def _apply_onchain_fill(
     onchain = onchain.add_available(delta) if delta >= 0 else onchain.remove_available(-delta)
     if block is None:
         return replace(pool, onchain=onchain, last_updated=ts)
-    kept = (*pool.onchain_fills_after, (block, delta))[-MAX_FILLS_AFTER_SNAPSHOT:]
+    # Every leg above the snapshot block is remembered, however many (issue 19: cutting the
+    # list to its last 256 lost the oldest legs when a lagging snapshot re-applied them).
+    kept = (*pool.onchain_fills_after, (block, delta))
     return replace(pool, onchain=onchain, onchain_fills_after=kept, last_updated=ts)
 
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from inventory.codec import encode_event
 from inventory.domain import events as ev
 from inventory.domain.values import Direction
-from inventory.models import Event, InventoryPool
+from inventory.models import Event, EventKey, InventoryPool
 from inventory.services import fill_record_onchain, snapshot_record
 
 pytestmark = pytest.mark.django_db
@@ -164,3 +164,81 @@ def test_the_grants_command_needs_postgres_or_names_a_valid_role():
     if connection.vendor == "sqlite":
         with pytest.raises(CommandError, match="PostgreSQL"):
             call_command("event_log_grants", role="app", stdout=io.StringIO())
+
+
+# --- issue 19 item 7: the trade-key table is part of the log's integrity -----------------------
+
+
+_BLOCK_TS = timezone.now() - timedelta(minutes=1)
+
+
+def _record_fill(now):
+    snapshot_record(fetched_at=now, onchain_cash=Decimal(100), onchain_equity={"AAPL": 1})
+    return fill_record_onchain(
+        symbol="AAPL",
+        tx_hash="0x" + "cd" * 32,
+        log_index=3,
+        amount=Decimal(2),
+        direction=Direction.BUY,
+        price_usdc=Decimal(10),
+        block_timestamp=_BLOCK_TS,
+        now=now,
+    )
+
+
+def _fills() -> int:
+    return Event.objects.filter(event_type__endswith="::OnChainOrderFilled").count()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM inventory_eventkey",
+        "UPDATE inventory_eventkey SET key = 'forged'",
+        pytest.param("TRUNCATE inventory_eventkey", marks=postgres_only),
+    ],
+)
+def test_the_trade_keys_cannot_be_removed_so_a_replayed_fill_stays_a_duplicate(sql):
+    now = timezone.now()
+    _record_fill(now)
+    error = _refused(sql)
+    assert "inventory_eventkey is append-only" in str(error)
+    assert EventKey.objects.filter(scope="trade").count() == 1
+    assert _record_fill(now + timedelta(seconds=1)) == []  # the replay: a duplicate
+    assert _fills() == 1
+
+
+@sqlite_only
+def test_sqlite_replace_of_a_trade_key_is_refused():
+    now = timezone.now()
+    _record_fill(now)
+    row = EventKey.objects.get(scope="trade")
+    error = _refused(
+        "REPLACE INTO inventory_eventkey (scope, day, key, event_id, aggregate_type, "
+        "aggregate_id, recorded_at) VALUES ('trade', 0, %s, 999, 'x', 'y', %s)",
+        [row.key, now.isoformat()],
+    )
+    assert "append-only" in str(error)
+    assert EventKey.objects.get(scope="trade").event_id == row.event_id
+
+
+@postgres_only
+def test_the_application_role_gets_no_delete_on_the_trade_keys():
+    role = f"reb_app_keys_{os.getpid()}"
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE ROLE "{role}" NOLOGIN')
+    out = io.StringIO()
+    call_command("event_log_grants", role=role, stdout=out)
+    assert 'GRANT SELECT, INSERT ON "inventory_eventkey"' in out.getvalue()
+    call_command("event_log_grants", role=role, apply=True, stdout=io.StringIO())
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(f'SET LOCAL ROLE "{role}"')
+    _record_fill(now)
+    for sql in ("DELETE FROM inventory_eventkey", "TRUNCATE inventory_eventkey"):
+        error = _refused(sql)
+        assert "permission denied" in str(error), sql
+    assert _record_fill(now + timedelta(seconds=1)) == []
+    assert _fills() == 1
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")

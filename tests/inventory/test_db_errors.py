@@ -71,10 +71,9 @@ def test_other_integrity_errors_are_not_unique_violations():
 def test_the_sqlite_message_is_mapped_by_the_tables_constraints():
     assert (
         sqlite_unique_constraint(
-            "UNIQUE constraint failed: inventory_eventkey.scope, inventory_eventkey.day, "
-            "inventory_eventkey.key"
+            "UNIQUE constraint failed: inventory_eventkey.scope, inventory_eventkey.key"
         )
-        == "eventkey_unique_scope_day_key"
+        == "eventkey_unique_scope_key"
     )
     assert sqlite_unique_constraint("UNIQUE constraint failed: inventory_event.id") == (
         "inventory_event_pkey"

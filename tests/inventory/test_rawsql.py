@@ -36,7 +36,6 @@ JSON_FIELDS = [
     Event._meta.get_field("payload"),
     Event._meta.get_field("metadata"),
     AggregateState._meta.get_field("state"),
-    InventoryPool._meta.get_field("onchain_fills_after"),
 ]
 DATETIME_FIELDS = [
     Event._meta.get_field("recorded_at"),

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from inventory.codec import encode_event
 from inventory.domain import events as ev
-from inventory.domain.inventory import MAX_FILLS_AFTER_SNAPSHOT
 from inventory.domain.values import USDC_POOL, Direction
 from inventory.models import InventoryPool
 from inventory.rebuild import (
@@ -186,7 +185,7 @@ def test_fast_fold_keeps_the_same_fill_legs_past_the_limit_and_the_same_flags():
             ),
             T0 + timedelta(seconds=n),
         )
-        for n in range(MAX_FILLS_AFTER_SNAPSHOT + 40)
+        for n in range(256 + 40)
     ]
     snapshots = [
         (
@@ -206,7 +205,7 @@ def test_fast_fold_keeps_the_same_fill_legs_past_the_limit_and_the_same_flags():
         ev.SNAPSHOT,
         "venues",
         ev.OnchainEquity(
-            balances={"AAPL": Decimal(3)}, fetched_at=T0 + timedelta(hours=1), block_number=400
+            balances={"AAPL": Decimal(3)}, fetched_at=T0 + timedelta(hours=1), block_number=210
         ),
         T0 + timedelta(hours=1),
     )
@@ -214,8 +213,9 @@ def test_fast_fold_keeps_the_same_fill_legs_past_the_limit_and_the_same_flags():
     fast, reference = fast_fold(rows), reference_fold(rows)
     same(fast, reference)
     pools = fast[0]
-    # The legs above block 400 among the last 256 kept (blocks 240..495).
-    assert len(pools["AAPL"].onchain_fills_after) == 95
+    # Every leg above block 210 is re-applied and kept (blocks 211..495): none dropped
+    # (issue 19: only the last 256 were kept, blocks 240..495).
+    assert len(pools["AAPL"].onchain_fills_after) == 285
     assert pools[USDC_POOL].needs_reconciliation  # USDC ran out: flagged, as the projection does
 
 

@@ -1,11 +1,7 @@
-"""Trade keys are filed under the UTC day of their block (issue "Scale").
-
-A transaction hash is random, so an index ordered by it alone puts every new fill on its own
-page once the index outgrows a batch: a batch cost 0.64x of the empty-log rate after 1,000,000
-fills (`bench/ingest.py`). Ordered by (scope, day, key), today's fills go to today's part of
-the index. A key is the same key in its day and the day on each side, so a trade re-reported
-with a block timestamp less than a day away is still the same fill; the database refuses two
-records of one key in one day.
+"""Trade keys are filed under the UTC day of their block (issue "Scale"), but a key's
+identity is (scope, key) alone (issue 19): the same trade id is the same fill whatever block
+timestamp it is reported with and whenever it arrives; the database refuses two records of
+one key, whatever their days.
 """
 
 from __future__ import annotations
@@ -96,23 +92,30 @@ def test_a_trade_re_reported_on_the_next_day_is_still_the_same_fill():
 
 
 @pytest.mark.django_db
-def test_a_trade_id_reported_two_days_apart_is_another_fill():
-    """The decided limit: a chain log's block timestamp cannot move by a day, so the same
-    trade id two days away is another fill (the unique index is per day)."""
+@pytest.mark.parametrize("days", [2, 3, -2, -40])
+def test_a_trade_id_reported_days_apart_is_still_the_same_fill(days):
+    """Issue 19 (this test pinned the opposite before: "two days apart is another fill"): a
+    trade's identity does not depend on the timestamp a reporter sends. The same trade id
+    with a block timestamp days away is a conflict, one by one and in a batch; nothing is
+    recorded twice."""
     seed()
     record(fill(1, LATE))
-    results = fills_record_batch(fills=[fill(1, LATE + timedelta(days=2))], now=NOW)
+    replay = fill(1, LATE + timedelta(days=days))
 
-    assert [r.status for r in results] == [FillStatus.RECORDED]
-    assert fills_recorded() == 2
-    assert sorted(EventKey.objects.filter(scope=TRADE).values_list("day", flat=True)) == [
-        20514,
-        20516,
-    ]
+    with pytest.raises(FillConflict, match=r"fills\[0\]\.trade_id"):
+        fills_record_batch(fills=[replay], now=NOW)
+    with pytest.raises(FillConflict, match="trade_id"):
+        record(replay)
+    # Within one batch too.
+    with pytest.raises(FillConflict, match=r"fills\[1\]\.trade_id"):
+        fills_record_batch(fills=[fill(3, LATE), fill(3, LATE + timedelta(days=days))], now=NOW)
+    assert fills_recorded() == 1
+    assert EventKey.objects.filter(scope=TRADE).count() == 1
 
 
 @pytest.mark.django_db
-def test_the_database_refuses_a_second_record_of_one_key_in_one_day():
+@pytest.mark.parametrize("other_day", [0, 3])
+def test_the_database_refuses_a_second_record_of_one_key_whatever_its_day(other_day):
     seed()
     record(fill(1, LATE))
     row = EventKey.objects.get(scope=TRADE)
@@ -120,7 +123,7 @@ def test_the_database_refuses_a_second_record_of_one_key_in_one_day():
     with pytest.raises(IntegrityError), transaction.atomic():
         EventKey.objects.create(
             scope=TRADE,
-            day=row.day,
+            day=row.day + other_day,
             key=row.key,
             event_id=row.event_id + 1,
             aggregate_type=row.aggregate_type,
@@ -140,7 +143,7 @@ def _plan(sql: str) -> str:
 
 
 @pytest.mark.django_db
-def test_the_trade_and_execution_key_lookups_search_the_day_ordered_unique_index():
+def test_the_trade_and_execution_key_lookups_search_the_unique_scope_key_index():
     seed()
     record(fill(1, LATE))
     hedge_place(symbol="AAPL", execution_id=7, direction="Sell", shares=D("1.5"), now=NOW)
@@ -174,10 +177,10 @@ def test_the_trade_and_execution_key_lookups_search_the_day_ordered_unique_index
     for sql in lookups:
         plan = _plan(sql)
         # SQLite names the index of a unique constraint it creates with the table after the
-        # table; the searched columns show it is the (scope, day, key) one.
+        # table; the searched columns show it is the (scope, key) one.
         assert re.search(
-            r"USING INDEX \S+ \(scope=\? AND day=\? AND key=\?\)"
-            r"|Index (Only )?Scan using eventkey_unique_scope_day_key",
+            r"USING INDEX \S+ \(scope=\? AND key=\?\)"
+            r"|Index (Only )?Scan using eventkey_unique_scope_key",
             plan,
         ), plan
         assert "Seq Scan" not in plan and "SCAN inventory_eventkey" not in plan, plan
@@ -219,10 +222,10 @@ def test_the_migration_files_keys_recorded_before_it_under_their_day():
 
 
 @pytest.mark.django_db
-def test_a_batch_spanning_many_days_finds_each_trade_on_its_own_day():
+def test_a_batch_spanning_many_days_finds_each_trade_in_one_lookup():
     """A backfill batch (one fill a day for forty days): replayed, every fill is a duplicate
-    and one re-mined on its next day a conflict; the lookups are one per day of the batch,
-    each probing three days, never every day of the batch for every key."""
+    and one re-mined half a day later a conflict; one lookup of the (scope, key) index for
+    the whole batch, whatever days it spans."""
     seed()
     days = [LATE - timedelta(days=40 - n) for n in range(40)]
     first = fills_record_batch(fills=[fill(n, day) for n, day in enumerate(days)], now=NOW)
@@ -232,9 +235,8 @@ def test_a_batch_spanning_many_days_finds_each_trade_on_its_own_day():
         again = fills_record_batch(fills=[fill(n, day) for n, day in enumerate(days)], now=NOW)
     assert {r.status for r in again} == {FillStatus.DUPLICATE}
     lookups = [q["sql"] for q in queries if 'FROM "inventory_eventkey"' in q["sql"]]
-    assert len(lookups) == 40
-    # Each lookup names three days (its own and the neighbours) before its keys.
-    assert {len(re.findall(r"\b\d{5}\b", sql.split('"key" IN')[0])) for sql in lookups} == {3}
+    assert len(lookups) == 1
+    assert '"day"' not in lookups[0]
 
     with pytest.raises(FillConflict, match=r"fills\[0\]\.trade_id"):
         fills_record_batch(fills=[fill(7, days[7] + timedelta(hours=12))], now=NOW)

@@ -4,8 +4,9 @@
     manage.py event_log_grants --role rebalancer_app --apply    # run it (as the owner)
 
 Run as the owner after every `migrate` (new tables need their grants). The application then
-connects as the role: it can append events but never UPDATE, DELETE or TRUNCATE them, and it
-cannot ALTER or DROP a table or drop or disable a trigger.
+connects as the role: it can append events and their idempotency keys (`inventory_eventkey`:
+a removed trade key lets its trade be recorded again) but never UPDATE, DELETE or TRUNCATE
+them, and it cannot ALTER or DROP a table or drop or disable a trigger.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _ROLE = re.compile(r"[a-z_][a-z0-9_$]{0,62}")
 class Command(BaseCommand):
     help = (
         "Print (or --apply) the PostgreSQL grants for an application role that is not the "
-        "tables' owner: the event log gets SELECT and INSERT only."
+        "tables' owner: the event log and its key table get SELECT and INSERT only."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -1,4 +1,5 @@
-"""Replay the event log into the inventory pools and report what differed."""
+"""Replay the event log into the inventory pools and report what differed; `--check` also
+checks the log's own integrity (`inventory.rebuild.LogProblem`)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from inventory.services import aggregate_states_check
 
 class Command(BaseCommand):
     help = (
-        "Replay the whole event log with the projection's pure functions, report every "
-        "difference from the stored pools (pool, field, stored, rebuilt), then write the "
-        "rebuilt rows. With --check only report, and exit 1 on any difference."
+        "Replay the whole event log, report every difference from the stored pools, their "
+        "remembered onchain fill legs and the chain head (pool, field, stored, rebuilt), then "
+        "write the rebuilt rows. With --check only report (folding with the pure reference "
+        "fold, and checking the log itself: a trade id in two fill events, a fill above the "
+        "highest chain head seen), and exit 1 on any difference or problem."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
