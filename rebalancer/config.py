@@ -399,6 +399,8 @@ class SettingsEnv:
     service: ServiceConfig = field(default_factory=lambda: ServiceConfig())
     # How far beyond the absolute net position a hedge placement may go, in shares.
     hedge_placement_tolerance_shares: Decimal = Decimal(1)
+    # A fill's block may be at most this many blocks above the chain head last seen.
+    fill_block_margin: int = 300
     # Django's own security settings, by their Django names (`load_security_settings`).
     security: dict[str, Any] = field(default_factory=dict)
     # /metrics answers loopback callers without a token only when this is true.
@@ -467,6 +469,17 @@ def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -
             "HEDGE_PLACEMENT_TOLERANCE_SHARES",
             setting_parser("equity_minimum_shares"),  # >= 0, 18 decimals, bounded
             default=Decimal(1),
+        ),
+        fill_block_margin=reader.get(
+            "FILL_BLOCK_MARGIN",
+            bounded(
+                _env_int,
+                minimum=0,
+                maximum=1_000_000,
+                why="a fill that far beyond the chain head is not a fill",
+                describe="must be a whole number of blocks >= 0",
+            ),
+            default=300,
         ),
         security=load_security_settings(reader),
         metrics_trust_loopback=reader.get("METRICS_TRUST_LOOPBACK", parse_bool, default=False),

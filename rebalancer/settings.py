@@ -130,6 +130,9 @@ REBALANCING = ENV.rebalancing
 OBSERVATION_MAX_SKEW_S = ENV.observation_max_skew_s
 # A hedge placement may be at most |net position| + this many shares (inventory.services).
 HEDGE_PLACEMENT_TOLERANCE_SHARES = ENV.hedge_placement_tolerance_shares
+# A fill's block may be at most this many blocks above the chain head last seen
+# (inventory.chain_head; 300 Base blocks are 10 minutes).
+FILL_BLOCK_MARGIN = ENV.fill_block_margin
 # Alert conditions and the optional webhook (rebalancer.config.AlertConfig).
 ALERTS = ENV.alerts
 

@@ -374,6 +374,17 @@ def test_the_hedge_placement_tolerance_is_read_and_checked(tmp_path: Path):
     ]
 
 
+def test_the_fill_block_margin_is_read_and_checked(tmp_path: Path):
+    assert (
+        load_settings_env(base_dir=tmp_path, env={"FILL_BLOCK_MARGIN": "0"}).fill_block_margin == 0
+    )
+    assert load_settings_env(base_dir=tmp_path, env={}).fill_block_margin == 300
+    for bad in ("-1", "1e12", "ten", "2000000"):
+        assert list(settings_problems(tmp_path, {"FILL_BLOCK_MARGIN": bad})) == [
+            "FILL_BLOCK_MARGIN"
+        ], bad
+
+
 def test_security_settings_are_read_under_their_django_names(tmp_path: Path):
     env = load_settings_env(
         base_dir=tmp_path,
