@@ -19,12 +19,15 @@ from typing import Any
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Router, Schema
-from ninja.errors import AuthenticationError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 
 from inventory.api import router as inventory_router
 from inventory.auth import ScopeMissing, read_auth
 from inventory.domain.checks import CommandRefused
 from inventory.domain.values import DomainError, InvalidValue
+from inventory.jsontext import JsonRefused
+from inventory.jsontext import loads as json_loads
 from inventory.schemas import error_responses, field_errors
 from inventory.services import BatchInvalid, FillConflict, ReplayConflict
 from inventory.store import ConcurrencyError
@@ -34,7 +37,18 @@ from rebalancer.selectors import PoolOverview, pools_overview
 
 RATIO_PLACES = Decimal("1e-8")
 
+
+class BoundedParser(Parser):
+    """Request bodies through `inventory.jsontext.loads`: a body nested deeper than a few
+    dozen levels, with a key given twice, a lone surrogate or bytes that are not UTF-8 is
+    refused (400, naming where) before `json.loads` could recurse into it."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        return json_loads(request.body)
+
+
 api = NinjaAPI(
+    parser=BoundedParser(),
     title="rebalancer",
     version="1",
     description=(
@@ -56,6 +70,16 @@ def _error(request: HttpRequest, status: int, body: dict[str, Any]) -> HttpRespo
 @api.exception_handler(ValidationError)
 def _invalid_request(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     return _error(request, 400, {"detail": "invalid request", "errors": field_errors(exc.errors)})
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    """Ninja's own errors; a body our parser refused names the field and the rule."""
+    cause = exc.__cause__
+    if isinstance(cause, JsonRefused):
+        errors = [{"field": cause.field, "rule": cause.rule}]
+        return _error(request, 400, {"detail": f"invalid body: {cause}", "errors": errors})
+    return _error(request, exc.status_code, {"detail": str(exc.message)})
 
 
 def _field_error(exc: InvalidValue) -> dict[str, Any]:
