@@ -314,3 +314,21 @@ def test_the_403_message_names_the_scope_by_its_value(post):
     response = post("/fills/onchain", fill(), token=reader)
     assert response.status_code == 403
     assert response.json()["detail"] == "token 'reader' lacks the 'ingest' scope"
+
+
+def test_ingest_file_with_a_line_that_is_not_utf8_rejects_only_that_line(tmp_path):
+    from django.core.management import CommandError, call_command
+
+    path = tmp_path / "records.jsonl"
+    good = json.dumps({"type": "onchain_fill", **fill()}).encode()
+    second = json.dumps({"type": "onchain_fill", **fill(log_index=1)}).encode()
+    path.write_bytes(
+        good + b"\n" + b'{"type": "onchain_fill", "symbol": "\xff"}\n' + second + b"\n"
+    )
+    out = __import__("io").StringIO()
+    with pytest.raises(CommandError):
+        call_command("ingest", str(path), "--no-progress", "--json", stdout=out)
+    summary = json.loads(out.getvalue())
+    assert summary["accepted"] == 2
+    assert summary["rejected"] == [{"line": 2, "reasons": ["not UTF-8 (byte 36)"]}]
+    assert Event.objects.filter(event_type=ev.OnChainOrderFilled.event_type_name()).count() == 2
