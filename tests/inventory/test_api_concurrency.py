@@ -14,8 +14,8 @@ from django.db import connection, connections
 from django.test import Client
 
 from inventory.domain import events as ev
-from inventory.models import Event
-from inventory.services import api_token_create
+from inventory.models import Asset, Event
+from inventory.services import AssetConflict, api_token_create, asset_register
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -92,3 +92,40 @@ def test_simultaneous_deliveries_of_one_hedge_placement_record_it_once():
     assert statuses == [200] * (DELIVERIES - 1) + [201]
     placed = Event.objects.filter(event_type=ev.OffChainOrderPlaced.event_type_name())
     assert placed.count() == 1
+
+
+def test_simultaneous_registrations_of_one_symbol_register_it_once():
+    """`asset add` twice at once: one registers, the other is the domain's conflict (was a raw
+    IntegrityError from the unique index)."""
+    barrier = threading.Barrier(DELIVERIES)
+    outcomes: list[object] = []
+
+    def register(n: int) -> None:
+        try:
+            barrier.wait()
+            asset_register(
+                base_symbol="AAPL",
+                token_address="0x" + f"{n + 1:02x}" * 20,
+                token_symbol="tAAPL",
+                vault_id="0x" + "0a" * 32,
+                changed_by="ops",
+            )
+            outcomes.append("registered")
+        except BaseException as error:  # noqa: BLE001 - asserted below
+            outcomes.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=register, args=(n,)) for n in range(DELIVERIES)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("registered") == 1
+    refused = [outcome for outcome in outcomes if outcome != "registered"]
+    assert all(isinstance(error, AssetConflict) for error in refused), refused
+    assert {(error.field, error.rule) for error in refused} == {
+        ("base_symbol", "is already registered")
+    }
+    assert Asset.objects.filter(base_symbol="AAPL").count() == 1
+    assert Event.objects.filter(aggregate_type=ev.SETTINGS, aggregate_id="AAPL").count() == 1
