@@ -6,17 +6,19 @@ same status wherever it is raised:
 - 400 a bad field (schema or domain `InvalidValue`): one entry per field, naming it and the rule
 - 401 no valid token (missing, unknown or revoked); 403 a token without the endpoint's scope
 - 404 no such object; 413 a body above DATA_UPLOAD_MAX_MEMORY_SIZE; 503 (Retry-After) when
-  concurrent writers kept colliding and nothing was written
+  the database cannot be reached (concurrent writers wait their turn: see `inventory.store`)
 - 409 a domain refusal (threshold not met, execution id mismatch ...) or the same id recorded
   with different content (in a batch: nothing of the batch is written)
 """
 
 from __future__ import annotations
 
+import logging
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Router, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -36,6 +38,8 @@ from operations.api import router as operations_router
 from rebalancer.selectors import PoolOverview, pools_overview
 
 RATIO_PLACES = Decimal("1e-8")
+
+logger = logging.getLogger(__name__)
 
 
 class BoundedParser(Parser):
@@ -134,6 +138,21 @@ def _busy(request: HttpRequest, exc: ConcurrencyError) -> HttpResponse:
     """Writers kept colliding on one aggregate: nothing was written; the client retries."""
     response = _error(request, 503, {"detail": str(exc), "reason": "busy"})
     response["Retry-After"] = "1"
+    return response
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """The database cannot be reached (down, restarting, out of connections): nothing was
+    written; the client retries later."""
+    logger.error("database unavailable: %s", exc)
+    response = _error(
+        request,
+        503,
+        {"detail": "the database is unavailable; nothing was recorded", "reason": "unavailable"},
+    )
+    response["Retry-After"] = "5"
     return response
 
 

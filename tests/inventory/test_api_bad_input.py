@@ -332,3 +332,38 @@ def test_ingest_file_with_a_line_that_is_not_utf8_rejects_only_that_line(tmp_pat
     assert summary["accepted"] == 2
     assert summary["rejected"] == [{"line": 2, "reasons": ["not UTF-8 (byte 36)"]}]
     assert Event.objects.filter(event_type=ev.OnChainOrderFilled.event_type_name()).count() == 2
+
+
+def test_an_unreachable_database_is_a_json_503_with_retry_after():
+    """The only 503: the database cannot be reached (a closed port), not contention."""
+    import os
+    import subprocess
+
+    code = """
+import django, json
+django.setup()
+from django.test import Client
+from django.test.utils import setup_test_environment
+setup_test_environment()
+response = Client().post("/api/v1/fills/onchain", data="{}", content_type="application/json",
+                         HTTP_AUTHORIZATION="Bearer rbt_x")
+print(json.dumps({"status": response.status_code, "retry": response.get("Retry-After"),
+                  "body": response.json()}))
+"""
+    env = dict(os.environ)
+    env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:9/nothing"
+    env["DJANGO_SETTINGS_MODULE"] = "rebalancer.settings"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["status"] == 503
+    assert answer["retry"] == "5"
+    assert answer["body"]["reason"] == "unavailable"
