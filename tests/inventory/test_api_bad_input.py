@@ -367,3 +367,34 @@ print(json.dumps({"status": response.status_code, "retry": response.get("Retry-A
     assert answer["status"] == 503
     assert answer["retry"] == "5"
     assert answer["body"]["reason"] == "unavailable"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingest_from_stdin_rejects_bad_lines_alone_like_a_file():
+    import subprocess
+
+    good = json.dumps({"type": "onchain_fill", **fill()}).encode()
+    lines = [b'{"symbol": "\xff"}', b"[" * DEEP + b"]" * DEEP, good]
+    argv, env = child_command("")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "ingest", "-", "--no-progress", "--json"],
+        cwd=ROOT,
+        env=env,
+        input=b"\n".join(lines) + b"\n",
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["accepted"] == 1
+    assert summary["rejected"] == [
+        {"line": 1, "reasons": ["not UTF-8 (byte 12)"]},
+        {"line": 2, "reasons": [f"nested {DEEP} levels deep: at most 64 allowed"]},
+    ]
+
+
+def test_brackets_and_quotes_inside_strings_do_not_count_as_nesting(post):
+    # 100 brackets and escaped quotes inside a text: an ordinary field error, not "nested".
+    body = refused(post("/fills/onchain", fill(symbol='\\"' + "[{" * 100)), "symbol")
+    assert "nested" not in json.dumps(body)
