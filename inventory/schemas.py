@@ -117,13 +117,6 @@ def validate_count(field: str, value: int) -> int:
     return value
 
 
-def _non_negative(field: str) -> Callable[[int], int]:
-    def check(value: int) -> int:
-        return validate_count(field, value)
-
-    return check
-
-
 Symbol = Annotated[
     str,
     AfterValidator(_domain_rule(validate_symbol)),
@@ -159,7 +152,7 @@ def _timestamp(field: str) -> Any:
 def _count(field: str, description: str) -> Any:
     return Annotated[
         StrictInt,
-        AfterValidator(_domain_rule(_non_negative(field))),
+        AfterValidator(_domain_rule(lambda v: validate_count(field, v))),
         Field(description=description),
     ]
 
