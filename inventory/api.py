@@ -14,6 +14,7 @@ from ninja import Router, Schema, Status
 
 from inventory.auth import ingest_auth
 from inventory.schemas import (
+    ExecutionIdPath,
     HedgeFailIn,
     HedgeFillIn,
     HedgePlaceIn,
@@ -98,7 +99,7 @@ def hedge_placed(request: HttpRequest, payload: HedgePlaceIn) -> Any:
 
 
 @router.post("/hedges/{execution_id}/fill", response=RECORD_RESPONSES)
-def hedge_filled(request: HttpRequest, execution_id: int, payload: HedgeFillIn) -> Any:
+def hedge_filled(request: HttpRequest, execution_id: ExecutionIdPath, payload: HedgeFillIn) -> Any:
     """Record the brokerage's fill of the pending hedge `execution_id`, which ends it: one fill
     per execution, in the placement's direction, with the order's total filled shares (at most
     the placed shares; fewer is a partial fill, the rest stays in the net position for the
@@ -107,6 +108,6 @@ def hedge_filled(request: HttpRequest, execution_id: int, payload: HedgeFillIn) 
 
 
 @router.post("/hedges/{execution_id}/fail", response=RECORD_RESPONSES)
-def hedge_failed(request: HttpRequest, execution_id: int, payload: HedgeFailIn) -> Any:
+def hedge_failed(request: HttpRequest, execution_id: ExecutionIdPath, payload: HedgeFailIn) -> Any:
     """Record that the pending hedge `execution_id` failed at the brokerage."""
     return _recorded(hedge_fail(**payload.service_kwargs(execution_id)))

@@ -27,7 +27,7 @@ class TokenAuth(HttpBearer):
     def __init__(self, scope: str) -> None:
         if scope not in ApiTokenScope.values:
             raise ValueError(f"unknown scope {scope!r}")
-        self.scope = scope
+        self.scope = str(ApiTokenScope(scope).value)  # "ingest", never "ApiTokenScope.INGEST"
         super().__init__()
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:

@@ -11,7 +11,6 @@ is accepted or refused for the same reason as the same record posted to the API:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 
 from inventory.domain.checks import CommandRefused
 from inventory.domain.values import DomainError, InvalidValue
+from inventory.jsontext import JsonRefused, loads
 from inventory.schemas import (
     HedgeFailedRecord,
     HedgeFilledRecord,
@@ -63,13 +63,16 @@ def _record(parsed: RecordSchema) -> IngestRecord:
     raise TypeError(f"no service for {type(parsed).__name__}")  # pragma: no cover
 
 
-def parse_line(text: str) -> IngestRecord:
-    """One JSON Lines record -> an `inventory.services.records_ingest` record, or
-    `LineRejected` with one reason per bad field."""
+def parse_line(text: str | bytes) -> IngestRecord:
+    """One JSON Lines record (text, or bytes that must be UTF-8) -> an
+    `inventory.services.records_ingest` record, or `LineRejected` with one reason per bad
+    field. JSON is parsed within `inventory.jsontext`'s bounds (nesting depth, duplicate keys,
+    lone surrogates)."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise LineRejected([f"not JSON: {error.msg} at column {error.colno}"]) from None
+        data = loads(text)
+    except JsonRefused as error:
+        reason = error.rule if error.field == "body" else f"{error.field}: {error.rule}"
+        raise LineRejected([reason]) from None
     if not isinstance(data, dict):
         raise LineRejected(["not a JSON object"])
     kind = data.pop("type", None)

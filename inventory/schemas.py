@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from ninja import Schema
+from ninja import Path, Schema
 from pydantic import AfterValidator, ConfigDict, Field, StrictInt
 from pydantic_core import PydanticCustomError
 
@@ -24,6 +24,14 @@ from inventory.domain.values import Direction, InvalidValue, validate_quantity, 
 
 # Fills per batch request (and per transaction of the ingest command).
 MAX_BATCH_FILLS = 1000
+
+# Bounds of what the chain and the brokerage produce: counts and ids fit a signed 64-bit
+# integer (a PostgreSQL bigint); timestamps are after the first chains (2015) and at most a day
+# ahead of our clock (a skewed clock, never a typo'd year).
+INT64_MAX = 2**63 - 1
+EARLIEST_TIMESTAMP = datetime(2015, 1, 1, tzinfo=UTC)
+FUTURE_TOLERANCE = timedelta(days=1)
+TEXT_MAX_LENGTH = 500
 
 _DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")  # re.fullmatch: no trailing newline
 DIRECTIONS = {"buy": Direction.BUY, "sell": Direction.SELL}
@@ -91,16 +99,22 @@ def parse_timestamp(field: str, text: str) -> datetime:
         raise InvalidValue(field, text, "must be an ISO-8601 timestamp") from None
     if value.tzinfo is None:
         raise InvalidValue(field, text, "must carry a UTC offset (Z or +HH:MM)")
-    return validate_aware(field, value)
+    value = validate_aware(field, value)
+    if value < EARLIEST_TIMESTAMP:
+        raise InvalidValue(field, text, f"must not be before {EARLIEST_TIMESTAMP.date()}")
+    latest = datetime.now(UTC) + FUTURE_TOLERANCE
+    if value > latest:
+        raise InvalidValue(field, text, f"must not be after {latest.isoformat(timespec='seconds')}")
+    return value
 
 
-def _non_negative(field: str) -> Callable[[int], int]:
-    def check(value: int) -> int:
-        if value < 0:
-            raise InvalidValue(field, value, "must be a non-negative integer")
-        return value
-
-    return check
+def validate_count(field: str, value: int) -> int:
+    """A non-negative integer that fits a signed 64-bit integer (a PostgreSQL bigint)."""
+    if value < 0:
+        raise InvalidValue(field, value, "must be a non-negative integer")
+    if value > INT64_MAX:
+        raise InvalidValue(field, value, f"must be at most {INT64_MAX}")
+    return value
 
 
 Symbol = Annotated[
@@ -138,7 +152,7 @@ def _timestamp(field: str) -> Any:
 def _count(field: str, description: str) -> Any:
     return Annotated[
         StrictInt,
-        AfterValidator(_domain_rule(_non_negative(field))),
+        AfterValidator(_domain_rule(lambda v: validate_count(field, v))),
         Field(description=description),
     ]
 
@@ -147,9 +161,14 @@ def _text(field: str, description: str) -> Any:
     return Annotated[
         str,
         AfterValidator(_domain_rule(lambda v: validate_text(field, v))),
-        Field(description=description, max_length=500),
+        Field(description=description, max_length=TEXT_MAX_LENGTH),
     ]
 
+
+# The hedge's execution id in a URL (/hedges/{execution_id}/fill).
+ExecutionIdPath = Annotated[
+    int, Path(ge=0, le=INT64_MAX, description="The trading side's id of the hedge")
+]
 
 DirectionText = Annotated[
     Literal["buy", "sell"], Field(description="From our point of view: buy or sell")

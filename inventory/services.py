@@ -901,16 +901,25 @@ def asset_register(
             raise AssetConflict("base_symbol", base_symbol, "is already registered")
         if Asset.objects.filter(token_address=address).exists():
             raise AssetConflict("token_address", address, "is already registered")
-        asset = Asset.objects.create(
-            base_symbol=base_symbol,
-            token_address=address,
-            token_symbol=token_symbol,
-            decimals=decimals,
-            vault_id=vault_id.lower(),
-            rebalancing_enabled=rebalancing_enabled,
-            created_at=moment,
-            updated_at=moment,
-        )
+        try:
+            with transaction.atomic():  # a savepoint: a concurrent registration wins the race
+                asset = Asset.objects.create(
+                    base_symbol=base_symbol,
+                    token_address=address,
+                    token_symbol=token_symbol,
+                    decimals=decimals,
+                    vault_id=vault_id.lower(),
+                    rebalancing_enabled=rebalancing_enabled,
+                    created_at=moment,
+                    updated_at=moment,
+                )
+        except IntegrityError:
+            # Registered by another writer between the checks above and this insert.
+            if Asset.objects.filter(token_address=address).exists() and not (
+                Asset.objects.filter(base_symbol=base_symbol).exists()
+            ):
+                raise AssetConflict("token_address", address, "is already registered") from None
+            raise AssetConflict("base_symbol", base_symbol, "is already registered") from None
         aggregate_execute(
             spec=settings_domain.SPEC,
             aggregate_id=base_symbol,

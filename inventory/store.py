@@ -22,7 +22,11 @@ transaction (`appends_commit`):
 A concurrent append to the same aggregate loses on the unique (type, id, sequence) constraint
 (or on a unique idempotency key another writer just recorded)
 and is retried from a fresh load; a transaction that PostgreSQL aborts as a deadlock or a
-serialization failure is retried too.
+serialization failure is retried too. Writers wait their turn rather than fail for being
+concurrent: on PostgreSQL every outermost append transaction holds a shared advisory lock and a
+retry takes it exclusively, so a writer that lost once runs alone among them (no starvation
+however many writers collide); retries back off and give up (`ConcurrencyError`, an HTTP 503)
+only after `APPEND_DEADLINE_S`.
 """
 
 from __future__ import annotations
@@ -64,7 +68,12 @@ T = TypeVar("T")
 # PostgreSQL: deadlock_detected, serialization_failure.
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 
-MAX_APPEND_ATTEMPTS = 20
+# A writer that keeps losing (only possible for appends nested in an outer transaction, which
+# take no turn: see `_take_turn`) gives up after this long.
+APPEND_DEADLINE_S = 30.0
+BACKOFF_CAP_S = 0.2
+# pg_advisory_xact_lock key of the append turn ("rbal" as an integer).
+APPEND_TURN_LOCK = 0x7262616C
 
 
 class ConcurrencyError(Exception):
@@ -451,21 +460,42 @@ def _retryable(error: DatabaseError) -> bool:
     return False
 
 
+def _take_turn(*, alone: bool) -> None:
+    """PostgreSQL, outermost transaction only: share the append turn, or (a retry) hold it
+    alone. Taken first in the transaction, before any row lock, so waiting for it never
+    deadlocks; a nested append (its outer transaction may hold row locks) takes no turn."""
+    if connection.vendor != "postgresql":
+        return
+    function = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s)", [APPEND_TURN_LOCK])
+
+
 def in_retried_transaction(work: Callable[[], T], *, what: str) -> T:
     """Run `work` in a transaction (a savepoint when nested), again from the start when it
-    lost a sequence race, a deadlock or a serialization failure; jittered, bounded."""
-    for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
+    lost a sequence race, a deadlock or a serialization failure: the retry waits for its turn
+    alone (`_take_turn`), then backs off (jittered, growing) until `APPEND_DEADLINE_S`."""
+    outermost = not connection.in_atomic_block
+    deadline = time.monotonic() + APPEND_DEADLINE_S
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             with transaction.atomic():
+                if outermost:
+                    _take_turn(alone=attempt > 1)
                 return work()
         except (IntegrityError, OperationalError) as error:
             if not _retryable(error):
                 raise
             logger.warning("%s: %s (attempt %d), retrying", what, error, attempt)
+        if time.monotonic() >= deadline:
+            break
+        if not outermost or attempt > 2:
             # Jitter so writers that lost together do not collide again in lockstep.
-            time.sleep(random.uniform(0, 0.005 * attempt))
+            time.sleep(random.uniform(0, min(BACKOFF_CAP_S, 0.005 * 2**attempt)))
     aggregate_type, _, aggregate_id = what.partition("/")
-    raise ConcurrencyError(aggregate_type, aggregate_id, MAX_APPEND_ATTEMPTS)
+    raise ConcurrencyError(aggregate_type, aggregate_id, attempt)
 
 
 def aggregate_execute(

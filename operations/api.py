@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from django.http import HttpRequest
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Path, Query, Router, Schema
 
 from inventory.auth import read_auth
-from inventory.schemas import error_responses
+from inventory.schemas import INT64_MAX, error_responses
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.selectors import operation_events, operations_filtered
 
@@ -65,7 +65,7 @@ class OperationDetailOut(OperationOut):
 class OperationFilters(Schema):
     status: OperationStatus | None = None
     kind: OperationKind | None = None
-    pool: str | None = None
+    pool: str | None = Field(None, max_length=32, pattern=r"^[A-Za-z0-9.\-]+$")
     limit: int = Field(100, ge=1, le=MAX_LIMIT)
 
 
@@ -103,7 +103,9 @@ def operations_list(request: HttpRequest, filters: Query[OperationFilters]) -> A
     "/operations/{operation_id}",
     response={200: OperationDetailOut, **error_responses(400, 401, 403, 404)},
 )
-def operation_detail(request: HttpRequest, operation_id: int) -> Any:
+def operation_detail(
+    request: HttpRequest, operation_id: Annotated[int, Path(ge=1, le=INT64_MAX)]
+) -> Any:
     """One operation and its aggregate's events in sequence order."""
     operation = Operation.objects.filter(pk=operation_id).first()
     if operation is None:

@@ -31,7 +31,7 @@ from django.utils import timezone
 from eth_utils import to_checksum_address
 
 from inventory.db_errors import unique_violated
-from inventory.domain.checks import validate_address
+from inventory.domain.checks import validate_address, validate_text
 from inventory.domain.events import MINT, REDEMPTION, USDC_REBALANCE
 from inventory.domain.values import (
     SHARE_DECIMALS,
@@ -234,8 +234,12 @@ def operation_finish(
     Returns the operation, or None when there is none or it is already terminal (idempotent).
     The caller (the trigger) re-checks the pools afterwards.
     """
-    if status in ACTIVE_STATUSES:
-        raise ValueError(f"status={status!r}: must be terminal")
+    terminal = [value for value in OperationStatus.values if value not in ACTIVE_STATUSES]
+    if not isinstance(status, str) or status not in terminal:
+        raise InvalidValue("status", status, f"must be a terminal status: {', '.join(terminal)}")
+    status = OperationStatus(status)
+    if not isinstance(reason, str):
+        raise InvalidValue("reason", reason, "must be a string")
     moment = now or timezone.now()
     with transaction.atomic():
         operation = Operation.objects.select_for_update().filter(aggregate_id=aggregate_id).first()
@@ -318,8 +322,8 @@ def operation_fail(
     Raises OperationNotFound, OperationAlreadyFinished, or OperationStarted when the aggregate
     has events (then the aggregate's failure command must end it, so the log records why).
     """
-    if not reason.strip():
-        raise ValueError(f"reason={reason!r}: must not be empty")
+    validate_text("reason", reason)
+    validate_text("actor", actor)
     moment = now or timezone.now()
     with transaction.atomic():
         operation = Operation.objects.select_for_update().filter(pk=operation_id).first()
@@ -409,10 +413,8 @@ def operation_force_fail(
     """
     from inventory.store import aggregate_execute, aggregate_load
 
-    if not reason.strip():
-        raise ValueError(f"reason={reason!r}: must not be empty")
-    if not actor.strip():
-        raise ValueError(f"actor={actor!r}: must not be empty")
+    validate_text("reason", reason)
+    validate_text("actor", actor)
     with transaction.atomic():
         operation = Operation.objects.select_for_update().filter(pk=operation_id).first()
         if operation is None:

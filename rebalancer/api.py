@@ -6,25 +6,30 @@ same status wherever it is raised:
 - 400 a bad field (schema or domain `InvalidValue`): one entry per field, naming it and the rule
 - 401 no valid token (missing, unknown or revoked); 403 a token without the endpoint's scope
 - 404 no such object; 413 a body above DATA_UPLOAD_MAX_MEMORY_SIZE; 503 (Retry-After) when
-  concurrent writers kept colliding and nothing was written
+  the database cannot be reached (concurrent writers wait their turn: see `inventory.store`)
 - 409 a domain refusal (threshold not met, execution id mismatch ...) or the same id recorded
   with different content (in a batch: nothing of the batch is written)
 """
 
 from __future__ import annotations
 
+import logging
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Router, Schema
-from ninja.errors import AuthenticationError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 
 from inventory.api import router as inventory_router
 from inventory.auth import ScopeMissing, read_auth
 from inventory.domain.checks import CommandRefused
 from inventory.domain.values import DomainError, InvalidValue
+from inventory.jsontext import JsonRefused
+from inventory.jsontext import loads as json_loads
 from inventory.schemas import error_responses, field_errors
 from inventory.services import BatchInvalid, FillConflict, ReplayConflict
 from inventory.store import ConcurrencyError
@@ -34,7 +39,20 @@ from rebalancer.selectors import PoolOverview, pools_overview
 
 RATIO_PLACES = Decimal("1e-8")
 
+logger = logging.getLogger(__name__)
+
+
+class BoundedParser(Parser):
+    """Request bodies through `inventory.jsontext.loads`: a body nested deeper than a few
+    dozen levels, with a key given twice, a lone surrogate or bytes that are not UTF-8 is
+    refused (400, naming where) before `json.loads` could recurse into it."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        return json_loads(request.body)
+
+
 api = NinjaAPI(
+    parser=BoundedParser(),
     title="rebalancer",
     version="1",
     description=(
@@ -56,6 +74,16 @@ def _error(request: HttpRequest, status: int, body: dict[str, Any]) -> HttpRespo
 @api.exception_handler(ValidationError)
 def _invalid_request(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     return _error(request, 400, {"detail": "invalid request", "errors": field_errors(exc.errors)})
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    """Ninja's own errors; a body our parser refused names the field and the rule."""
+    cause = exc.__cause__
+    if isinstance(cause, JsonRefused):
+        errors = [{"field": cause.field, "rule": cause.rule}]
+        return _error(request, 400, {"detail": f"invalid body: {cause}", "errors": errors})
+    return _error(request, exc.status_code, {"detail": str(exc.message)})
 
 
 def _field_error(exc: InvalidValue) -> dict[str, Any]:
@@ -110,6 +138,21 @@ def _busy(request: HttpRequest, exc: ConcurrencyError) -> HttpResponse:
     """Writers kept colliding on one aggregate: nothing was written; the client retries."""
     response = _error(request, 503, {"detail": str(exc), "reason": "busy"})
     response["Retry-After"] = "1"
+    return response
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """The database cannot be reached (down, restarting, out of connections): nothing was
+    written; the client retries later."""
+    logger.error("database unavailable: %s", exc)
+    response = _error(
+        request,
+        503,
+        {"detail": "the database is unavailable; nothing was recorded", "reason": "unavailable"},
+    )
+    response["Retry-After"] = "5"
     return response
 
 

@@ -102,10 +102,24 @@ def validate_fee(
     return validate_quantity(field, value, allow_zero=True, decimals=decimals)
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def validate_text(field: str, value: str) -> str:
+    """Non-blank text that any database stores: no NUL character (PostgreSQL refuses it) and
+    no lone UTF-16 surrogate (not encodable as UTF-8)."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidValue(field, value, "must be a non-empty string")
+    found = _UNSTORABLE.search(value)
+    if found:
+        what = "a NUL character" if found.group() == "\x00" else "a lone UTF-16 surrogate"
+        raise InvalidValue(field, printable(value), f"must not contain {what}")
     return value
+
+
+def printable(value: str) -> str:
+    """`value` with NUL and lone surrogates written as escapes (safe in any error message)."""
+    return _UNSTORABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
 
 
 def is_checksum_valid(address: str) -> bool:

@@ -183,6 +183,38 @@ def test_operation_fail_after_the_aggregate_started_must_go_through_the_aggregat
     assert first.status == OperationStatus.PENDING
 
 
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"reason": None}, "reason"),
+        ({"reason": "  "}, "reason"),
+        ({"actor": ""}, "actor"),
+        ({"actor": None}, "actor"),
+        ({"reason": "a\x00b"}, "reason"),
+    ],
+)
+def test_operation_fail_refuses_a_bad_reason_or_actor_naming_it(changes, field):
+    first = mint()
+    assert first is not None
+    arguments = {"operation_id": first.pk, "reason": "x", "actor": "ops", **changes}
+    with pytest.raises(InvalidValue) as refused:
+        operation_fail(**arguments)
+    assert refused.value.field == field
+    first.refresh_from_db()
+    assert first.status == OperationStatus.PENDING
+
+
+@pytest.mark.parametrize("status", ["bogus", "", None, OperationStatus.PENDING])
+def test_operation_finish_refuses_a_status_that_is_not_terminal(status):
+    first = mint()
+    assert first is not None
+    with pytest.raises(InvalidValue) as refused:
+        operation_finish(aggregate_id=first.aggregate_id, status=status, finished_by="trigger")
+    assert refused.value.field == "status"
+    first.refresh_from_db()
+    assert first.status == OperationStatus.PENDING
+
+
 def test_task_for_a_finished_operation_does_nothing():
     first = mint()
     assert first is not None

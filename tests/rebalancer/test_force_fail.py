@@ -10,7 +10,7 @@ import pytest
 
 from inventory.domain import events as ev
 from inventory.domain import mint, redemption, usdc
-from inventory.domain.values import RebalanceDirection, TransferRef, TransferRefKind
+from inventory.domain.values import InvalidValue, RebalanceDirection, TransferRef, TransferRefKind
 from inventory.models import Event
 from inventory.store import aggregate_execute
 from operations.models import Operation, OperationKind, OperationStatus
@@ -166,8 +166,8 @@ def test_force_fail_of_a_finished_operation_is_refused(enabled):
 
 def test_force_fail_needs_a_reason_and_an_actor(enabled):
     op = started("20", "80")
-    with pytest.raises(ValueError, match="reason"):
+    with pytest.raises(InvalidValue, match="reason"):
         operation_force_fail(operation_id=op.pk, reason=" ", actor="alice")
-    with pytest.raises(ValueError, match="actor"):
+    with pytest.raises(InvalidValue, match="actor"):
         operation_force_fail(operation_id=op.pk, reason="x", actor="")
     assert Operation.objects.get(pk=op.pk).amount == Decimal("30")

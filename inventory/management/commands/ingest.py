@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
@@ -51,7 +51,7 @@ class Command(BaseCommand):
         if not 1 <= size <= 100_000:
             raise CommandError(f"--batch-size {size}: must be between 1 and 100000")
         summary = Summary()
-        source, total = self._open(options["file"])
+        source, total, owned = self._open(options["file"])
         try:
             lines = tqdm(
                 source,
@@ -72,25 +72,28 @@ class Command(BaseCommand):
             if batch:
                 self._record(batch, summary)
         finally:
-            if source is not sys.stdin:
+            if owned:
                 source.close()
         self._report(summary, as_json=options["json"])
         if summary.rejected:
             raise CommandError(f"{len(summary.rejected)} line(s) rejected", returncode=1)
 
-    def _open(self, name: str) -> tuple[TextIO, int | None]:
+    def _open(self, name: str) -> tuple[IO[Any], int | None, bool]:
+        """The lines' source, its line count when known, and whether to close it. Lines are
+        read as bytes where possible, so a line that is not UTF-8 is rejected on its own
+        (`parse_line` decodes each one) instead of stopping the whole file."""
         if name == "-":
-            return sys.stdin, None
+            return getattr(sys.stdin, "buffer", sys.stdin), None, False
         path = Path(name)
         try:
-            with path.open(encoding="utf-8") as counting:
+            with path.open("rb") as counting:
                 total = sum(1 for _ in counting)
-            return path.open(encoding="utf-8"), total
+            return path.open("rb"), total, True
         except OSError as error:
             raise CommandError(f"cannot read {name}: {error.strerror}") from None
 
     @staticmethod
-    def _numbered(lines: Any) -> Iterator[tuple[int, str]]:
+    def _numbered(lines: Any) -> Iterator[tuple[int, str | bytes]]:
         for number, text in enumerate(lines, start=1):
             if text.strip():
                 yield number, text

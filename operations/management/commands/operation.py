@@ -9,6 +9,8 @@ manage.py operation due-loop [--interval SECONDS]
 
 from __future__ import annotations
 
+import math
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -20,6 +22,8 @@ from operations.operator import (
     operator_resume_pool,
     operator_retry_now,
 )
+
+MAX_INTERVAL_S = 86_400
 
 
 class Command(BaseCommand):
@@ -52,7 +56,15 @@ class Command(BaseCommand):
         action = options["action"]
         try:
             if action == "due-loop":
-                interval = options["interval"] or settings.REBALANCING.workers.due_interval_s
+                given = options["interval"]
+                if given is not None and not (
+                    math.isfinite(given) and 0 < given <= MAX_INTERVAL_S  # type: ignore[operator,arg-type]
+                ):
+                    raise CommandError(
+                        f"--interval {given}: must be a number of seconds above 0 and at most "
+                        f"{MAX_INTERVAL_S}"
+                    )
+                interval = settings.REBALANCING.workers.due_interval_s if given is None else given
                 due_loop(interval_s=float(interval))  # type: ignore[arg-type]
                 return
             if action == "resume-pool":
