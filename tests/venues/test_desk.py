@@ -40,10 +40,14 @@ def venue(sim_chains: SimChains) -> Iterator[SimVenue]:
 
 
 @pytest.fixture
-def desk(venue: SimVenue, live_server) -> Desk:
+def service(live_server) -> ServiceClient:
     _, secret = api_token_create(name="desk", scopes=["ingest"])
+    return ServiceClient(live_server.url, secret)
+
+
+@pytest.fixture
+def desk(venue: SimVenue, service: ServiceClient) -> Desk:
     rng = random.Random(7)
-    service = ServiceClient(live_server.url, secret)
     # A taker's trade starts the position (hedges of an unknown position are refused).
     service.post(
         "/fills/onchain",
@@ -67,17 +71,39 @@ def desk(venue: SimVenue, live_server) -> Desk:
     )
 
 
+def service_net(desk: Desk, service: ServiceClient, net: Decimal) -> None:
+    """Give the desk and the service the same net position: the service refuses a hedge that
+    does not reduce the net position it knows (the fixture's taker trade left it at 1)."""
+    change = net - 1
+    service.post(
+        "/fills/onchain",
+        {
+            "tx_hash": "0x" + "cd" * 32,
+            "log_index": 0,
+            "block_number": 101,
+            "symbol": "AAPL",
+            "direction": "buy" if change > 0 else "sell",
+            "quantity": str(abs(change)),
+            "price_usdc": "190",
+            "block_timestamp": "2026-03-02T15:00:01+00:00",
+        },
+    )
+    desk.net["AAPL"] = net
+
+
 def hedge_events() -> list[object]:
     kinds = (ev.OffChainOrderPlaced, ev.OffChainOrderFilled, ev.OffChainOrderFailed)
     stored = [row.domain_event() for row in Event.objects.order_by("id")]
     return [type(event).__name__ for event in stored if isinstance(event, kinds)]
 
 
-def test_a_hedge_whose_post_timed_out_and_whose_retry_is_a_duplicate_is_found_filled(desk, venue):
+def test_a_hedge_whose_post_timed_out_and_whose_retry_is_a_duplicate_is_found_filled(
+    desk, venue, service
+):
     """The first POST times out before Alpaca acts on it, the lookup finds nothing, the
     retry is held while the first one lands: Alpaca refuses the retry as a duplicate
     client_order_id, and the desk looks the order up instead of reporting a failure."""
-    desk.net["AAPL"] = Decimal("3.4")
+    service_net(desk, service, Decimal("3.4"))
     first = venue.server.hold_next(KEY_ORDER_POST)
     retry = venue.server.hold_next(KEY_ORDER_POST)
     hedging = threading.Thread(target=desk.hedge_once, args=("AAPL",))
@@ -104,9 +130,9 @@ def wait_until(condition, timeout_s: float = 60.0) -> None:
         time.sleep(0.01)
 
 
-def test_an_order_waiting_for_the_open_stays_open_until_it_fills(desk, venue):
+def test_an_order_waiting_for_the_open_stays_open_until_it_fills(desk, venue, service):
     venue.server.set_knobs(market_open=False)
-    desk.net["AAPL"] = Decimal(-2)
+    service_net(desk, service, Decimal(-2))
     cash = venue.server.cash()
 
     desk.hedge_once("AAPL", wait_s=0.5)
@@ -125,8 +151,8 @@ def test_an_order_waiting_for_the_open_stays_open_until_it_fills(desk, venue):
     assert hedge_events() == ["OffChainOrderPlaced", "OffChainOrderFilled"]
 
 
-def test_an_order_alpaca_refuses_is_reported_failed(desk, venue):
-    desk.net["AAPL"] = Decimal(-1000)  # buying 1000 shares costs more than the cash
+def test_an_order_alpaca_refuses_is_reported_failed(desk, venue, service):
+    service_net(desk, service, Decimal(-1000))  # buying 1000 shares costs more than the cash
 
     desk.hedge_once("AAPL")
 
