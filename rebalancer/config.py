@@ -668,6 +668,8 @@ class RebalancingConfig:
     alpaca_trading_mode: str = "paper"
     alpaca_base_url: str | None = None
     circle_iris_url: str = DEFAULT_CIRCLE_IRIS_URL
+    # USD kept at Alpaca: an Alpaca-to-Base USDC move never plans it away (spec 15.5).
+    offchain_cash_reserve: Decimal = Decimal(0)
     # Workers (issue #5): token contracts, step timeouts, poll intervals, leases, attempts.
     workers: WorkerConfig = field(default_factory=lambda: WorkerConfig())
 
@@ -721,6 +723,10 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
         alpaca_base_url=reader.get("ALPACA_BASE_URL", parse_url),
         circle_iris_url=reader.get("CIRCLE_IRIS_URL", parse_url, default=DEFAULT_CIRCLE_IRIS_URL)
         or DEFAULT_CIRCLE_IRIS_URL,
+        offchain_cash_reserve=reader.get(
+            "OFFCHAIN_CASH_RESERVE", setting_parser("usdc_minimum"), default=Decimal(0)
+        )
+        or Decimal(0),
         workers=load_worker_config(reader),
     )
     signer_check(reader, key_name=key_name, config=config)

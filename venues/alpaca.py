@@ -412,12 +412,21 @@ class Position:
 
 @dataclass(frozen=True)
 class Account:
+    """USD cash (`cash`) and what of it may leave the account now (`cash_withdrawable`:
+    unsettled T+1 proceeds excluded; None when the body does not carry it). USDC held at
+    Alpaca is not cash: it is the `USDCUSD` crypto position (spec 15.5)."""
+
     id: str
     cash: Decimal
+    cash_withdrawable: Decimal | None = None
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Account:
-        return cls(id=http.field_str(obj, "id"), cash=http.field_decimal(obj, "cash"))
+        return cls(
+            id=http.field_str(obj, "id"),
+            cash=http.field_decimal(obj, "cash"),
+            cash_withdrawable=http.field_opt_decimal(obj, "cash_withdrawable"),
+        )
 
 
 @dataclass(frozen=True)

@@ -689,9 +689,24 @@ class OffchainEquity(SnapshotEvent):
 
 @dataclass(frozen=True)
 class OffchainCash(SnapshotEvent):
+    """Alpaca's two USD-valued balances (spec 15.5): USD cash (`cash_balance`) and the USDC
+    crypto position (`usdc_balance`, the `USDCUSD` row's `qty`, which still includes USDC
+    locked by a pending withdrawal). The USDC pool's offchain side is their sum.
+    `cash_withdrawable` (cash less unsettled proceeds) bounds what may leave as USDC. Both are
+    None in snapshots recorded before they were read."""
+
     ENUM: ClassVar[str] = "InventorySnapshotEvent"
     cash_balance: Decimal
     fetched_at: datetime
+    usdc_balance: Decimal | None = None
+    cash_withdrawable: Decimal | None = None
+
+    @property
+    def offchain_value(self) -> Decimal:
+        """What the USDC pool counts at Alpaca: USD cash plus USDC held."""
+        if self.usdc_balance is None:
+            return self.cash_balance
+        return self.cash_balance + self.usdc_balance
 
 
 # --- RebalancingSettings (aggregate id = "global" or a base symbol): audited config ----------

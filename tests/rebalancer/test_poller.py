@@ -82,7 +82,19 @@ def test_poll_records_what_the_venues_hold_pinned_to_one_block(sim_venue, venues
         assert pool(symbol).onchain_block == block
     assert pool("AAPL").onchain_available >= Decimal(7)
     assert pool(USDC_POOL).onchain_available == vault_amount(sim_venue, None)
-    assert pool(USDC_POOL).offchain_available == sim_venue.server.cash()
+    # Spec 15.5: USD cash plus the `USDCUSD` position (USDC at Alpaca is not cash).
+    assert sim_venue.server.usdc_position() > 0
+    assert pool(USDC_POOL).offchain_available == (
+        sim_venue.server.cash() + sim_venue.server.usdc_position()
+    )
+    cash_event = (
+        Event.objects.filter(event_type=ev.OffchainCash.event_type_name())
+        .latest("id")
+        .domain_event()
+    )
+    assert cash_event.cash_balance == sim_venue.server.cash()
+    assert cash_event.usdc_balance == sim_venue.server.usdc_position()
+    assert cash_event.cash_withdrawable == sim_venue.server.cash()
     onchain_event = (
         Event.objects.filter(event_type=ev.OnchainEquity.event_type_name())
         .latest("id")
@@ -91,6 +103,17 @@ def test_poll_records_what_the_venues_hold_pinned_to_one_block(sim_venue, venues
     assert onchain_event.block_number == block
     assert set(onchain_event.balances) == {"AAPL", "MSFT"}
     assert {h.name for h in Heartbeat.objects.all()} == {"venue:base", "venue:alpaca"}
+
+
+def test_no_usdcusd_row_is_zero_usdc_and_finer_than_usdc_units_is_floored(
+    sim_venue, venues, sim_assets
+):
+    sim_venue.server.set_usdc_position(Decimal(0))  # the simulator then serves no row
+    assert venue_balances_poll(venues=venues).readings.offchain.usdc == 0
+    sim_venue.server.set_usdc_position(Decimal("12.3456789"))
+    reading = venue_balances_poll(venues=venues).readings.offchain
+    assert reading.usdc == Decimal("12.345678")
+    assert pool(USDC_POOL).offchain_available == sim_venue.server.cash() + Decimal("12.345678")
 
 
 def test_alpaca_down_records_the_vaults_and_warns_naming_alpaca(

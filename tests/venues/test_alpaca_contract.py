@@ -137,6 +137,8 @@ def test_recorded_account_and_positions_parse(httpserver: HTTPServer) -> None:
     equities = client.equity_positions()
 
     assert account.cash == Decimal("100250.75")
+    # Unsettled T+1 proceeds are cash but cannot leave yet (spec 15.5).
+    assert account.cash_withdrawable == Decimal("98000.25")
     assert equities == [
         Position(
             symbol="AAPL",

@@ -615,6 +615,8 @@ class SimVenueServer:
         self._port = port
         self._positions: dict[str, Decimal] = dict(positions or {})
         self._cash = cash_usd
+        # USDC at Alpaca is a crypto position (`USDCUSD`), not cash (spec 15.5).
+        self._usdc = self._knobs.usdc_crypto_position
         self._tokenization: list[TokenizationRecord] = []
         self._transfers: list[TransferRecord] = []
         self._iris: dict[tuple[int, str], list[IrisRecord]] = {}
@@ -812,6 +814,15 @@ class SimVenueServer:
     def set_cash(self, amount_usd: Decimal) -> None:
         with self._lock:
             self._cash = amount_usd
+
+    def usdc_position(self) -> Decimal:
+        """The `USDCUSD` crypto position's quantity (USDC held at Alpaca)."""
+        with self._lock:
+            return self._usdc
+
+    def set_usdc_position(self, qty: Decimal) -> None:
+        with self._lock:
+            self._usdc = qty
 
     def whitelist_set(self, address: str, status: str | None, *, chain: str | None = None) -> None:
         """Set (or with None remove) the USDC/ethereum whitelist entry of `address`; its chain
@@ -1018,6 +1029,8 @@ class SimVenueServer:
                 "crypto_status": "ACTIVE",
                 "currency": "USD",
                 "cash": cash,
+                # No unsettled proceeds in the simulation: all cash may leave.
+                "cash_withdrawable": cash,
                 "buying_power": cash,
                 "created_at": "2025-01-02T15:04:05.123456Z",
             }
@@ -1029,7 +1042,7 @@ class SimVenueServer:
                 for symbol, qty in sorted(self._positions.items())
                 if qty != 0
             ]
-            usdc = self._knobs.usdc_crypto_position
+            usdc = self._usdc
             if usdc != 0:
                 rows.append(self._position_row("USDCUSD", usdc, "crypto", Decimal(1)))
             return rows
