@@ -407,3 +407,59 @@ def test_sim_serves_the_recorded_wallet_shapes(venue: SimVenue) -> None:
     assert_same_shape("whitelists", whitelists)
     assert {w["chain"] for w in whitelists} >= {"ETH", "Ethereum"}
     assert_same_shape("wallet", raw(venue, "GET", wallets, params={"asset": "USDC"}))
+
+
+# ---------------------------------------------------------------------------------------------
+# The official SDK (alpaca-py) parses what the simulator serves: every field its models
+# require is there, with values its enums accept.
+
+
+@pytest.mark.chain
+@pytest.mark.xdist_group("chain")
+def test_alpaca_py_parses_every_simulated_trading_response(venue: SimVenue) -> None:
+    from alpaca.broker.models.accounts import TradeAccount as BrokerTradeAccount
+    from alpaca.broker.models.trading import Order as BrokerOrder
+    from alpaca.trading.models import Clock, Order, Position, TradeAccount
+
+    trading = f"/v1/trading/accounts/{venue.account_id}"
+    # `qty` as a JSON number, as alpaca-py sends it (Alpaca accepts both).
+    accepted = raw(
+        venue,
+        "POST",
+        trading + "/orders",
+        json={
+            "symbol": "AAPL",
+            "qty": 1.25,
+            "side": "buy",
+            "type": "market",
+            "time_in_force": "day",
+            "client_order_id": "sdk-1",
+        },
+    )
+    assert accepted["qty"] == "1.25"
+    filled = eventually(
+        lambda: raw(venue, "GET", f"{trading}/orders/{accepted['id']}"),
+        lambda order: order["status"] == "filled",
+    )
+
+    account = raw(venue, "GET", trading + "/account")
+    assert BrokerTradeAccount(**account).cash_withdrawable == account["cash"]
+    assert TradeAccount(**account).cash == account["cash"]
+    positions = [Position(**row) for row in raw(venue, "GET", trading + "/positions")]
+    assert {p.symbol for p in positions} == {"AAPL", "USDCUSD"}
+    for body in (accepted, filled):
+        assert str(Order(**body).id) == body["id"]
+        assert BrokerOrder(**body).client_order_id == "sdk-1"
+    assert Order(**filled).filled_qty == "1.25"
+    assert Clock(**raw(venue, "GET", "/v1/clock")).is_open in (True, False)
+
+
+def test_alpaca_py_parses_the_recorded_bodies() -> None:
+    from alpaca.broker.models.accounts import TradeAccount as BrokerTradeAccount
+    from alpaca.trading.models import Clock, Order, Position
+
+    BrokerTradeAccount(**fixture("account"))
+    for row in fixture("positions"):
+        Position(**row)
+    Order(**fixture("order"))
+    Clock(**fixture("clock"))

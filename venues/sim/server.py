@@ -1020,8 +1020,16 @@ class SimVenueServer:
     # -- Alpaca: account, positions, clock, orders -------------------------------------------
 
     def _account(self, **_: Any) -> Any:
+        """The Broker API trading account with every field alpaca-py's `TradeAccount`
+        requires (decimal strings, as Alpaca sends them)."""
         with self._lock:
             cash = _plain(self._cash)
+            equity = self._cash + sum(
+                (qty * self.price(symbol) for symbol, qty in self._positions.items()),
+                Decimal(0),
+            )
+            equity += self._usdc
+            long_value = _plain(equity - self._cash)
             return {
                 "id": self.world.account_id,
                 "account_number": "SIM" + self.world.account_id[-6:].upper(),
@@ -1031,7 +1039,41 @@ class SimVenueServer:
                 "cash": cash,
                 # No unsettled proceeds in the simulation: all cash may leave.
                 "cash_withdrawable": cash,
+                "cash_transferable": cash,
                 "buying_power": cash,
+                "regt_buying_power": cash,
+                "daytrading_buying_power": "0",
+                "non_marginable_buying_power": cash,
+                "accrued_fees": "0",
+                "pending_transfer_in": "0",
+                "pending_transfer_out": "0",
+                "portfolio_value": _plain(equity),
+                "equity": _plain(equity),
+                "last_equity": _plain(equity),
+                "long_market_value": long_value,
+                "short_market_value": "0",
+                "initial_margin": "0",
+                "maintenance_margin": "0",
+                "last_maintenance_margin": "0",
+                "sma": "0",
+                "daytrade_count": 0,
+                "multiplier": "1",
+                "pattern_day_trader": False,
+                "trading_blocked": False,
+                "transfers_blocked": False,
+                "account_blocked": False,
+                "trade_suspended_by_user": False,
+                "shorting_enabled": False,
+                "previous_close": _iso(_now().replace(hour=20, minute=0, second=0, microsecond=0)),
+                "last_long_market_value": long_value,
+                "last_short_market_value": "0",
+                "last_cash": cash,
+                "last_initial_margin": "0",
+                "last_regt_buying_power": cash,
+                "last_daytrading_buying_power": "0",
+                "last_daytrade_count": 0,
+                "last_buying_power": cash,
+                "clearing_broker": "APEX",
                 "created_at": "2025-01-02T15:04:05.123456Z",
             }
 
@@ -1061,7 +1103,15 @@ class SimVenueServer:
             "qty_available": _plain(available),
             "side": "long" if qty > 0 else "short",
             "market_value": _plain(qty * price),
+            "cost_basis": _plain(qty * price),
+            "unrealized_pl": "0",
+            "unrealized_plpc": "0",
+            "unrealized_intraday_pl": "0",
+            "unrealized_intraday_plpc": "0",
             "current_price": _plain(price),
+            "lastday_price": _plain(price),
+            "change_today": "0",
+            "asset_marginable": asset_class != "crypto",
         }
 
     def _clock(self, **_: Any) -> Any:
@@ -1727,7 +1777,8 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body or b"{}")
+        # JSON numbers are read exactly: Alpaca (and alpaca-py) send `qty` as a number too.
+        data = json.loads(body or b"{}", parse_float=Decimal)
     except ValueError:
         raise _Reply(400, {"message": "body is not JSON"}) from None
     if not isinstance(data, dict):
@@ -1736,6 +1787,11 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 
 def _decimal(value: object) -> Decimal | None:
+    """A decimal string or a JSON number (read exactly), as Alpaca accepts both."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal | int):
+        value = str(value)
     if not isinstance(value, str):
         return None
     try:
