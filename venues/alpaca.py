@@ -43,6 +43,7 @@ DEFAULT_ISSUER = "st0x"
 DEFAULT_TOKEN_NETWORK = "base"
 USDC = "USDC"
 ETHEREUM = "ethereum"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 # How far Alpaca's clock may be behind ours: a lookup bounded by the time we recorded a
 # request looks for entries created since that time less this.
 CLOCK_SKEW = timedelta(hours=1)
@@ -551,7 +552,13 @@ class WalletApi(Protocol):
         self, address: str, *, asset: str = ..., network: str = ...
     ) -> WhitelistEntry | None: ...
     def initiate_withdrawal(
-        self, *, amount_usdc: Decimal, address: str, asset: str = ..., network: str = ...
+        self,
+        *,
+        amount_usdc: Decimal,
+        address: str,
+        asset: str = ...,
+        network: str = ...,
+        idempotency_key: str | None = ...,
     ) -> Transfer: ...
     def get_transfer(self, transfer_id: str) -> Transfer: ...
     def find_outgoing_transfers(
@@ -650,9 +657,19 @@ class AlpacaClient:
         _raise_for_status(response, symbol=None)
         return _json(response)
 
-    def _post(self, path: str, body: Mapping[str, Any], *, symbol: str | None) -> Any:
+    def _post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        symbol: str | None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        # Alpaca's create requests take an `Idempotency-Key` header: a re-sent request with
+        # the same key is answered with the first one's result instead of acting twice.
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else None
         try:
-            response = self._http.post(path, body)
+            response = self._http.post(path, body, headers=headers)
         except http.TransportError as exc:
             raise AlpacaNetworkError(exc.method, exc.url, exc.reason) from exc
         except http.OutcomeUnknown as exc:
@@ -673,8 +690,9 @@ class AlpacaClient:
         *,
         symbol: str | None,
         what: str,
+        idempotency_key: str | None = None,
     ) -> T:
-        data = self._post(path, body, symbol=symbol)
+        data = self._post(path, body, symbol=symbol, idempotency_key=idempotency_key)
         try:
             return parse(_obj(data))
         except ValueError as exc:
@@ -772,7 +790,12 @@ class AlpacaClient:
             symbol,
         )
         return self._post_parsed(
-            self._trading_path("/orders"), body, Order.from_json, symbol=symbol, what="order"
+            self._trading_path("/orders"),
+            body,
+            Order.from_json,
+            symbol=symbol,
+            what="order",
+            idempotency_key=client_order_id,
         )
 
     def get_order(self, order_id: str) -> Order:
@@ -834,6 +857,7 @@ class AlpacaClient:
             TokenizationRequest.from_json,
             symbol=underlying_symbol,
             what="mint",
+            idempotency_key=issuer_request_id,
         )
 
     def list_requests(
@@ -969,12 +993,19 @@ class AlpacaClient:
         return matches[0] if matches else None
 
     def initiate_withdrawal(
-        self, *, amount_usdc: Decimal, address: str, asset: str = USDC, network: str = ETHEREUM
+        self,
+        *,
+        amount_usdc: Decimal,
+        address: str,
+        asset: str = USDC,
+        network: str = ETHEREUM,
+        idempotency_key: str | None = None,
     ) -> Transfer:
         """`POST .../wallets/transfers` after checking the address is APPROVED.
 
-        Alpaca takes no idempotency key here: after `AlpacaOutcomeUnknown` the caller lists
-        transfers (`find_outgoing_transfers`) before sending again.
+        `idempotency_key` (the operation's stored request id) goes in the `Idempotency-Key`
+        header. The transfer body carries no id of ours, so after `AlpacaOutcomeUnknown` the
+        caller still lists transfers (`find_outgoing_transfers`) before anything else.
         """
         if not amount_usdc.is_finite() or amount_usdc <= 0:
             raise InvalidAmount("amount_usdc", amount_usdc)
@@ -991,6 +1022,7 @@ class AlpacaClient:
             Transfer.from_json,
             symbol=asset,
             what="transfer",
+            idempotency_key=idempotency_key,
         )
 
     def get_transfer(self, transfer_id: str) -> Transfer:

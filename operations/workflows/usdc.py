@@ -158,6 +158,11 @@ class Route:
     destination_usdc: str
 
 
+def withdrawal_request_id(aggregate_id: str) -> str:
+    """The operation's stored request id for its Alpaca withdrawal (`Idempotency-Key`)."""
+    return f"usdc-withdrawal-{aggregate_id}"
+
+
 def route_for(ctx: StepContext, direction: RebalanceDirection) -> Route:
     venues, config = ctx.venues, ctx.config
     if direction == RebalanceDirection.ALPACA_TO_BASE:
@@ -473,14 +478,26 @@ class UsdcWorkflow:
             )
         else:
             sent_at = ctx.venue_request_sent_at()
-            if sent_at is not None and ctx.seconds_since(sent_at) < ALPACA_WITHDRAWAL_SETTLE_S:
+            if sent_at is not None:
                 # An earlier attempt sent a POST and never learnt its answer (its worker died,
-                # or the request timed out): it may still land. No second POST before then.
+                # or the request timed out): it may still land. Never a second POST on our
+                # own: look for it until Alpaca's settle window has passed, then hold the
+                # operation for an operator with what was found.
                 waited = ctx.seconds_since(sent_at)
+                if waited >= ALPACA_WITHDRAWAL_SETTLE_S:
+                    raise NeedsAttention(
+                        f"USDC rebalance {ctx.aggregate_id}: a withdrawal POST of "
+                        f"{state.amount} USDC to {ctx.venues.market_maker_wallet} sent at "
+                        f"{sent_at.isoformat()} got no answer, and {waited:.0f}s later no "
+                        "unclaimed OUTGOING transfer of that amount to that address, created "
+                        "since the request, is at Alpaca; not posting again on its own: check "
+                        "Alpaca's transfers, then fail the operation (nothing left) or "
+                        "reconcile it (money left)"
+                    )
                 in_flight = WithdrawalMayBeInFlight(
                     f"a withdrawal POST sent {waited:.1f}s ago got no answer and is not at "
-                    f"Alpaca yet; looking for it again before any second POST "
-                    f"({ALPACA_WITHDRAWAL_SETTLE_S:g}s after it was sent)"
+                    f"Alpaca yet; looking for it again "
+                    f"(until {ALPACA_WITHDRAWAL_SETTLE_S:g}s after it was sent)"
                 )
                 in_flight.retry_after_s = max(0.5, ALPACA_WITHDRAWAL_SETTLE_S - waited)
                 raise in_flight
@@ -489,7 +506,9 @@ class UsdcWorkflow:
             ctx.venue_request_sending()
             try:
                 transfer = alpaca.initiate_withdrawal(
-                    amount_usdc=state.amount, address=ctx.venues.market_maker_wallet
+                    amount_usdc=state.amount,
+                    address=ctx.venues.market_maker_wallet,
+                    idempotency_key=withdrawal_request_id(ctx.aggregate_id),
                 )
             except (AddressNotWhitelisted, InvalidAmount) as exc:
                 ctx.venue_request_answered()

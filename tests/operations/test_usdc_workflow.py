@@ -10,6 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from inventory.domain import events as ev
 from inventory.domain import usdc
@@ -17,7 +18,7 @@ from inventory.domain.events import TxPurpose
 from inventory.domain.values import RebalanceDirection
 from inventory.selectors import pool_inventory
 from inventory.store import aggregate_execute
-from operations.models import ChainNonce, Operation, OperationStatus
+from operations.models import ACTIVE_STATUSES, ChainNonce, Operation, OperationStatus
 from operations.operator import OperatorError, operator_force_fail, operator_reconcile
 from operations.venues import Venues
 from operations.workflows import operation_advance
@@ -352,6 +353,46 @@ def test_a_worker_that_died_mid_withdrawal_post_gets_no_second_post_from_the_nex
     assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
     assert watch.effects(A2B).withdrawals == 1
     assert sim_venue.server.request_count(WITHDRAW_POST) - posts_before == 1
+
+
+def test_the_withdrawal_post_carries_the_operations_idempotency_key(sim_venue, venues):
+    # Amounts of these two tests are not whole: `next_amount` never gives them (the fixed
+    # "100" of another test stays unique).
+    operation = new_usdc(A2B, "57.25")
+    advance_until_finished(operation, venues)
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    assert sim_venue.server.idempotency_keys(WITHDRAW_POST)[-1] == (
+        f"usdc-withdrawal-{operation.aggregate_id}"
+    )
+
+
+def test_a_withdrawal_post_that_never_landed_is_held_for_an_operator_never_posted_again(
+    sim_venue, venues
+):
+    """Issue 20: a POST that got no answer (its worker died before any answer) and is still
+    not at Alpaca once the settle window has passed is not posted again by the service on
+    its own: the operation is flagged for an operator with what the look-up found."""
+    amount = Decimal("58.75")
+    lost = new_usdc(A2B, str(amount))
+    aggregate_execute(
+        spec=usdc.SPEC,
+        aggregate_id=lost.aggregate_id,
+        command=usdc.Request(direction=RebalanceDirection.ALPACA_TO_BASE, amount=amount),
+        now=timezone.now() - timedelta(seconds=ALPACA_WITHDRAWAL_SETTLE_S + 10),
+    )
+    # A POST was sent (its moment committed) and never answered nor carried out.
+    sent_at = timezone.now() - timedelta(seconds=ALPACA_WITHDRAWAL_SETTLE_S + 5)
+    Operation.objects.filter(pk=lost.pk).update(venue_request_at=sent_at)
+    posts_before = sim_venue.server.request_count(WITHDRAW_POST)
+
+    held = operation_advance(operation_id=lost.pk, venues=venues)
+
+    lost.refresh_from_db()
+    assert held.outcome == "attention", held
+    assert lost.needs_attention and lost.status in ACTIVE_STATUSES
+    assert "got no answer" in lost.last_error and "not posting again" in lost.last_error
+    assert sim_venue.server.request_count(WITHDRAW_POST) == posts_before
+    assert business_events(lost) == ["Requested"]
 
 
 # --- refusals before anything moved (spec 13 test_execute_alpaca_to_base_*) --------------------

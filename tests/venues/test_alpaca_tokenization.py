@@ -60,7 +60,12 @@ def test_request_mint_success(httpserver: HTTPServer) -> None:
     httpserver.expect_request(
         MINT,
         method="POST",
-        headers={"APCA-API-KEY-ID": "key-id", "APCA-API-SECRET-KEY": "very-secret"},
+        # Issue 20: the mint keeps `issuer_request_id` in the body and adds the header.
+        headers={
+            "APCA-API-KEY-ID": "key-id",
+            "APCA-API-SECRET-KEY": "very-secret",
+            "Idempotency-Key": "our-1",
+        },
         json={
             "underlying_symbol": "AAPL",
             "qty": "100.5",

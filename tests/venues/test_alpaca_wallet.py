@@ -105,11 +105,12 @@ def test_withdrawal_to_approved_address_posts_transfer(httpserver: HTTPServer) -
     httpserver.expect_request(
         TRANSFERS,
         method="POST",
+        headers={"Idempotency-Key": "usdc-withdrawal-op-1"},
         json={"amount": "100.25", "asset": "USDC", "address": ADDRESS},
     ).respond_with_json(transfer_json(amount="100.25"))
 
     transfer = make_client(httpserver).initiate_withdrawal(
-        amount_usdc=Decimal("100.25"), address=ADDRESS
+        amount_usdc=Decimal("100.25"), address=ADDRESS, idempotency_key="usdc-withdrawal-op-1"
     )
 
     assert transfer == Transfer(

@@ -43,7 +43,7 @@ import re
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -635,6 +635,8 @@ class SimVenueServer:
         self._seen_logs: set[tuple[str, str, int]] = set()
         self._counts: Counter[str] = Counter()
         self._faults_served: Counter[tuple[str, str]] = Counter()
+        self._idempotency_seen: defaultdict[str, list[str]] = defaultdict(list)
+        self._idempotency_answers: dict[tuple[str, str], tuple[int, Any]] = {}
         self._faults: dict[str, deque[str]] = {}
         self._holds: dict[str, deque[RequestHold]] = {}
         self._errors: list[str] = []
@@ -958,10 +960,16 @@ class SimVenueServer:
             if fault == FAULT_HANG:
                 time.sleep(self._knobs.hang_s)
             extra: dict[str, str] = {}
+            idempotency_key = _header(headers, "Idempotency-Key") if method == "POST" else None
             try:
                 self._authenticate(headers, route.auth, match.groupdict().get("acct"))
-                result = route.handler(query=query, body=body, **match.groupdict())
-                status, payload = 200, result
+                replayed = self._idempotent_replay(route.key, idempotency_key)
+                if replayed is not None:
+                    status, payload = replayed
+                else:
+                    result = route.handler(query=query, body=body, **match.groupdict())
+                    status, payload = 200, result
+                    self._idempotent_remember(route.key, idempotency_key, status, payload)
             except _Reply as reply:
                 status, payload, extra = reply.status, reply.body, reply.headers
             if fault == FAULT_5XX_AFTER:
@@ -969,6 +977,27 @@ class SimVenueServer:
             text = payload if isinstance(payload, str) else json.dumps(payload)
             return status, text, extra
         return 404, json.dumps({"code": 40410000, "message": "endpoint not found"}), {}
+
+    def _idempotent_replay(self, key: str, idempotency_key: str | None) -> tuple[int, Any] | None:
+        """Alpaca answers a create request re-sent with the same `Idempotency-Key` with the
+        first one's answer, acting once."""
+        if idempotency_key is None:
+            return None
+        with self._lock:
+            self._idempotency_seen[key].append(idempotency_key)
+            return self._idempotency_answers.get((key, idempotency_key))
+
+    def _idempotent_remember(
+        self, key: str, idempotency_key: str | None, status: int, payload: Any
+    ) -> None:
+        if idempotency_key is not None:
+            with self._lock:
+                self._idempotency_answers[(key, idempotency_key)] = (status, payload)
+
+    def idempotency_keys(self, key: str) -> list[str]:
+        """The `Idempotency-Key` headers of the POSTs to route `key`, in order."""
+        with self._lock:
+            return list(self._idempotency_seen[key])
 
     def _draw_fault(self, key: str) -> str | None:
         with self._lock:
@@ -1773,6 +1802,14 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
         return None
     key, sep, secret = decoded.partition(":")
     return (key, secret) if sep else None
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
