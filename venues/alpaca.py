@@ -292,15 +292,18 @@ class DepositTimeout(AlpacaPollTimeout):
 
 @dataclass(frozen=True)
 class TokenizationRequest:
+    """`type` and `wallet_address` may be absent from an entry (None): such an entry is still
+    matched by our `issuer_request_id` or its transaction, never refused for the gap."""
+
     tokenization_request_id: str
-    type: TokenizationType
+    type: TokenizationType | None
     status: TokenizationStatus
     underlying_symbol: str
     token_symbol: str | None
     qty: Decimal
     issuer: str
     network: str
-    wallet_address: str
+    wallet_address: str | None
     issuer_request_id: str | None
     tx_hash: str | None
     fees: Decimal | None
@@ -311,14 +314,18 @@ class TokenizationRequest:
     def from_json(cls, obj: Mapping[str, Any]) -> TokenizationRequest:
         return cls(
             tokenization_request_id=http.field_str(obj, "tokenization_request_id"),
-            type=_enum(TokenizationType, obj, "type", lower=True),
+            type=(
+                None
+                if obj.get("type") is None
+                else _enum(TokenizationType, obj, "type", lower=True)
+            ),
             status=_enum(TokenizationStatus, obj, "status", lower=True),
             underlying_symbol=http.field_str(obj, "underlying_symbol"),
             token_symbol=http.field_opt_str(obj, "token_symbol"),
             qty=http.field_decimal(obj, "qty"),
             issuer=http.field_str(obj, "issuer"),
             network=canonical_chain(http.field_str(obj, "network")),
-            wallet_address=http.field_str(obj, "wallet_address"),
+            wallet_address=http.field_opt_str(obj, "wallet_address"),
             issuer_request_id=http.field_opt_str(obj, "issuer_request_id"),
             tx_hash=http.field_opt_str(obj, "tx_hash"),
             fees=http.field_opt_decimal(obj, "fees"),
@@ -889,7 +896,8 @@ class AlpacaClient:
         return [
             r
             for r in requests_
-            if (type is None or r.type is type)
+            # An entry without `type` is kept: the caller matches it by its own key.
+            if (type is None or r.type is None or r.type is type)
             and (status is None or r.status is status)
             and (underlying_symbol is None or r.underlying_symbol == underlying_symbol)
             and (after is None or r.created_at > after)
@@ -1089,7 +1097,7 @@ class AlpacaClient:
         """Alpaca's address that credits `asset` sent on `network` to this account (B12):
         `GET .../wallets?asset=` (one wallet object, or a list of them by chain)."""
         path = self._wallet_path("")
-        body = self._get(path, {"asset": asset})
+        body = self._get(path, {"asset": asset, "network": network})
         url = self._http.url(path)
         wallets = body if isinstance(body, list) else [body]
         for wallet in wallets:

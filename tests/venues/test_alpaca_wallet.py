@@ -436,7 +436,10 @@ def test_find_outgoing_transfers_matches_address_amount_and_time(httpserver: HTT
     ids=["one-wallet", "wallets-by-chain"],
 )
 def test_deposit_address(httpserver: HTTPServer, body: object) -> None:
-    httpserver.expect_request(WALLETS, query_string={"asset": "USDC"}).respond_with_json(body)
+    # Issue 20: the network is asked for too (`network=ethereum`).
+    httpserver.expect_request(
+        WALLETS, query_string={"asset": "USDC", "network": "ethereum"}
+    ).respond_with_json(body)
 
     assert make_client(httpserver).deposit_address() == ADDRESS
 

@@ -752,15 +752,24 @@ def test_buying_beyond_cash_and_reusing_a_client_order_id_are_refused(
 ) -> None:
     venue = make_venue()
     client = alpaca(venue)
-    client.submit_market_order(symbol="AAPL", qty=Decimal(1), side="buy", client_order_id="once")
+    first = client.submit_market_order(
+        symbol="AAPL", qty=Decimal(1), side="buy", client_order_id="once"
+    )
 
     with pytest.raises(InsufficientPosition):
         client.submit_market_order(
             symbol="AAPL", qty=Decimal(100), side="buy", client_order_id="too-dear"
         )
+    # The identical request re-sent (same Idempotency-Key, issue 20) is answered with the first
+    # order, placed once; the same client_order_id for another order is refused.
+    again = client.submit_market_order(
+        symbol="AAPL", qty=Decimal(1), side="buy", client_order_id="once"
+    )
+    assert again.id == first.id
+    assert sum(1 for o in venue.server.orders() if o["client_order_id"] == "once") == 1
     with pytest.raises(InvalidParameters):
         client.submit_market_order(
-            symbol="AAPL", qty=Decimal(1), side="buy", client_order_id="once"
+            symbol="AAPL", qty=Decimal(2), side="buy", client_order_id="once"
         )
     with pytest.raises(OrderNotFound):
         client.get_order("no-such-order")

@@ -636,7 +636,7 @@ class SimVenueServer:
         self._counts: Counter[str] = Counter()
         self._faults_served: Counter[tuple[str, str]] = Counter()
         self._idempotency_seen: defaultdict[str, list[str]] = defaultdict(list)
-        self._idempotency_answers: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._idempotency_answers: dict[tuple[str, str], tuple[bytes, int, Any]] = {}
         self._faults: dict[str, deque[str]] = {}
         self._holds: dict[str, deque[RequestHold]] = {}
         self._errors: list[str] = []
@@ -963,13 +963,13 @@ class SimVenueServer:
             idempotency_key = _header(headers, "Idempotency-Key") if method == "POST" else None
             try:
                 self._authenticate(headers, route.auth, match.groupdict().get("acct"))
-                replayed = self._idempotent_replay(route.key, idempotency_key)
+                replayed = self._idempotent_replay(route.key, idempotency_key, body)
                 if replayed is not None:
                     status, payload = replayed
                 else:
                     result = route.handler(query=query, body=body, **match.groupdict())
                     status, payload = 200, result
-                    self._idempotent_remember(route.key, idempotency_key, status, payload)
+                    self._idempotent_remember(route.key, idempotency_key, body, status, payload)
             except _Reply as reply:
                 status, payload, extra = reply.status, reply.body, reply.headers
             if fault == FAULT_5XX_AFTER:
@@ -978,21 +978,32 @@ class SimVenueServer:
             return status, text, extra
         return 404, json.dumps({"code": 40410000, "message": "endpoint not found"}), {}
 
-    def _idempotent_replay(self, key: str, idempotency_key: str | None) -> tuple[int, Any] | None:
+    def _idempotent_replay(
+        self, key: str, idempotency_key: str | None, body: bytes
+    ) -> tuple[int, Any] | None:
         """Alpaca answers a create request re-sent with the same `Idempotency-Key` with the
-        first one's answer, acting once."""
+        first one's answer, acting once; the same key with another body is refused (422)."""
         if idempotency_key is None:
             return None
         with self._lock:
             self._idempotency_seen[key].append(idempotency_key)
-            return self._idempotency_answers.get((key, idempotency_key))
+            known = self._idempotency_answers.get((key, idempotency_key))
+        if known is None:
+            return None
+        first_body, status, payload = known
+        if _json_object(body) != _json_object(first_body):
+            raise _Reply(
+                422,
+                {"code": 40010001, "message": "Idempotency-Key reused with a different request"},
+            )
+        return status, payload
 
     def _idempotent_remember(
-        self, key: str, idempotency_key: str | None, status: int, payload: Any
+        self, key: str, idempotency_key: str | None, body: bytes, status: int, payload: Any
     ) -> None:
         if idempotency_key is not None:
             with self._lock:
-                self._idempotency_answers[(key, idempotency_key)] = (status, payload)
+                self._idempotency_answers[(key, idempotency_key)] = (body, status, payload)
 
     def idempotency_keys(self, key: str) -> list[str]:
         """The `Idempotency-Key` headers of the POSTs to route `key`, in order."""
