@@ -468,12 +468,13 @@ class Order:
     side: OrderSide
     type: str
     time_in_force: str
-    qty: Decimal
+    qty: Decimal | None  # None for an order placed by `notional` until it fills
     filled_qty: Decimal
     filled_avg_price: Decimal | None
     status: str
     created_at: datetime
     filled_at: datetime | None
+    notional: Decimal | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -488,13 +489,21 @@ class Order:
             side=_enum(OrderSide, obj, "side", lower=True),
             type=http.field_str(obj, "type").lower(),
             time_in_force=http.field_str(obj, "time_in_force").lower(),
-            qty=http.field_decimal(obj, "qty"),
+            qty=_order_qty(obj),
             filled_qty=http.field_decimal(obj, "filled_qty"),
             filled_avg_price=http.field_opt_decimal(obj, "filled_avg_price"),
             status=http.field_str(obj, "status").lower(),
             created_at=http.field_datetime(obj, "created_at"),
             filled_at=http.field_opt_datetime(obj, "filled_at"),
+            notional=http.field_opt_decimal(obj, "notional"),
         )
+
+
+def _order_qty(obj: Mapping[str, Any]) -> Decimal | None:
+    """`qty`; only an order placed by `notional` may leave it null."""
+    if obj.get("qty") is None and obj.get("notional") is not None:
+        return None
+    return http.field_decimal(obj, "qty")
 
 
 E = TypeVar("E", bound=enum.Enum)
@@ -801,6 +810,52 @@ class AlpacaClient:
             body,
             Order.from_json,
             symbol=symbol,
+            what="order",
+            idempotency_key=client_order_id,
+        )
+
+    def submit_usdc_conversion(
+        self,
+        *,
+        side: OrderSide | str,
+        client_order_id: str,
+        notional_usd: Decimal | None = None,
+        qty_usdc: Decimal | None = None,
+    ) -> Order:
+        """A `USDCUSD` market order (spec 15.5): buy USDC for `notional_usd` before a
+        withdrawal, or sell `qty_usdc` after a deposit. Crypto orders are `gtc`.
+        `client_order_id` is our idempotency key (also sent as `Idempotency-Key`): after
+        `AlpacaOutcomeUnknown`, look it up before ever placing again."""
+        side = OrderSide(side)
+        if (notional_usd is None) == (qty_usdc is None):
+            raise ValueError("give exactly one of notional_usd and qty_usdc")
+        amount = notional_usd if notional_usd is not None else qty_usdc
+        assert amount is not None
+        if not amount.is_finite() or amount <= 0:
+            raise InvalidAmount("notional_usd" if notional_usd is not None else "qty_usdc", amount)
+        body: dict[str, Any] = {
+            "symbol": USDC_POSITION_SYMBOL,
+            "side": side.value,
+            "type": "market",
+            "time_in_force": "gtc",
+            "client_order_id": client_order_id,
+        }
+        if notional_usd is not None:
+            body["notional"] = http.decimal_str(notional_usd)
+        else:
+            assert qty_usdc is not None
+            body["qty"] = http.decimal_str(qty_usdc)
+        logger.info(
+            "submitting USDC conversion client_order_id=%s %s %s",
+            client_order_id,
+            side.value,
+            body.get("notional", body.get("qty")),
+        )
+        return self._post_parsed(
+            self._trading_path("/orders"),
+            body,
+            Order.from_json,
+            symbol=USDC_POSITION_SYMBOL,
             what="order",
             idempotency_key=client_order_id,
         )

@@ -651,6 +651,48 @@ class DepositFailed(UsdcRebalanceEvent):
 
 
 @dataclass(frozen=True)
+class ConversionInitiated(UsdcRebalanceEvent):
+    """A `USDCUSD` market order at Alpaca, recorded before it is placed (spec 15.5): a buy of
+    `amount` USD before an Alpaca-to-Base withdrawal (valid in Requested), or a sell of
+    `amount` USDC once a Base-to-Alpaca deposit is credited (valid in DepositInitiated).
+    `client_order_id` is derived from the operation: the order is looked up by it before any
+    placing again."""
+
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    client_order_id: str
+    side: str  # "buy" or "sell"
+    amount: Decimal
+    initiated_at: datetime
+
+
+@dataclass(frozen=True)
+class ConversionConfirmed(UsdcRebalanceEvent):
+    """The conversion order filled (`partial`: only part of it). `usdc_amount` is the USDC the
+    move carries on (bought, floored to 6 decimals; or sold), `usd_amount` the USD spent or
+    received, `cost` what was lost to the spread and fees, in USD."""
+
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    order_id: str
+    filled_qty: Decimal
+    filled_avg_price: Decimal
+    usdc_amount: Decimal
+    usd_amount: Decimal
+    cost: Decimal
+    confirmed_at: datetime
+    fee: Decimal | None = None
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class ConversionFailed(UsdcRebalanceEvent):
+    """The conversion order ended with nothing filled (refused, canceled, expired)."""
+
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    reason: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
 class UsdcReconciled(UsdcRebalanceEvent, ReconciliationFields):
     ENUM: ClassVar[str] = "UsdcRebalanceEvent"
 

@@ -53,6 +53,8 @@ pytestmark = [pytest.mark.django_db, pytest.mark.chain]
 S = usdc.UsdcStep
 A2B_EVENTS = [
     "Requested",
+    "ConversionInitiated",  # issue 20: USD cash buys USDC before the withdrawal
+    "ConversionConfirmed",
     "Initiated",
     "WithdrawalConfirmed",
     "BridgingInitiated",
@@ -69,6 +71,8 @@ B2A_EVENTS = [
     "BridgeAttestationReceived",
     "Bridged",
     "DepositInitiated",
+    "ConversionInitiated",  # issue 20: the deposited USDC is sold for USD
+    "ConversionConfirmed",
     "DepositConfirmed",
 ]
 
@@ -136,9 +140,7 @@ def test_alpaca_to_base_completes_once_each_and_settles_inventory_with_fees(
     assert set(signed_purposes(operation)) >= {"burn", "mint", "vault_deposit"}
 
 
-def test_base_to_alpaca_sends_usdc_to_the_deposit_address_and_the_sim_credits_cash(
-    sim_venue, venues
-):
+def test_base_to_alpaca_sends_usdc_to_the_deposit_address_and_sells_it_for_cash(sim_venue, venues):
     fund_vault(sim_venue, venues, "200")
     observe(usdc_onchain="1000", usdc_offchain="1000")
     chains = sim_venue.chains
@@ -283,7 +285,11 @@ def test_withdrawal_post_with_unknown_outcome_is_found_not_repeated(sim_venue, v
     assert first.outcome == "retry"
     operation.refresh_from_db()
     assert "outcome unknown" in operation.last_error
-    assert business_events(operation) == ["Requested"]
+    assert business_events(operation) == [
+        "Requested",
+        "ConversionInitiated",
+        "ConversionConfirmed",
+    ]
 
     advance_until_finished(operation, venues)
 
@@ -436,7 +442,13 @@ def test_execute_alpaca_to_base_api_error_fails_the_request(sim_venue, venues):
     finally:
         sim_venue.server.set_cash(cash)
     assert operation.status == OperationStatus.FAILED
-    assert business_events(operation) == ["Requested", "RequestFailed"]
+    # Issue 20: the USD -> USDC buy is refused (insufficient buying power): nothing moved.
+    assert business_events(operation) == [
+        "Requested",
+        "ConversionInitiated",
+        "ConversionFailed",
+        "RequestFailed",
+    ]
     assert "Alpaca API error: HTTP 403" in operation.failure_reason
 
 
@@ -565,7 +577,13 @@ def test_alpaca_withdrawal_that_fails_at_alpaca_ends_in_withdrawal_failed(sim_ve
     operation = new_usdc(A2B, str(next_amount()))
     advance_until_finished(operation, venues)
     assert operation.status == OperationStatus.FAILED
-    assert business_events(operation) == ["Requested", "Initiated", "WithdrawalFailed"]
+    assert business_events(operation) == [
+        "Requested",
+        "ConversionInitiated",
+        "ConversionConfirmed",
+        "Initiated",
+        "WithdrawalFailed",
+    ]
     assert "FAILED" in operation.failure_reason
     assert watch.effects(A2B).burns == 0
 
@@ -630,7 +648,13 @@ def test_fail_after_an_unknown_withdrawal_outcome_records_the_withdrawal_and_kee
 
     operation.refresh_from_db()
     assert operation.status == OperationStatus.FAILED
-    assert business_events(operation) == ["Requested", "Initiated", "WithdrawalFailed"]
+    assert business_events(operation) == [
+        "Requested",
+        "ConversionInitiated",
+        "ConversionConfirmed",
+        "Initiated",
+        "WithdrawalFailed",
+    ]
     assert pool_inventory(key="USDC").offchain.inflight == amount
     assert operation.needs_attention
 
@@ -675,7 +699,7 @@ def test_a_withdrawal_claimed_by_another_rebalance_is_never_adopted(sim_venue, v
     first = new_usdc(A2B, str(amount))
     drive_to(first, venues, S.WITHDRAWING)
     assert WORKFLOW.fail(step_context(first, venues), reason="operator", actor="ops")
-    theirs = usdc_events(first)[1].withdrawal_ref.value
+    theirs = next(e for e in usdc_events(first) if isinstance(e, ev.Initiated)).withdrawal_ref.value
 
     second = new_usdc(A2B, str(amount))
     drive_to(second, venues, S.WITHDRAWING)
@@ -686,6 +710,11 @@ def test_a_withdrawal_claimed_by_another_rebalance_is_never_adopted(sim_venue, v
 
 
 # --- withdrawal recovery refuses an ambiguous match ------------------------------------------
+
+
+def hold_usdc_at_alpaca(sim_venue, amount: Decimal) -> None:
+    """Add `amount` to Alpaca's USDC position (a USDC withdrawal can only spend it)."""
+    sim_venue.server.set_usdc_position(sim_venue.server.usdc_position() + amount)
 
 
 def requested_a2b(venues, amount: Decimal, *, requested_at=None):
@@ -706,6 +735,7 @@ def test_a_withdrawal_alpaca_dated_before_our_request_is_flagged_not_posted_agai
     """Our POST reached Alpaca, whose clock runs 5 s behind ours, and the answer was lost:
     matching only transfers created within 2 s of our request missed it and posted again."""
     amount = next_amount()
+    hold_usdc_at_alpaca(sim_venue, 2 * amount)  # withdrawals spend USDC, not cash
     posts_before = sim_venue.server.request_count(WITHDRAW_POST)
     ours = venues.alpaca.initiate_withdrawal(amount_usdc=amount, address=venues.market_maker_wallet)
     operation = requested_a2b(venues, amount, requested_at=ours.created_at + timedelta(seconds=5))
@@ -724,6 +754,7 @@ def test_two_withdrawals_that_could_be_ours_are_not_adopted_and_an_operator_reco
     sim_venue, venues
 ):
     amount = next_amount()
+    hold_usdc_at_alpaca(sim_venue, 2 * amount)  # withdrawals spend USDC, not cash
     operation = requested_a2b(venues, amount)
     posts_before = sim_venue.server.request_count(WITHDRAW_POST)
     first = venues.alpaca.initiate_withdrawal(
@@ -756,6 +787,7 @@ def test_two_withdrawals_that_could_be_ours_are_not_adopted_and_an_operator_reco
 
 def test_a_single_withdrawal_made_after_our_request_is_adopted(sim_venue, venues):
     amount = next_amount()
+    hold_usdc_at_alpaca(sim_venue, 2 * amount)  # withdrawals spend USDC, not cash
     operation = requested_a2b(venues, amount)
     posts_before = sim_venue.server.request_count(WITHDRAW_POST)
     ours = venues.alpaca.initiate_withdrawal(amount_usdc=amount, address=venues.market_maker_wallet)

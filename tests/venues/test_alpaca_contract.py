@@ -240,6 +240,7 @@ FAST = SimKnobs(
     withdrawal_processing_delay_s=0.02,
     withdrawal_complete_delay_s=0.05,
     order_fill_delay_s=0.02,
+    usdc_crypto_position=Decimal(1000),  # a USDC withdrawal spends the USDCUSD position
 )
 
 

@@ -47,7 +47,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Context, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, ROUND_UP, Context, Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -138,6 +138,10 @@ class SimKnobs:
     order_fill_delay_s: float = 0.05
     default_price_usd: Decimal = Decimal(100)
     usdc_crypto_position: Decimal = Decimal("0.5")
+    # USDCUSD conversions: a seeded mid price within `usdc_price_jitter_bps` of 1, buys at
+    # mid + half the spread, sells at mid - half the spread (0: exactly 1 both ways).
+    usdc_spread_bps: Decimal = Decimal(0)
+    usdc_price_jitter_bps: Decimal = Decimal(0)
     # How the whitelist spells the market maker entry's chain ("ETH" or "Ethereum").
     whitelist_chain: str = "ETH"
     # Rows of unknown shape in the tokenization history (the reference tests 128).
@@ -312,6 +316,8 @@ class OrderRecord:
     filled_avg_price: Decimal | None = None
     filled_at: datetime | None = None
     updated_at: datetime | None = None
+    notional: Decimal | None = None
+    time_in_force: str = "day"
 
     def to_json(self) -> dict[str, Any]:
         """Broker API order (the fields this project reads plus Alpaca's usual companions)."""
@@ -325,10 +331,10 @@ class OrderRecord:
             "expired_at": None,
             "canceled_at": None,
             "failed_at": None,
-            "asset_class": "us_equity",
+            "asset_class": "crypto" if self.symbol == USDC_SYMBOL else "us_equity",
             "symbol": self.symbol,
-            "notional": None,
-            "qty": _plain(self.qty),
+            "notional": None if self.notional is None else _plain(self.notional),
+            "qty": None if self.notional is not None and self.filled_qty == 0 else _plain(self.qty),
             "filled_qty": _plain(self.filled_qty),
             "filled_avg_price": (
                 None if self.filled_avg_price is None else _plain(self.filled_avg_price)
@@ -337,7 +343,7 @@ class OrderRecord:
             "order_type": "market",
             "type": "market",
             "side": self.side,
-            "time_in_force": "day",
+            "time_in_force": self.time_in_force,
             "limit_price": None,
             "stop_price": None,
             "status": self.status,
@@ -384,6 +390,9 @@ FAULT_429 = "429"  # answer 429 with `Retry-After` (knob retry_after_s) and do n
 FAULTS = (FAULT_5XX, FAULT_5XX_AFTER, FAULT_HANG, FAULT_429)
 
 # Endpoint keys (for `request_count` and `fail_next`).
+USDC_SYMBOL = "USDCUSD"  # Alpaca's USDC crypto position and its USD pair
+USD_UNIT = Decimal("0.000001")  # cash credited or debited by a conversion, 6 decimals
+CRYPTO_QTY_UNIT = Decimal("0.000000001")  # Alpaca's crypto quantities: 9 decimals
 KEY_MINT = "POST /v1/accounts/{acct}/tokenization/mint"
 KEY_TOKENIZATION_LIST = "GET /v1/accounts/{acct}/tokenization/requests"
 KEY_TOKENIZATION_GET = "GET /v1/accounts/{acct}/tokenization/requests/{id}"
@@ -617,6 +626,15 @@ class SimVenueServer:
         self._cash = cash_usd
         # USDC at Alpaca is a crypto position (`USDCUSD`), not cash (spec 15.5).
         self._usdc = self._knobs.usdc_crypto_position
+        # USDC locked by pending withdrawals: still in the position's `qty` until they
+        # complete, not in `qty_available`.
+        self._usdc_locked = Decimal(0)
+        self._usdc_mid = Decimal(1) + (
+            Decimal(random.Random(f"usdc-{self._knobs.seed}").randint(-1000, 1000))
+            / 1000
+            * self._knobs.usdc_price_jitter_bps
+            / 10000
+        ).quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
         self._tokenization: list[TokenizationRecord] = []
         self._transfers: list[TransferRecord] = []
         self._iris: dict[tuple[int, str], list[IrisRecord]] = {}
@@ -1126,7 +1144,10 @@ class SimVenueServer:
             ]
             usdc = self._usdc
             if usdc != 0:
-                rows.append(self._position_row("USDCUSD", usdc, "crypto", Decimal(1)))
+                row = self._position_row(USDC_SYMBOL, usdc, "crypto", self._usdc_mid)
+                held = self._held.get(USDC_SYMBOL, Decimal(0))
+                row["qty_available"] = _plain(usdc - self._usdc_locked - held)
+                rows.append(row)
             return rows
 
     def _position_row(
@@ -1171,6 +1192,8 @@ class SimVenueServer:
 
     def _submit_order(self, *, body: bytes, **_: Any) -> Any:
         data = _json_object(body)
+        if data.get("symbol") in (USDC_SYMBOL, "USDC/USD"):
+            return self._submit_usdc_order(data)
         symbol = data.get("symbol")
         qty = _decimal(data.get("qty"))
         side = data.get("side")
@@ -1231,6 +1254,115 @@ class SimVenueServer:
             self._orders.append(record)
             logger.info("sim: order %s %s %s %s accepted", record.id, side, qty, symbol)
             return record.to_json()
+
+    def usdc_prices(self) -> tuple[Decimal, Decimal]:
+        """(buy price, sell price) of USDC in USD: the seeded mid and the spread."""
+        half = self._usdc_mid * self._knobs.usdc_spread_bps / 20000
+        half = half.quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
+        return self._usdc_mid + half, self._usdc_mid - half
+
+    def _submit_usdc_order(self, data: dict[str, Any]) -> Any:
+        """A `USDCUSD` market order (crypto: `gtc` or `ioc`): a buy by `notional` (USD) or
+        `qty` (USDC), a sell by `qty`; it fills at `usdc_prices`."""
+        side = data.get("side")
+        qty = _decimal(data.get("qty")) if data.get("qty") is not None else None
+        notional = _decimal(data.get("notional")) if data.get("notional") is not None else None
+        client_order_id = data.get("client_order_id") or self._new_id()
+        problems = []
+        if side not in ("buy", "sell"):
+            problems.append(f"side={side!r}: must be buy or sell")
+        if (qty is None) == (notional is None):
+            problems.append("exactly one of qty and notional is required")
+        if qty is not None and qty <= 0:
+            problems.append(f"qty={data.get('qty')!r}: must be > 0")
+        if notional is not None and (notional <= 0 or side != "buy"):
+            problems.append(f"notional={data.get('notional')!r}: a buy's USD amount > 0")
+        if data.get("type") != "market":
+            problems.append(f"type={data.get('type')!r}: the simulation fills market orders only")
+        if data.get("time_in_force") not in ("gtc", "ioc"):
+            problems.append(
+                f"time_in_force={data.get('time_in_force')!r}: crypto orders take gtc or ioc"
+            )
+        if not isinstance(client_order_id, str) or len(client_order_id) > 128:
+            problems.append("client_order_id: must be a string of at most 128 characters")
+        if problems:
+            raise _Reply(422, {"code": 40010001, "message": "; ".join(problems)})
+        assert isinstance(side, str) and isinstance(client_order_id, str)
+        with self._lock:
+            if any(o.client_order_id == client_order_id for o in self._orders):
+                raise _Reply(422, {"code": 40010001, "message": "client_order_id must be unique"})
+            buy_price, _ = self.usdc_prices()
+            if side == "sell":
+                assert qty is not None
+                held = self._held.get(USDC_SYMBOL, Decimal(0))
+                available = self._usdc - self._usdc_locked - held
+                if available < qty:
+                    raise _Reply(
+                        403,
+                        {
+                            "code": 40310000,
+                            "message": f"insufficient balance for USDC (requested: {qty}, "
+                            f"available: {available})",
+                        },
+                    )
+                self._held[USDC_SYMBOL] = held + qty
+            else:
+                cost = notional if notional is not None else (qty or Decimal(0)) * buy_price
+                if self._cash < cost:
+                    raise _Reply(
+                        403,
+                        {
+                            "code": 40310000,
+                            "message": f"insufficient buying power (cost {cost}, "
+                            f"cash {self._cash})",
+                        },
+                    )
+            record = OrderRecord(
+                id=self._new_id(),
+                client_order_id=client_order_id,
+                symbol=USDC_SYMBOL,
+                side=side,
+                qty=qty if qty is not None else Decimal(0),
+                status="accepted",
+                created_at=_now(),
+                due_at=time.monotonic() + self._knobs.order_fill_delay_s,
+                notional=notional,
+                time_in_force=str(data.get("time_in_force")),
+            )
+            self._orders.append(record)
+            logger.info(
+                "sim: order %s %s %s USDCUSD accepted",
+                record.id,
+                side,
+                f"${notional}" if notional is not None else qty,
+            )
+            return record.to_json()
+
+    def _fill_usdc_order(self, order: OrderRecord) -> None:
+        with self._lock:
+            buy_price, sell_price = self.usdc_prices()
+            if order.side == "buy":
+                price = buy_price
+                if order.notional is not None:
+                    qty = (order.notional / price).quantize(CRYPTO_QTY_UNIT, rounding=ROUND_DOWN)
+                    cost = order.notional
+                else:
+                    qty = order.qty
+                    cost = (qty * price).quantize(USD_UNIT, rounding=ROUND_UP)
+                self._cash -= cost
+                self._usdc += qty
+            else:
+                price = sell_price
+                qty = order.qty
+                self._held[USDC_SYMBOL] = self._held.get(USDC_SYMBOL, Decimal(0)) - qty
+                self._usdc -= qty
+                self._cash += (qty * price).quantize(USD_UNIT, rounding=ROUND_DOWN)
+            order.qty = qty
+            order.status = "filled"
+            order.filled_qty = qty
+            order.filled_avg_price = price
+            order.filled_at = order.updated_at = _now()
+        logger.info("sim: USDCUSD order %s filled: %s %s at %s", order.id, order.side, qty, price)
 
     def _order_by_client_id(self, *, query: dict[str, str], **_: Any) -> Any:
         wanted = query.get("client_order_id")
@@ -1378,11 +1510,19 @@ class SimVenueServer:
             )
             if not approved:
                 raise _Reply(403, {"message": f"address {address} is not an approved whitelist"})
-            if self._cash < amount:
+            # A USDC withdrawal spends the USDCUSD position (never USD cash): Alpaca refuses
+            # one larger than what is free of earlier pending withdrawals and sell orders.
+            free = self._usdc - self._usdc_locked - self._held.get(USDC_SYMBOL, Decimal(0))
+            if free < amount:
                 raise _Reply(
-                    403, {"message": f"insufficient balance: cash {self._cash}, requested {amount}"}
+                    422,
+                    {
+                        "code": 42210000,
+                        "message": f"insufficient balance: USDC available {free}, "
+                        f"requested {amount}",
+                    },
                 )
-            self._cash -= amount
+            self._usdc_locked += amount
             record = TransferRecord(
                 id=self._new_id(),
                 direction="OUTGOING",
@@ -1517,6 +1657,9 @@ class SimVenueServer:
             self._attest(iris)
 
     def _fill_order(self, order: OrderRecord) -> None:
+        if order.symbol == USDC_SYMBOL:
+            self._fill_usdc_order(order)
+            return
         with self._lock:
             price = self.price(order.symbol)
             amount = order.qty * price
@@ -1589,14 +1732,14 @@ class SimVenueServer:
         if transfer.direction == "INCOMING":
             with self._lock:
                 transfer.status = "COMPLETE"
-                self._cash += transfer.amount
+                self._usdc += transfer.amount  # credited as the USDCUSD position
             logger.info("sim: deposit %s of %s USDC credited", transfer.id, transfer.amount)
             return
         if transfer.status == "PENDING":
             if self._chance(knobs.withdrawal_fail_rate):
                 with self._lock:
                     transfer.status = "FAILED"
-                    self._cash += transfer.amount
+                    self._usdc_locked -= transfer.amount
                 logger.info("sim: withdrawal %s failed", transfer.id)
                 return
             net = transfer.amount - transfer.network_fee
@@ -1616,6 +1759,8 @@ class SimVenueServer:
         else:
             with self._lock:
                 transfer.status = "COMPLETE"
+                self._usdc_locked -= transfer.amount
+                self._usdc -= transfer.amount
             logger.info("sim: withdrawal %s complete", transfer.id)
 
     def _attest(self, record: IrisRecord) -> None:
