@@ -140,6 +140,45 @@ def test_alpaca_to_base_completes_once_each_and_settles_inventory_with_fees(
     assert set(signed_purposes(operation)) >= {"burn", "mint", "vault_deposit"}
 
 
+def test_alpaca_to_base_buys_usdc_at_the_spread_and_withdraws_exactly_what_it_bought(
+    sim_venue, venues, knobs
+):
+    """Issue 20: USD cash is not USDC. The move buys USDCUSD for the requested USD (recorded
+    before and after), withdraws the USDC received floored to 6 decimals, and the cost lost to
+    the spread is on the record; the pool counts what arrived."""
+    knobs(usdc_spread_bps=Decimal(20))  # buys at 1.001
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+    cash_before = sim_venue.server.cash()
+    usdc_before = sim_venue.server.usdc_position()
+    operation = new_usdc(A2B, "100")
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    events = usdc_events(operation)
+    started = next(e for e in events if isinstance(e, ev.ConversionInitiated))
+    filled = next(e for e in events if isinstance(e, ev.ConversionConfirmed))
+    withdrawn = next(e for e in events if isinstance(e, ev.Initiated))
+    assert (started.side, started.amount) == ("buy", Decimal(100))
+    assert started.client_order_id == f"usdc-buy-{operation.aggregate_id}"
+    assert filled.filled_avg_price == Decimal("1.001")
+    assert filled.filled_qty == Decimal("99.900099900")
+    assert (filled.usdc_amount, filled.usd_amount) == (Decimal("99.900099"), Decimal(100))
+    assert filled.cost == Decimal("0.099901")
+    assert withdrawn.amount == Decimal("99.900099")
+    assert cash_before - sim_venue.server.cash() == Decimal(100)
+    # The sub-micro-USDC dust of the fill stays in the position.
+    assert sim_venue.server.usdc_position() - usdc_before == Decimal("0.000000900")
+    orders = [
+        o for o in sim_venue.server.orders() if o["client_order_id"] == started.client_order_id
+    ]
+    assert len(orders) == 1  # one order, placed once
+    pool = pool_inventory(key="USDC")
+    assert pool.offchain.available == Decimal(900)
+    assert pool.offchain.inflight == 0
+    assert pool.onchain.available == Decimal(1000) + usdc_state(operation).value.amounts.deposited
+
+
 def test_base_to_alpaca_sends_usdc_to_the_deposit_address_and_sells_it_for_cash(sim_venue, venues):
     fund_vault(sim_venue, venues, "200")
     observe(usdc_onchain="1000", usdc_offchain="1000")

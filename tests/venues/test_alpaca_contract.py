@@ -464,3 +464,70 @@ def test_alpaca_py_parses_the_recorded_bodies() -> None:
         Position(**row)
     Order(**fixture("order"))
     Clock(**fixture("clock"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 20: the USDCUSD crypto position and conversion orders.
+
+
+def test_recorded_usdcusd_position_and_conversion_order_parse(httpserver: HTTPServer) -> None:
+    httpserver.expect_request(TRADING + "/positions").respond_with_json(fixture("positions"))
+    order = fixture("crypto_order")
+    httpserver.expect_request(
+        TRADING + "/orders:by_client_order_id",
+        query_string={"client_order_id": order["client_order_id"]},
+    ).respond_with_json(order)
+    client = make_client(httpserver)
+
+    (usdc,) = [p for p in client.positions() if p.symbol == "USDCUSD"]
+    found = client.find_order_by_client_order_id(order["client_order_id"])
+
+    assert (usdc.asset_class, usdc.qty, usdc.is_equity) == ("crypto", Decimal("5000.123456"), False)
+    assert found is not None
+    assert (found.symbol, found.notional, found.time_in_force) == ("USDCUSD", Decimal(100), "gtc")
+    assert found.filled_qty == Decimal("99.900099900")
+    assert found.filled_avg_price == Decimal("1.001")
+
+
+def test_a_notional_order_not_filled_yet_has_no_qty(httpserver: HTTPServer) -> None:
+    accepted = {**fixture("crypto_order"), "qty": None, "filled_qty": "0", "status": "accepted"}
+    accepted["filled_avg_price"] = accepted["filled_at"] = None
+    httpserver.expect_request(TRADING + "/orders", method="POST").respond_with_json(accepted)
+
+    order = make_client(httpserver).submit_usdc_conversion(
+        side="buy", client_order_id=accepted["client_order_id"], notional_usd=Decimal(100)
+    )
+
+    assert (order.qty, order.notional, order.is_terminal) == (None, Decimal(100), False)
+
+
+@pytest.mark.chain
+@pytest.mark.xdist_group("chain")
+def test_sim_serves_the_recorded_conversion_order_shape(venue: SimVenue) -> None:
+    from alpaca.trading.models import Order as SdkOrder
+
+    trading = f"/v1/trading/accounts/{venue.account_id}"
+    accepted = raw(
+        venue,
+        "POST",
+        trading + "/orders",
+        json={
+            "symbol": "USDCUSD",
+            "notional": "100",
+            "side": "buy",
+            "type": "market",
+            "time_in_force": "gtc",
+            "client_order_id": "contract-usdc-1",
+        },
+    )
+    filled = eventually(
+        lambda: raw(venue, "GET", f"{trading}/orders/{accepted['id']}"),
+        lambda order: order["status"] == "filled",
+    )
+
+    assert_same_shape("crypto_order", filled)
+    assert filled["asset_class"] == "crypto" and filled["notional"] == "100"
+    SdkOrder(**accepted)
+    SdkOrder(**filled)
+    positions = raw(venue, "GET", trading + "/positions")
+    assert_same_shape("positions", positions)
