@@ -11,7 +11,7 @@ worker can store the signed bytes before anything leaves the process:
 `build_*` estimates gas with the current chain state (a call that would revert raises
 `PreflightReverted` and nothing is signed), unless `gas` is given. Amounts are integer onchain
 units (`amount_units`); converting from Decimal is `inventory.domain.units`' job. The order book
-vault (Rain `IOrderBookV5`: `deposit3`, `withdraw3`, `vaultBalance2`) speaks Rain `Float`s; the
+vault (Rain `IRaindexV6`: `deposit4`, `withdraw4`, `vaultBalance2`) speaks Rain `Float`s; the
 client converts exactly between units and `Float` with the token's own `decimals()`
 (`venues.rain_float`). A withdrawal can move less than its target: read what moved from the
 receipt's ERC-20 `Transfer` logs (`erc20_transfers_in`), never from the request.
@@ -152,7 +152,7 @@ MESSAGE_TRANSMITTER_V2_ABI: list[dict[str, Any]] = [
     },
 ]
 
-# Rain's order book vault interface (IOrderBookV5): amounts are Rain `Float`s (`bytes32`, see
+# Rain's order book vault interface (IRaindexV6): amounts are Rain `Float`s (`bytes32`, see
 # venues.rain_float), every write takes a `TaskV2[]` (we always send none). The simulated order
 # book (venues/sim/contracts/OrderBookVault.sol) implements exactly these signatures.
 _EVALUABLE_V4: dict[str, Any] = {
@@ -181,7 +181,7 @@ _TASKS_V2: dict[str, Any] = {
 ORDERBOOK_VAULT_ABI: list[dict[str, Any]] = [
     {
         "type": "function",
-        "name": "deposit3",
+        "name": "deposit4",
         "stateMutability": "nonpayable",
         "inputs": [
             {"name": "token", "type": "address"},
@@ -193,7 +193,7 @@ ORDERBOOK_VAULT_ABI: list[dict[str, Any]] = [
     },
     {
         "type": "function",
-        "name": "withdraw3",
+        "name": "withdraw4",
         "stateMutability": "nonpayable",
         "inputs": [
             {"name": "token", "type": "address"},
@@ -1147,7 +1147,7 @@ class EvmChain:
         return self._build(
             contract=self._vault,
             address=_address("vault", vault),
-            function="deposit3",
+            function="deposit4",
             args=[
                 _address("token", token),
                 _bytes32("vault_id", vault_id),
@@ -1171,7 +1171,7 @@ class EvmChain:
         return self._build(
             contract=self._vault,
             address=_address("vault", vault),
-            function="withdraw3",
+            function="withdraw4",
             args=[
                 _address("token", token),
                 _bytes32("vault_id", vault_id),

@@ -306,7 +306,7 @@ class VaultApprovalReplaced(MintEvent):
 
 @dataclass(frozen=True)
 class VaultDepositSubmitted(MintEvent):
-    """The order book `deposit3` of the received tokens into the asset's vault, signed and
+    """The order book `deposit4` of the received tokens into the asset's vault, signed and
     stored before it is broadcast (spec 15.1)."""
 
     ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
@@ -333,7 +333,7 @@ class DepositedIntoVault(MintEvent):
 
 @dataclass(frozen=True)
 class VaultDepositReplaced(MintEvent):
-    """The stored deposit (`replaces`) stayed unmined: the same `deposit3` at the same nonce,
+    """The stored deposit (`replaces`) stayed unmined: the same `deposit4` at the same nonce,
     re-signed with bumped fees, stored before it is broadcast. Both stay watched until one is
     mined (only one can be: they share the nonce)."""
 
@@ -370,7 +370,7 @@ class RedemptionEvent(DomainEvent):
 
 @dataclass(frozen=True)
 class VaultWithdrawSigned(RedemptionEvent):
-    """Genesis: the order book `withdraw3` of the tokens from the asset's vault into our wallet
+    """Genesis: the order book `withdraw4` of the tokens from the asset's vault into our wallet
     (onchain inventory is the vault, spec 15.1), signed and stored before it is broadcast."""
 
     ENUM: ClassVar[str] = "EquityRedemptionEvent"
@@ -400,7 +400,7 @@ class WithdrawnFromVault(RedemptionEvent):
 
 @dataclass(frozen=True)
 class VaultWithdrawReplaced(RedemptionEvent):
-    """The stored withdrawal (`replaces`) stayed unmined: the same `withdraw3` at the same
+    """The stored withdrawal (`replaces`) stayed unmined: the same `withdraw4` at the same
     nonce, re-signed with bumped fees, stored before it is broadcast. Both stay watched until
     one is mined (only one can be: they share the nonce)."""
 

@@ -14,7 +14,7 @@ TokensReceived  -> the tokens go into the asset's vault (spec 15.1: onchain inve
                    the order book, signed and recorded (RecordVaultApproval), then broadcast
                    until mined (after REBALANCER_TX_REPLACE_AFTER_S unmined: a bumped-fee
                    replacement stored first, ReplaceVaultApproval); then
-                   `deposit3(token, vault_id, Float amount, [])` signed and recorded
+                   `deposit4(token, vault_id, Float amount, [])` signed and recorded
                    (SubmitVaultDeposit). A refused deposit -> FailVaultDeposit (tokens in the
                    wallet, inflight kept, attention)
 VaultDepositSubmitted -> receipt (of the deposit or one it replaced)? success and its Transfer

@@ -5,7 +5,7 @@ tokens come out of the asset's vault first, onchain inventory being the vault).
                     negative/underflow: the operation fails with the reason, the guard is
                     released, others go on); the vault
                     must hold the amount (else the same); sign the order book
-                    `withdraw3(token, vault_id, Float amount, [])` with an allocated nonce and
+                    `withdraw4(token, vault_id, Float amount, [])` with an allocated nonce and
                     record it (SignVaultWithdraw: raw bytes + hash) in one transaction
 VaultWithdrawPending -> receipt (of the withdrawal or one it replaced)? success and its
                     Transfer logs moved the whole amount from the order book to our wallet ->

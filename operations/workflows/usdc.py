@@ -22,7 +22,7 @@ Alpaca -> Base (source Ethereum, domain 0; destination Base, domain 6):
     Attested           -> receiveMessage on the destination recorded as MINT, broadcast,
                           receipt -> ConfirmBridging(mint tx, received from the USDC Transfer
                           logs to us, fee); "already received" -> the earlier mint's outcome
-    Bridged            -> approval of the vault if needed (APPROVE_VAULT), vault deposit3 of
+    Bridged            -> approval of the vault if needed (APPROVE_VAULT), vault deposit4 of
                           the depositable amount recorded as VAULT_DEPOSIT -> InitiateDeposit
                           (OnchainTx) -> ConfirmDeposit(amount from the receipt); a revert ->
                           FailDeposit (B5, valid in Bridged)
@@ -30,7 +30,7 @@ Alpaca -> Base (source Ethereum, domain 0; destination Base, domain 6):
 Base -> Alpaca (source Base, domain 6; destination Ethereum, domain 0):
 
     (no aggregate)     -> Request(BaseToAlpaca, amount)
-    Requested          -> vault withdraw3 recorded as VAULT_WITHDRAW, broadcast, receipt ->
+    Requested          -> vault withdraw4 recorded as VAULT_WITHDRAW, broadcast, receipt ->
                           Initiate(OnchainTx) then ConfirmWithdrawal(received from the
                           Transfer logs); a revert -> FailRequest (nothing left the vault)
     WithdrawalComplete -> burn on Base as above; Bridging / Attested as above (mint on Ethereum)

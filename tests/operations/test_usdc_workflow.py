@@ -597,7 +597,7 @@ def test_vault_deposit_revert_ends_in_deposit_failed_from_bridged(sim_venue, ven
     observe(usdc_onchain="1000", usdc_offchain="1000")
     operation = new_usdc(A2B, str(next_amount()))
     drive_to(operation, venues, S.BRIDGED)
-    drain_usdc(sim_venue, "base", venues.market_maker_wallet)  # deposit3's transferFrom fails
+    drain_usdc(sim_venue, "base", venues.market_maker_wallet)  # deposit4's transferFrom fails
 
     advance_until_finished(operation, venues)
 

@@ -1,4 +1,4 @@
-"""Rain order book vault (IOrderBookV5 deposit3 / withdraw3 / vaultBalance2, `Float` amounts)
+"""Rain order book vault (IRaindexV6 deposit4 / withdraw4 / vaultBalance2, `Float` amounts)
 against the simulated order book on the Base sim chain."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_zero_amount_is_rejected_by_the_client(
 
 @pytest.mark.parametrize(
     ("function", "reason"),
-    [("deposit3", "ZeroDepositAmount"), ("withdraw3", "ZeroWithdrawTargetAmount")],
+    [("deposit4", "ZeroDepositAmount"), ("withdraw4", "ZeroWithdrawTargetAmount")],
 )
 def test_zero_amount_is_rejected_by_the_contract(
     sim_chains: SimChains, scratch_account: SimAccount, function: str, reason: str
@@ -91,7 +91,7 @@ def test_a_deposit_float_that_is_no_whole_token_amount_reverts(
     assert base.vault is not None
     _funded_depositor(sim_chains, scratch_account, amount_units=10, approve_units=10)
     data = sim_chains.encode(
-        "OrderBookVault", "deposit3", base.usdc, _vault_id(), amount.pack(), []
+        "OrderBookVault", "deposit4", base.usdc, _vault_id(), amount.pack(), []
     )
     with pytest.raises(TransactionReverted, match=reason):
         sim_chains.transact(base, scratch_account, to=base.vault, data=data)
@@ -109,7 +109,7 @@ def test_any_encoding_of_an_amount_deposits_the_same_units(
     )
     vault_id = _vault_id()
     data = sim_chains.encode(
-        "OrderBookVault", "deposit3", base.usdc, vault_id, RainFloat(25, -1).pack(), []
+        "OrderBookVault", "deposit4", base.usdc, vault_id, RainFloat(25, -1).pack(), []
     )
     receipt = sim_chains.transact(base, scratch_account, to=base.vault, data=data)
     assert [t.amount_units for t in erc20_transfers_in(receipt, token=base.usdc)] == [2_500_000]

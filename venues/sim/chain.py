@@ -670,7 +670,7 @@ class SimChains:
     def vault_deposit(
         self, account: SimAccount, token: str, vault_id: bytes, amount_units: int
     ) -> Receipt:
-        """`account` approves the vault and deposits `amount_units` of `token` (`deposit3`)."""
+        """`account` approves the vault and deposits `amount_units` of `token` (`deposit4`)."""
         if self.base.vault is None:
             raise SimChainError("base vault is not deployed")
         self.transact(
@@ -686,7 +686,7 @@ class SimChains:
             account,
             to=self.base.vault,
             data=self.encode(
-                "OrderBookVault", "deposit3", to_checksum_address(token), vault_id, amount, []
+                "OrderBookVault", "deposit4", to_checksum_address(token), vault_id, amount, []
             ),
         )
 
