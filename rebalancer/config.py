@@ -661,6 +661,10 @@ class RebalancingConfig:
     base_rpc_url: Secret | None = None
     evm_private_key: Secret | None = None
     base_orderbook: str | None = None
+    # Who owns the vaults (spec 15.6): None, our wallet on the order book; an address, a
+    # shared `RaindexInventory` we operate with its OPERATOR_ROLE (writes to it, reads from
+    # the order book under its address as owner).
+    raindex_inventory: str | None = None
     usdc_vault_id: str | None = None
     alpaca_api_key: Secret | None = None
     alpaca_api_secret: Secret | None = None
@@ -714,6 +718,7 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
         base_rpc_url=required("BASE_RPC_URL", parse_rpc_url, secret=True),
         evm_private_key=required(key_name, parse_private_key, secret=True),
         base_orderbook=required("BASE_ORDERBOOK", parse_address),
+        raindex_inventory=reader.get("RAINDEX_INVENTORY", parse_address),
         usdc_vault_id=required("USDC_VAULT_ID", parse_bytes32),
         alpaca_api_key=required("ALPACA_API_KEY", Secret, secret=True),
         alpaca_api_secret=required("ALPACA_API_SECRET", Secret, secret=True),

@@ -92,14 +92,15 @@ def _vault_id(value: str) -> bytes:
 
 
 def vault_balance_read(venues: Venues, *, token: str, vault_id: str, block: int) -> Decimal:
-    """One order-book vault balance (our wallet as owner) at `block`, as a Decimal amount:
+    """One order-book vault balance (owner: our wallet, or the `RaindexInventory` that owns
+    the vaults) at `block`, as a Decimal amount:
     `vaultBalance2` returns a Rain Float, taken exactly. The one place the service reads a
     vault."""
     config = venues.config
     assert config.base_orderbook is not None
     balance = venues.base.vault_balance_float(
         vault=config.base_orderbook,
-        owner=venues.market_maker_wallet,
+        owner=venues.vault_owner,
         token=token,
         vault_id=_vault_id(vault_id),
         block=block,

@@ -216,6 +216,30 @@ ORDERBOOK_VAULT_ABI: list[dict[str, Any]] = [
     },
 ]
 
+# A shared `RaindexInventory` that owns the vaults ("managed" mode, spec 15.6): writes take the
+# order book's own `deposit4` / `withdraw4` (ORDERBOOK_VAULT_ABI) from a wallet holding its
+# `OPERATOR_ROLE`; reads go to the order book with the inventory's address as owner.
+RAINDEX_INVENTORY_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "OPERATOR_ROLE",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "bytes32"}],
+    },
+    {
+        "type": "function",
+        "name": "hasRole",
+        "stateMutability": "view",
+        "inputs": [
+            {"name": "role", "type": "bytes32"},
+            {"name": "account", "type": "address"},
+        ],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+]
+OPERATOR_ROLE = keccak(text="OPERATOR_ROLE")
+
 # MessageTransmitterV2's revert reason for a message that was already received (real and sim).
 NONCE_ALREADY_USED_REASON = "Nonce already used"
 
@@ -394,6 +418,7 @@ class Chain(Protocol):
         self, *, vault: str, owner: str, token: str, vault_id: bytes, block: int | None = None
     ) -> RainFloat: ...
     def vault_balance(self, *, vault: str, owner: str, token: str, vault_id: bytes) -> int: ...
+    def has_operator_role(self, *, inventory: str, account: str) -> bool: ...
     def receipt(self, tx_hash: str) -> Receipt | None: ...
     def transaction_known(self, tx_hash: str) -> bool: ...
     def erc20_transfers(
@@ -652,6 +677,7 @@ class EvmChain:
         self._messenger = self._w3.eth.contract(abi=TOKEN_MESSENGER_V2_ABI)
         self._transmitter = self._w3.eth.contract(abi=MESSAGE_TRANSMITTER_V2_ABI)
         self._vault = self._w3.eth.contract(abi=ORDERBOOK_VAULT_ABI)
+        self._inventory = self._w3.eth.contract(abi=RAINDEX_INVENTORY_ABI)
         self._token_decimals: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -766,6 +792,18 @@ class EvmChain:
 
     def erc20_symbol(self, *, token: str) -> str:
         return str(self._call(self._erc20, _address("token", token), "symbol"))
+
+    def has_operator_role(self, *, inventory: str, account: str) -> bool:
+        """Whether `account` holds the `RaindexInventory`'s `OPERATOR_ROLE` (`hasRole`)."""
+        return bool(
+            self._call(
+                self._inventory,
+                _address("inventory", inventory),
+                "hasRole",
+                OPERATOR_ROLE,
+                _address("account", account),
+            )
+        )
 
     def vault_balance_float(
         self, *, vault: str, owner: str, token: str, vault_id: bytes, block: int | None = None

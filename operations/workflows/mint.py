@@ -230,7 +230,8 @@ class MintWorkflow:
             raise NeedsAttention("BASE_ORDERBOOK must be set to deposit minted tokens")
         if not asset.vault_id:
             raise NeedsAttention(f"symbol={symbol}: the asset has no vault_id")
-        return orderbook, asset.vault_id, asset.token_address
+        # The order book, or the RaindexInventory that owns the vaults (spec 15.6).
+        return ctx.venues.vault_writer, asset.vault_id, asset.token_address
 
     def _fail_deposit(self, ctx: StepContext, reason: str, what: str) -> Outcome:
         ctx.execute(mint.FailVaultDeposit(reason=reason))

@@ -275,7 +275,9 @@ class UsdcWorkflow:
         config = ctx.venues.config
         if not config.base_orderbook or not config.usdc_vault_id:
             raise NeedsAttention("BASE_ORDERBOOK and USDC_VAULT_ID must be set for USDC moves")
-        return config.base_orderbook, bytes.fromhex(config.usdc_vault_id.removeprefix("0x"))
+        # The order book, or the RaindexInventory that owns the vaults (spec 15.6).
+        writer = ctx.venues.vault_writer
+        return writer, bytes.fromhex(config.usdc_vault_id.removeprefix("0x"))
 
     def _record(
         self,
@@ -1227,7 +1229,8 @@ class UsdcWorkflow:
             return Done("deposited at Alpaca (kept as USDC)")
         # What now sits at Alpaca from this move: the USD received, plus any USDC not sold.
         unsold = deposited - confirmed.usdc_amount
-        ctx.execute(usdc.ConfirmDeposit(amount_deposited=confirmed.usd_amount + max(unsold, 0)))
+        received = confirmed.usd_amount + max(unsold, Decimal(0))
+        ctx.execute(usdc.ConfirmDeposit(amount_deposited=received))
         return Done("deposited at Alpaca and converted to USD")
 
     # -- operator and give-up paths ----------------------------------------------------------

@@ -15,6 +15,7 @@ from django.utils import timezone
 from inventory.domain import events as ev
 from inventory.domain import usdc
 from inventory.domain.events import TxPurpose
+from inventory.domain.units import usdc_to_units
 from inventory.domain.values import RebalanceDirection
 from inventory.selectors import pool_inventory
 from inventory.store import aggregate_execute
@@ -25,7 +26,11 @@ from operations.workflows import operation_advance
 from operations.workflows.base import Continue, Done
 from operations.workflows.context import decode_signed, signed_from_raw
 from operations.workflows.usdc import ALPACA_WITHDRAWAL_SETTLE_S, WORKFLOW
-from tests.operations.conftest import advance_until_finished, unvalidated_operation
+from tests.operations.conftest import (
+    advance_until_finished,
+    config_from_env,
+    unvalidated_operation,
+)
 from tests.operations.usdc_support import (
     A2B,
     B2A,
@@ -177,6 +182,43 @@ def test_alpaca_to_base_buys_usdc_at_the_spread_and_withdraws_exactly_what_it_bo
     assert pool.offchain.available == Decimal(900)
     assert pool.offchain.inflight == 0
     assert pool.onchain.available == Decimal(1000) + usdc_state(operation).value.amounts.deposited
+
+
+def test_managed_vaults_move_through_the_raindex_inventory_that_owns_them(sim_venue, worker_env):
+    """Issue 20 (spec 15.6): with RAINDEX_INVENTORY set, Base-to-Alpaca withdraws from the
+    inventory's USDC vault by calling withdraw4 on the inventory as its operator, and
+    Alpaca-to-Base deposits back into it the same way."""
+    chains = sim_venue.chains
+    base = chains.base
+    wallet = sim_venue.market_maker.address
+    inventory = chains.deploy_inventory(operators=(wallet,))
+    managed = Venues.from_config(config_from_env({**worker_env, "RAINDEX_INVENTORY": inventory}))
+    vault_id = bytes.fromhex(sim_venue.usdc_vault_id[2:])
+    chains.mint_usdc(base, wallet, 200_000_000)
+    managed.base.send(
+        managed.base.build_erc20_approve(
+            token=base.usdc, spender=inventory, amount_units=200_000_000
+        )
+    )
+    managed.base.send(
+        managed.base.build_vault_deposit(
+            vault=inventory, token=base.usdc, vault_id=vault_id, amount_units=200_000_000
+        )
+    )
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+
+    out = new_usdc(B2A, "150")
+    advance_until_finished(out, managed)
+    back = new_usdc(A2B, "60")
+    advance_until_finished(back, managed)
+
+    assert out.status == OperationStatus.COMPLETED, out.failure_reason
+    assert back.status == OperationStatus.COMPLETED, back.failure_reason
+    deposited = usdc_state(back).value.amounts.deposited
+    held = chains.vault_balance(inventory, base.usdc, vault_id)
+    assert held == 50_000_000 + usdc_to_units(deposited)
+    withdraw = next(e for e in usdc_events(out) if isinstance(e, ev.TransactionSigned))
+    assert withdraw.purpose == TxPurpose.VAULT_WITHDRAW
 
 
 def test_base_to_alpaca_sends_usdc_to_the_deposit_address_and_sells_it_for_cash(sim_venue, venues):

@@ -690,6 +690,24 @@ class SimChains:
             ),
         )
 
+    def deploy_inventory(self, *, operators: tuple[str, ...] = ()) -> str:
+        """A `RaindexInventory` over the order book ("managed" vaults, spec 15.6), with
+        OPERATOR_ROLE granted to `operators`; returns its address."""
+        if self.base.vault is None:
+            raise SimChainError("base vault is not deployed")
+        inventory = self._deploy_contract(self.base, "RaindexInventory", self.base.vault)
+        role = keccak(text="OPERATOR_ROLE")
+        for operator in operators:
+            self.transact(
+                self.base,
+                self.deployer,
+                to=inventory,
+                data=self.encode(
+                    "RaindexInventory", "grantRole", role, to_checksum_address(operator)
+                ),
+            )
+        return inventory
+
     def simulate_take(
         self,
         *,
