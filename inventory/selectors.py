@@ -5,18 +5,31 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import TypeVar
 
 from django.conf import settings as django_settings
 
+from inventory.codec import decode_event
+from inventory.domain.events import (
+    POSITION,
+    SNAPSHOT,
+    OffchainCash,
+    OffChainOrderPlaced,
+    OnChainOrderFilled,
+)
 from inventory.domain.inventory import (
     Imbalance,
     ImbalanceThreshold,
     PoolInventory,
     detect_imbalance,
 )
+from inventory.domain.offchain import OffchainLeavable
+from inventory.domain.snapshot import SNAPSHOT_AGGREGATE_ID
 from inventory.domain.units import SHARE_DECIMALS, USDC_DECIMALS
-from inventory.domain.values import USDC_POOL
-from inventory.models import ApiToken, Asset, InventoryPool, RebalancingSettingsRow
+from inventory.domain.values import USDC_POOL, Direction
+from inventory.models import ApiToken, Asset, Event, InventoryPool, RebalancingSettingsRow
+
+T = TypeVar("T")
 
 
 def pool_get(*, key: str) -> InventoryPool | None:
@@ -196,3 +209,77 @@ def api_token_authenticate(*, secret: str) -> ApiToken | None:
     return ApiToken.objects.filter(
         token_hash=api_token_digest(secret), revoked_at__isnull=True
     ).first()
+
+
+# --- what can leave Alpaca as USDC (spec 15.5) -------------------------------------------------
+
+
+def offchain_cash_latest() -> OffchainCash | None:
+    """The newest recorded Alpaca cash snapshot (cash, cash_withdrawable, USDC held)."""
+    row = (
+        Event.objects.filter(
+            aggregate_type=SNAPSHOT,
+            aggregate_id=SNAPSHOT_AGGREGATE_ID,
+            event_type=OffchainCash.event_type_name(),
+        )
+        .order_by("-sequence")
+        .only("event_type", "payload")
+        .first()
+    )
+    if row is None:
+        return None
+    event = decode_event(row.event_type, row.payload)
+    assert isinstance(event, OffchainCash)
+    return event
+
+
+def pending_hedge_spend() -> Decimal | None:
+    """What the hedges still pending at the brokerage may spend in USD: each pending buy's
+    shares at its symbol's latest onchain fill price (the fill it hedges). None when a pending
+    buy has no known price (the spend cannot be bounded)."""
+    spend = Decimal(0)
+    pending = InventoryPool.objects.filter(offchain_hedges_pending__gt=0).exclude(key=USDC_POOL)
+    for key in pending.values_list("key", flat=True):
+        placed = _latest_position_event(key, OffChainOrderPlaced)
+        if placed is None or placed.direction != Direction.BUY:
+            continue
+        fill = _latest_position_event(key, OnChainOrderFilled)
+        if fill is None:
+            return None
+        spend += placed.shares * fill.price_usdc
+    return spend
+
+
+def _latest_position_event(symbol: str, event_class: type[T]) -> T | None:
+    row = (
+        Event.objects.filter(
+            aggregate_type=POSITION, aggregate_id=symbol, event_type=event_class.event_type_name()
+        )
+        .order_by("-sequence")
+        .only("event_type", "payload")
+        .first()
+    )
+    if row is None:
+        return None
+    event = decode_event(row.event_type, row.payload)
+    assert isinstance(event, event_class)
+    return event
+
+
+def offchain_leavable(*, pool: PoolInventory, reserve: Decimal) -> OffchainLeavable | None:
+    """What an Alpaca-to-Base move may take now, with its inputs; None when it cannot be
+    bounded (Alpaca not read with its USDC yet, or a pending buy hedge of unknown price)."""
+    snapshot = offchain_cash_latest()
+    if snapshot is None or pool.offchain is None:
+        return None
+    hedge_spend = pending_hedge_spend() if pool.offchain_hedges_pending > 0 else Decimal(0)
+    if hedge_spend is None:
+        return None
+    return OffchainLeavable(
+        pool_available=pool.offchain.available,
+        cash=snapshot.cash_balance,
+        cash_withdrawable=snapshot.cash_withdrawable,
+        usdc=snapshot.usdc_balance or Decimal(0),
+        reserve=reserve,
+        hedge_spend=hedge_spend,
+    )

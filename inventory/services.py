@@ -758,6 +758,8 @@ def snapshot_record(
     onchain_cash: Decimal | None = None,
     offchain_cash: Decimal | None = None,
     onchain_block: int | None = None,
+    offchain_usdc: Decimal | None = None,
+    offchain_cash_withdrawable: Decimal | None = None,
     now: datetime | None = None,
 ) -> list[StoredEvent]:
     """Record polled venue balances (each argument given is one snapshot event).
@@ -767,7 +769,9 @@ def snapshot_record(
     asking the venue) is after the pool's latest inflight change; a snapshot older than the
     newest of its kind is ignored.
     `onchain_block` is the block every onchain read was pinned to (spec 15.2: fills at or
-    below it are already inside).
+    below it are already inside). `offchain_usdc` (Alpaca's `USDCUSD` quantity) and
+    `offchain_cash_withdrawable` go with `offchain_cash` (spec 15.5): the USDC pool counts cash
+    plus USDC at Alpaca.
     """
     commands: list[snapshot_domain.SnapshotCommand] = []
     if onchain_equity is not None:
@@ -779,7 +783,14 @@ def snapshot_record(
     if onchain_cash is not None:
         commands.append(snapshot_domain.RecordOnchainCash(onchain_cash, fetched_at, onchain_block))
     if offchain_cash is not None:
-        commands.append(snapshot_domain.RecordOffchainCash(offchain_cash, fetched_at))
+        commands.append(
+            snapshot_domain.RecordOffchainCash(
+                offchain_cash,
+                fetched_at,
+                usdc_balance=offchain_usdc,
+                cash_withdrawable=offchain_cash_withdrawable,
+            )
+        )
     if not commands:
         raise InvalidValue("snapshot", None, "give at least one balance to record")
     moment = _aware("now", now) if now is not None else timezone.now()

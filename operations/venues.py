@@ -62,6 +62,20 @@ class Venues:
         return self.config.market_maker_wallet
 
     @property
+    def vault_writer(self) -> str:
+        """Where vault deposits and withdrawals (and their token approvals) go: the shared
+        `RaindexInventory` when one owns the vaults, else the order book (spec 15.6)."""
+        writer = self.config.raindex_inventory or self.config.base_orderbook
+        assert writer is not None
+        return writer
+
+    @property
+    def vault_owner(self) -> str:
+        """The owner the order book's `vaultBalance2` is read under: the inventory contract
+        when one owns the vaults, else our wallet."""
+        return self.config.raindex_inventory or self.market_maker_wallet
+
+    @property
     def redemption_wallet(self) -> str:
         assert self.config.redemption_wallet is not None
         return self.config.redemption_wallet

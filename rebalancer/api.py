@@ -27,10 +27,11 @@ from ninja.parser import Parser
 from inventory.api import router as inventory_router
 from inventory.auth import ScopeMissing, read_auth
 from inventory.domain.checks import CommandRefused
-from inventory.domain.values import DomainError, InvalidValue
+from inventory.domain.values import USDC_POOL, DomainError, InvalidValue
 from inventory.jsontext import JsonRefused
 from inventory.jsontext import loads as json_loads
 from inventory.schemas import error_responses, field_errors
+from inventory.selectors import offchain_cash_latest
 from inventory.services import BatchInvalid, FillConflict, ReplayConflict
 from inventory.store import ConcurrencyError
 from operations.api import decimal_text
@@ -196,6 +197,16 @@ class ActiveOperationOut(Schema):
     amount: str
 
 
+class AlpacaBalancesOut(Schema):
+    """The USDC pool's offchain side as Alpaca last showed it (spec 15.5): USD cash, the part
+    of it that may leave now, and USDC held (the `USDCUSD` position)."""
+
+    cash: str
+    cash_withdrawable: str | None
+    usdc: str | None
+    fetched_at: str
+
+
 class PoolOut(Schema):
     key: str
     kind: str
@@ -212,12 +223,27 @@ class PoolOut(Schema):
     needs_reconciliation: bool
     reconciliation_reason: str
     active_operation: ActiveOperationOut | None
+    alpaca_balances: AlpacaBalancesOut | None = None
 
 
 def ratio_text(value: Decimal | None) -> str | None:
     if value is None:
         return None
     return format(value.quantize(RATIO_PLACES, rounding=ROUND_HALF_EVEN), "f")
+
+
+def alpaca_balances_body() -> dict[str, Any] | None:
+    snapshot = offchain_cash_latest()
+    if snapshot is None:
+        return None
+    return {
+        "cash": decimal_text(snapshot.cash_balance),
+        "cash_withdrawable": (
+            None if snapshot.cash_withdrawable is None else decimal_text(snapshot.cash_withdrawable)
+        ),
+        "usdc": None if snapshot.usdc_balance is None else decimal_text(snapshot.usdc_balance),
+        "fetched_at": snapshot.fetched_at.isoformat(),
+    }
 
 
 def pool_body(pool: PoolOverview) -> dict[str, Any]:
@@ -247,6 +273,7 @@ def pool_body(pool: PoolOverview) -> dict[str, Any]:
                 "amount": decimal_text(operation.amount),
             }
         ),
+        "alpaca_balances": alpaca_balances_body() if pool.key == USDC_POOL else None,
     }
 
 

@@ -865,6 +865,10 @@ class RebalancingConfig:
     base_rpc_url: Secret | None = None
     evm_private_key: Secret | None = None
     base_orderbook: str | None = None
+    # Who owns the vaults (spec 15.6): None, our wallet on the order book; an address, a
+    # shared `RaindexInventory` we operate with its OPERATOR_ROLE (writes to it, reads from
+    # the order book under its address as owner).
+    raindex_inventory: str | None = None
     usdc_vault_id: str | None = None
     alpaca_api_key: Secret | None = None
     alpaca_api_secret: Secret | None = None
@@ -872,6 +876,8 @@ class RebalancingConfig:
     alpaca_trading_mode: str = "paper"
     alpaca_base_url: str | None = None
     circle_iris_url: str = DEFAULT_CIRCLE_IRIS_URL
+    # USD kept at Alpaca: an Alpaca-to-Base USDC move never plans it away (spec 15.5).
+    offchain_cash_reserve: Decimal = Decimal(0)
     # Workers (issue #5): token contracts, step timeouts, poll intervals, leases, attempts.
     workers: WorkerConfig = field(default_factory=lambda: WorkerConfig())
 
@@ -916,6 +922,7 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
         base_rpc_url=required("BASE_RPC_URL", parse_rpc_url, secret=True),
         evm_private_key=required(key_name, parse_private_key, secret=True),
         base_orderbook=required("BASE_ORDERBOOK", parse_address),
+        raindex_inventory=reader.get("RAINDEX_INVENTORY", parse_address),
         usdc_vault_id=required("USDC_VAULT_ID", parse_bytes32),
         alpaca_api_key=required("ALPACA_API_KEY", Secret, secret=True),
         alpaca_api_secret=required("ALPACA_API_SECRET", Secret, secret=True),
@@ -923,6 +930,9 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
         alpaca_trading_mode=reader.get("ALPACA_TRADING_MODE", parse_trading_mode, default="paper"),
         alpaca_base_url=reader.get("ALPACA_BASE_URL", parse_url),
         circle_iris_url=reader.get("CIRCLE_IRIS_URL", parse_url, default=DEFAULT_CIRCLE_IRIS_URL),
+        offchain_cash_reserve=reader.get(
+            "OFFCHAIN_CASH_RESERVE", setting_parser("usdc_minimum"), default=Decimal(0)
+        ),
         workers=load_worker_config(reader),
     )
     signer_check(reader, key_name=key_name, config=config)

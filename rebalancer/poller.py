@@ -5,7 +5,9 @@ One poll reads
   (`BASE_ORDERBOOK`, the asset's vault id, our wallet as owner), all pinned to one block,
   which is recorded with the snapshot (spec 15.2: a fill at or below it is already inside);
 - offchain (Alpaca): the positions of the registered assets (a symbol Alpaca does not list
-  holds zero) and the account's cash;
+  holds zero), the account's USD `cash` and `cash_withdrawable`, and the USDC it holds (the
+  `USDCUSD` crypto position's `qty`; no row is zero). USD cash and USDC are two balances
+  (spec 15.5): the USDC pool's offchain side is their sum;
 and records them through `inventory.services.snapshot_record`. A venue that fails is named in
 a WARNING and recorded nothing; the other venue is still recorded. Nothing is ever guessed.
 
@@ -19,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +31,9 @@ from inventory.models import Asset
 from inventory.services import snapshot_record
 from operations.venues import Venues, venues_get
 from rebalancer.periodic import heartbeat_beat, periodic_claim
+from venues.alpaca import USDC_POSITION_SYMBOL
+
+USDC_UNIT = Decimal("0.000001")
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +63,8 @@ class OnchainReading:
 class OffchainReading:
     equity: dict[str, Decimal]
     cash: Decimal
+    usdc: Decimal = Decimal(0)
+    cash_withdrawable: Decimal | None = None
 
 
 @dataclass
@@ -85,14 +92,15 @@ def _vault_id(value: str) -> bytes:
 
 
 def vault_balance_read(venues: Venues, *, token: str, vault_id: str, block: int) -> Decimal:
-    """One order-book vault balance (our wallet as owner) at `block`, as a Decimal amount:
+    """One order-book vault balance (owner: our wallet, or the `RaindexInventory` that owns
+    the vaults) at `block`, as a Decimal amount:
     `vaultBalance2` returns a Rain Float, taken exactly. The one place the service reads a
     vault."""
     config = venues.config
     assert config.base_orderbook is not None
     balance = venues.base.vault_balance_float(
         vault=config.base_orderbook,
-        owner=venues.market_maker_wallet,
+        owner=venues.vault_owner,
         token=token,
         vault_id=_vault_id(vault_id),
         block=block,
@@ -126,11 +134,21 @@ def onchain_read(venues: Venues, assets: list[Asset]) -> OnchainReading:
 
 
 def offchain_read(venues: Venues, assets: list[Asset]) -> OffchainReading:
+    positions = venues.alpaca.positions()
     # `qty_available`: what can be used now (spec 15.4), equities only (not `USDCUSD`).
-    held = {p.symbol: p.qty_available for p in venues.alpaca.equity_positions()}
+    held = {p.symbol: p.qty_available for p in positions if p.is_equity}
     equity = {asset.base_symbol: held.get(asset.base_symbol, Decimal(0)) for asset in assets}
-    cash = venues.alpaca.account().cash
-    return OffchainReading(equity=equity, cash=cash)
+    # USDC at Alpaca: the `USDCUSD` row's `qty` (spec 15.5: locked USDC of a pending
+    # withdrawal still counts there until it settles; the pool holds it inflight from the
+    # withdrawal's intent, and no snapshot is applied to a pool with inflight). Crypto
+    # quantities can be finer than USDC's 6 decimals; what is finer can never leave as USDC.
+    usdc = sum((p.qty for p in positions if p.symbol == USDC_POSITION_SYMBOL), Decimal(0)).quantize(
+        USDC_UNIT, rounding=ROUND_DOWN
+    )
+    account = venues.alpaca.account()
+    return OffchainReading(
+        equity=equity, cash=account.cash, usdc=usdc, cash_withdrawable=account.cash_withdrawable
+    )
 
 
 def _describe(error: BaseException) -> str:
@@ -178,6 +196,8 @@ def readings_record(readings: VenueReadings) -> int:
         onchain_block=onchain.block_number if onchain is not None else None,
         offchain_equity=offchain.equity if offchain is not None else None,
         offchain_cash=offchain.cash if offchain is not None else None,
+        offchain_usdc=offchain.usdc if offchain is not None else None,
+        offchain_cash_withdrawable=offchain.cash_withdrawable if offchain is not None else None,
     )
     if onchain is not None:
         heartbeat_beat(

@@ -81,7 +81,8 @@ def _observed(readings: VenueReadings) -> dict[tuple[str, str], Decimal]:
     if readings.offchain is not None:
         for symbol, amount in readings.offchain.equity.items():
             values[(symbol, OFFCHAIN_VENUE)] = amount
-        values[(USDC_POOL, OFFCHAIN_VENUE)] = readings.offchain.cash
+        # USD cash plus USDC held: what the USDC pool counts at Alpaca (spec 15.5).
+        values[(USDC_POOL, OFFCHAIN_VENUE)] = readings.offchain.cash + readings.offchain.usdc
     return values
 
 

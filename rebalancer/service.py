@@ -139,7 +139,30 @@ def venue_problems() -> list[str]:
             check()
         except Exception as error:  # noqa: BLE001 - reported with the others
             problems.append(f"venue {label} unreachable: {type(error).__name__}: {error}")
+    if config.raindex_inventory and not problems:
+        problems += inventory_role_problems(venues)
     return problems
+
+
+def inventory_role_problems(venues: Any) -> list[str]:
+    """Managed vaults (spec 15.6): our wallet must hold the `RaindexInventory`'s
+    OPERATOR_ROLE, or every vault deposit and withdrawal would revert."""
+    inventory = venues.config.raindex_inventory
+    wallet = venues.market_maker_wallet
+    try:
+        granted = venues.base.has_operator_role(inventory=inventory, account=wallet)
+    except Exception as error:  # noqa: BLE001 - reported with the others
+        return [
+            f"RAINDEX_INVENTORY {inventory}: cannot read its OPERATOR_ROLE (is it a "
+            f"RaindexInventory on Base?): {type(error).__name__}: {error}"
+        ]
+    if granted:
+        return []
+    return [
+        f"RAINDEX_INVENTORY {inventory}: MARKET_MAKER_WALLET {wallet} does not hold its "
+        "OPERATOR_ROLE, so every vault deposit and withdrawal would revert: grant the role, "
+        "or unset RAINDEX_INVENTORY if our wallet owns the vaults on the order book"
+    ]
 
 
 def preflight_problems(*, check_venues: bool = True) -> list[str]:
@@ -179,7 +202,13 @@ def startup_summary(options: ServiceOptions) -> list[str]:
                 ]
             )
         )
-        lines.append(f"order book: {config.base_orderbook} (owner {config.market_maker_wallet})")
+        owner = (
+            f"vaults owned by RaindexInventory {config.raindex_inventory}, operated by "
+            f"{config.market_maker_wallet}"
+            if config.raindex_inventory
+            else f"owner {config.market_maker_wallet}"
+        )
+        lines.append(f"order book: {config.base_orderbook} ({owner})")
     else:
         lines.append("venues: none (REBALANCING_ENABLED is false)")
     settings_row_ensure()

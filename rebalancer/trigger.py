@@ -49,6 +49,7 @@ from inventory.projection import pools_lock
 from inventory.selectors import (
     RebalancingSettings,
     asset_by_symbol,
+    offchain_leavable,
     rebalancing_settings_from,
     rebalancing_settings_load,
 )
@@ -304,6 +305,10 @@ def pool_plan(
             if isinstance(imbalance, TooMuchOffchain)
             else OperationKind.USDC_BASE_TO_ALPACA
         )
+        if kind == OperationKind.USDC_ALPACA_TO_BASE:
+            amount = _leavable_amount(row, pool, amount, minimum)
+            if amount is None:
+                return None
         planned = PlannedOperation(kind=kind, pool=key, amount=amount)
     elif isinstance(imbalance, TooMuchOffchain):
         planned = PlannedOperation(kind=OperationKind.MINT, pool=key, amount=amount)
@@ -326,3 +331,31 @@ def pool_plan(
         planned.amount,
     )
     return planned
+
+
+def _leavable_amount(
+    row: InventoryPool, pool: PoolInventory | None, amount: Decimal, minimum: Decimal
+) -> Decimal | None:
+    """Alpaca-to-Base plans against what can actually leave Alpaca (spec 15.5: withdrawable
+    cash plus USDC held, less the cash reserve and what pending hedges may spend), never
+    against `cash`; None (logged) when less than the minimum can leave."""
+    leavable = offchain_leavable(
+        pool=row.to_domain() if pool is None else pool,
+        reserve=django_settings.REBALANCING.offchain_cash_reserve,
+    )
+    if leavable is None:
+        logger.info("skipped USDC Alpaca-to-Base: what can leave Alpaca is not known yet")
+        return None
+    capped = min(amount, leavable.amount)
+    if capped < minimum or capped <= 0:
+        logger.info(
+            "skipped USDC Alpaca-to-Base of %s: %s can leave Alpaca (%s), below the minimum %s",
+            amount,
+            leavable.amount,
+            leavable.describe(),
+            minimum,
+        )
+        return None
+    if capped < amount:
+        logger.info("USDC Alpaca-to-Base capped to what can leave: %s", leavable.describe())
+    return capped

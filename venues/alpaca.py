@@ -43,6 +43,7 @@ DEFAULT_ISSUER = "st0x"
 DEFAULT_TOKEN_NETWORK = "base"
 USDC = "USDC"
 ETHEREUM = "ethereum"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 # How far Alpaca's clock may be behind ours: a lookup bounded by the time we recorded a
 # request looks for entries created since that time less this.
 CLOCK_SKEW = timedelta(hours=1)
@@ -291,15 +292,18 @@ class DepositTimeout(AlpacaPollTimeout):
 
 @dataclass(frozen=True)
 class TokenizationRequest:
+    """`type` and `wallet_address` may be absent from an entry (None): such an entry is still
+    matched by our `issuer_request_id` or its transaction, never refused for the gap."""
+
     tokenization_request_id: str
-    type: TokenizationType
+    type: TokenizationType | None
     status: TokenizationStatus
     underlying_symbol: str
     token_symbol: str | None
     qty: Decimal
     issuer: str
     network: str
-    wallet_address: str
+    wallet_address: str | None
     issuer_request_id: str | None
     tx_hash: str | None
     fees: Decimal | None
@@ -310,14 +314,18 @@ class TokenizationRequest:
     def from_json(cls, obj: Mapping[str, Any]) -> TokenizationRequest:
         return cls(
             tokenization_request_id=http.field_str(obj, "tokenization_request_id"),
-            type=_enum(TokenizationType, obj, "type", lower=True),
+            type=(
+                None
+                if obj.get("type") is None
+                else _enum(TokenizationType, obj, "type", lower=True)
+            ),
             status=_enum(TokenizationStatus, obj, "status", lower=True),
             underlying_symbol=http.field_str(obj, "underlying_symbol"),
             token_symbol=http.field_opt_str(obj, "token_symbol"),
             qty=http.field_decimal(obj, "qty"),
             issuer=http.field_str(obj, "issuer"),
             network=canonical_chain(http.field_str(obj, "network")),
-            wallet_address=http.field_str(obj, "wallet_address"),
+            wallet_address=http.field_opt_str(obj, "wallet_address"),
             issuer_request_id=http.field_opt_str(obj, "issuer_request_id"),
             tx_hash=http.field_opt_str(obj, "tx_hash"),
             fees=http.field_opt_decimal(obj, "fees"),
@@ -412,12 +420,21 @@ class Position:
 
 @dataclass(frozen=True)
 class Account:
+    """USD cash (`cash`) and what of it may leave the account now (`cash_withdrawable`:
+    unsettled T+1 proceeds excluded; None when the body does not carry it). USDC held at
+    Alpaca is not cash: it is the `USDCUSD` crypto position (spec 15.5)."""
+
     id: str
     cash: Decimal
+    cash_withdrawable: Decimal | None = None
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Account:
-        return cls(id=http.field_str(obj, "id"), cash=http.field_decimal(obj, "cash"))
+        return cls(
+            id=http.field_str(obj, "id"),
+            cash=http.field_decimal(obj, "cash"),
+            cash_withdrawable=http.field_opt_decimal(obj, "cash_withdrawable"),
+        )
 
 
 @dataclass(frozen=True)
@@ -451,12 +468,13 @@ class Order:
     side: OrderSide
     type: str
     time_in_force: str
-    qty: Decimal
+    qty: Decimal | None  # None for an order placed by `notional` until it fills
     filled_qty: Decimal
     filled_avg_price: Decimal | None
     status: str
     created_at: datetime
     filled_at: datetime | None
+    notional: Decimal | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -471,13 +489,21 @@ class Order:
             side=_enum(OrderSide, obj, "side", lower=True),
             type=http.field_str(obj, "type").lower(),
             time_in_force=http.field_str(obj, "time_in_force").lower(),
-            qty=http.field_decimal(obj, "qty"),
+            qty=_order_qty(obj),
             filled_qty=http.field_decimal(obj, "filled_qty"),
             filled_avg_price=http.field_opt_decimal(obj, "filled_avg_price"),
             status=http.field_str(obj, "status").lower(),
             created_at=http.field_datetime(obj, "created_at"),
             filled_at=http.field_opt_datetime(obj, "filled_at"),
+            notional=http.field_opt_decimal(obj, "notional"),
         )
+
+
+def _order_qty(obj: Mapping[str, Any]) -> Decimal | None:
+    """`qty`; only an order placed by `notional` may leave it null."""
+    if obj.get("qty") is None and obj.get("notional") is not None:
+        return None
+    return http.field_decimal(obj, "qty")
 
 
 E = TypeVar("E", bound=enum.Enum)
@@ -586,9 +612,19 @@ class AlpacaClient:
         _raise_for_status(response, symbol=None)
         return _json(response)
 
-    def _post(self, path: str, body: Mapping[str, Any], *, symbol: str | None) -> Any:
+    def _post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        symbol: str | None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        # Alpaca's create requests take an `Idempotency-Key` header: a re-sent request with
+        # the same key is answered with the first one's result instead of acting twice.
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else None
         try:
-            response = self._http.post(path, body)
+            response = self._http.post(path, body, headers=headers)
         except http.TransportError as exc:
             raise AlpacaNetworkError(exc.method, exc.url, exc.reason) from exc
         except http.OutcomeUnknown as exc:
@@ -609,8 +645,9 @@ class AlpacaClient:
         *,
         symbol: str | None,
         what: str,
+        idempotency_key: str | None = None,
     ) -> T:
-        data = self._post(path, body, symbol=symbol)
+        data = self._post(path, body, symbol=symbol, idempotency_key=idempotency_key)
         try:
             return parse(_obj(data))
         except ValueError as exc:
@@ -708,7 +745,58 @@ class AlpacaClient:
             symbol,
         )
         return self._post_parsed(
-            self._trading_path("/orders"), body, Order.from_json, symbol=symbol, what="order"
+            self._trading_path("/orders"),
+            body,
+            Order.from_json,
+            symbol=symbol,
+            what="order",
+            idempotency_key=client_order_id,
+        )
+
+    def submit_usdc_conversion(
+        self,
+        *,
+        side: OrderSide | str,
+        client_order_id: str,
+        notional_usd: Decimal | None = None,
+        qty_usdc: Decimal | None = None,
+    ) -> Order:
+        """A `USDCUSD` market order (spec 15.5): buy USDC for `notional_usd` before a
+        withdrawal, or sell `qty_usdc` after a deposit. Crypto orders are `gtc`.
+        `client_order_id` is our idempotency key (also sent as `Idempotency-Key`): after
+        `AlpacaOutcomeUnknown`, look it up before ever placing again."""
+        side = OrderSide(side)
+        if (notional_usd is None) == (qty_usdc is None):
+            raise ValueError("give exactly one of notional_usd and qty_usdc")
+        amount = notional_usd if notional_usd is not None else qty_usdc
+        assert amount is not None
+        if not amount.is_finite() or amount <= 0:
+            raise InvalidAmount("notional_usd" if notional_usd is not None else "qty_usdc", amount)
+        body: dict[str, Any] = {
+            "symbol": USDC_POSITION_SYMBOL,
+            "side": side.value,
+            "type": "market",
+            "time_in_force": "gtc",
+            "client_order_id": client_order_id,
+        }
+        if notional_usd is not None:
+            body["notional"] = http.decimal_str(notional_usd)
+        else:
+            assert qty_usdc is not None
+            body["qty"] = http.decimal_str(qty_usdc)
+        logger.info(
+            "submitting USDC conversion client_order_id=%s %s %s",
+            client_order_id,
+            side.value,
+            body.get("notional", body.get("qty")),
+        )
+        return self._post_parsed(
+            self._trading_path("/orders"),
+            body,
+            Order.from_json,
+            symbol=USDC_POSITION_SYMBOL,
+            what="order",
+            idempotency_key=client_order_id,
         )
 
     def get_order(self, order_id: str) -> Order:
@@ -770,6 +858,7 @@ class AlpacaClient:
             TokenizationRequest.from_json,
             symbol=underlying_symbol,
             what="mint",
+            idempotency_key=issuer_request_id,
         )
 
     def list_requests(
@@ -801,7 +890,8 @@ class AlpacaClient:
         return [
             r
             for r in requests_
-            if (type is None or r.type is type)
+            # An entry without `type` is kept: the caller matches it by its own key.
+            if (type is None or r.type is None or r.type is type)
             and (status is None or r.status is status)
             and (underlying_symbol is None or r.underlying_symbol == underlying_symbol)
             and (after is None or r.created_at > after)
@@ -905,12 +995,19 @@ class AlpacaClient:
         return matches[0] if matches else None
 
     def initiate_withdrawal(
-        self, *, amount_usdc: Decimal, address: str, asset: str = USDC, network: str = ETHEREUM
+        self,
+        *,
+        amount_usdc: Decimal,
+        address: str,
+        asset: str = USDC,
+        network: str = ETHEREUM,
+        idempotency_key: str | None = None,
     ) -> Transfer:
         """`POST .../wallets/transfers` after checking the address is APPROVED.
 
-        Alpaca takes no idempotency key here: after `AlpacaOutcomeUnknown` the caller lists
-        transfers (`find_outgoing_transfers`) before sending again.
+        `idempotency_key` (the operation's stored request id) goes in the `Idempotency-Key`
+        header. The transfer body carries no id of ours, so after `AlpacaOutcomeUnknown` the
+        caller still lists transfers (`find_outgoing_transfers`) before anything else.
         """
         if not amount_usdc.is_finite() or amount_usdc <= 0:
             raise InvalidAmount("amount_usdc", amount_usdc)
@@ -927,6 +1024,7 @@ class AlpacaClient:
             Transfer.from_json,
             symbol=asset,
             what="transfer",
+            idempotency_key=idempotency_key,
         )
 
     def get_transfer(self, transfer_id: str) -> Transfer:
@@ -993,7 +1091,7 @@ class AlpacaClient:
         """Alpaca's address that credits `asset` sent on `network` to this account (B12):
         `GET .../wallets?asset=` (one wallet object, or a list of them by chain)."""
         path = self._wallet_path("")
-        body = self._get(path, {"asset": asset})
+        body = self._get(path, {"asset": asset, "network": network})
         url = self._http.url(path)
         wallets = body if isinstance(body, list) else [body]
         for wallet in wallets:

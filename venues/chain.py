@@ -11,7 +11,7 @@ worker can store the signed bytes before anything leaves the process:
 `build_*` estimates gas with the current chain state (a call that would revert raises
 `PreflightReverted` and nothing is signed), unless `gas` is given. Amounts are integer onchain
 units (`amount_units`); converting from Decimal is `inventory.domain.units`' job. The order book
-vault (Rain `IOrderBookV5`: `deposit3`, `withdraw3`, `vaultBalance2`) speaks Rain `Float`s; the
+vault (Rain `IRaindexV6`: `deposit4`, `withdraw4`, `vaultBalance2`) speaks Rain `Float`s; the
 client converts exactly between units and `Float` with the token's own `decimals()`
 (`venues.rain_float`). A withdrawal can move less than its target: read what moved from the
 receipt's ERC-20 `Transfer` logs (`erc20_transfers_in`), never from the request.
@@ -152,7 +152,7 @@ MESSAGE_TRANSMITTER_V2_ABI: list[dict[str, Any]] = [
     },
 ]
 
-# Rain's order book vault interface (IOrderBookV5): amounts are Rain `Float`s (`bytes32`, see
+# Rain's order book vault interface (IRaindexV6): amounts are Rain `Float`s (`bytes32`, see
 # venues.rain_float), every write takes a `TaskV2[]` (we always send none). The simulated order
 # book (venues/sim/contracts/OrderBookVault.sol) implements exactly these signatures.
 _EVALUABLE_V4: dict[str, Any] = {
@@ -181,7 +181,7 @@ _TASKS_V2: dict[str, Any] = {
 ORDERBOOK_VAULT_ABI: list[dict[str, Any]] = [
     {
         "type": "function",
-        "name": "deposit3",
+        "name": "deposit4",
         "stateMutability": "nonpayable",
         "inputs": [
             {"name": "token", "type": "address"},
@@ -193,7 +193,7 @@ ORDERBOOK_VAULT_ABI: list[dict[str, Any]] = [
     },
     {
         "type": "function",
-        "name": "withdraw3",
+        "name": "withdraw4",
         "stateMutability": "nonpayable",
         "inputs": [
             {"name": "token", "type": "address"},
@@ -215,6 +215,30 @@ ORDERBOOK_VAULT_ABI: list[dict[str, Any]] = [
         "outputs": [{"name": "balance", "type": "bytes32"}],
     },
 ]
+
+# A shared `RaindexInventory` that owns the vaults ("managed" mode, spec 15.6): writes take the
+# order book's own `deposit4` / `withdraw4` (ORDERBOOK_VAULT_ABI) from a wallet holding its
+# `OPERATOR_ROLE`; reads go to the order book with the inventory's address as owner.
+RAINDEX_INVENTORY_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "OPERATOR_ROLE",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "bytes32"}],
+    },
+    {
+        "type": "function",
+        "name": "hasRole",
+        "stateMutability": "view",
+        "inputs": [
+            {"name": "role", "type": "bytes32"},
+            {"name": "account", "type": "address"},
+        ],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+]
+OPERATOR_ROLE = keccak(text="OPERATOR_ROLE")
 
 # MessageTransmitterV2's revert reason for a message that was already received (real and sim).
 NONCE_ALREADY_USED_REASON = "Nonce already used"
@@ -394,6 +418,7 @@ class Chain(Protocol):
         self, *, vault: str, owner: str, token: str, vault_id: bytes, block: int | None = None
     ) -> RainFloat: ...
     def vault_balance(self, *, vault: str, owner: str, token: str, vault_id: bytes) -> int: ...
+    def has_operator_role(self, *, inventory: str, account: str) -> bool: ...
     def receipt(self, tx_hash: str) -> Receipt | None: ...
     def transaction_known(self, tx_hash: str) -> bool: ...
     def erc20_transfers(
@@ -652,6 +677,7 @@ class EvmChain:
         self._messenger = self._w3.eth.contract(abi=TOKEN_MESSENGER_V2_ABI)
         self._transmitter = self._w3.eth.contract(abi=MESSAGE_TRANSMITTER_V2_ABI)
         self._vault = self._w3.eth.contract(abi=ORDERBOOK_VAULT_ABI)
+        self._inventory = self._w3.eth.contract(abi=RAINDEX_INVENTORY_ABI)
         self._token_decimals: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -766,6 +792,18 @@ class EvmChain:
 
     def erc20_symbol(self, *, token: str) -> str:
         return str(self._call(self._erc20, _address("token", token), "symbol"))
+
+    def has_operator_role(self, *, inventory: str, account: str) -> bool:
+        """Whether `account` holds the `RaindexInventory`'s `OPERATOR_ROLE` (`hasRole`)."""
+        return bool(
+            self._call(
+                self._inventory,
+                _address("inventory", inventory),
+                "hasRole",
+                OPERATOR_ROLE,
+                _address("account", account),
+            )
+        )
 
     def vault_balance_float(
         self, *, vault: str, owner: str, token: str, vault_id: bytes, block: int | None = None
@@ -1147,7 +1185,7 @@ class EvmChain:
         return self._build(
             contract=self._vault,
             address=_address("vault", vault),
-            function="deposit3",
+            function="deposit4",
             args=[
                 _address("token", token),
                 _bytes32("vault_id", vault_id),
@@ -1171,7 +1209,7 @@ class EvmChain:
         return self._build(
             contract=self._vault,
             address=_address("vault", vault),
-            function="withdraw3",
+            function="withdraw4",
             args=[
                 _address("token", token),
                 _bytes32("vault_id", vault_id),

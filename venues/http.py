@@ -175,12 +175,16 @@ class JsonHttp:
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def post(self, path: str, body: Mapping[str, Any]) -> HttpResponse:
-        """POST once. A 5xx or a failure after the request may have been sent is
-        `OutcomeUnknown`; a connect timeout (nothing was sent) is `TransportError`."""
+    def post(
+        self, path: str, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
+    ) -> HttpResponse:
+        """POST once (`headers` added to the fixed ones). A 5xx or a failure after the request
+        may have been sent is `OutcomeUnknown`; a connect timeout (nothing was sent) is
+        `TransportError`."""
         url = self.url(path)
+        sent_headers = {**self._headers, **(headers or {})}
         try:
-            raw = self._session.post(url, json=body, headers=self._headers, timeout=self.timeout_s)
+            raw = self._session.post(url, json=body, headers=sent_headers, timeout=self.timeout_s)
         except requests.ConnectTimeout as exc:
             raise TransportError("POST", url, _describe(exc)) from exc
         except requests.RequestException as exc:

@@ -114,6 +114,9 @@ class RainFloat:
         return Decimal((1 if self.coefficient < 0 else 0, digits, self.exponent))
 
 
+FLOAT_ZERO = RainFloat(coefficient=0, exponent=0)
+
+
 def float_from_units(units: int, decimals: int) -> RainFloat:
     """`units` of a token with `decimals` decimals: coefficient `units`, exponent `-decimals`."""
     units = _int("units", units)
@@ -124,7 +127,12 @@ def float_from_units(units: int, decimals: int) -> RainFloat:
         raise FloatConversionError(
             "units", units, f"must fit the {COEFFICIENT_BITS}-bit signed coefficient of a Float"
         )
-    return RainFloat(coefficient=units, exponent=-decimals)
+    return _canonical(units, decimals)
+
+
+def _canonical(units: int, decimals: int) -> RainFloat:
+    """Zero is the all-zero word (`FLOAT_ZERO`) whatever the decimals, as Rain packs it."""
+    return FLOAT_ZERO if units == 0 else RainFloat(coefficient=units, exponent=-decimals)
 
 
 def _scaled_units(value: RainFloat, decimals: int, field: str) -> tuple[int, int]:
@@ -198,7 +206,7 @@ def float_from_decimal(amount: Decimal, decimals: int, *, field: str = "amount")
         raise FloatConversionError(
             field, amount, f"must fit the {COEFFICIENT_BITS}-bit signed coefficient of a Float"
         )
-    return RainFloat(coefficient=units, exponent=-decimals)
+    return _canonical(units, decimals)
 
 
 def float_to_decimal(value: RainFloat, decimals: int, *, field: str = "float") -> Decimal:

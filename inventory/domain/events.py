@@ -306,7 +306,7 @@ class VaultApprovalReplaced(MintEvent):
 
 @dataclass(frozen=True)
 class VaultDepositSubmitted(MintEvent):
-    """The order book `deposit3` of the received tokens into the asset's vault, signed and
+    """The order book `deposit4` of the received tokens into the asset's vault, signed and
     stored before it is broadcast (spec 15.1)."""
 
     ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
@@ -333,7 +333,7 @@ class DepositedIntoVault(MintEvent):
 
 @dataclass(frozen=True)
 class VaultDepositReplaced(MintEvent):
-    """The stored deposit (`replaces`) stayed unmined: the same `deposit3` at the same nonce,
+    """The stored deposit (`replaces`) stayed unmined: the same `deposit4` at the same nonce,
     re-signed with bumped fees, stored before it is broadcast. Both stay watched until one is
     mined (only one can be: they share the nonce)."""
 
@@ -370,7 +370,7 @@ class RedemptionEvent(DomainEvent):
 
 @dataclass(frozen=True)
 class VaultWithdrawSigned(RedemptionEvent):
-    """Genesis: the order book `withdraw3` of the tokens from the asset's vault into our wallet
+    """Genesis: the order book `withdraw4` of the tokens from the asset's vault into our wallet
     (onchain inventory is the vault, spec 15.1), signed and stored before it is broadcast."""
 
     ENUM: ClassVar[str] = "EquityRedemptionEvent"
@@ -400,7 +400,7 @@ class WithdrawnFromVault(RedemptionEvent):
 
 @dataclass(frozen=True)
 class VaultWithdrawReplaced(RedemptionEvent):
-    """The stored withdrawal (`replaces`) stayed unmined: the same `withdraw3` at the same
+    """The stored withdrawal (`replaces`) stayed unmined: the same `withdraw4` at the same
     nonce, re-signed with bumped fees, stored before it is broadcast. Both stay watched until
     one is mined (only one can be: they share the nonce)."""
 
@@ -651,6 +651,48 @@ class DepositFailed(UsdcRebalanceEvent):
 
 
 @dataclass(frozen=True)
+class ConversionInitiated(UsdcRebalanceEvent):
+    """A `USDCUSD` market order at Alpaca, recorded before it is placed (spec 15.5): a buy of
+    `amount` USD before an Alpaca-to-Base withdrawal (valid in Requested), or a sell of
+    `amount` USDC once a Base-to-Alpaca deposit is credited (valid in DepositInitiated).
+    `client_order_id` is derived from the operation: the order is looked up by it before any
+    placing again."""
+
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    client_order_id: str
+    side: str  # "buy" or "sell"
+    amount: Decimal
+    initiated_at: datetime
+
+
+@dataclass(frozen=True)
+class ConversionConfirmed(UsdcRebalanceEvent):
+    """The conversion order filled (`partial`: only part of it). `usdc_amount` is the USDC the
+    move carries on (bought, floored to 6 decimals; or sold), `usd_amount` the USD spent or
+    received, `cost` what was lost to the spread and fees, in USD."""
+
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    order_id: str
+    filled_qty: Decimal
+    filled_avg_price: Decimal
+    usdc_amount: Decimal
+    usd_amount: Decimal
+    cost: Decimal
+    confirmed_at: datetime
+    fee: Decimal | None = None
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class ConversionFailed(UsdcRebalanceEvent):
+    """The conversion order ended with nothing filled (refused, canceled, expired)."""
+
+    ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+    reason: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
 class UsdcReconciled(UsdcRebalanceEvent, ReconciliationFields):
     ENUM: ClassVar[str] = "UsdcRebalanceEvent"
 
@@ -689,9 +731,24 @@ class OffchainEquity(SnapshotEvent):
 
 @dataclass(frozen=True)
 class OffchainCash(SnapshotEvent):
+    """Alpaca's two USD-valued balances (spec 15.5): USD cash (`cash_balance`) and the USDC
+    crypto position (`usdc_balance`, the `USDCUSD` row's `qty`, which still includes USDC
+    locked by a pending withdrawal). The USDC pool's offchain side is their sum.
+    `cash_withdrawable` (cash less unsettled proceeds) bounds what may leave as USDC. Both are
+    None in snapshots recorded before they were read."""
+
     ENUM: ClassVar[str] = "InventorySnapshotEvent"
     cash_balance: Decimal
     fetched_at: datetime
+    usdc_balance: Decimal | None = None
+    cash_withdrawable: Decimal | None = None
+
+    @property
+    def offchain_value(self) -> Decimal:
+        """What the USDC pool counts at Alpaca: USD cash plus USDC held."""
+        if self.usdc_balance is None:
+            return self.cash_balance
+        return self.cash_balance + self.usdc_balance
 
 
 # --- RebalancingSettings (aggregate id = "global" or a base symbol): audited config ----------

@@ -683,7 +683,8 @@ def _snapshot_value(event: Any, pool_key: str) -> tuple[str, Decimal | None]:
     if isinstance(event, ev.OnchainCash):
         return ONCHAIN, event.usdc_balance if pool_key == USDC_POOL else None
     if isinstance(event, ev.OffchainCash):
-        return OFFCHAIN, event.cash_balance if pool_key == USDC_POOL else None
+        # USD cash plus the USDC position: the pool's offchain side counts both (spec 15.5).
+        return OFFCHAIN, event.offchain_value if pool_key == USDC_POOL else None
     raise TypeError(f"not a snapshot event: {type(event).__name__}")
 
 

@@ -11,7 +11,7 @@ States (each carries exactly the data valid in it; `STEP` names it for workers):
     Failed(inflight kept) -> Reconciled (operator, MintReconciled)      (terminal)
 
 Onchain inventory is the vault (spec 15.1): tokens in our wallet are not tradable, so a mint
-is complete only once `deposit3` moved them into the asset's vault. `TokensReceived` may
+is complete only once `deposit4` moved them into the asset's vault. `TokensReceived` may
 record a standing approval of the order book (`VaultApprovalSigned`) before the deposit; both
 transactions are stored signed before they are broadcast. Either one left unmined is replaced
 (`ReplaceVaultApproval` -> `VaultApprovalReplaced`, `ReplaceVaultDeposit` ->
@@ -271,7 +271,7 @@ class ReplaceVaultApproval:
 
 @dataclass(frozen=True)
 class SubmitVaultDeposit:
-    """Store the signed `deposit3` of the received tokens before broadcasting it."""
+    """Store the signed `deposit4` of the received tokens before broadcasting it."""
 
     vault: Address
     vault_id: str

@@ -14,7 +14,7 @@ States (`STEP` names each one for workers):
     Pending         -> Failed (RedemptionRejected: tokens sent, inflight kept, id kept)
     Failed(inflight kept) -> Reconciled (operator, RedemptionReconciled)
 
-`VaultWithdrawPending` stores the signed `withdraw3` and `TransferPending` the signed ERC-20
+`VaultWithdrawPending` stores the signed `withdraw4` and `TransferPending` the signed ERC-20
 transfer (raw bytes and hash) so a resumed worker rebroadcasts the same bytes; `SendTokens`
 from there must name the same transfer. A transaction left unmined is replaced (same nonce,
 bumped fees, stored before it is broadcast): the withdrawal by `ReplaceVaultWithdraw` ->
@@ -229,7 +229,7 @@ RedemptionState = (
 
 @dataclass(frozen=True)
 class SignVaultWithdraw:
-    """Genesis: record the signed `withdraw3` from the asset's vault before broadcasting it."""
+    """Genesis: record the signed `withdraw4` from the asset's vault before broadcasting it."""
 
     symbol: str
     quantity: Decimal

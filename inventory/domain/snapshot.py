@@ -65,6 +65,8 @@ class RecordOnchainCash:
 class RecordOffchainCash:
     cash_balance: Decimal
     fetched_at: datetime
+    usdc_balance: Decimal | None = None
+    cash_withdrawable: Decimal | None = None
 
 
 SnapshotCommand = (
@@ -91,6 +93,10 @@ def validate_block(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidValue("block_number", value, "must be a non-negative integer or None")
     return value
+
+
+def _opt_cash(name: str, value: Any) -> Decimal | None:
+    return None if value is None else validate_balance(name, value, decimals=USDC_DECIMALS)
 
 
 def _balances(name: str, values: Mapping[str, Any]) -> dict[str, Decimal]:
@@ -130,6 +136,8 @@ def event_for(command: SnapshotCommand) -> ev.SnapshotEvent:
                 "cash_balance", command.cash_balance, decimals=USDC_DECIMALS
             ),
             fetched_at=fetched_at,
+            usdc_balance=_opt_cash("usdc_balance", command.usdc_balance),
+            cash_withdrawable=_opt_cash("cash_withdrawable", command.cash_withdrawable),
         )
     raise TypeError(f"not a snapshot command: {type(command).__name__}")
 

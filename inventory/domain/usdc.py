@@ -180,12 +180,31 @@ Transactions = dict[TxPurpose, SignedTx]
 
 
 @dataclass(frozen=True)
+class Conversion:
+    """A `USDCUSD` conversion at Alpaca (spec 15.5): initiated, then confirmed (filled) or
+    failed (nothing filled)."""
+
+    client_order_id: str
+    side: str
+    amount: Decimal
+    initiated_at: datetime
+    confirmed: ev.ConversionConfirmed | None = None
+    failure: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.confirmed is not None or self.failure is not None
+
+
+@dataclass(frozen=True)
 class Requested:
     STEP: ClassVar[UsdcStep] = _S.REQUESTED
     direction: RebalanceDirection
     amount: Decimal
     requested_at: datetime
     transactions: Transactions
+    # Alpaca-to-Base: the USD -> USDC buy before the withdrawal.
+    conversion: Conversion | None = None
 
 
 @dataclass(frozen=True)
@@ -275,6 +294,8 @@ class DepositInitiated(_Initiated):
     mint_tx_hash: TxHash
     deposit_ref: TransferRef
     deposit_initiated_at: datetime
+    # Base-to-Alpaca: the USDC -> USD sale once Alpaca credited the deposit.
+    conversion: Conversion | None = None
 
 
 @dataclass(frozen=True)
@@ -416,6 +437,30 @@ class ReconcileUsdc:
     operator: str
 
 
+@dataclass(frozen=True)
+class InitiateConversion:
+    client_order_id: str
+    side: str  # "buy" (Alpaca-to-Base, in Requested) or "sell" (Base-to-Alpaca, in
+    # DepositInitiated)
+    amount: Decimal  # USD for a buy, USDC for a sell
+
+
+@dataclass(frozen=True)
+class ConfirmConversion:
+    order_id: str
+    filled_qty: Decimal
+    filled_avg_price: Decimal
+    usdc_amount: Decimal
+    usd_amount: Decimal
+    fee: Decimal | None = None
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class FailConversion:
+    reason: str
+
+
 UsdcCommand = (
     Request
     | FailRequest
@@ -431,6 +476,9 @@ UsdcCommand = (
     | ConfirmDeposit
     | FailDeposit
     | ReconcileUsdc
+    | InitiateConversion
+    | ConfirmConversion
+    | FailConversion
 )
 
 
@@ -487,6 +535,21 @@ class DepositNotInitiated(UsdcRebalanceError):
 
 class InvalidCommand(UsdcRebalanceError):
     RULE = "the rebalance is already past this step"
+
+
+class ConversionNotValid(UsdcRebalanceError):
+    RULE = (
+        "a conversion is a buy before an Alpaca-to-Base withdrawal or a sell after a "
+        "Base-to-Alpaca deposit, one per operation"
+    )
+
+
+class ConversionNotInitiated(UsdcRebalanceError):
+    RULE = "no conversion is waiting for its outcome"
+
+
+class ConversionPending(UsdcRebalanceError):
+    RULE = "the conversion has not settled yet"
 
 
 class AlreadyTerminal(UsdcRebalanceError):
@@ -557,6 +620,9 @@ _RULES: dict[type, _Rule] = {
     InitiateDeposit: _rule({_S.BRIDGED}, BridgingNotCompleted, InvalidCommand),
     ConfirmDeposit: _rule({_S.DEPOSIT_INITIATED}, DepositNotInitiated, InvalidCommand),
     FailDeposit: _rule({_S.BRIDGED, _S.DEPOSIT_INITIATED}, DepositNotInitiated, InvalidCommand),
+    InitiateConversion: _rule({_S.REQUESTED, _S.DEPOSIT_INITIATED}, NotRequested, InvalidCommand),
+    ConfirmConversion: _rule({_S.REQUESTED, _S.DEPOSIT_INITIATED}, NotRequested, InvalidCommand),
+    FailConversion: _rule({_S.REQUESTED, _S.DEPOSIT_INITIATED}, NotRequested, InvalidCommand),
 }
 
 _LIVE_NON_TERMINAL = frozenset(
@@ -713,9 +779,11 @@ def _transition(state: UsdcState, event: Any) -> UsdcState:
         )
         return replace(state, transactions={**state.transactions, event.purpose: signed})
 
+    if isinstance(event, ev.ConversionInitiated | ev.ConversionConfirmed | ev.ConversionFailed):
+        return _conversion_applied(state, event)
     if isinstance(state, Requested):
         if isinstance(event, ev.Initiated) and (
-            event.direction == state.direction and event.amount == state.amount
+            event.direction == state.direction and event.amount == withdrawal_amount(state)
         ):
             return _withdrawing(event, state.transactions)
         if isinstance(event, ev.RequestFailed):
@@ -811,6 +879,36 @@ def _transition(state: UsdcState, event: Any) -> UsdcState:
             reconciled_at=event.reconciled_at,
         )
     raise Mismatch(state, event)
+
+
+def _conversion_applied(state: UsdcState, event: Any) -> UsdcState:
+    if not isinstance(state, Requested | DepositInitiated):
+        raise Mismatch(state, event)
+    conversion = state.conversion
+    if isinstance(event, ev.ConversionInitiated):
+        if conversion is not None:
+            raise Mismatch(state, event)
+        started = Conversion(
+            client_order_id=event.client_order_id,
+            side=event.side,
+            amount=event.amount,
+            initiated_at=event.initiated_at,
+        )
+        return replace(state, conversion=started)
+    if conversion is None or conversion.settled:
+        raise Mismatch(state, event)
+    if isinstance(event, ev.ConversionConfirmed):
+        return replace(state, conversion=replace(conversion, confirmed=event))
+    return replace(state, conversion=replace(conversion, failure=event.reason))
+
+
+def withdrawal_amount(state: Requested) -> Decimal:
+    """What an Alpaca-to-Base withdrawal sends: the USDC its conversion bought (floored to 6
+    decimals), else (no conversion recorded: logs before conversions) the requested amount."""
+    conversion = state.conversion
+    if conversion is not None and conversion.confirmed is not None:
+        return conversion.confirmed.usdc_amount
+    return state.amount
 
 
 def _bridging_failed(
@@ -1014,9 +1112,12 @@ def handle(state: Lifecycle[UsdcState], command: Any, now: datetime) -> list[ev.
                     expected=current.direction,
                     actual=direction,
                 )
-            if amount != current.amount:
+            if current.conversion is not None and not current.conversion.settled:
+                raise ConversionPending(command, current, **_details(current))
+            expected = withdrawal_amount(current)
+            if amount != expected:
                 raise RequestMismatch(
-                    command, current, field="amount", expected=current.amount, actual=amount
+                    command, current, field="amount", expected=expected, actual=amount
                 )
             if withdrawal.kind is TransferRefKind.ONCHAIN_TX:
                 _check_recorded(command, current, (TxPurpose.VAULT_WITHDRAW,), withdrawal.value)
@@ -1105,7 +1206,15 @@ def handle(state: Lifecycle[UsdcState], command: Any, now: datetime) -> list[ev.
                 deposit.value,
             )
         return [ev.DepositInitiated(deposit_ref=deposit, deposit_initiated_at=now)]
+    if isinstance(command, InitiateConversion | ConfirmConversion | FailConversion):
+        return _conversion_events(command, current, now)
     if isinstance(command, ConfirmDeposit):
+        if (
+            isinstance(current, DepositInitiated)
+            and current.conversion is not None
+            and not current.conversion.settled
+        ):
+            raise ConversionPending(command, current, **_details(current))
         return [
             ev.DepositConfirmed(
                 deposit_confirmed_at=now,
@@ -1124,6 +1233,58 @@ def handle(state: Lifecycle[UsdcState], command: Any, now: datetime) -> list[ev.
             reason=validate_text("reason", command.reason),
             operator=validate_text("operator", command.operator),
             reconciled_at=now,
+        )
+    ]
+
+
+def _conversion_events(
+    command: InitiateConversion | ConfirmConversion | FailConversion,
+    current: UsdcState,
+    now: datetime,
+) -> list[ev.UsdcRebalanceEvent]:
+    assert isinstance(current, Requested | DepositInitiated)
+    details = _details(current)
+    conversion = current.conversion
+    if isinstance(command, InitiateConversion):
+        side = command.side
+        expected = "buy" if isinstance(current, Requested) else "sell"
+        direction = (
+            RebalanceDirection.ALPACA_TO_BASE
+            if isinstance(current, Requested)
+            else RebalanceDirection.BASE_TO_ALPACA
+        )
+        if side != expected or current.direction != direction or conversion is not None:
+            raise ConversionNotValid(command, current, side=side, **details)
+        return [
+            ev.ConversionInitiated(
+                client_order_id=validate_text("client_order_id", command.client_order_id),
+                side=side,
+                amount=validate_amount("amount", command.amount, decimals=USDC_DECIMALS),
+                initiated_at=now,
+            )
+        ]
+    if conversion is None or conversion.settled:
+        raise ConversionNotInitiated(command, current, **details)
+    if isinstance(command, FailConversion):
+        return [ev.ConversionFailed(reason=validate_text("reason", command.reason), failed_at=now)]
+    filled_qty = validate_amount("filled_qty", command.filled_qty, decimals=18)
+    price = validate_amount("filled_avg_price", command.filled_avg_price, decimals=18)
+    usdc_amount = validate_amount("usdc_amount", command.usdc_amount, decimals=USDC_DECIMALS)
+    usd_amount = validate_amount("usd_amount", command.usd_amount, decimals=USDC_DECIMALS)
+    fee = validate_fee("fee", command.fee, decimals=USDC_DECIMALS)
+    # What was lost to the spread and fees, in USD (USDC counted at 1).
+    cost = usd_amount - usdc_amount if conversion.side == "buy" else usdc_amount - usd_amount
+    return [
+        ev.ConversionConfirmed(
+            order_id=validate_text("order_id", command.order_id),
+            filled_qty=filled_qty,
+            filled_avg_price=price,
+            usdc_amount=usdc_amount,
+            usd_amount=usd_amount,
+            cost=cost,
+            confirmed_at=now,
+            fee=fee,
+            partial=bool(command.partial),
         )
     ]
 
@@ -1147,5 +1308,8 @@ SPEC = AggregateSpec(
         ev.DepositConfirmed,
         ev.DepositFailed,
         ev.UsdcReconciled,
+        ev.ConversionInitiated,
+        ev.ConversionConfirmed,
+        ev.ConversionFailed,
     ),
 )

@@ -14,7 +14,7 @@ TokensReceived  -> the tokens go into the asset's vault (spec 15.1: onchain inve
                    the order book, signed and recorded (RecordVaultApproval), then broadcast
                    until mined (after REBALANCER_TX_REPLACE_AFTER_S unmined: a bumped-fee
                    replacement stored first, ReplaceVaultApproval); then
-                   `deposit3(token, vault_id, Float amount, [])` signed and recorded
+                   `deposit4(token, vault_id, Float amount, [])` signed and recorded
                    (SubmitVaultDeposit). A refused deposit -> FailVaultDeposit (tokens in the
                    wallet, inflight kept, attention)
 VaultDepositSubmitted -> receipt (of the deposit or one it replaced)? success and its Transfer
@@ -230,7 +230,8 @@ class MintWorkflow:
             raise NeedsAttention("BASE_ORDERBOOK must be set to deposit minted tokens")
         if not asset.vault_id:
             raise NeedsAttention(f"symbol={symbol}: the asset has no vault_id")
-        return orderbook, asset.vault_id, asset.token_address
+        # The order book, or the RaindexInventory that owns the vaults (spec 15.6).
+        return ctx.venues.vault_writer, asset.vault_id, asset.token_address
 
     def _fail_deposit(self, ctx: StepContext, reason: str, what: str) -> Outcome:
         ctx.execute(mint.FailVaultDeposit(reason=reason))

@@ -5,7 +5,7 @@ tokens come out of the asset's vault first, onchain inventory being the vault).
                     negative/underflow: the operation fails with the reason, the guard is
                     released, others go on); the vault
                     must hold the amount (else the same); sign the order book
-                    `withdraw3(token, vault_id, Float amount, [])` with an allocated nonce and
+                    `withdraw4(token, vault_id, Float amount, [])` with an allocated nonce and
                     record it (SignVaultWithdraw: raw bytes + hash) in one transaction
 VaultWithdrawPending -> receipt (of the withdrawal or one it replaced)? success and its
                     Transfer logs moved the whole amount from the order book to our wallet ->
@@ -104,7 +104,9 @@ class RedemptionWorkflow:
         except UnitConversionError as exc:
             ctx.fail_before_events(f"amount={operation.amount}: {exc}")
             return Done("invalid amount")
-        vault = ctx.venues.config.base_orderbook
+        orderbook = ctx.venues.config.base_orderbook
+        # Writes go to the vaults' owner contract when a RaindexInventory owns them (15.6).
+        vault = ctx.venues.vault_writer if orderbook else None
         if not asset.vault_id or not vault:
             ctx.fail_before_events(
                 f"symbol={operation.pool}: no vault to withdraw from "
@@ -114,9 +116,10 @@ class RedemptionWorkflow:
         base = ctx.venues.base
         token = operation.token_address
         vault_id = asset.vault_id
+        assert orderbook is not None
         held = base.vault_balance(
-            vault=vault,
-            owner=base.address,
+            vault=orderbook,
+            owner=ctx.venues.vault_owner,
             token=token,
             vault_id=bytes.fromhex(vault_id.removeprefix("0x")),
         )

@@ -22,7 +22,7 @@ Alpaca -> Base (source Ethereum, domain 0; destination Base, domain 6):
     Attested           -> receiveMessage on the destination recorded as MINT, broadcast,
                           receipt -> ConfirmBridging(mint tx, received from the USDC Transfer
                           logs to us, fee); "already received" -> the earlier mint's outcome
-    Bridged            -> approval of the vault if needed (APPROVE_VAULT), vault deposit3 of
+    Bridged            -> approval of the vault if needed (APPROVE_VAULT), vault deposit4 of
                           the depositable amount recorded as VAULT_DEPOSIT -> InitiateDeposit
                           (OnchainTx) -> ConfirmDeposit(amount from the receipt); a revert ->
                           FailDeposit (B5, valid in Bridged)
@@ -30,7 +30,7 @@ Alpaca -> Base (source Ethereum, domain 0; destination Base, domain 6):
 Base -> Alpaca (source Base, domain 6; destination Ethereum, domain 0):
 
     (no aggregate)     -> Request(BaseToAlpaca, amount)
-    Requested          -> vault withdraw3 recorded as VAULT_WITHDRAW, broadcast, receipt ->
+    Requested          -> vault withdraw4 recorded as VAULT_WITHDRAW, broadcast, receipt ->
                           Initiate(OnchainTx) then ConfirmWithdrawal(received from the
                           Transfer logs); a revert -> FailRequest (nothing left the vault)
     WithdrawalComplete -> burn on Base as above; Bridging / Attested as above (mint on Ethereum)
@@ -56,10 +56,11 @@ automatic `after:<Command>` ones, `before:/after:broadcast:<label>` with labels
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import Any
 
 from inventory.codec import decode_event
@@ -92,9 +93,11 @@ from venues.alpaca import (
     AlpacaError,
     AlpacaOutcomeUnknown,
     InvalidAmount,
+    Order,
     Transfer,
     TransferNotFound,
     TransferStatus,
+    WhitelistStatus,
 )
 from venues.chain import (
     ChainError,
@@ -158,6 +161,22 @@ class Route:
     destination_usdc: str
 
 
+USDC_UNIT = Decimal("0.000001")
+# How long a step watches its conversion order fill before it waits a poll interval.
+CONVERSION_FILL_WAIT_S = 5.0
+CONVERSION_FILL_POLL_S = 0.1
+
+
+def conversion_order_id(aggregate_id: str, side: str) -> str:
+    """The `client_order_id` of the operation's `USDCUSD` conversion order."""
+    return f"usdc-{side}-{aggregate_id}"
+
+
+def withdrawal_request_id(aggregate_id: str) -> str:
+    """The operation's stored request id for its Alpaca withdrawal (`Idempotency-Key`)."""
+    return f"usdc-withdrawal-{aggregate_id}"
+
+
 def route_for(ctx: StepContext, direction: RebalanceDirection) -> Route:
     venues, config = ctx.venues, ctx.config
     if direction == RebalanceDirection.ALPACA_TO_BASE:
@@ -214,7 +233,7 @@ class UsdcWorkflow:
                 return self._request(ctx)
             if step == S.REQUESTED:
                 if value.direction == RebalanceDirection.ALPACA_TO_BASE:
-                    return self._withdraw_from_alpaca(ctx, value)
+                    return self._alpaca_to_base_from_requested(ctx, value)
                 return self._withdraw_from_vault(ctx, value)
             if step == S.WITHDRAWING:
                 if value.direction == RebalanceDirection.ALPACA_TO_BASE:
@@ -256,7 +275,9 @@ class UsdcWorkflow:
         config = ctx.venues.config
         if not config.base_orderbook or not config.usdc_vault_id:
             raise NeedsAttention("BASE_ORDERBOOK and USDC_VAULT_ID must be set for USDC moves")
-        return config.base_orderbook, bytes.fromhex(config.usdc_vault_id.removeprefix("0x"))
+        # The order book, or the RaindexInventory that owns the vaults (spec 15.6).
+        writer = ctx.venues.vault_writer
+        return writer, bytes.fromhex(config.usdc_vault_id.removeprefix("0x"))
 
     def _record(
         self,
@@ -431,7 +452,7 @@ class UsdcWorkflow:
         """
         candidates = ctx.venues.alpaca.find_outgoing_transfers(
             to_address=ctx.venues.market_maker_wallet,
-            amount_usdc=state.amount,
+            amount_usdc=usdc.withdrawal_amount(state),
             created_at_or_after=state.requested_at - timedelta(seconds=ALPACA_LOOKBACK_S),
         )
         claimed = _claimed_withdrawals(
@@ -453,6 +474,137 @@ class UsdcWorkflow:
             "posting again and not adopting one: check the transfers and reconcile"
         )
 
+    # -- conversions (spec 15.5: USD cash and USDC are two balances at Alpaca) ------------
+
+    def _alpaca_to_base_from_requested(self, ctx: StepContext, state: usdc.Requested) -> Outcome:
+        """Buy `USDCUSD` for the requested USD amount, then withdraw exactly the USDC bought
+        (a withdrawal can only spend the USDC position). An operation requested before
+        conversions existed and already past its POST keeps withdrawing the amount."""
+        if state.amount < ALPACA_MINIMUM_WITHDRAWAL_USDC:
+            return self._withdraw_from_alpaca(ctx, state)  # refused there, before any order
+        conversion = state.conversion
+        if conversion is None and (
+            ctx.venue_request_sent_at() is not None
+            or self._existing_withdrawal(ctx, state) is not None
+        ):
+            # A log from before conversions whose withdrawal may be at Alpaca already.
+            return self._withdraw_from_alpaca(ctx, state)
+        if conversion is None:
+            # A withdrawal Alpaca would refuse is refused before any USD is converted.
+            address = ctx.venues.market_maker_wallet
+            entry = ctx.venues.alpaca.whitelist_entry(address)
+            if entry is None or entry.status is not WhitelistStatus.APPROVED:
+                refused = AddressNotWhitelisted(
+                    address, "USDC", "ethereum", None if entry is None else entry.status
+                )
+                ctx.execute(usdc.FailRequest(reason=f"Alpaca withdrawal refused: {refused}"))
+                return Done("withdrawal refused")
+        if conversion is None or not conversion.settled:
+            return self._convert(ctx, state, side="buy", amount=state.amount)
+        if conversion.failure is not None:
+            reason = f"USDC conversion failed, nothing left Alpaca: {conversion.failure}"
+            ctx.execute(usdc.FailRequest(reason=reason))
+            return Done("conversion failed")
+        return self._withdraw_from_alpaca(ctx, state)
+
+    def _convert(
+        self,
+        ctx: StepContext,
+        state: usdc.Requested | usdc.DepositInitiated,
+        *,
+        side: str,
+        amount: Decimal,
+    ) -> Outcome:
+        """One `USDCUSD` market order, recorded before it is placed and after it settles.
+
+        Its `client_order_id` is derived from the operation: before placing, the order is
+        looked up by it, so a lost answer never places a second order. An order that ends
+        with nothing filled is a failed conversion; one partly filled is confirmed with what
+        filled (`partial`), the rest of the amount stays where it was."""
+        client_order_id = conversion_order_id(ctx.aggregate_id, side)
+        if state.conversion is None:
+            ctx.execute(
+                usdc.InitiateConversion(client_order_id=client_order_id, side=side, amount=amount)
+            )
+            started = ctx.now()
+        else:
+            client_order_id = state.conversion.client_order_id
+            amount = state.conversion.amount
+            started = state.conversion.initiated_at
+        alpaca = ctx.venues.alpaca
+        order = alpaca.find_order_by_client_order_id(client_order_id)
+        if order is None:
+            ctx.ensure_active()
+            ctx.chaos("before:convert")
+            try:
+                order = alpaca.submit_usdc_conversion(
+                    side=side,
+                    client_order_id=client_order_id,
+                    notional_usd=amount if side == "buy" else None,
+                    qty_usdc=amount if side == "sell" else None,
+                )
+            except AlpacaApiError as exc:
+                if not _definitive(exc):
+                    raise
+                ctx.execute(usdc.FailConversion(reason=f"Alpaca refused the order: {exc}"))
+                return Continue("conversion refused")
+            ctx.chaos("after:convert")
+        order = self._await_fill(ctx, order)
+        if not order.is_terminal:
+            if ctx.seconds_since(started) > ctx.config.usdc_step_timeout_s:
+                raise NeedsAttention(
+                    f"USDC rebalance {ctx.aggregate_id}: conversion order {order.id} "
+                    f"({client_order_id}, {side} {amount}) is {order.status} after "
+                    f"{ctx.config.usdc_step_timeout_s:g}s: check it at Alpaca"
+                )
+            return Wait(ctx.config.poll_interval_s, f"conversion order {order.status}")
+        price = order.filled_avg_price
+        if order.filled_qty <= 0 or price is None:
+            ctx.execute(
+                usdc.FailConversion(
+                    reason=f"order {order.id} ended {order.status} with nothing filled"
+                )
+            )
+            return Continue("conversion failed")
+        partial = order.status != "filled"
+        filled = order.filled_qty
+        usdc_amount = filled.quantize(USDC_UNIT, rounding=ROUND_DOWN)
+        if side == "buy":
+            spent = amount if not partial else (filled * price).quantize(USDC_UNIT, ROUND_UP)
+            usd_amount = spent
+        else:
+            usd_amount = (filled * price).quantize(USDC_UNIT, rounding=ROUND_DOWN)
+        if partial:
+            logger.warning(
+                "operation %s: conversion order %s %s: filled %s of %s (%s)",
+                ctx.operation_id,
+                order.id,
+                side,
+                filled,
+                amount,
+                order.status,
+            )
+        ctx.execute(
+            usdc.ConfirmConversion(
+                order_id=order.id,
+                filled_qty=filled,
+                filled_avg_price=price,
+                usdc_amount=usdc_amount,
+                usd_amount=usd_amount,
+                partial=partial,
+            )
+        )
+        return Continue("conversion filled")
+
+    def _await_fill(self, ctx: StepContext, order: Order) -> Order:
+        """A market order for USDC fills within moments: look at it for a few seconds before
+        leaving the step to wait (`CONVERSION_FILL_WAIT_S`)."""
+        deadline = time.monotonic() + CONVERSION_FILL_WAIT_S
+        while not order.is_terminal and time.monotonic() < deadline:
+            time.sleep(CONVERSION_FILL_POLL_S)
+            order = ctx.venues.alpaca.get_order(order.id)
+        return order
+
     def _withdraw_from_alpaca(self, ctx: StepContext, state: usdc.Requested) -> Outcome:
         if state.amount < ALPACA_MINIMUM_WITHDRAWAL_USDC:
             ctx.execute(
@@ -473,14 +625,26 @@ class UsdcWorkflow:
             )
         else:
             sent_at = ctx.venue_request_sent_at()
-            if sent_at is not None and ctx.seconds_since(sent_at) < ALPACA_WITHDRAWAL_SETTLE_S:
+            if sent_at is not None:
                 # An earlier attempt sent a POST and never learnt its answer (its worker died,
-                # or the request timed out): it may still land. No second POST before then.
+                # or the request timed out): it may still land. Never a second POST on our
+                # own: look for it until Alpaca's settle window has passed, then hold the
+                # operation for an operator with what was found.
                 waited = ctx.seconds_since(sent_at)
+                if waited >= ALPACA_WITHDRAWAL_SETTLE_S:
+                    raise NeedsAttention(
+                        f"USDC rebalance {ctx.aggregate_id}: a withdrawal POST of "
+                        f"{state.amount} USDC to {ctx.venues.market_maker_wallet} sent at "
+                        f"{sent_at.isoformat()} got no answer, and {waited:.0f}s later no "
+                        "unclaimed OUTGOING transfer of that amount to that address, created "
+                        "since the request, is at Alpaca; not posting again on its own: check "
+                        "Alpaca's transfers, then fail the operation (nothing left) or "
+                        "reconcile it (money left)"
+                    )
                 in_flight = WithdrawalMayBeInFlight(
                     f"a withdrawal POST sent {waited:.1f}s ago got no answer and is not at "
-                    f"Alpaca yet; looking for it again before any second POST "
-                    f"({ALPACA_WITHDRAWAL_SETTLE_S:g}s after it was sent)"
+                    f"Alpaca yet; looking for it again "
+                    f"(until {ALPACA_WITHDRAWAL_SETTLE_S:g}s after it was sent)"
                 )
                 in_flight.retry_after_s = max(0.5, ALPACA_WITHDRAWAL_SETTLE_S - waited)
                 raise in_flight
@@ -489,7 +653,9 @@ class UsdcWorkflow:
             ctx.venue_request_sending()
             try:
                 transfer = alpaca.initiate_withdrawal(
-                    amount_usdc=state.amount, address=ctx.venues.market_maker_wallet
+                    amount_usdc=usdc.withdrawal_amount(state),
+                    address=ctx.venues.market_maker_wallet,
+                    idempotency_key=withdrawal_request_id(ctx.aggregate_id),
                 )
             except (AddressNotWhitelisted, InvalidAmount) as exc:
                 ctx.venue_request_answered()
@@ -521,7 +687,7 @@ class UsdcWorkflow:
         ctx.execute(
             usdc.Initiate(
                 direction=state.direction,
-                amount=state.amount,
+                amount=usdc.withdrawal_amount(state),
                 withdrawal=TransferRef(TransferRefKind.ALPACA_ID, transfer.id),
             )
         )
@@ -1023,8 +1189,7 @@ class UsdcWorkflow:
         tx_hash = state.deposit_ref.value
         transfer = ctx.venues.alpaca.find_deposit_by_tx(tx_hash, since=ctx.operation.created_at)
         if transfer is not None and transfer.status == TransferStatus.COMPLETE:
-            ctx.execute(usdc.ConfirmDeposit(amount_deposited=transfer.amount))
-            return Done("deposited at Alpaca")
+            return self._sell_deposited(ctx, state, transfer)
         if transfer is not None and transfer.status == TransferStatus.FAILED:
             return self._fail_keeping_inflight(
                 ctx,
@@ -1042,6 +1207,31 @@ class UsdcWorkflow:
                 "deposit timed out",
             )
         return Wait(ctx.config.poll_interval_s, "waiting for Alpaca to credit the deposit")
+
+    def _sell_deposited(
+        self, ctx: StepContext, state: usdc.DepositInitiated, transfer: Transfer
+    ) -> Outcome:
+        """The deposit is credited as USDC (the `USDCUSD` position): sell that quantity for
+        USD, then confirm the deposit with the USD received. A sale that fills nothing
+        leaves the USDC at Alpaca (still counted there) and confirms the USDC deposited."""
+        deposited = transfer.amount.quantize(USDC_UNIT, rounding=ROUND_DOWN)
+        conversion = state.conversion
+        if conversion is None or not conversion.settled:
+            return self._convert(ctx, state, side="sell", amount=deposited)
+        confirmed = conversion.confirmed
+        if confirmed is None:
+            logger.warning(
+                "operation %s: the deposit stays USDC at Alpaca: %s",
+                ctx.operation_id,
+                conversion.failure,
+            )
+            ctx.execute(usdc.ConfirmDeposit(amount_deposited=deposited))
+            return Done("deposited at Alpaca (kept as USDC)")
+        # What now sits at Alpaca from this move: the USD received, plus any USDC not sold.
+        unsold = deposited - confirmed.usdc_amount
+        received = confirmed.usd_amount + max(unsold, Decimal(0))
+        ctx.execute(usdc.ConfirmDeposit(amount_deposited=received))
+        return Done("deposited at Alpaca and converted to USD")
 
     # -- operator and give-up paths ----------------------------------------------------------
 

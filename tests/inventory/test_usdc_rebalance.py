@@ -1015,3 +1015,78 @@ def test_a_replacement_must_name_the_stored_transaction():
     state, _ = run(state, replace_burn(), at(6))
     with pytest.raises(usdc.TransactionConflict):  # back to one it already replaced
         run(state, replace_burn(tx_hash=BURN_TX, replaces=REPLACED_BURN_TX), at(7))
+
+
+# --- issue 20: USDCUSD conversions at Alpaca (spec 15.5) ---------------------------------------
+
+BUY = usdc.InitiateConversion(client_order_id="usdc-buy-op", side="buy", amount=AMOUNT)
+FILLED = usdc.ConfirmConversion(
+    order_id="ord-1",
+    filled_qty=Decimal("998.999999999"),
+    filled_avg_price=Decimal("1.001"),
+    usdc_amount=Decimal("998.999999"),
+    usd_amount=AMOUNT,
+)
+
+
+def test_alpaca_to_base_buys_usdc_then_withdraws_exactly_what_it_bought():
+    state, _ = run(Lifecycle.uninitialized(), REQ)
+    state, events = run(state, BUY, at(1))
+    assert events == [
+        ev.ConversionInitiated(
+            client_order_id="usdc-buy-op", side="buy", amount=AMOUNT, initiated_at=at(1)
+        )
+    ]
+    with pytest.raises(usdc.ConversionPending):
+        usdc.handle(state, INIT, at(2))  # no withdrawal before the order settled
+    state, (confirmed,) = run(state, FILLED, at(2))
+    assert confirmed.cost == Decimal("1.000001")  # 1000 USD for 998.999999 USDC
+    assert usdc.withdrawal_amount(state.value) == Decimal("998.999999")
+    with pytest.raises(usdc.RequestMismatch):
+        usdc.handle(state, INIT, at(3))  # the requested amount is no longer what is there
+    state, _ = run(state, usdc.Initiate(A2B, Decimal("998.999999"), ALPACA_ID), at(3))
+    assert usdc.step_of(state) == S.WITHDRAWING
+    assert state.value.amount == Decimal("998.999999")
+
+
+def test_a_conversion_is_one_buy_per_alpaca_to_base_and_settles_once():
+    state, _ = run(Lifecycle.uninitialized(), REQ)
+    with pytest.raises(usdc.ConversionNotValid):
+        usdc.handle(state, usdc.InitiateConversion("x", "sell", AMOUNT), T0)
+    with pytest.raises(usdc.ConversionNotInitiated):
+        usdc.handle(state, FILLED, T0)
+    state, _ = run(state, BUY)
+    with pytest.raises(usdc.ConversionNotValid):
+        usdc.handle(state, BUY, T0)
+    state, (failed,) = run(state, usdc.FailConversion("order rejected"))
+    assert failed.reason == "order rejected"
+    with pytest.raises(usdc.ConversionNotInitiated):
+        usdc.handle(state, FILLED, T0)
+    state, _ = run(state, FAIL_REQ)
+    assert usdc.step_of(state) == S.REQUEST_FAILED
+
+
+def test_base_to_alpaca_sells_the_deposit_before_confirming_it():
+    state = Lifecycle.uninitialized()
+    for command in (
+        usdc.Request(B2A, AMOUNT),
+        usdc.Initiate(B2A, AMOUNT, TransferRef(TransferRefKind.ONCHAIN_TX, VW_TX)),
+        usdc.ConfirmWithdrawal(),
+        usdc.InitiateBridging(BURN_TX, NONCE),
+        usdc.ReceiveAttestation(b"att"),
+        usdc.ConfirmBridging(MINT_TX),
+        usdc.InitiateDeposit(TransferRef(TransferRefKind.ONCHAIN_TX, AD_TX)),
+    ):
+        state, _ = run(state, command)
+    assert usdc.step_of(state) == S.DEPOSIT_INITIATED
+    with pytest.raises(usdc.ConversionNotValid):
+        usdc.handle(state, BUY, T0)
+    state, _ = run(state, usdc.InitiateConversion("usdc-sell-op", "sell", AMOUNT))
+    with pytest.raises(usdc.ConversionPending):
+        usdc.handle(state, usdc.ConfirmDeposit(AMOUNT), T0)
+    sold = usdc.ConfirmConversion("ord-2", AMOUNT, Decimal("0.999"), AMOUNT, Decimal(999))
+    state, (confirmed,) = run(state, sold)
+    assert confirmed.cost == Decimal(1)
+    state, _ = run(state, usdc.ConfirmDeposit(Decimal(999)))
+    assert usdc.step_of(state) == S.DEPOSIT_CONFIRMED
+    assert state.value.amounts.deposited == Decimal(999)

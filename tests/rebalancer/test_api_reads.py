@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from inventory.domain import events as ev
-from inventory.services import api_token_create
+from inventory.services import api_token_create, snapshot_record
 from operations.models import Operation
-from tests.rebalancer.flows import active, append, enable, mint_requested, observe, register
+from tests.rebalancer.flows import (
+    active,
+    append,
+    enable,
+    mint_requested,
+    observe,
+    register,
+    tick,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -57,6 +67,23 @@ def test_pools_list_amounts_ratio_band_state_and_active_operation(get, minting):
     assert usdc["state"] == "balanced"
     assert usdc["ratio"] == "0.50000000"
     assert usdc["active_operation"] is None
+
+
+def test_usdc_pool_shows_alpaca_cash_withdrawable_and_usdc(get):
+    snapshot_record(
+        fetched_at=tick(),
+        offchain_cash=Decimal("900.5"),
+        offchain_usdc=Decimal("100.25"),
+        offchain_cash_withdrawable=Decimal("400"),
+    )
+    pools = {pool["key"]: pool for pool in get("/pools").json()}
+    balances = pools["USDC"]["alpaca_balances"]
+    assert (balances["cash"], balances["cash_withdrawable"], balances["usdc"]) == (
+        "900.5",
+        "400",
+        "100.25",
+    )
+    assert pools["USDC"]["offchain_available"] == "1000.75"
 
 
 def test_pools_amounts_are_strings_never_numbers(get, minting):

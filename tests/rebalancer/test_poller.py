@@ -18,6 +18,7 @@ from inventory.services import fill_record_onchain
 from operations.venues import Venues
 from rebalancer.models import Heartbeat
 from rebalancer.poller import venue_balances_poll
+from rebalancer.service import inventory_role_problems
 from tests.operations.conftest import config_from_env
 from venues.sim.venue import SimVenue, equity_vault_id
 
@@ -82,7 +83,19 @@ def test_poll_records_what_the_venues_hold_pinned_to_one_block(sim_venue, venues
         assert pool(symbol).onchain_block == block
     assert pool("AAPL").onchain_available >= Decimal(7)
     assert pool(USDC_POOL).onchain_available == vault_amount(sim_venue, None)
-    assert pool(USDC_POOL).offchain_available == sim_venue.server.cash()
+    # Spec 15.5: USD cash plus the `USDCUSD` position (USDC at Alpaca is not cash).
+    assert sim_venue.server.usdc_position() > 0
+    assert pool(USDC_POOL).offchain_available == (
+        sim_venue.server.cash() + sim_venue.server.usdc_position()
+    )
+    cash_event = (
+        Event.objects.filter(event_type=ev.OffchainCash.event_type_name())
+        .latest("id")
+        .domain_event()
+    )
+    assert cash_event.cash_balance == sim_venue.server.cash()
+    assert cash_event.usdc_balance == sim_venue.server.usdc_position()
+    assert cash_event.cash_withdrawable == sim_venue.server.cash()
     onchain_event = (
         Event.objects.filter(event_type=ev.OnchainEquity.event_type_name())
         .latest("id")
@@ -91,6 +104,17 @@ def test_poll_records_what_the_venues_hold_pinned_to_one_block(sim_venue, venues
     assert onchain_event.block_number == block
     assert set(onchain_event.balances) == {"AAPL", "MSFT"}
     assert {h.name for h in Heartbeat.objects.all()} == {"venue:base", "venue:alpaca"}
+
+
+def test_no_usdcusd_row_is_zero_usdc_and_finer_than_usdc_units_is_floored(
+    sim_venue, venues, sim_assets
+):
+    sim_venue.server.set_usdc_position(Decimal(0))  # the simulator then serves no row
+    assert venue_balances_poll(venues=venues).readings.offchain.usdc == 0
+    sim_venue.server.set_usdc_position(Decimal("12.3456789"))
+    reading = venue_balances_poll(venues=venues).readings.offchain
+    assert reading.usdc == Decimal("12.345678")
+    assert pool(USDC_POOL).offchain_available == sim_venue.server.cash() + Decimal("12.345678")
 
 
 def test_alpaca_down_records_the_vaults_and_warns_naming_alpaca(
@@ -182,3 +206,39 @@ def test_market_clock_read_failure_keeps_the_stored_clock(sim_venue, venues, wor
     with caplog.at_level(logging.WARNING, logger="rebalancer.market"):
         assert market_clock_refresh(venues=broken, force=True) == stored
     assert "market clock: alpaca clock read failed" in caplog.text
+
+
+def test_managed_vaults_are_read_under_the_inventory_and_the_operator_role_is_checked(
+    sim_venue, worker_env, sim_assets
+):
+    """Issue 20 (spec 15.6): with RAINDEX_INVENTORY set, the vaults are the inventory's (read
+    on the order book under its address) and our wallet writes through it; the start-up
+    check refuses a wallet without its OPERATOR_ROLE with a clear message."""
+    chains = sim_venue.chains
+    wallet = sim_venue.market_maker.address
+    inventory = chains.deploy_inventory(operators=(wallet,))
+    managed = Venues.from_config(config_from_env({**worker_env, "RAINDEX_INVENTORY": inventory}))
+    assert (managed.vault_writer, managed.vault_owner) == (inventory, inventory)
+    base = managed.base
+    chains.mint_usdc(chains.base, wallet, 77_000_000)
+    base.send(
+        base.build_erc20_approve(token=chains.base.usdc, spender=inventory, amount_units=77_000_000)
+    )
+    base.send(
+        base.build_vault_deposit(
+            vault=inventory,
+            token=chains.base.usdc,
+            vault_id=vault_id(sim_venue.usdc_vault_id),
+            amount_units=77_000_000,
+        )
+    )
+
+    venue_balances_poll(venues=managed)
+
+    assert pool(USDC_POOL).onchain_available == Decimal(77)
+    assert inventory_role_problems(managed) == []
+    other = chains.deploy_inventory()  # our wallet holds no role there
+    refused = Venues.from_config(config_from_env({**worker_env, "RAINDEX_INVENTORY": other}))
+    (problem,) = inventory_role_problems(refused)
+    assert f"RAINDEX_INVENTORY {other}" in problem
+    assert "does not hold its OPERATOR_ROLE" in problem and wallet in problem

@@ -41,11 +41,15 @@ def test_reconcile_prints_drift_then_records_the_venues(
     assert report["failures"] == {}
     # Recorded: the pools now hold what the venues hold.
     assert InventoryPool.objects.get(key="AAPL").offchain_available == Decimal(40)
-    assert InventoryPool.objects.get(key=USDC_POOL).offchain_available == sim_venue.server.cash()
+    # USD cash plus the `USDCUSD` position (spec 15.5).
+    assert InventoryPool.objects.get(key=USDC_POOL).offchain_available == (
+        sim_venue.server.cash() + sim_venue.server.usdc_position()
+    )
     # A second reconcile finds no drift on the pair.
     call_command("reconcile", "--json")
     again = {(r["pool"], r["venue"]): r for r in json.loads(capsys.readouterr().out)["drift"]}
     assert again[("AAPL", "alpaca")]["difference"] == "0"
+    assert Decimal(again[(USDC_POOL, "alpaca")]["difference"]) == 0
 
 
 def test_reconcile_with_a_venue_down_records_the_other_and_exits_1(

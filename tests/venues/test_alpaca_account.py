@@ -174,6 +174,7 @@ def test_market_order_posts_the_broker_api_body(httpserver: HTTPServer) -> None:
     httpserver.expect_request(
         TRADING + "/orders",
         method="POST",
+        headers={"Idempotency-Key": "ours-1"},  # issue 20: our client_order_id
         json={
             "symbol": "AAPL",
             "qty": "2.5",

@@ -137,6 +137,8 @@ def test_recorded_account_and_positions_parse(httpserver: HTTPServer) -> None:
     equities = client.equity_positions()
 
     assert account.cash == Decimal("100250.75")
+    # Unsettled T+1 proceeds are cash but cannot leave yet (spec 15.5).
+    assert account.cash_withdrawable == Decimal("98000.25")
     assert equities == [
         Position(
             symbol="AAPL",
@@ -238,6 +240,7 @@ FAST = SimKnobs(
     withdrawal_processing_delay_s=0.02,
     withdrawal_complete_delay_s=0.05,
     order_fill_delay_s=0.02,
+    usdc_crypto_position=Decimal(1000),  # a USDC withdrawal spends the USDCUSD position
 )
 
 
@@ -405,3 +408,126 @@ def test_sim_serves_the_recorded_wallet_shapes(venue: SimVenue) -> None:
     assert_same_shape("whitelists", whitelists)
     assert {w["chain"] for w in whitelists} >= {"ETH", "Ethereum"}
     assert_same_shape("wallet", raw(venue, "GET", wallets, params={"asset": "USDC"}))
+
+
+# ---------------------------------------------------------------------------------------------
+# The official SDK (alpaca-py) parses what the simulator serves: every field its models
+# require is there, with values its enums accept.
+
+
+@pytest.mark.chain
+@pytest.mark.xdist_group("chain")
+def test_alpaca_py_parses_every_simulated_trading_response(venue: SimVenue) -> None:
+    from alpaca.broker.models.accounts import TradeAccount as BrokerTradeAccount
+    from alpaca.broker.models.trading import Order as BrokerOrder
+    from alpaca.trading.models import Clock, Order, Position, TradeAccount
+
+    trading = f"/v1/trading/accounts/{venue.account_id}"
+    # `qty` as a JSON number, as alpaca-py sends it (Alpaca accepts both).
+    accepted = raw(
+        venue,
+        "POST",
+        trading + "/orders",
+        json={
+            "symbol": "AAPL",
+            "qty": 1.25,
+            "side": "buy",
+            "type": "market",
+            "time_in_force": "day",
+            "client_order_id": "sdk-1",
+        },
+    )
+    assert accepted["qty"] == "1.25"
+    filled = eventually(
+        lambda: raw(venue, "GET", f"{trading}/orders/{accepted['id']}"),
+        lambda order: order["status"] == "filled",
+    )
+
+    account = raw(venue, "GET", trading + "/account")
+    assert BrokerTradeAccount(**account).cash_withdrawable == account["cash"]
+    assert TradeAccount(**account).cash == account["cash"]
+    positions = [Position(**row) for row in raw(venue, "GET", trading + "/positions")]
+    assert {p.symbol for p in positions} == {"AAPL", "USDCUSD"}
+    for body in (accepted, filled):
+        assert str(Order(**body).id) == body["id"]
+        assert BrokerOrder(**body).client_order_id == "sdk-1"
+    assert Order(**filled).filled_qty == "1.25"
+    assert Clock(**raw(venue, "GET", "/v1/clock")).is_open in (True, False)
+
+
+def test_alpaca_py_parses_the_recorded_bodies() -> None:
+    from alpaca.broker.models.accounts import TradeAccount as BrokerTradeAccount
+    from alpaca.trading.models import Clock, Order, Position
+
+    BrokerTradeAccount(**fixture("account"))
+    for row in fixture("positions"):
+        Position(**row)
+    Order(**fixture("order"))
+    Clock(**fixture("clock"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 20: the USDCUSD crypto position and conversion orders.
+
+
+def test_recorded_usdcusd_position_and_conversion_order_parse(httpserver: HTTPServer) -> None:
+    httpserver.expect_request(TRADING + "/positions").respond_with_json(fixture("positions"))
+    order = fixture("crypto_order")
+    httpserver.expect_request(
+        TRADING + "/orders:by_client_order_id",
+        query_string={"client_order_id": order["client_order_id"]},
+    ).respond_with_json(order)
+    client = make_client(httpserver)
+
+    (usdc,) = [p for p in client.positions() if p.symbol == "USDCUSD"]
+    found = client.find_order_by_client_order_id(order["client_order_id"])
+
+    assert (usdc.asset_class, usdc.qty, usdc.is_equity) == ("crypto", Decimal("5000.123456"), False)
+    assert found is not None
+    assert (found.symbol, found.notional, found.time_in_force) == ("USDCUSD", Decimal(100), "gtc")
+    assert found.filled_qty == Decimal("99.900099900")
+    assert found.filled_avg_price == Decimal("1.001")
+
+
+def test_a_notional_order_not_filled_yet_has_no_qty(httpserver: HTTPServer) -> None:
+    accepted = {**fixture("crypto_order"), "qty": None, "filled_qty": "0", "status": "accepted"}
+    accepted["filled_avg_price"] = accepted["filled_at"] = None
+    httpserver.expect_request(TRADING + "/orders", method="POST").respond_with_json(accepted)
+
+    order = make_client(httpserver).submit_usdc_conversion(
+        side="buy", client_order_id=accepted["client_order_id"], notional_usd=Decimal(100)
+    )
+
+    assert (order.qty, order.notional, order.is_terminal) == (None, Decimal(100), False)
+
+
+@pytest.mark.chain
+@pytest.mark.xdist_group("chain")
+def test_sim_serves_the_recorded_conversion_order_shape(venue: SimVenue) -> None:
+    from alpaca.trading.models import Order as SdkOrder
+
+    trading = f"/v1/trading/accounts/{venue.account_id}"
+    accepted = raw(
+        venue,
+        "POST",
+        trading + "/orders",
+        json={
+            "symbol": "USDCUSD",
+            "notional": "100",
+            "side": "buy",
+            "type": "market",
+            "time_in_force": "gtc",
+            "client_order_id": "contract-usdc-1",
+        },
+    )
+    filled = eventually(
+        lambda: raw(venue, "GET", f"{trading}/orders/{accepted['id']}"),
+        lambda order: order["status"] == "filled",
+    )
+
+    assert_same_shape("crypto_order", filled)
+    assert filled["asset_class"] == "crypto" and filled["notional"] == "100"
+    SdkOrder(**accepted)
+    SdkOrder(**filled)
+    positions = raw(venue, "GET", trading + "/positions")
+    assert_same_shape("positions", positions)

@@ -60,7 +60,12 @@ def test_request_mint_success(httpserver: HTTPServer) -> None:
     httpserver.expect_request(
         MINT,
         method="POST",
-        headers={"APCA-API-KEY-ID": "key-id", "APCA-API-SECRET-KEY": "very-secret"},
+        # Issue 20: the mint keeps `issuer_request_id` in the body and adds the header.
+        headers={
+            "APCA-API-KEY-ID": "key-id",
+            "APCA-API-SECRET-KEY": "very-secret",
+            "Idempotency-Key": "our-1",
+        },
         json={
             "underlying_symbol": "AAPL",
             "qty": "100.5",
@@ -381,6 +386,25 @@ def test_find_request_by_issuer_request_id(httpserver: HTTPServer) -> None:
 
     assert client.find_request_by_issuer_request_id("our-9").tokenization_request_id == "tok-9"
     assert client.find_request_by_issuer_request_id("our-unknown") is None
+
+
+def test_an_entry_without_type_or_wallet_address_is_matched_not_refused(
+    httpserver: HTTPServer,
+) -> None:
+    """Issue 20: `type` and `wallet_address` are optional in Alpaca's answers (and in the
+    reference's parser); such an entry is still ours when it carries our issuer_request_id."""
+    ours = tokenization_json(tokenization_request_id="tok-7", issuer_request_id="our-7")
+    del ours["type"], ours["wallet_address"]
+    httpserver.expect_request(REQUESTS, query_string={"type": "mint"}).respond_with_json(
+        [tokenization_json(issuer_request_id="someone-else"), ours]
+    )
+    httpserver.expect_request(REQUESTS + "/tok-7").respond_with_json(ours)
+    client = make_client(httpserver)
+
+    found = client.find_request_by_issuer_request_id("our-7")
+    assert found is not None and found.tokenization_request_id == "tok-7"
+    assert (found.type, found.wallet_address) == (None, None)
+    assert client.get_request("tok-7").tokenization_request_id == "tok-7"
 
 
 def test_find_redemption_by_tx_matches_the_transaction_not_the_wallet(

@@ -105,11 +105,12 @@ def test_withdrawal_to_approved_address_posts_transfer(httpserver: HTTPServer) -
     httpserver.expect_request(
         TRANSFERS,
         method="POST",
+        headers={"Idempotency-Key": "usdc-withdrawal-op-1"},
         json={"amount": "100.25", "asset": "USDC", "address": ADDRESS},
     ).respond_with_json(transfer_json(amount="100.25"))
 
     transfer = make_client(httpserver).initiate_withdrawal(
-        amount_usdc=Decimal("100.25"), address=ADDRESS
+        amount_usdc=Decimal("100.25"), address=ADDRESS, idempotency_key="usdc-withdrawal-op-1"
     )
 
     assert transfer == Transfer(
@@ -435,7 +436,10 @@ def test_find_outgoing_transfers_matches_address_amount_and_time(httpserver: HTT
     ids=["one-wallet", "wallets-by-chain"],
 )
 def test_deposit_address(httpserver: HTTPServer, body: object) -> None:
-    httpserver.expect_request(WALLETS, query_string={"asset": "USDC"}).respond_with_json(body)
+    # Issue 20: the network is asked for too (`network=ethereum`).
+    httpserver.expect_request(
+        WALLETS, query_string={"asset": "USDC", "network": "ethereum"}
+    ).respond_with_json(body)
 
     assert make_client(httpserver).deposit_address() == ADDRESS
 

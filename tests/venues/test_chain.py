@@ -67,12 +67,12 @@ def test_client_abi_is_implemented_by_the_simulated_contract(
     assert _signatures(client_abi) <= _signatures(sim_abi)
 
 
-# Rain IOrderBookV5's vault functions and events, as the real order book declares them
+# Rain IRaindexV6's vault functions and events, as the real order book declares them
 # (`Float` is bytes32; `TaskV2` is ((interpreter, store, bytecode), (signer, context, sig)[])).
 _TASKS = "((address,address,bytes),(address,bytes32[],bytes)[])[]"
 REAL_ORDERBOOK_VAULT_FUNCTIONS = {
-    f"deposit3(address,bytes32,bytes32,{_TASKS})",
-    f"withdraw3(address,bytes32,bytes32,{_TASKS})",
+    f"deposit4(address,bytes32,bytes32,{_TASKS})",
+    f"withdraw4(address,bytes32,bytes32,{_TASKS})",
     "vaultBalance2(address,address,bytes32)",
 }
 REAL_ORDERBOOK_VAULT_EVENTS = {

@@ -13,6 +13,7 @@ from venues.rain_float import (
     COEFFICIENT_MIN,
     EXPONENT_MAX,
     EXPONENT_MIN,
+    FLOAT_ZERO,
     FloatConversionError,
     RainFloat,
     float_from_decimal,
@@ -183,7 +184,8 @@ def test_a_decimal_amount_without_a_float_is_refused_naming_field_and_value(
 
 
 def test_negative_zero_is_zero() -> None:
-    assert float_from_decimal(Decimal("-0.00"), 6) == RainFloat(0, -6)
+    # The canonical zero word (was RainFloat(0, -6), a non-canonical zero: issue 20).
+    assert float_from_decimal(Decimal("-0.00"), 6) == FLOAT_ZERO
 
 
 @pytest.mark.parametrize(
@@ -219,3 +221,12 @@ def test_zero_and_vanishing_exponents_are_cheap_and_exact() -> None:
     assert float_to_units_floor(RainFloat(5, EXPONENT_MIN), 18) == 0
     with pytest.raises(FloatConversionError, match="more than 18 decimals"):
         float_to_units(RainFloat(5, EXPONENT_MIN), 18)
+
+
+@pytest.mark.parametrize("decimals", [0, 6, 18])
+def test_zero_packs_to_the_canonical_all_zero_word_whatever_the_decimals(decimals: int) -> None:
+    """Issue 20: Rain's `FLOAT_ZERO` is the all-zero word; `0e-6` is another word."""
+    assert float_from_units(0, decimals).pack() == bytes(32)
+    assert float_from_decimal(Decimal(0), decimals).pack() == bytes(32)
+    assert float_from_decimal(Decimal("0.000"), decimals) == FLOAT_ZERO
+    assert float_to_decimal(FLOAT_ZERO, decimals) == 0

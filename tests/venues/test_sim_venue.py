@@ -7,7 +7,7 @@ import io
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 import pytest
 import requests
@@ -290,7 +290,9 @@ def test_settle_now_ends_the_delays_already_scheduled(
 def test_withdrawal_moves_usdc_onchain_minus_network_fee(
     make_venue: Callable[..., SimVenue], sim_chains: SimChains, scratch_account: SimAccount
 ) -> None:
-    venue = make_venue(withdrawal_network_fee_usdc=Decimal("0.5"))
+    venue = make_venue(
+        withdrawal_network_fee_usdc=Decimal("0.5"), usdc_crypto_position=Decimal(150)
+    )
     venue.server.whitelist_set(scratch_account.address, "APPROVED")
     client = alpaca(venue)
 
@@ -306,13 +308,15 @@ def test_withdrawal_moves_usdc_onchain_minus_network_fee(
     )
     receipt = sim_chains.client("ethereum").receipt(done.tx_hash)
     assert erc20_transfers_in(receipt, token=usdc, to=scratch_account.address)
-    assert venue.server.cash() == Decimal(900)
+    # Issue 20: a USDC withdrawal spends the USDCUSD position, never USD cash.
+    assert venue.server.usdc_position() == Decimal(50)
+    assert venue.server.cash() == Decimal(1000)
 
 
-def test_withdrawal_failure_refunds_cash_and_sends_nothing(
+def test_withdrawal_failure_unlocks_the_usdc_and_sends_nothing(
     make_venue: Callable[..., SimVenue], sim_chains: SimChains, scratch_account: SimAccount
 ) -> None:
-    venue = make_venue(withdrawal_fail_rate=1.0)
+    venue = make_venue(withdrawal_fail_rate=1.0, usdc_crypto_position=Decimal(100))
     venue.server.whitelist_set(scratch_account.address, "APPROVED")
     client = alpaca(venue)
 
@@ -322,6 +326,8 @@ def test_withdrawal_failure_refunds_cash_and_sends_nothing(
     assert done.status is TransferStatus.FAILED
     usdc = sim_chains.ethereum.usdc
     assert sim_chains.balance(sim_chains.ethereum, usdc, scratch_account.address) == 0
+    (row,) = [p for p in client.positions() if p.symbol == "USDCUSD"]
+    assert (row.qty, row.qty_available) == (Decimal(100), Decimal(100))
     assert venue.server.cash() == Decimal(1000)
 
 
@@ -354,6 +360,7 @@ def test_usdc_sent_to_deposit_address_is_credited_as_incoming_transfer(
 ) -> None:
     venue = make_venue()
     client = alpaca(venue)
+    usdc_before = venue.server.usdc_position()
     deposit_address = client.deposit_address()
     sim_chains.mint_usdc(sim_chains.ethereum, scratch_account.address, 250 * USDC)
 
@@ -367,7 +374,9 @@ def test_usdc_sent_to_deposit_address_is_credited_as_incoming_transfer(
     assert deposit.status is TransferStatus.COMPLETE
     assert deposit.amount == Decimal(250)
     assert deposit.from_address == scratch_account.address
-    assert venue.server.cash() == Decimal(1250)
+    # Issue 20: a USDC deposit credits the USDCUSD position, not cash.
+    assert venue.server.usdc_position() == usdc_before + 250
+    assert venue.server.cash() == Decimal(1000)
 
 
 def burn(
@@ -615,7 +624,7 @@ def test_routes_real_alpaca_does_not_serve_here_are_404(
 def test_transfer_list_ignores_a_transfer_id_filter_and_the_client_reads_by_id(
     make_venue: Callable[..., SimVenue], scratch_account: SimAccount
 ) -> None:
-    venue = make_venue()
+    venue = make_venue(usdc_crypto_position=Decimal(1000))  # withdrawals spend USDC
     venue.server.whitelist_set(scratch_account.address, "APPROVED", chain="Ethereum")
     client = alpaca(venue)
     ours = client.initiate_withdrawal(amount_usdc=Decimal(60), address=scratch_account.address)
@@ -664,14 +673,71 @@ def test_tokenization_history_of_unknown_shape_never_fails_a_lookup(
 def test_withdrawal_works_whichever_way_the_whitelist_spells_ethereum(
     make_venue: Callable[..., SimVenue], spelling: str
 ) -> None:
-    venue = make_venue(whitelist_chain=spelling)
+    venue = make_venue(whitelist_chain=spelling, usdc_crypto_position=Decimal(100))
 
     started = alpaca(venue).initiate_withdrawal(
         amount_usdc=Decimal(60), address=venue.market_maker.address
     )
 
     assert started.status is TransferStatus.PENDING
-    assert venue.server.cash() == Decimal(940)
+    # Locked by the pending withdrawal: still in qty (spec 15.5), not in qty_available.
+    (row,) = [p for p in alpaca(venue).positions() if p.symbol == "USDCUSD"]
+    assert (row.qty, row.qty_available) == (Decimal(100), Decimal(40))
+    assert venue.server.cash() == Decimal(1000)
+
+
+def test_a_usdc_withdrawal_larger_than_the_position_is_refused_422(
+    make_venue: Callable[..., SimVenue],
+) -> None:
+    venue = make_venue(usdc_crypto_position=Decimal(50))  # 1000 USD cash is no USDC
+
+    with pytest.raises(InvalidParameters) as caught:
+        alpaca(venue).initiate_withdrawal(
+            amount_usdc=Decimal(60), address=venue.market_maker.address
+        )
+
+    assert caught.value.status == 422
+    assert "insufficient balance" in str(caught.value)
+    assert [t for t in venue.server.transfers() if t["direction"] == "OUTGOING"] == []
+
+
+def test_usdcusd_conversions_fill_near_one_with_the_spread(
+    make_venue: Callable[..., SimVenue],
+) -> None:
+    venue = make_venue(
+        usdc_crypto_position=Decimal(0),
+        usdc_spread_bps=Decimal(20),
+        usdc_price_jitter_bps=Decimal(5),
+        seed=7,
+    )
+    client = alpaca(venue)
+    buy_price, sell_price = venue.server.usdc_prices()
+    assert Decimal("0.998") < sell_price < buy_price < Decimal("1.002")
+    assert buy_price - sell_price >= Decimal("0.0019")  # about the 20 bp spread
+
+    bought = client.submit_usdc_conversion(
+        side="buy", client_order_id="conv-buy", notional_usd=Decimal(500)
+    )
+    assert bought.notional == Decimal(500) and bought.qty is None
+    filled = wait_for_order(client, bought.id, "filled")
+    assert filled.filled_avg_price == buy_price
+    assert filled.filled_qty == (Decimal(500) / buy_price).quantize(Decimal("1E-9"), ROUND_DOWN)
+    assert venue.server.cash() == Decimal(500)
+    assert venue.server.usdc_position() == filled.filled_qty
+
+    sold = client.submit_usdc_conversion(
+        side="sell", client_order_id="conv-sell", qty_usdc=Decimal(100)
+    )
+    done = wait_for_order(client, sold.id, "filled")
+    assert done.filled_avg_price == sell_price
+    assert venue.server.cash() == Decimal(500) + (100 * sell_price).quantize(
+        Decimal("1E-6"), ROUND_DOWN
+    )
+    assert venue.server.usdc_position() == filled.filled_qty - 100
+    with pytest.raises(InsufficientPosition):  # more USDC than held
+        client.submit_usdc_conversion(
+            side="sell", client_order_id="conv-too-much", qty_usdc=Decimal(1000)
+        )
 
 
 def test_usdc_crypto_position_is_served_but_is_not_an_equity(
@@ -752,15 +818,24 @@ def test_buying_beyond_cash_and_reusing_a_client_order_id_are_refused(
 ) -> None:
     venue = make_venue()
     client = alpaca(venue)
-    client.submit_market_order(symbol="AAPL", qty=Decimal(1), side="buy", client_order_id="once")
+    first = client.submit_market_order(
+        symbol="AAPL", qty=Decimal(1), side="buy", client_order_id="once"
+    )
 
     with pytest.raises(InsufficientPosition):
         client.submit_market_order(
             symbol="AAPL", qty=Decimal(100), side="buy", client_order_id="too-dear"
         )
+    # The identical request re-sent (same Idempotency-Key, issue 20) is answered with the first
+    # order, placed once; the same client_order_id for another order is refused.
+    again = client.submit_market_order(
+        symbol="AAPL", qty=Decimal(1), side="buy", client_order_id="once"
+    )
+    assert again.id == first.id
+    assert sum(1 for o in venue.server.orders() if o["client_order_id"] == "once") == 1
     with pytest.raises(InvalidParameters):
         client.submit_market_order(
-            symbol="AAPL", qty=Decimal(1), side="buy", client_order_id="once"
+            symbol="AAPL", qty=Decimal(2), side="buy", client_order_id="once"
         )
     with pytest.raises(OrderNotFound):
         client.get_order("no-such-order")
@@ -820,7 +895,7 @@ HISTORY_END = datetime(2025, 6, 1, tzinfo=UTC)
 def test_mint_lookup_downloads_only_requests_since_the_operation_started(
     make_venue: Callable[..., SimVenue], scratch_account: SimAccount
 ) -> None:
-    venue = make_venue(history_rows=HISTORY)
+    venue = make_venue(history_rows=HISTORY, usdc_crypto_position=Decimal(1000))
     client = alpaca(venue)
     started = datetime.now(UTC)
     accepted = client.request_mint(
@@ -891,7 +966,7 @@ def test_tokenization_list_filters_as_documented(make_venue: Callable[..., SimVe
 def test_transfer_lookups_parse_only_transfers_since_the_operation_started(
     make_venue: Callable[..., SimVenue], sim_chains: SimChains, scratch_account: SimAccount
 ) -> None:
-    venue = make_venue(history_rows=HISTORY)
+    venue = make_venue(history_rows=HISTORY, usdc_crypto_position=Decimal(1000))
     client = alpaca(venue)
     started = datetime.now(UTC)
     withdrawal = client.initiate_withdrawal(

@@ -90,6 +90,11 @@ def assert_the_day_holds(code: int, output: str) -> None:
 def test_a_simulated_day_completes_every_kind_of_operation_and_the_books_match(tmp_path):
     code, output = simulated_day(tmp_path)
     assert_the_day_holds(code, output)
+    # Issue 20: every USDC move converts through USDCUSD, and the summary shows each cost.
+    summary = output[output.find("== the simulated day ==") :]
+    assert "USDC conversions (USDCUSD at Alpaca)" in summary, summary
+    assert re.search(r"usdc_alpaca_to_base\s+buy .* cost ", summary), summary
+    assert re.search(r"usdc_base_to_alpaca\s+sell .* cost ", summary), summary
 
 
 def test_a_day_with_killed_workers_and_venue_faults_still_loses_and_doubles_nothing(tmp_path):

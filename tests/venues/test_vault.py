@@ -1,4 +1,4 @@
-"""Rain order book vault (IOrderBookV5 deposit3 / withdraw3 / vaultBalance2, `Float` amounts)
+"""Rain order book vault (IRaindexV6 deposit4 / withdraw4 / vaultBalance2, `Float` amounts)
 against the simulated order book on the Base sim chain."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_zero_amount_is_rejected_by_the_client(
 
 @pytest.mark.parametrize(
     ("function", "reason"),
-    [("deposit3", "ZeroDepositAmount"), ("withdraw3", "ZeroWithdrawTargetAmount")],
+    [("deposit4", "ZeroDepositAmount"), ("withdraw4", "ZeroWithdrawTargetAmount")],
 )
 def test_zero_amount_is_rejected_by_the_contract(
     sim_chains: SimChains, scratch_account: SimAccount, function: str, reason: str
@@ -91,7 +91,7 @@ def test_a_deposit_float_that_is_no_whole_token_amount_reverts(
     assert base.vault is not None
     _funded_depositor(sim_chains, scratch_account, amount_units=10, approve_units=10)
     data = sim_chains.encode(
-        "OrderBookVault", "deposit3", base.usdc, _vault_id(), amount.pack(), []
+        "OrderBookVault", "deposit4", base.usdc, _vault_id(), amount.pack(), []
     )
     with pytest.raises(TransactionReverted, match=reason):
         sim_chains.transact(base, scratch_account, to=base.vault, data=data)
@@ -109,7 +109,7 @@ def test_any_encoding_of_an_amount_deposits_the_same_units(
     )
     vault_id = _vault_id()
     data = sim_chains.encode(
-        "OrderBookVault", "deposit3", base.usdc, vault_id, RainFloat(25, -1).pack(), []
+        "OrderBookVault", "deposit4", base.usdc, vault_id, RainFloat(25, -1).pack(), []
     )
     receipt = sim_chains.transact(base, scratch_account, to=base.vault, data=data)
     assert [t.amount_units for t in erc20_transfers_in(receipt, token=base.usdc)] == [2_500_000]
@@ -310,3 +310,61 @@ def test_eighteen_decimal_tokens_deposit_and_read_back_exactly(
     balance = {"vault": base.vault, "owner": scratch_account.address, "token": token}
     assert client.vault_balance(**balance, vault_id=vault_id) == units
     assert client.vault_balance_float(**balance, vault_id=vault_id) == RainFloat(units, -18)
+
+
+# --- managed vaults: a RaindexInventory owns them (spec 15.6, issue 20) -------------------------
+
+
+def test_an_operator_deposits_and_withdraws_through_the_inventory_that_owns_the_vault(
+    sim_chains: SimChains, scratch_account: SimAccount
+) -> None:
+    base = sim_chains.base
+    assert base.vault is not None
+    inventory = sim_chains.deploy_inventory(operators=(scratch_account.address,))
+    client = sim_chains.client(base, scratch_account)
+    sim_chains.mint_usdc(base, scratch_account.address, 40_000_000)
+    client.send(
+        client.build_erc20_approve(token=base.usdc, spender=inventory, amount_units=40_000_000)
+    )
+    vault_id = _vault_id()
+    assert client.has_operator_role(inventory=inventory, account=scratch_account.address)
+
+    deposited = client.send(
+        client.build_vault_deposit(
+            vault=inventory, token=base.usdc, vault_id=vault_id, amount_units=40_000_000
+        )
+    )
+
+    def balance(owner: str) -> int:
+        return client.vault_balance(
+            vault=base.vault, owner=owner, token=base.usdc, vault_id=vault_id
+        )
+
+    # The vault is the inventory's, read on the order book under its address.
+    assert (balance(inventory), balance(scratch_account.address)) == (40_000_000, 0)
+    assert [
+        t.amount_units for t in erc20_transfers_in(deposited, token=base.usdc, to=inventory)
+    ] == [40_000_000]
+    withdrawn = client.send(
+        client.build_vault_withdraw(
+            vault=inventory, token=base.usdc, vault_id=vault_id, target_amount_units=15_000_000
+        )
+    )
+    moved = erc20_transfers_in(
+        withdrawn, token=base.usdc, to=scratch_account.address, from_=inventory
+    )
+    assert [t.amount_units for t in moved] == [15_000_000]
+    assert balance(inventory) == 25_000_000
+
+
+def test_a_wallet_without_the_operator_role_is_refused_before_signing(
+    sim_chains: SimChains, scratch_account: SimAccount
+) -> None:
+    base = sim_chains.base
+    inventory = sim_chains.deploy_inventory()
+    client = sim_chains.client(base, scratch_account)
+    assert not client.has_operator_role(inventory=inventory, account=scratch_account.address)
+    with pytest.raises(PreflightReverted, match="AccessControlUnauthorizedAccount"):
+        client.build_vault_withdraw(
+            vault=inventory, token=base.usdc, vault_id=_vault_id(), target_amount_units=1
+        )

@@ -683,7 +683,7 @@ class SimChains:
     def vault_deposit(
         self, account: SimAccount, token: str, vault_id: bytes, amount_units: int
     ) -> Receipt:
-        """`account` approves the vault and deposits `amount_units` of `token` (`deposit3`)."""
+        """`account` approves the vault and deposits `amount_units` of `token` (`deposit4`)."""
         if self.base.vault is None:
             raise SimChainError("base vault is not deployed")
         self.transact(
@@ -699,9 +699,27 @@ class SimChains:
             account,
             to=self.base.vault,
             data=self.encode(
-                "OrderBookVault", "deposit3", to_checksum_address(token), vault_id, amount, []
+                "OrderBookVault", "deposit4", to_checksum_address(token), vault_id, amount, []
             ),
         )
+
+    def deploy_inventory(self, *, operators: tuple[str, ...] = ()) -> str:
+        """A `RaindexInventory` over the order book ("managed" vaults, spec 15.6), with
+        OPERATOR_ROLE granted to `operators`; returns its address."""
+        if self.base.vault is None:
+            raise SimChainError("base vault is not deployed")
+        inventory = self._deploy_contract(self.base, "RaindexInventory", self.base.vault)
+        role = keccak(text="OPERATOR_ROLE")
+        for operator in operators:
+            self.transact(
+                self.base,
+                self.deployer,
+                to=inventory,
+                data=self.encode(
+                    "RaindexInventory", "grantRole", role, to_checksum_address(operator)
+                ),
+            )
+        return inventory
 
     def simulate_take(
         self,

@@ -204,7 +204,14 @@ class SimulatedDay:
                 f"--db {self.db_path}: the file exists; a simulated day needs a fresh database "
                 "(remove it or name another path)"
             )
-        knobs = SimKnobs(seed=self.options.seed, history_malformed_rows=0)
+        # USD and USDC are two balances at Alpaca: every USDC move converts through USDCUSD,
+        # at a seeded price near 1 with a 10 bp spread.
+        knobs = SimKnobs(
+            seed=self.options.seed,
+            history_malformed_rows=0,
+            usdc_spread_bps=Decimal(10),
+            usdc_price_jitter_bps=Decimal(3),
+        )
         symbols = self.options.symbols
         self.venue = SimVenue(
             knobs=knobs,
@@ -677,6 +684,14 @@ class SimulatedDay:
                 f"  {step:<44} {sum(values) / len(values):6.2f} / {max(values):6.2f}  "
                 f"(n={len(values)})"
             )
+        conversions = _conversion_costs(report.operations)
+        if conversions:
+            total = sum((cost for *_, cost in conversions), Decimal(0))
+            out(f"USDC conversions (USDCUSD at Alpaca), cost lost to the spread: {total} USD")
+            for op_id, kind, side, usd, usdc_amount, cost in conversions:
+                out(
+                    f"  #{op_id} {kind:<20} {side:<4} {usd} USD <-> {usdc_amount} USDC, cost {cost}"
+                )
         out("final pools:")
         for pool in report.pools:
             out(
@@ -912,6 +927,33 @@ def _clock() -> str:
 
 def _said(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error)[:300]}"
+
+
+def _conversion_costs(
+    operations: list[dict[str, Any]],
+) -> list[tuple[int, str, str, str, str, Decimal]]:
+    """Each operation's confirmed USDCUSD conversion: (id, kind, side, USD, USDC, cost)."""
+    rows = []
+    for op in operations:
+        side = ""
+        for event in op["events"]:
+            name = _short(event["event_type"])
+            # The stored payload is keyed by the event's name: {"ConversionConfirmed": {...}}.
+            payload = (event.get("payload") or {}).get(name) or {}
+            if name == "ConversionInitiated":
+                side = str(payload.get("side", ""))
+            elif name == "ConversionConfirmed":
+                rows.append(
+                    (
+                        op["id"],
+                        op["kind"],
+                        side,
+                        str(payload.get("usd_amount")),
+                        str(payload.get("usdc_amount")),
+                        Decimal(str(payload.get("cost", "0"))),
+                    )
+                )
+    return rows
 
 
 def _check_outcomes(operations: list[dict[str, Any]]) -> tuple[bool, str]:

@@ -43,11 +43,11 @@ import re
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Context, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, ROUND_UP, Context, Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -138,6 +138,10 @@ class SimKnobs:
     order_fill_delay_s: float = 0.05
     default_price_usd: Decimal = Decimal(100)
     usdc_crypto_position: Decimal = Decimal("0.5")
+    # USDCUSD conversions: a seeded mid price within `usdc_price_jitter_bps` of 1, buys at
+    # mid + half the spread, sells at mid - half the spread (0: exactly 1 both ways).
+    usdc_spread_bps: Decimal = Decimal(0)
+    usdc_price_jitter_bps: Decimal = Decimal(0)
     # How the whitelist spells the market maker entry's chain ("ETH" or "Ethereum").
     whitelist_chain: str = "ETH"
     # Rows of unknown shape in the tokenization history (the reference tests 128).
@@ -312,6 +316,8 @@ class OrderRecord:
     filled_avg_price: Decimal | None = None
     filled_at: datetime | None = None
     updated_at: datetime | None = None
+    notional: Decimal | None = None
+    time_in_force: str = "day"
 
     def to_json(self) -> dict[str, Any]:
         """Broker API order (the fields this project reads plus Alpaca's usual companions)."""
@@ -325,10 +331,10 @@ class OrderRecord:
             "expired_at": None,
             "canceled_at": None,
             "failed_at": None,
-            "asset_class": "us_equity",
+            "asset_class": "crypto" if self.symbol == USDC_SYMBOL else "us_equity",
             "symbol": self.symbol,
-            "notional": None,
-            "qty": _plain(self.qty),
+            "notional": None if self.notional is None else _plain(self.notional),
+            "qty": None if self.notional is not None and self.filled_qty == 0 else _plain(self.qty),
             "filled_qty": _plain(self.filled_qty),
             "filled_avg_price": (
                 None if self.filled_avg_price is None else _plain(self.filled_avg_price)
@@ -337,7 +343,7 @@ class OrderRecord:
             "order_type": "market",
             "type": "market",
             "side": self.side,
-            "time_in_force": "day",
+            "time_in_force": self.time_in_force,
             "limit_price": None,
             "stop_price": None,
             "status": self.status,
@@ -384,6 +390,9 @@ FAULT_429 = "429"  # answer 429 with `Retry-After` (knob retry_after_s) and do n
 FAULTS = (FAULT_5XX, FAULT_5XX_AFTER, FAULT_HANG, FAULT_429)
 
 # Endpoint keys (for `request_count` and `fail_next`).
+USDC_SYMBOL = "USDCUSD"  # Alpaca's USDC crypto position and its USD pair
+USD_UNIT = Decimal("0.000001")  # cash credited or debited by a conversion, 6 decimals
+CRYPTO_QTY_UNIT = Decimal("0.000000001")  # Alpaca's crypto quantities: 9 decimals
 KEY_MINT = "POST /v1/accounts/{acct}/tokenization/mint"
 KEY_TOKENIZATION_LIST = "GET /v1/accounts/{acct}/tokenization/requests"
 KEY_TOKENIZATION_GET = "GET /v1/accounts/{acct}/tokenization/requests/{id}"
@@ -615,6 +624,17 @@ class SimVenueServer:
         self._port = port
         self._positions: dict[str, Decimal] = dict(positions or {})
         self._cash = cash_usd
+        # USDC at Alpaca is a crypto position (`USDCUSD`), not cash (spec 15.5).
+        self._usdc = self._knobs.usdc_crypto_position
+        # USDC locked by pending withdrawals: still in the position's `qty` until they
+        # complete, not in `qty_available`.
+        self._usdc_locked = Decimal(0)
+        self._usdc_mid = Decimal(1) + (
+            Decimal(random.Random(f"usdc-{self._knobs.seed}").randint(-1000, 1000))
+            / 1000
+            * self._knobs.usdc_price_jitter_bps
+            / 10000
+        ).quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
         self._tokenization: list[TokenizationRecord] = []
         self._transfers: list[TransferRecord] = []
         self._iris: dict[tuple[int, str], list[IrisRecord]] = {}
@@ -633,6 +653,8 @@ class SimVenueServer:
         self._seen_logs: set[tuple[str, str, int]] = set()
         self._counts: Counter[str] = Counter()
         self._faults_served: Counter[tuple[str, str]] = Counter()
+        self._idempotency_seen: defaultdict[str, list[str]] = defaultdict(list)
+        self._idempotency_answers: dict[tuple[str, str], tuple[bytes, int, Any]] = {}
         self._faults: dict[str, deque[str]] = {}
         self._holds: dict[str, deque[RequestHold]] = {}
         self._errors: list[str] = []
@@ -813,6 +835,15 @@ class SimVenueServer:
         with self._lock:
             self._cash = amount_usd
 
+    def usdc_position(self) -> Decimal:
+        """The `USDCUSD` crypto position's quantity (USDC held at Alpaca)."""
+        with self._lock:
+            return self._usdc
+
+    def set_usdc_position(self, qty: Decimal) -> None:
+        with self._lock:
+            self._usdc = qty
+
     def whitelist_set(self, address: str, status: str | None, *, chain: str | None = None) -> None:
         """Set (or with None remove) the USDC/ethereum whitelist entry of `address`; its chain
         is spelled `chain` (default the `whitelist_chain` knob, "ETH")."""
@@ -947,10 +978,16 @@ class SimVenueServer:
             if fault == FAULT_HANG:
                 time.sleep(self._knobs.hang_s)
             extra: dict[str, str] = {}
+            idempotency_key = _header(headers, "Idempotency-Key") if method == "POST" else None
             try:
                 self._authenticate(headers, route.auth, match.groupdict().get("acct"))
-                result = route.handler(query=query, body=body, **match.groupdict())
-                status, payload = 200, result
+                replayed = self._idempotent_replay(route.key, idempotency_key, body)
+                if replayed is not None:
+                    status, payload = replayed
+                else:
+                    result = route.handler(query=query, body=body, **match.groupdict())
+                    status, payload = 200, result
+                    self._idempotent_remember(route.key, idempotency_key, body, status, payload)
             except _Reply as reply:
                 status, payload, extra = reply.status, reply.body, reply.headers
             if fault == FAULT_5XX_AFTER:
@@ -958,6 +995,38 @@ class SimVenueServer:
             text = payload if isinstance(payload, str) else json.dumps(payload)
             return status, text, extra
         return 404, json.dumps({"code": 40410000, "message": "endpoint not found"}), {}
+
+    def _idempotent_replay(
+        self, key: str, idempotency_key: str | None, body: bytes
+    ) -> tuple[int, Any] | None:
+        """Alpaca answers a create request re-sent with the same `Idempotency-Key` with the
+        first one's answer, acting once; the same key with another body is refused (422)."""
+        if idempotency_key is None:
+            return None
+        with self._lock:
+            self._idempotency_seen[key].append(idempotency_key)
+            known = self._idempotency_answers.get((key, idempotency_key))
+        if known is None:
+            return None
+        first_body, status, payload = known
+        if _json_object(body) != _json_object(first_body):
+            raise _Reply(
+                422,
+                {"code": 40010001, "message": "Idempotency-Key reused with a different request"},
+            )
+        return status, payload
+
+    def _idempotent_remember(
+        self, key: str, idempotency_key: str | None, body: bytes, status: int, payload: Any
+    ) -> None:
+        if idempotency_key is not None:
+            with self._lock:
+                self._idempotency_answers[(key, idempotency_key)] = (body, status, payload)
+
+    def idempotency_keys(self, key: str) -> list[str]:
+        """The `Idempotency-Key` headers of the POSTs to route `key`, in order."""
+        with self._lock:
+            return list(self._idempotency_seen[key])
 
     def _draw_fault(self, key: str) -> str | None:
         with self._lock:
@@ -1009,8 +1078,16 @@ class SimVenueServer:
     # -- Alpaca: account, positions, clock, orders -------------------------------------------
 
     def _account(self, **_: Any) -> Any:
+        """The Broker API trading account with every field alpaca-py's `TradeAccount`
+        requires (decimal strings, as Alpaca sends them)."""
         with self._lock:
             cash = _plain(self._cash)
+            equity = self._cash + sum(
+                (qty * self.price(symbol) for symbol, qty in self._positions.items()),
+                Decimal(0),
+            )
+            equity += self._usdc
+            long_value = _plain(equity - self._cash)
             return {
                 "id": self.world.account_id,
                 "account_number": "SIM" + self.world.account_id[-6:].upper(),
@@ -1018,7 +1095,43 @@ class SimVenueServer:
                 "crypto_status": "ACTIVE",
                 "currency": "USD",
                 "cash": cash,
+                # No unsettled proceeds in the simulation: all cash may leave.
+                "cash_withdrawable": cash,
+                "cash_transferable": cash,
                 "buying_power": cash,
+                "regt_buying_power": cash,
+                "daytrading_buying_power": "0",
+                "non_marginable_buying_power": cash,
+                "accrued_fees": "0",
+                "pending_transfer_in": "0",
+                "pending_transfer_out": "0",
+                "portfolio_value": _plain(equity),
+                "equity": _plain(equity),
+                "last_equity": _plain(equity),
+                "long_market_value": long_value,
+                "short_market_value": "0",
+                "initial_margin": "0",
+                "maintenance_margin": "0",
+                "last_maintenance_margin": "0",
+                "sma": "0",
+                "daytrade_count": 0,
+                "multiplier": "1",
+                "pattern_day_trader": False,
+                "trading_blocked": False,
+                "transfers_blocked": False,
+                "account_blocked": False,
+                "trade_suspended_by_user": False,
+                "shorting_enabled": False,
+                "previous_close": _iso(_now().replace(hour=20, minute=0, second=0, microsecond=0)),
+                "last_long_market_value": long_value,
+                "last_short_market_value": "0",
+                "last_cash": cash,
+                "last_initial_margin": "0",
+                "last_regt_buying_power": cash,
+                "last_daytrading_buying_power": "0",
+                "last_daytrade_count": 0,
+                "last_buying_power": cash,
+                "clearing_broker": "APEX",
                 "created_at": "2025-01-02T15:04:05.123456Z",
             }
 
@@ -1029,9 +1142,12 @@ class SimVenueServer:
                 for symbol, qty in sorted(self._positions.items())
                 if qty != 0
             ]
-            usdc = self._knobs.usdc_crypto_position
+            usdc = self._usdc
             if usdc != 0:
-                rows.append(self._position_row("USDCUSD", usdc, "crypto", Decimal(1)))
+                row = self._position_row(USDC_SYMBOL, usdc, "crypto", self._usdc_mid)
+                held = self._held.get(USDC_SYMBOL, Decimal(0))
+                row["qty_available"] = _plain(usdc - self._usdc_locked - held)
+                rows.append(row)
             return rows
 
     def _position_row(
@@ -1048,7 +1164,15 @@ class SimVenueServer:
             "qty_available": _plain(available),
             "side": "long" if qty > 0 else "short",
             "market_value": _plain(qty * price),
+            "cost_basis": _plain(qty * price),
+            "unrealized_pl": "0",
+            "unrealized_plpc": "0",
+            "unrealized_intraday_pl": "0",
+            "unrealized_intraday_plpc": "0",
             "current_price": _plain(price),
+            "lastday_price": _plain(price),
+            "change_today": "0",
+            "asset_marginable": asset_class != "crypto",
         }
 
     def _clock(self, **_: Any) -> Any:
@@ -1068,6 +1192,8 @@ class SimVenueServer:
 
     def _submit_order(self, *, body: bytes, **_: Any) -> Any:
         data = _json_object(body)
+        if data.get("symbol") in (USDC_SYMBOL, "USDC/USD"):
+            return self._submit_usdc_order(data)
         symbol = data.get("symbol")
         qty = _decimal(data.get("qty"))
         side = data.get("side")
@@ -1128,6 +1254,115 @@ class SimVenueServer:
             self._orders.append(record)
             logger.info("sim: order %s %s %s %s accepted", record.id, side, qty, symbol)
             return record.to_json()
+
+    def usdc_prices(self) -> tuple[Decimal, Decimal]:
+        """(buy price, sell price) of USDC in USD: the seeded mid and the spread."""
+        half = self._usdc_mid * self._knobs.usdc_spread_bps / 20000
+        half = half.quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
+        return self._usdc_mid + half, self._usdc_mid - half
+
+    def _submit_usdc_order(self, data: dict[str, Any]) -> Any:
+        """A `USDCUSD` market order (crypto: `gtc` or `ioc`): a buy by `notional` (USD) or
+        `qty` (USDC), a sell by `qty`; it fills at `usdc_prices`."""
+        side = data.get("side")
+        qty = _decimal(data.get("qty")) if data.get("qty") is not None else None
+        notional = _decimal(data.get("notional")) if data.get("notional") is not None else None
+        client_order_id = data.get("client_order_id") or self._new_id()
+        problems = []
+        if side not in ("buy", "sell"):
+            problems.append(f"side={side!r}: must be buy or sell")
+        if (qty is None) == (notional is None):
+            problems.append("exactly one of qty and notional is required")
+        if qty is not None and qty <= 0:
+            problems.append(f"qty={data.get('qty')!r}: must be > 0")
+        if notional is not None and (notional <= 0 or side != "buy"):
+            problems.append(f"notional={data.get('notional')!r}: a buy's USD amount > 0")
+        if data.get("type") != "market":
+            problems.append(f"type={data.get('type')!r}: the simulation fills market orders only")
+        if data.get("time_in_force") not in ("gtc", "ioc"):
+            problems.append(
+                f"time_in_force={data.get('time_in_force')!r}: crypto orders take gtc or ioc"
+            )
+        if not isinstance(client_order_id, str) or len(client_order_id) > 128:
+            problems.append("client_order_id: must be a string of at most 128 characters")
+        if problems:
+            raise _Reply(422, {"code": 40010001, "message": "; ".join(problems)})
+        assert isinstance(side, str) and isinstance(client_order_id, str)
+        with self._lock:
+            if any(o.client_order_id == client_order_id for o in self._orders):
+                raise _Reply(422, {"code": 40010001, "message": "client_order_id must be unique"})
+            buy_price, _ = self.usdc_prices()
+            if side == "sell":
+                assert qty is not None
+                held = self._held.get(USDC_SYMBOL, Decimal(0))
+                available = self._usdc - self._usdc_locked - held
+                if available < qty:
+                    raise _Reply(
+                        403,
+                        {
+                            "code": 40310000,
+                            "message": f"insufficient balance for USDC (requested: {qty}, "
+                            f"available: {available})",
+                        },
+                    )
+                self._held[USDC_SYMBOL] = held + qty
+            else:
+                cost = notional if notional is not None else (qty or Decimal(0)) * buy_price
+                if self._cash < cost:
+                    raise _Reply(
+                        403,
+                        {
+                            "code": 40310000,
+                            "message": f"insufficient buying power (cost {cost}, "
+                            f"cash {self._cash})",
+                        },
+                    )
+            record = OrderRecord(
+                id=self._new_id(),
+                client_order_id=client_order_id,
+                symbol=USDC_SYMBOL,
+                side=side,
+                qty=qty if qty is not None else Decimal(0),
+                status="accepted",
+                created_at=_now(),
+                due_at=time.monotonic() + self._knobs.order_fill_delay_s,
+                notional=notional,
+                time_in_force=str(data.get("time_in_force")),
+            )
+            self._orders.append(record)
+            logger.info(
+                "sim: order %s %s %s USDCUSD accepted",
+                record.id,
+                side,
+                f"${notional}" if notional is not None else qty,
+            )
+            return record.to_json()
+
+    def _fill_usdc_order(self, order: OrderRecord) -> None:
+        with self._lock:
+            buy_price, sell_price = self.usdc_prices()
+            if order.side == "buy":
+                price = buy_price
+                if order.notional is not None:
+                    qty = (order.notional / price).quantize(CRYPTO_QTY_UNIT, rounding=ROUND_DOWN)
+                    cost = order.notional
+                else:
+                    qty = order.qty
+                    cost = (qty * price).quantize(USD_UNIT, rounding=ROUND_UP)
+                self._cash -= cost
+                self._usdc += qty
+            else:
+                price = sell_price
+                qty = order.qty
+                self._held[USDC_SYMBOL] = self._held.get(USDC_SYMBOL, Decimal(0)) - qty
+                self._usdc -= qty
+                self._cash += (qty * price).quantize(USD_UNIT, rounding=ROUND_DOWN)
+            order.qty = qty
+            order.status = "filled"
+            order.filled_qty = qty
+            order.filled_avg_price = price
+            order.filled_at = order.updated_at = _now()
+        logger.info("sim: USDCUSD order %s filled: %s %s at %s", order.id, order.side, qty, price)
 
     def _order_by_client_id(self, *, query: dict[str, str], **_: Any) -> Any:
         wanted = query.get("client_order_id")
@@ -1275,11 +1510,19 @@ class SimVenueServer:
             )
             if not approved:
                 raise _Reply(403, {"message": f"address {address} is not an approved whitelist"})
-            if self._cash < amount:
+            # A USDC withdrawal spends the USDCUSD position (never USD cash): Alpaca refuses
+            # one larger than what is free of earlier pending withdrawals and sell orders.
+            free = self._usdc - self._usdc_locked - self._held.get(USDC_SYMBOL, Decimal(0))
+            if free < amount:
                 raise _Reply(
-                    403, {"message": f"insufficient balance: cash {self._cash}, requested {amount}"}
+                    422,
+                    {
+                        "code": 42210000,
+                        "message": f"insufficient balance: USDC available {free}, "
+                        f"requested {amount}",
+                    },
                 )
-            self._cash -= amount
+            self._usdc_locked += amount
             record = TransferRecord(
                 id=self._new_id(),
                 direction="OUTGOING",
@@ -1424,6 +1667,9 @@ class SimVenueServer:
             self._attest(iris)
 
     def _fill_order(self, order: OrderRecord) -> None:
+        if order.symbol == USDC_SYMBOL:
+            self._fill_usdc_order(order)
+            return
         with self._lock:
             price = self.price(order.symbol)
             amount = order.qty * price
@@ -1496,14 +1742,14 @@ class SimVenueServer:
         if transfer.direction == "INCOMING":
             with self._lock:
                 transfer.status = "COMPLETE"
-                self._cash += transfer.amount
+                self._usdc += transfer.amount  # credited as the USDCUSD position
             logger.info("sim: deposit %s of %s USDC credited", transfer.id, transfer.amount)
             return
         if transfer.status == "PENDING":
             if self._chance(knobs.withdrawal_fail_rate):
                 with self._lock:
                     transfer.status = "FAILED"
-                    self._cash += transfer.amount
+                    self._usdc_locked -= transfer.amount
                 logger.info("sim: withdrawal %s failed", transfer.id)
                 return
             net = transfer.amount - transfer.network_fee
@@ -1523,6 +1769,8 @@ class SimVenueServer:
         else:
             with self._lock:
                 transfer.status = "COMPLETE"
+                self._usdc_locked -= transfer.amount
+                self._usdc -= transfer.amount
             logger.info("sim: withdrawal %s complete", transfer.id)
 
     def _attest(self, record: IrisRecord) -> None:
@@ -1722,9 +1970,18 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     return (key, secret) if sep else None
 
 
+def _header(headers: dict[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body or b"{}")
+        # JSON numbers are read exactly: Alpaca (and alpaca-py) send `qty` as a number too.
+        data = json.loads(body or b"{}", parse_float=Decimal)
     except ValueError:
         raise _Reply(400, {"message": "body is not JSON"}) from None
     if not isinstance(data, dict):
@@ -1733,6 +1990,11 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 
 def _decimal(value: object) -> Decimal | None:
+    """A decimal string or a JSON number (read exactly), as Alpaca accepts both."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal | int):
+        value = str(value)
     if not isinstance(value, str):
         return None
     try:

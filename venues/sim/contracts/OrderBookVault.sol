@@ -30,8 +30,9 @@ struct TaskV2 {
 }
 
 /// @title OrderBookVault (simulation)
-/// @notice The vault part of Rain's IOrderBookV5 with the real signatures, `Float` encoding and
-/// events: `vaultBalance2`, `deposit3`, `withdraw3`, `DepositV2`, `WithdrawV2`. Documented
+/// @notice The vault part of Rain's IRaindexV6 with the real signatures, `Float` encoding and
+/// events: `vaultBalance2`, `deposit4`, `withdraw4`, `DepositV2`, `WithdrawV2` (V6 renamed
+/// V5's `deposit3` / `withdraw3`, same arguments). Documented
 /// simplifications: no orders (so `tasks` must be empty), balances kept as whole token units
 /// (a deposit's Float must be a whole number of units, as the real order book's lossless
 /// conversion requires), reverts carry strings instead of custom errors. `vaultBalance2`
@@ -73,7 +74,7 @@ contract OrderBookVault {
         return _pack(balances[owner][token][vaultId], IERC20Minimal(token).decimals());
     }
 
-    function deposit3(address token, bytes32 vaultId, Float depositAmount, TaskV2[] calldata tasks)
+    function deposit4(address token, bytes32 vaultId, Float depositAmount, TaskV2[] calldata tasks)
         external
     {
         require(tasks.length == 0, "Tasks are not supported by the simulated order book");
@@ -88,7 +89,7 @@ contract OrderBookVault {
     }
 
     /// @notice Withdraws min(targetAmount, balance); a zero target is rejected.
-    function withdraw3(address token, bytes32 vaultId, Float targetAmount, TaskV2[] calldata tasks)
+    function withdraw4(address token, bytes32 vaultId, Float targetAmount, TaskV2[] calldata tasks)
         external
     {
         require(tasks.length == 0, "Tasks are not supported by the simulated order book");
