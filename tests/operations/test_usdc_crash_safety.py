@@ -2,7 +2,8 @@
 `REBALANCER_CHAOS_KILL_AT` drill) of each direction in turn, restart the cluster, and assert the
 operation completes with exactly one withdrawal request at the simulated Alpaca / one vault
 withdraw, one burn, one receiveMessage, one vault deposit / one transfer to Alpaca's deposit
-address onchain."""
+address onchain, and exactly one USDCUSD conversion order (a buy before the withdrawal, a sale
+after the deposit)."""
 
 from __future__ import annotations
 
@@ -22,19 +23,24 @@ from tests.operations.usdc_support import (
     new_usdc,
     next_amount,
 )
+from venues.sim.server import KEY_ORDER_POST
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 
-USDC_EVENTS = [
-    "Requested",
+BRIDGE_EVENTS = [
     "Initiated",
     "WithdrawalConfirmed",
     "BridgingInitiated",
     "BridgeAttestationReceived",
     "Bridged",
     "DepositInitiated",
-    "DepositConfirmed",
 ]
+CONVERSION = ["ConversionInitiated", "ConversionConfirmed"]
+# Alpaca to Base buys USDC before the withdrawal; Base to Alpaca sells it once deposited.
+USDC_EVENTS = {
+    A2B: ["Requested", *CONVERSION, *BRIDGE_EVENTS, "DepositConfirmed"],
+    B2A: ["Requested", *BRIDGE_EVENTS, *CONVERSION, "DepositConfirmed"],
+}
 # Standing approvals are signed once per chain and spender, so their points are reached only
 # by the first operation; every other boundary is reached by every operation.
 COMMON_POINTS = [
@@ -50,6 +56,10 @@ COMMON_POINTS = [
     "after:ConfirmBridging",
     "after:InitiateDeposit",
     "after:ConfirmDeposit",
+    "before:convert",
+    "after:convert",
+    "after:InitiateConversion",
+    "after:ConfirmConversion",
 ]
 POINTS = [
     *((A2B, p) for p in ["before:withdraw", "after:withdraw"]),
@@ -80,8 +90,10 @@ def test_usdc_killed_at_each_step_boundary_completes_once_after_restart(
 
     finished = wait_finished(operation.pk, cluster)
     assert finished.status == OperationStatus.COMPLETED, finished.failure_reason + cluster.logs()
-    assert business_types(operation) == USDC_EVENTS
+    assert business_types(operation) == USDC_EVENTS[kind]
     assert watch.effects(kind) == EXACTLY_ONCE[kind]
-    # Every POST at the simulated venue: one withdrawal for Alpaca -> Base, none otherwise.
-    assert posts_since(sim_venue, posts_before) == ({WITHDRAW_POST: 1} if kind == A2B else {})
+    # Every POST at the simulated venue: one conversion order each way, and one withdrawal for
+    # Alpaca -> Base.
+    expected_posts = {KEY_ORDER_POST: 1, **({WITHDRAW_POST: 1} if kind == A2B else {})}
+    assert posts_since(sim_venue, posts_before) == expected_posts
     cluster.kill()  # nothing left to do: skip the graceful stop

@@ -145,6 +145,31 @@ def test_alpaca_to_base_completes_once_each_and_settles_inventory_with_fees(
     assert set(signed_purposes(operation)) >= {"burn", "mint", "vault_deposit"}
 
 
+def test_a_new_move_never_skips_its_conversion_to_adopt_a_withdrawal_of_its_amount(
+    sim_venue, venues, knobs
+):
+    """A withdrawal of the requested amount to our wallet made just before (by hand, or by an
+    earlier run) is not ours: without a POST of ours the move converts and withdraws the USDC
+    it bought (it used to adopt that withdrawal as a log from before conversions and skip the
+    conversion)."""
+    knobs(usdc_spread_bps=Decimal(20))
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+    amount = Decimal("123.456789")
+    sim_venue.server.set_usdc_position(sim_venue.server.usdc_position() + amount)
+    unrelated = venues.alpaca.initiate_withdrawal(
+        amount_usdc=amount, address=venues.market_maker_wallet
+    )
+    operation = new_usdc(A2B, str(amount))
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    events = usdc_events(operation)
+    assert any(isinstance(e, ev.ConversionInitiated) for e in events)
+    withdrawn = next(e for e in events if isinstance(e, ev.Initiated))
+    assert unrelated.id not in str(withdrawn)
+
+
 def test_alpaca_to_base_buys_usdc_at_the_spread_and_withdraws_exactly_what_it_bought(
     sim_venue, venues, knobs
 ):
