@@ -18,7 +18,7 @@ def execute_operation(operation_id: int) -> None:
     from operations.workflows import operation_advance
 
     try:
-        result = operation_advance(operation_id=int(operation_id))
+        result = operation_advance(operation_id=int(operation_id), due_only=True)
     except Exception:
         logger.exception("operation %s: task failed", operation_id)
         raise

@@ -247,12 +247,16 @@ def service_schedules_ensure() -> None:
 
 def startup_work(*, once: bool = False) -> None:
     """Market clock, sweep and the first venue poll (each failure logged, never fatal)."""
+    from operations.due import queued_marks_release
     from operations.sweep import sweep_nonce_fills, sweep_operations
     from rebalancer.market import market_clock_refresh
     from rebalancer.poller import venue_balances_poll, venue_poll_if_due
 
     if settings.REBALANCING.enabled:
         market_clock_refresh(force=True)
+    # Tasks a previous run held in its cluster's buffer died with it (one still in the broker
+    # is delivered twice; the runner's lease makes that harmless).
+    queued_marks_release()
     enqueued = sweep_operations()
     logger.info(
         "start-up sweep: %d interrupted operation(s) re-enqueued %s", len(enqueued), enqueued
