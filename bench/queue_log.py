@@ -4,8 +4,8 @@
 
 `manage.py runrebalancer --simulate` prints its logs directory; `service.log` holds the service
 and its workers. Printed: operations created, log lines (all, and per operation), WARNING
-lines, the "re-enqueued" / "enqueued again" lines (WARNING and INFO), and the time from a
-wait's end to the start of the operation's next run (p50, p95, max). A wait's end is the
+lines, the "re-enqueued" / "enqueued again" / "delivered again" lines (WARNING and INFO), the
+time from a wait's end to the start of the operation's next run (p50, p95, max). A wait's end is the
 moment a run logged "waiting S s" (or "retrying in S s") plus S (the log rounds S to 0.1 s,
 so each figure is within 0.05 s); the next run's start is its next "attempt N" line.
 """
@@ -24,7 +24,7 @@ STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\S+) "
 CREATED = re.compile(STAMP + r"operation (\d+) created:")
 WAITING = re.compile(STAMP + r"operation (\d+): (?:waiting|.*retrying in) ([\d.]+)s")
 ATTEMPT = re.compile(STAMP + r"operation (\d+) \(.*\): attempt \d+$")
-LOST = re.compile(r"re-enqueued|enqueued again")
+LOST = re.compile(r"re-enqueued|enqueued again|delivered again")
 
 
 def _at(stamp: str) -> datetime:

@@ -40,7 +40,12 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from operations.models import ACTIVE_STATUSES, Operation, OperationStatus
-from operations.services import operation_due, operation_enqueue, pools_cooled_down_recheck
+from operations.services import (
+    operation_due,
+    pools_cooled_down_recheck,
+    queued_until_from,
+    task_push,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -105,10 +110,14 @@ def operations_dispatch(*, now: datetime | None = None) -> list[int]:
     if connection.features.has_select_for_update_skip_locked:
         rows = rows.select_for_update(skip_locked=True)
     with transaction.atomic():
-        due = list(rows.only("pk", "status", "queued_until", "claimed_by"))
+        due = list(rows.only("pk", "status", "queued_until"))
+        if due:
+            Operation.objects.filter(pk__in=[o.pk for o in due]).update(
+                queued_until=queued_until_from(moment)
+            )
         for operation in due:
             lost = operation.queued_until is not None or operation.status == OperationStatus.RUNNING
-            operation_enqueue(operation=operation, now=moment)
+            task_push(operation.pk)
             if lost:
                 # Routine dispatches are silent; a task that never ran, or a worker that
                 # vanished mid-step, is worth a line.

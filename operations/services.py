@@ -117,15 +117,21 @@ def queued_for_s() -> float:
     return float(settings.Q_CLUSTER.get("retry", 180))
 
 
-def operation_enqueue(*, operation: Operation, now: datetime | None = None) -> None:
-    """Mark the row queued (`queued_until`) and queue `execute_operation(operation.pk)`: in
-    this transaction (ORM), else on commit."""
-    from django_q.tasks import async_task
+def queued_until_from(now: datetime | None = None) -> datetime:
+    return (now or timezone.now()) + timedelta(seconds=queued_for_s())
 
-    operation_id = operation.pk
-    moment = now or timezone.now()
-    operation.queued_until = moment + timedelta(seconds=queued_for_s())
-    Operation.objects.filter(pk=operation_id).update(queued_until=operation.queued_until)
+
+def operation_enqueue(*, operation: Operation, now: datetime | None = None) -> None:
+    """Mark the row queued (`queued_until`) and queue its task (`task_push`)."""
+    operation.queued_until = queued_until_from(now)
+    Operation.objects.filter(pk=operation.pk).update(queued_until=operation.queued_until)
+    task_push(operation.pk)
+
+
+def task_push(operation_id: int) -> None:
+    """Queue `execute_operation(operation_id)`: in this transaction (ORM), else on commit. The
+    caller has marked the row queued."""
+    from django_q.tasks import async_task
 
     def push() -> None:
         async_task(
@@ -194,13 +200,14 @@ def operation_create(
                     aggregate_id=str(uuid.uuid4()),
                     created_at=moment,
                     updated_at=moment,
+                    queued_until=queued_until_from(),
                 )
         except IntegrityError as error:
             if not _is_guard_conflict(error):
                 raise
             logger.debug("pool %s: an operation is already active, not creating %s", pool, kind)
             return None
-        operation_enqueue(operation=operation)
+        task_push(operation.pk)
     logger.info(
         "operation %s created: %s %s amount=%s aggregate_id=%s",
         operation.pk,
