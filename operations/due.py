@@ -104,7 +104,7 @@ def queued_marks_release() -> int:
 def operations_dispatch(*, now: datetime | None = None) -> list[int]:
     """Enqueue one task per due operation that has none queued; returns their ids."""
     moment = now or timezone.now()
-    dead_leases_release(now=moment)
+    voided = set(dead_leases_release(now=moment))  # each logged there
     not_queued = Q(queued_until__isnull=True) | Q(queued_until__lte=moment)
     rows = Operation.objects.filter(operation_due(moment) & not_queued).order_by("pk")
     if connection.features.has_select_for_update_skip_locked:
@@ -118,7 +118,7 @@ def operations_dispatch(*, now: datetime | None = None) -> list[int]:
         for operation in due:
             lost = operation.queued_until is not None or operation.status == OperationStatus.RUNNING
             task_push(operation.pk)
-            if lost:
+            if lost and operation.pk not in voided:
                 # Routine dispatches are silent; a task that never ran, or a worker that
                 # vanished mid-step, is worth a line.
                 logger.warning(
