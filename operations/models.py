@@ -71,13 +71,17 @@ class Operation(models.Model):
     failure_reason = models.TextField(blank=True, default="")
     # Who ended it: "event:<EventType>", "system" or an operator name.
     finished_by = models.CharField(max_length=128, blank=True, default="")
-    # When a waiting operation is due again (the sweep re-enqueues it then).
+    # When a waiting operation is due again (the due loop enqueues its task then).
     next_run_at = models.DateTimeField(null=True, blank=True)
     # Set when a human must look (for example a failure that left inflight behind).
     needs_attention = models.BooleanField(default=False)
     # A worker's lease: a duplicate delivery of the same task skips while it is valid.
     claimed_by = models.CharField(max_length=128, blank=True, default="")
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # A task for it was enqueued and no worker has taken it yet: the due loop does not enqueue
+    # another before this moment (`operations.due.operations_dispatch`). The row, not the
+    # broker, says what is queued; the broker is only the transport that wakes a worker.
+    queued_until = models.DateTimeField(null=True, blank=True)
     # After it failed: the pool is not rebalanced again before this (`PoolBreaker`).
     cooldown_until = models.DateTimeField(null=True, blank=True)
     # When a venue request that carries no id of ours (an Alpaca withdrawal POST) was sent

@@ -47,7 +47,6 @@ from operations.services import (
     operation_has_events,
     pool_resume,
 )
-from operations.sweep import queued_operation_ids
 from operations.venues import Venues, VenuesNotConfigured, venues_get
 from operations.workflows.base import NotFailable, NotReconcilable, OperationInactive
 from operations.workflows.context import StepContext
@@ -156,7 +155,7 @@ def operator_retry_now(*, operation_id: int, actor: str) -> Operation:
                 f"{operation.claimed_until.isoformat()} (a worker is advancing it now); "
                 "nothing was changed"
             )
-        if operation.pk in queued_operation_ids():
+        if operation.queued_until and operation.queued_until > now:
             raise OperatorError(
                 f"operation_id={operation_id}: a task is already queued for it; nothing was "
                 "changed (it runs when a worker takes it)"

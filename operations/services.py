@@ -4,9 +4,12 @@ The guard is the database: `operation_one_active_per_pool` allows one active ope
 `operation_create` inserts inside a savepoint, so losing the race is an ordinary "already active"
 outcome (None), never an error in the caller's transaction.
 
-The queued task is the outbox: with the ORM broker on the same database, `async_task` inside the
-creating transaction means the task exists iff the operation does. With another broker (Redis)
-the task is pushed on commit and the sweep (`operations.sweep`) covers a lost push.
+The row owns "when does this run next and who holds it" (`next_run_at`, the lease
+`claimed_by`/`claimed_until`, `queued_until`); the django-q2 task only wakes a worker. The task
+queued with a new operation is the outbox: with the ORM broker on the same database,
+`async_task` inside the creating transaction means the task exists iff the operation does. With
+another broker (Redis) the task is pushed on commit; a lost push is a `queued_until` that passed,
+and the due loop (`operations.due`) enqueues the operation again.
 
 Every path that ends an operation goes through `operation_finish` (a terminal event, called by
 the trigger) or `operation_fail` (no terminal event: an error before the aggregate's first event,
@@ -26,6 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.dispatch import Signal
 from django.utils import timezone
 from eth_utils import to_checksum_address
@@ -99,11 +103,35 @@ def orm_broker_in_use() -> bool:
     return "orm" in settings.Q_CLUSTER and not settings.Q_CLUSTER.get("redis")
 
 
-def operation_enqueue(*, operation: Operation) -> None:
-    """Queue `execute_operation(operation.pk)`: in this transaction (ORM), else on commit."""
-    from django_q.tasks import async_task
+def operation_due(now: datetime) -> Q:
+    """Active operations a worker may take now: not waiting (or waiting and its time came) and
+    no valid lease. A lost task is a lease that expired: it is due again like any other."""
+    time_came = ~Q(status=OperationStatus.WAITING) | Q(next_run_at__isnull=True)
+    unleased = Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)
+    return Q(status__in=ACTIVE_STATUSES) & (time_came | Q(next_run_at__lte=now)) & unleased
 
-    operation_id = operation.pk
+
+def queued_for_s() -> float:
+    """How long an enqueued task may go untaken before the due loop enqueues another: the
+    broker's own redelivery period (Q_RETRY_S)."""
+    return float(settings.Q_CLUSTER.get("retry", 180))
+
+
+def queued_until_from(now: datetime | None = None) -> datetime:
+    return (now or timezone.now()) + timedelta(seconds=queued_for_s())
+
+
+def operation_enqueue(*, operation: Operation, now: datetime | None = None) -> None:
+    """Mark the row queued (`queued_until`) and queue its task (`task_push`)."""
+    operation.queued_until = queued_until_from(now)
+    Operation.objects.filter(pk=operation.pk).update(queued_until=operation.queued_until)
+    task_push(operation.pk)
+
+
+def task_push(operation_id: int) -> None:
+    """Queue `execute_operation(operation_id)`: in this transaction (ORM), else on commit. The
+    caller has marked the row queued."""
+    from django_q.tasks import async_task
 
     def push() -> None:
         async_task(
@@ -172,13 +200,14 @@ def operation_create(
                     aggregate_id=str(uuid.uuid4()),
                     created_at=moment,
                     updated_at=moment,
+                    queued_until=queued_until_from(),
                 )
         except IntegrityError as error:
             if not _is_guard_conflict(error):
                 raise
             logger.debug("pool %s: an operation is already active, not creating %s", pool, kind)
             return None
-        operation_enqueue(operation=operation)
+        task_push(operation.pk)
     logger.info(
         "operation %s created: %s %s amount=%s aggregate_id=%s",
         operation.pk,

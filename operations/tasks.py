@@ -8,17 +8,17 @@ logger = logging.getLogger(__name__)
 
 
 def execute_operation(operation_id: int) -> None:
-    """Advance one operation (queued by the trigger, the sweep, the due loop, an operator).
+    """Advance one operation (queued by the trigger, the due loop, an operator).
 
     The runner claims it (lease, attempt counter; an exhausted counter fails it and releases
     the guard), runs its steps and parks it when it must wait. Anything escaping the runner is
     logged here at ERROR and re-raised so django-q2 records the failed task; the operation
-    stays active and the sweep picks it up again.
+    stays active and the due loop enqueues it again once its lease has expired.
     """
     from operations.workflows import operation_advance
 
     try:
-        result = operation_advance(operation_id=int(operation_id))
+        result = operation_advance(operation_id=int(operation_id), due_only=True)
     except Exception:
         logger.exception("operation %s: task failed", operation_id)
         raise

@@ -15,11 +15,12 @@
    restarting whichever dies. The cluster is watched part by part (`ClusterProcess.problem`):
    when any of its processes ends (a worker, the monitor, the pusher or the sentinel, e.g.
    SIGKILLed or OOM-killed) or its heartbeat task stops running, the whole cluster is killed
-   and started afresh, and the tasks lost with it are delivered again at once
-   (`operations.sweep.lost_tasks_release`). django-q2 alone respawns a dead process, but the
-   processes share multiprocessing queues whose locks die with their holder: a worker killed
-   while it waits on the task queue holds that queue's read lock for good (no worker gets a
-   task again), and a task in flight stays locked in the broker for Q_RETRY_S;
+   and started afresh, and the operations it held are due again at once (their leases and
+   queued marks released in the database: `operations.due`). django-q2's sentinel respawns a
+   dead worker, monitor or pusher by itself, but its processes share multiprocessing queues
+   whose locks die with their holder: a worker killed while it waits on the task queue holds
+   that queue's read lock for good (no worker gets a task again). Respawning cannot free it;
+   only a new cluster (new queues) can;
 5. on stop: no new work is taken (the ticker and due loop stop, the cluster gets SIGTERM and
    lets running steps finish), bounded by SHUTDOWN_GRACE_S, then exit 0. Every step is
    durable, so the next start resumes what was interrupted.
@@ -275,12 +276,16 @@ def service_schedules_ensure() -> None:
 
 def startup_work(*, once: bool = False) -> None:
     """Market clock, sweep and the first venue poll (each failure logged, never fatal)."""
+    from operations.due import queued_marks_release
     from operations.sweep import sweep_nonce_fills, sweep_operations
     from rebalancer.market import market_clock_refresh
     from rebalancer.poller import venue_balances_poll, venue_poll_if_due
 
     if settings.REBALANCING.enabled:
         market_clock_refresh(force=True)
+    # Tasks a previous run held in its cluster's buffer died with it (one still in the broker
+    # is delivered twice; the runner's lease makes that harmless).
+    queued_marks_release()
     enqueued = sweep_operations()
     logger.info(
         "start-up sweep: %d interrupted operation(s) re-enqueued %s", len(enqueued), enqueued
@@ -359,8 +364,8 @@ class ClusterProcess(Child):
     of them are up, the heartbeat task has not run for `stall_s` (a wedged queue; a cluster
     still booting on a loaded host is not judged). A worker django-q2 recycles or
     replaces after a task timeout counts as ended too: the cluster is replaced, which costs a
-    second and loses nothing (steps are durable, lost tasks are delivered again). Before each
-    start the tasks the previous cluster left locked are released (`lost_tasks_release`)."""
+    second and loses nothing (steps are durable, the rows say what is due). Before each
+    start the leases and queued marks of the previous cluster are released (`operations.due`)."""
 
     env: dict[str, str]
     log: TextIO | None = None
@@ -371,22 +376,19 @@ class ClusterProcess(Child):
     ready_at: float | None = None  # wall time at which all its processes were up
 
     def start(self) -> None:
-        from operations.sweep import lost_tasks_release
+        from operations.due import dead_leases_release, queued_marks_release
 
         if self.process is not None:
-            # What the previous cluster ran is lost with it: deliver it again now rather than
-            # after the broker's retry period. The group goes first, even when its leader is
-            # already gone (a sentinel or worker may outlive it).
+            # What the previous cluster held is lost with it: its workers' leases and the tasks
+            # in its buffer. The group goes first, even when its leader is already gone (a
+            # sentinel or worker may outlive it); then the rows say so, and the due loop
+            # enqueues those operations again at once.
             self.kill()
             try:
-                released = lost_tasks_release(unleased=True)
+                dead_leases_release()
+                queued_marks_release()
             except Exception:
-                logger.exception("could not release the lost tasks (they retry later)")
-            else:
-                if released:
-                    logger.warning(
-                        "cluster restart: task(s) of operation(s) %s delivered again", released
-                    )
+                logger.exception("could not release the lost leases (they expire later)")
         self.members = set()
         self.ready_at = None
         connections.close_all()
@@ -422,7 +424,7 @@ class ClusterProcess(Child):
             if self.ready_at is None and len(current) >= int(self.env["Q_WORKERS"]) + 3:
                 self.ready_at = time.time()
                 # From here on every process of the cluster is watched (one that came and went
-                # between two looks before this point is caught by the sweep's lease check).
+                # between two looks before this point is caught by the due loop's lease check).
                 logger.info("cluster ready: processes %s watched", sorted(self.members))
         if self.stall_s is None or self.ready_at is None:
             return None

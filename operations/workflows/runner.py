@@ -4,14 +4,16 @@
 delivery). It
 
 1. claims the operation in a short transaction (row lock; SQLite serialises via IMMEDIATE):
-   skips it when terminal or when another worker's lease (`claimed_until`) is still valid
-   (a duplicate delivery); else sets the lease, status running and counts the attempt.
+   skips it when terminal, when another worker's lease (`claimed_until`) is still valid (a
+   duplicate delivery) or, for a django-q2 task (`due_only`), when it waits and its
+   `next_run_at` has not come (a task delivered late); else sets the lease, status running,
+   clears `queued_until` and counts the attempt.
    An exhausted attempt counter fails it through the workflow (the failure command valid in
    the aggregate's state) or `operation_fail` when there is no aggregate yet; the guard is
    released on every terminal path (the trigger ends the operation on the terminal event).
 2. runs steps with no transaction or lock held while a venue is called. `Wait` -> status
    waiting, `next_run_at`, lease released, attempts reset (progress was made); the due loop
-   (`operations.due`) re-enqueues it when due. Errors -> `last_error`, waiting with backoff
+   (`operations.due`) enqueues it when due. Errors -> `last_error`, waiting with backoff
    (the attempt stays counted, so a persistent failure exhausts the counter).
 
 Attempts count deliveries without progress: a clean `Wait`/`Done` resets the counter, a crash
@@ -95,7 +97,7 @@ def _worker_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _claim(operation_id: int, *, token: str, lease_s: float) -> Operation | None:
+def _claim(operation_id: int, *, token: str, lease_s: float, due_only: bool) -> Operation | None:
     now = timezone.now()
     with transaction.atomic():
         operation = Operation.objects.select_for_update().filter(pk=operation_id).first()
@@ -113,11 +115,23 @@ def _claim(operation_id: int, *, token: str, lease_s: float) -> Operation | None
                 operation.claimed_until.isoformat(),
             )
             return None
+        if (
+            due_only
+            and operation.status == OperationStatus.WAITING
+            and operation.next_run_at is not None
+            and operation.next_run_at > now
+        ):
+            # An earlier task delivered late: the row says when it runs, not the queue.
+            logger.debug(
+                "operation %s: not due before %s, task dropped", operation_id, operation.next_run_at
+            )
+            return None
         operation.attempts += 1
         operation.status = OperationStatus.RUNNING
         operation.claimed_by = token
         operation.claimed_until = now + timedelta(seconds=lease_s)
         operation.next_run_at = None
+        operation.queued_until = None
         operation.updated_at = now
         if operation.started_at is None:
             operation.started_at = now
@@ -128,6 +142,7 @@ def _claim(operation_id: int, *, token: str, lease_s: float) -> Operation | None
                 "claimed_by",
                 "claimed_until",
                 "next_run_at",
+                "queued_until",
                 "updated_at",
                 "started_at",
             ]
@@ -190,12 +205,16 @@ def operation_give_up(
     return "failed"
 
 
-def operation_advance(*, operation_id: int, venues: Venues | None = None) -> AdvanceResult:
-    """Advance one operation as far as it can go now (see the module docstring)."""
+def operation_advance(
+    *, operation_id: int, venues: Venues | None = None, due_only: bool = False
+) -> AdvanceResult:
+    """Advance one operation as far as it can go now (see the module docstring). With
+    `due_only` (a django-q2 task) a waiting operation whose `next_run_at` has not come is
+    skipped: the row says when it runs, not the queue."""
     config: WorkerConfig = venues.workers if venues else settings.REBALANCING.workers
     lease_s = lease_seconds(config)
     token = _worker_token()
-    operation = _claim(operation_id, token=token, lease_s=lease_s)
+    operation = _claim(operation_id, token=token, lease_s=lease_s, due_only=due_only)
     if operation is None:
         return AdvanceResult("skipped")
     if venues is None:

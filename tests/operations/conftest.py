@@ -135,15 +135,13 @@ def advance_until_finished(
 
 
 def release_dead_tasks() -> int:
-    """Once every worker is dead: unlock the tasks they held, as django-q's ORM broker does by
-    itself once Q_RETRY_S has passed since delivery. The tests keep the task timeout (and so
-    the retry) far above what a step takes on a loaded machine; this fast-forwards the wait a
-    real restart would sit through, without making the timeout tight."""
-    from django.utils import timezone
-    from django_q.models import OrmQ
+    """Once every worker is dead: forget the rows' queued marks, as runrebalancer's supervisor
+    does when it replaces its cluster (`operations.due.queued_marks_release`: the tasks the
+    dead cluster held are gone), so the next due loop enqueues those operations at once. The
+    leases of the dead workers are voided by the due loop itself (their processes are gone)."""
+    from operations.due import queued_marks_release
 
-    now = timezone.now()
-    return OrmQ.objects.filter(lock__gt=now).update(lock=now)
+    return queued_marks_release()
 
 
 @dataclass
@@ -175,7 +173,7 @@ class WorkerCluster:
 
     def kill(self) -> None:
         """kill -9 every process of the cluster (workers included: whole process groups),
-        then make the tasks the dead workers held deliverable again now."""
+        then release what the dead cluster held (`release_dead_tasks`)."""
         for process in self.processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)

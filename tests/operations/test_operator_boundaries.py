@@ -12,6 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.urls import reverse
+from django.utils import timezone
 from django_q.models import OrmQ, Schedule
 from eth_utils import to_checksum_address
 from hypothesis import HealthCheck, given, settings
@@ -219,7 +220,10 @@ def test_retry_refuses_when_a_task_is_already_queued():
     with pytest.raises(OperatorError, match="already queued"):
         operator_retry_now(operation_id=operation.pk, actor="alice")
     assert queued_operation_tasks() == [operation.pk]
-    OrmQ.objects.all().delete()  # the task was lost (the sweep's case): now retry queues one
+    # The task was lost and no worker took it in time: the row's queued mark has passed (the
+    # row, not the broker, says what is queued); now retry queues one.
+    OrmQ.objects.all().delete()
+    Operation.objects.filter(pk=operation.pk).update(queued_until=timezone.now())
     operator_retry_now(operation_id=operation.pk, actor="alice")
     assert queued_operation_tasks() == [operation.pk]
 

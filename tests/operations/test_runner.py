@@ -226,11 +226,12 @@ def test_due_loop_enqueues_only_waiting_operations_that_are_due(venues, sim_asse
 
     OrmQ.objects.all().delete()
     now = timezone.now()
+    # As the runner leaves them after a Wait: their tasks consumed (no queued mark).
     Operation.objects.filter(pk=due.pk).update(
-        status=OperationStatus.WAITING, next_run_at=now - timedelta(seconds=1)
+        status=OperationStatus.WAITING, next_run_at=now - timedelta(seconds=1), queued_until=None
     )
     Operation.objects.filter(pk=later.pk).update(
-        status=OperationStatus.WAITING, next_run_at=now + timedelta(minutes=5)
+        status=OperationStatus.WAITING, next_run_at=now + timedelta(minutes=5), queued_until=None
     )
     assert operations_due_enqueue() == [due.pk]
     assert queued_operation_tasks() == [due.pk]

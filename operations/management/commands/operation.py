@@ -49,7 +49,7 @@ class Command(BaseCommand):
         resume.add_argument("pool")
         resume.add_argument("--reason", required=True)
         resume.add_argument("--actor", required=True)
-        loop = sub.add_parser("due-loop", help="re-enqueue due waiting operations, forever")
+        loop = sub.add_parser("due-loop", help="enqueue due operations, forever")
         loop.add_argument("--interval", type=float, default=None)
 
     def handle(self, *args: object, **options: object) -> None:
