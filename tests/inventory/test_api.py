@@ -4,12 +4,17 @@ scopes, and nothing written on any error (events counted before and after)."""
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from inventory.auth import TOKEN_CACHE_TTL_S
 from inventory.domain import events as ev
-from inventory.models import Event, InventoryPool
+from inventory.models import ApiToken, Event, InventoryPool
 from inventory.services import api_token_create, api_token_revoke
 
 pytestmark = pytest.mark.django_db
@@ -368,6 +373,36 @@ def test_revoked_token_is_401(post, ingest_token):
     api_token_revoke(name="desk")
     assert post("/fills/onchain", fill(), token=ingest_token).status_code == 401
     assert events() == 0
+
+
+def _token_queries(queries) -> int:
+    return sum(1 for query in queries if "inventory_apitoken" in query["sql"])
+
+
+def test_a_token_in_use_is_read_from_the_database_once_a_second(client, read_token):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {read_token}"}
+    with CaptureQueriesContext(connection) as first:
+        assert client.get("/api/v1/pools", **headers).status_code == 200
+    started = time.monotonic()
+    with CaptureQueriesContext(connection) as following:
+        for _ in range(5):
+            assert client.get("/api/v1/pools", **headers).status_code == 200
+    assert _token_queries(first.captured_queries) == 1
+    if time.monotonic() - started < TOKEN_CACHE_TTL_S:  # a loaded machine may take longer
+        assert _token_queries(following.captured_queries) == 0
+
+
+def test_a_token_revoked_elsewhere_is_refused_within_a_second(client, read_token):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {read_token}"}
+    assert client.get("/api/v1/pools", **headers).status_code == 200  # now cached
+    # Revoked by another process (the console): this process's cache is not told.
+    ApiToken.objects.filter(name="reader").update(revoked_at=timezone.now())
+    revoked = time.monotonic()
+    deadline = revoked + 10
+    while client.get("/api/v1/pools", **headers).status_code == 200:
+        assert time.monotonic() < deadline, "the revoked token is still accepted"
+        time.sleep(0.05)
+    assert time.monotonic() - revoked <= TOKEN_CACHE_TTL_S + 1.0  # plus one request
 
 
 def test_token_without_the_scope_is_403(post, read_token):
