@@ -63,7 +63,7 @@ def test_the_http_benchmark_serves_posts_compares_with_the_service_and_cleans_up
     if connection.vendor == "postgresql":
         env["DATABASE_URL"] = database_url()
     done = subprocess.run(
-        [sys.executable, "bench/http.py", "--singles", "3", "--batches", "1"]
+        [sys.executable, "bench/http_ingest.py", "--singles", "3", "--batches", "1"]
         + ["--batch-size", "5", "--json"],
         cwd=ROOT,
         env=env,
@@ -74,7 +74,7 @@ def test_the_http_benchmark_serves_posts_compares_with_the_service_and_cleans_up
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
-    assert report["benchmark"] == "bench/http.py"
+    assert report["benchmark"] == "bench/http_ingest.py"
     rates = report["fills_per_s"]
     assert set(rates) == {"http_single", "service_single", "http_batch", "service_batch"}
     assert all(rate > 0 for rate in rates.values())

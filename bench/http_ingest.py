@@ -1,8 +1,8 @@
 """Fills per second through the HTTP API, against the service path in the same run.
 
-    python bench/http.py                                  # SQLite (a temporary file)
-    DATABASE_URL=postgres://user@host/db python bench/http.py
-    python bench/http.py --singles 1000 --batches 5 --conn-max-age 0 --no-token-cache
+    python bench/http_ingest.py                                  # SQLite (a temporary file)
+    DATABASE_URL=postgres://user@host/db python bench/http_ingest.py
+    python bench/http_ingest.py --singles 1000 --batches 5 --conn-max-age 0 --no-token-cache
 
 Serves the real WSGI application with waitress on a free loopback port (in this process, a
 thread per request as `runrebalancer --http` does), creates an ingest token, and posts
@@ -20,20 +20,14 @@ database is created for the run and removed after it.
 
 from __future__ import annotations
 
+import argparse
+import http.client
+import json
+import os
 import sys
+import threading
+import time
 from pathlib import Path
-
-# Run as a script, this file's directory comes first on the path, where this file would stand
-# in for the standard library's `http` package: take the directory off before importing it.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-import argparse  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -197,7 +191,7 @@ def main() -> None:
         }
         if database.vendor == "sqlite":
             report["database_file"] = database.url.removeprefix("sqlite:///")
-    print_report("bench/http.py", report, args.json)
+    print_report("bench/http_ingest.py", report, args.json)
 
 
 if __name__ == "__main__":
