@@ -6,7 +6,8 @@
 
 Serves the real WSGI application with waitress on a free loopback port (in this process, a
 thread per request as `runrebalancer --http` does), creates an ingest token, and posts
-`--singles` fills one per request (POST /api/v1/fills/onchain) and `--batches` batches of
+`--singles` fills one per request (POST /api/v1/fills/onchain, from a client process of its
+own, as the trading side is) and `--batches` batches of
 `--batch-size` fills (POST /api/v1/fills/onchain/batch) over one keep-alive connection. The
 same numbers of fills then go through the service functions directly (`fill_record_onchain`,
 `fills_record_batch`): the ratios HTTP / service are what the HTTP layer costs (targets:
@@ -24,6 +25,7 @@ import argparse
 import http.client
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -91,14 +93,41 @@ def serve():
     return server, thread
 
 
-def http_singles(client: Client, count: int) -> float:
+# The single fills' client: a process of its own, as the trading side is (in this process its
+# thread would compete with the server's threads for the interpreter lock). Reads one JSON body
+# a line, posts each over one keep-alive connection, prints the seconds they took.
+SINGLES_CLIENT = """
+import http.client, sys, time
+port, token = int(sys.argv[1]), sys.argv[2]
+bodies = sys.stdin.read().splitlines()
+connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+started = time.perf_counter()
+for body in bodies:
+    connection.request("POST", "/api/v1/fills/onchain", body=body, headers=headers)
+    response = connection.getresponse()
+    data = response.read()
+    if response.status not in (200, 201):
+        sys.exit(f"POST answered {response.status}: {data[:500]!r}")
+print(time.perf_counter() - started)
+"""
+
+
+def http_singles(port: int, token: str, count: int) -> float:
     batch = ingest.fills(count)
     ingest.onchain_poll(batch[0].block_number - 1)
-    bodies = [_body(fill) for fill in batch]
-    started = time.perf_counter()
-    for body in bodies:
-        client.post("/api/v1/fills/onchain", body)
-    return count / (time.perf_counter() - started)
+    bodies = "\n".join(json.dumps(_body(fill)) for fill in batch)
+    done = subprocess.run(
+        [sys.executable, "-c", SINGLES_CLIENT, str(port), token],
+        input=bodies,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the singles client failed: {done.stderr[-2000:]}")
+    return count / float(done.stdout.strip())
 
 
 def http_batches(client: Client, batches: int, size: int) -> float:
@@ -155,7 +184,7 @@ def main() -> None:
         client = Client(server.effective_port, token)
         try:
             client.warm_up(WARM_UP_REQUESTS)
-            http_single = http_singles(client, args.singles)
+            http_single = http_singles(server.effective_port, token, args.singles)
             http_batch = http_batches(client, args.batches, args.batch_size)
         finally:
             client.close()
