@@ -5,7 +5,7 @@
     DATABASE_URL=postgres://... python bench/console.py
 
 Builds a fresh database (a temporary SQLite file unless DATABASE_URL is set: that database is
-created as `<name>_bench_console` and dropped after), fills it with bulk inserts, then times
+created as `<name>_bench_console`), removed when done, fills it with bulk inserts, then times
 each page through Django's test client (the server's work: URL resolution, queries, templates)
 as the median of several requests. Prints the figures, the machine and the database. Target:
 every page under 300 ms at full size. Not a test: figures only.
@@ -41,6 +41,26 @@ def _prepare_database(args: argparse.Namespace) -> str:
     folder = Path(tempfile.mkdtemp(prefix="bench-console-"))
     os.environ["DATABASE_URL"] = f"sqlite:///{folder / 'bench.sqlite3'}"
     return "sqlite"
+
+
+def _remove_database(vendor: str) -> None:
+    """Drop what `_prepare_database` made: the SQLite file (and its WAL files and folder), or
+    the PostgreSQL database (at full size, over 600 MB either way)."""
+    from django.db import connections
+
+    connections.close_all()
+    url = os.environ["DATABASE_URL"]
+    if vendor == "postgresql":
+        import psycopg
+
+        base, _, name = url.rpartition("/")
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.parent.rmdir()
 
 
 def _setup_django(vendor: str) -> None:
@@ -203,16 +223,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
     vendor = _prepare_database(args)
-    _setup_django(vendor)
-    from django.db import connection
+    try:
+        _setup_django(vendor)
+        from django.db import connection
 
-    ids = _fill(args.events, args.operations, progress=not args.quiet)
-    results = _time_pages(args.repeats, ids)
-    with connection.cursor() as cursor:
-        version = connection.Database.sqlite_version if vendor == "sqlite" else None
-        if version is None:
-            cursor.execute("SHOW server_version")
-            version = cursor.fetchone()[0]
+        ids = _fill(args.events, args.operations, progress=not args.quiet)
+        results = _time_pages(args.repeats, ids)
+        with connection.cursor() as cursor:
+            version = connection.Database.sqlite_version if vendor == "sqlite" else None
+            if version is None:
+                cursor.execute("SHOW server_version")
+                version = cursor.fetchone()[0]
+    finally:
+        _remove_database(vendor)
     out = sys.stdout
     out.write(
         f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
@@ -228,8 +251,6 @@ def main(argv: list[str] | None = None) -> int:
         out.write(f"{name:32} {ms:9.1f} {status:>6}  {flag}\n")
         worst = max(worst, ms)
     out.write(f"slowest page: {worst:.1f} ms\n")
-    if vendor == "postgresql":
-        connection.close()
     return 0 if all(status == 200 for _, _, status in results) else 1
 
 

@@ -23,10 +23,10 @@ from inventory.schemas import (
     error_responses,
 )
 from inventory.services import (
+    CheckedOnchainFill,
     FillStatus,
-    OnchainFill,
+    fill_record,
     fill_record_offchain,
-    fill_record_onchain,
     fills_record_batch,
     hedge_fail,
     hedge_place,
@@ -65,7 +65,8 @@ def _recorded(stored: list[StoredEvent]) -> Status[dict[str, Any]]:
 @router.post("/fills/onchain", response=RECORD_RESPONSES)
 def fill_onchain(request: HttpRequest, payload: OnchainFillIn) -> Any:
     """Record a fill of our order on the onchain order book (idempotent on tx_hash:log_index)."""
-    return _recorded(fill_record_onchain(**payload.service_kwargs()))
+    # The schema validated every field: the service does not validate them again.
+    return _recorded(fill_record(CheckedOnchainFill(**payload.service_kwargs())))
 
 
 @router.post("/fills/onchain/batch", response={200: BatchOut, 201: BatchOut, **WRITE_ERRORS})
@@ -73,7 +74,7 @@ def fill_onchain_batch(request: HttpRequest, payload: OnchainFillBatchIn) -> Any
     """Record many onchain fills in one transaction: all of them, or (when any fill conflicts
     with a recorded one) none."""
     results = fills_record_batch(
-        fills=[OnchainFill(**fill.service_kwargs()) for fill in payload.fills]
+        fills=[CheckedOnchainFill(**fill.service_kwargs()) for fill in payload.fills]
     )
     recorded = sum(1 for result in results if result.status is FillStatus.RECORDED)
     body = {

@@ -7,6 +7,8 @@ without the endpoint's scope is 403 (`ScopeMissing`, mapped with the other error
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from django.http import HttpRequest
@@ -14,6 +16,51 @@ from ninja.security import HttpBearer
 
 from inventory.models import ApiToken, ApiTokenScope
 from inventory.selectors import api_token_authenticate
+
+# A token row read from the database is reused for at most this long, so a revocation (made by
+# any process: the console, `manage.py apitoken revoke`) is honoured within a second, while a
+# client sending many requests costs one token query per second instead of one per request.
+TOKEN_CACHE_TTL_S = 1.0
+# Only valid tokens are cached (an unknown secret is never remembered, so a stream of
+# guessed secrets cannot fill memory); at most this many, the cache is emptied beyond it.
+TOKEN_CACHE_MAX = 1024
+
+
+class TokenCache:
+    """Active tokens by secret digest, each with the monotonic time it was read."""
+
+    def __init__(self, ttl_s: float = TOKEN_CACHE_TTL_S, max_entries: int = TOKEN_CACHE_MAX):
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[ApiToken, float]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, secret: str) -> ApiToken | None:
+        from inventory.services import api_token_digest
+
+        if not isinstance(secret, str) or not secret or len(secret) > 256:
+            return None
+        digest = api_token_digest(secret)
+        now = time.monotonic()
+        entry = self._entries.get(digest)
+        if entry is not None and now - entry[1] < self.ttl_s:
+            return entry[0]
+        found = api_token_authenticate(secret=secret)
+        with self._lock:
+            if found is None:
+                self._entries.pop(digest, None)
+            else:
+                if len(self._entries) >= self.max_entries:
+                    self._entries.clear()
+                self._entries[digest] = (found, now)
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+token_cache = TokenCache()
 
 
 class ScopeMissing(Exception):
@@ -31,7 +78,7 @@ class TokenAuth(HttpBearer):
         super().__init__()
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:
-        found = api_token_authenticate(secret=token)
+        found = token_cache.authenticate(token)
         if found is None:
             return None
         if self.scope not in found.scope_list:

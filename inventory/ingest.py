@@ -28,6 +28,7 @@ from inventory.schemas import (
     field_errors,
 )
 from inventory.services import (
+    CheckedOnchainFill,
     OnchainFill,
     fill_record_offchain,
     hedge_fail,
@@ -53,7 +54,8 @@ class LineRejected(Exception):
 
 def _record(parsed: RecordSchema) -> IngestRecord:
     if isinstance(parsed, OnchainFillIn):
-        return OnchainFill(**parsed.service_kwargs())
+        # The schema validated every field: the service does not validate them again.
+        return CheckedOnchainFill(**parsed.service_kwargs())
     if isinstance(parsed, HedgePlacedRecord):
         return hedge_place, parsed.service_kwargs()
     if isinstance(parsed, HedgeFilledRecord):

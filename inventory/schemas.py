@@ -16,7 +16,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from ninja import Path, Schema
-from pydantic import AfterValidator, ConfigDict, Field, StrictInt
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    StrictInt,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from inventory.domain.checks import validate_aware, validate_text, validate_tx_hash
@@ -201,6 +209,18 @@ class RecordSchema(Schema):
     """Unknown fields are errors (a misspelt field must not be silently dropped)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _run_root_validator(
+        cls, values: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo
+    ) -> Any:
+        """Validate once. ninja's `Schema` validates a model with `extra="forbid"` twice (the
+        input itself, then wrapped for attribute access to ORM objects), and a batch's fills
+        once per enclosing pass: every validator of a batch's fill ran four times. A record
+        is parsed from JSON or a dict, never from an ORM object, so the first pass is all
+        there is to do; unknown fields are still refused by `extra="forbid"`."""
+        return handler(values)
 
 
 class OnchainFillIn(RecordSchema):

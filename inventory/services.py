@@ -196,6 +196,14 @@ class OnchainFill:
     block_number: int | None = None
 
 
+@dataclass(frozen=True)
+class CheckedOnchainFill(OnchainFill):
+    """A fill whose fields `inventory.schemas.OnchainFillIn` already validated with the same
+    domain validators (symbol, tx hash, log index, amounts, block number, an aware timestamp):
+    the service does not run them again, so each field is validated once per request. The
+    checks that depend on the service's clock (`block_timestamp` skew) still run."""
+
+
 class FillStatus(enum.StrEnum):
     RECORDED = "recorded"
     DUPLICATE = "duplicate"
@@ -241,6 +249,15 @@ class _ParsedFill:
 def _parse_onchain_fill(
     fill: OnchainFill, now: datetime
 ) -> tuple[str, position.AcknowledgeOnChainFill]:
+    if isinstance(fill, CheckedOnchainFill):
+        return fill.symbol, position.AcknowledgeOnChainFill(
+            trade_id=TradeId(tx_hash=TxHash(fill.tx_hash), log_index=fill.log_index),
+            amount=fill.amount,
+            direction=_direction(fill.direction),
+            price_usdc=fill.price_usdc,
+            block_timestamp=_observed("block_timestamp", fill.block_timestamp, now),
+            block_number=fill.block_number,
+        )
     symbol = validate_symbol(fill.symbol)
     trade_id = TradeId(
         tx_hash=_tx_hash("tx_hash", fill.tx_hash),
@@ -471,6 +488,12 @@ def fill_record_onchain(
         block_timestamp=block_timestamp,
         block_number=block_number,
     )
+    return fill_record(fill, now=now)
+
+
+def fill_record(fill: OnchainFill, *, now: datetime | None = None) -> list[StoredEvent]:
+    """`fill_record_onchain` of one `OnchainFill` (a `CheckedOnchainFill` is not validated
+    again)."""
     moment = _aware("now", now) if now is not None else timezone.now()
     symbol, command = _parse_onchain_fill(fill, moment)
     try:

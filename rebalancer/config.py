@@ -376,11 +376,17 @@ def sqlite_database(path: str | Path) -> dict[str, Any]:
     }
 
 
-def finish_database(config: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+def finish_database(
+    config: dict[str, Any], base_dir: Path, *, conn_max_age: int = 600
+) -> dict[str, Any]:
+    """`conn_max_age`: seconds a request thread keeps its connection (0: one per request,
+    which costs about 3 ms each); health checks make a dropped connection reopen instead of
+    failing the next request."""
     if config["ENGINE"] == "django.db.backends.sqlite3":
         name = config.get("NAME") or str(base_dir / "db.sqlite3")
-        return sqlite_database(name)
-    config.setdefault("CONN_MAX_AGE", 0)
+        config = sqlite_database(name)
+    config.setdefault("CONN_MAX_AGE", conn_max_age)
+    config.setdefault("CONN_HEALTH_CHECKS", True)
     return config
 
 
@@ -414,7 +420,19 @@ def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -
     reader = EnvReader(os.environ if env is None else env)
     database_url = reader.get("DATABASE_URL", parse_database_url, secret=True)
     database = finish_database(
-        database_url or {"ENGINE": "django.db.backends.sqlite3", "NAME": ""}, base_dir
+        database_url or {"ENGINE": "django.db.backends.sqlite3", "NAME": ""},
+        base_dir,
+        conn_max_age=reader.get(
+            "CONN_MAX_AGE",
+            bounded(
+                _env_int,
+                minimum=0,
+                maximum=MAX_DURATION_S,
+                why=_DURATION_WHY,
+                describe="must be a whole number of seconds >= 0 (0: a connection per request)",
+            ),
+            default=600,
+        ),
     )
     workers = reader.get(
         "Q_WORKERS", bounded_int(256, "one process each; more is a typo"), default=2

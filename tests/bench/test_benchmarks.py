@@ -57,6 +57,33 @@ def test_the_benchmark_runs_and_prints_its_figures_the_machine_and_the_baseline(
     assert "sizes" in report
 
 
+def test_the_http_benchmark_serves_posts_compares_with_the_service_and_cleans_up():
+    env = dict(os.environ)
+    env.pop("DATABASE_URL", None)
+    if connection.vendor == "postgresql":
+        env["DATABASE_URL"] = database_url()
+    done = subprocess.run(
+        [sys.executable, "bench/http_ingest.py", "--singles", "3", "--batches", "1"]
+        + ["--batch-size", "5", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["benchmark"] == "bench/http_ingest.py"
+    rates = report["fills_per_s"]
+    assert set(rates) == {"http_single", "service_single", "http_batch", "service_batch"}
+    assert all(rate > 0 for rate in rates.values())
+    assert set(report["ratio_http_to_service"]) == {"single", "batch"}
+    if "database_file" in report:  # SQLite: the file is gone, and its directory
+        assert not os.path.exists(report["database_file"])
+        assert not os.path.exists(os.path.dirname(report["database_file"]))
+
+
 @pytest.mark.slow
 @pytest.mark.chain
 def test_the_crash_campaign_runs_a_matrix_point_and_prints_its_verdict():

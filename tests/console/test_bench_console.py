@@ -13,9 +13,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_console_benchmark_runs_at_a_tiny_size_and_prints_every_page(tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
+        "TMPDIR": str(temporary),  # where its SQLite database is made
         "LOG_LEVEL": "WARNING",
     }
     result = subprocess.run(
@@ -44,3 +47,4 @@ def test_console_benchmark_runs_at_a_tiny_size_and_prints_every_page(tmp_path):
         row = next(line for line in lines if line.startswith(page + " "))
         assert row.split()[-2] == "200", row
     assert lines[-1].startswith("slowest page: ")
+    assert list(temporary.iterdir()) == []  # its database is removed

@@ -4,12 +4,18 @@ scopes, and nothing written on any error (events counted before and after)."""
 from __future__ import annotations
 
 import json
+import sys
+import time
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from inventory.auth import TOKEN_CACHE_TTL_S
 from inventory.domain import events as ev
-from inventory.models import Event, InventoryPool
+from inventory.models import ApiToken, Event, InventoryPool
 from inventory.services import api_token_create, api_token_revoke
 
 pytestmark = pytest.mark.django_db
@@ -370,6 +376,36 @@ def test_revoked_token_is_401(post, ingest_token):
     assert events() == 0
 
 
+def _token_queries(queries) -> int:
+    return sum(1 for query in queries if "inventory_apitoken" in query["sql"])
+
+
+def test_a_token_in_use_is_read_from_the_database_once_a_second(client, read_token):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {read_token}"}
+    with CaptureQueriesContext(connection) as first:
+        assert client.get("/api/v1/pools", **headers).status_code == 200
+    started = time.monotonic()
+    with CaptureQueriesContext(connection) as following:
+        for _ in range(5):
+            assert client.get("/api/v1/pools", **headers).status_code == 200
+    assert _token_queries(first.captured_queries) == 1
+    if time.monotonic() - started < TOKEN_CACHE_TTL_S:  # a loaded machine may take longer
+        assert _token_queries(following.captured_queries) == 0
+
+
+def test_a_token_revoked_elsewhere_is_refused_within_a_second(client, read_token):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {read_token}"}
+    assert client.get("/api/v1/pools", **headers).status_code == 200  # now cached
+    # Revoked by another process (the console): this process's cache is not told.
+    ApiToken.objects.filter(name="reader").update(revoked_at=timezone.now())
+    revoked = time.monotonic()
+    deadline = revoked + 10
+    while client.get("/api/v1/pools", **headers).status_code == 200:
+        assert time.monotonic() < deadline, "the revoked token is still accepted"
+        time.sleep(0.05)
+    assert time.monotonic() - revoked <= TOKEN_CACHE_TTL_S + 1.0  # plus one request
+
+
 def test_token_without_the_scope_is_403(post, read_token):
     response = post("/fills/onchain", fill(), token=read_token)
     assert response.status_code == 403
@@ -509,3 +545,52 @@ def test_a_placement_far_beyond_the_net_position_is_400(post, position, settings
     assert events() == before
     # within |net| + tolerance it is placed
     assert post("/hedges", hedge(shares="13")).status_code == 201
+
+
+def _calls(names: set[str], action) -> dict[str, int]:
+    """How many times each function of `names` (of this repository's modules) is called while
+    `action` runs in this thread (observed with a profiler hook; nothing is replaced)."""
+    calls = dict.fromkeys(names, 0)
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_name in calls:
+            calls[frame.f_code.co_name] += 1
+
+    sys.setprofile(profile)
+    try:
+        action()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_each_field_of_a_batch_is_validated_once(post):
+    fills = [fill(log_index=i) for i in range(3)]
+    checks = {"parse_amount", "validate_count", "_positive", "_tx_hash", "_non_negative_int"}
+    answers = []
+    calls = _calls(checks, lambda: answers.append(post("/fills/onchain/batch", {"fills": fills})))
+    # quantity and price_usdc, log_index and block_number: once per fill by the schema (ninja
+    # ran them four times per fill), and not again by the service (whose own checks of the
+    # same fields ran once more).
+    assert calls == {
+        "parse_amount": 6,
+        "validate_count": 6,
+        "_positive": 0,
+        "_tx_hash": 0,
+        "_non_negative_int": 0,
+    }
+    assert answers[0].status_code == 201 and answers[0].json()["recorded"] == 3
+
+
+def test_each_field_of_a_single_fill_is_validated_once(post):
+    checks = {"parse_amount", "validate_count", "_positive", "_tx_hash", "_non_negative_int"}
+    answers = []
+    calls = _calls(checks, lambda: answers.append(post("/fills/onchain", fill())))
+    assert answers[0].status_code == 201
+    assert calls == {
+        "parse_amount": 2,
+        "validate_count": 2,
+        "_positive": 0,
+        "_tx_hash": 0,
+        "_non_negative_int": 0,
+    }

@@ -385,6 +385,18 @@ def test_the_fill_block_margin_is_read_and_checked(tmp_path: Path):
         ], bad
 
 
+def test_database_connections_persist_for_conn_max_age(tmp_path: Path):
+    default = load_settings_env(base_dir=tmp_path, env={}).database
+    assert default["CONN_MAX_AGE"] == 600 and default["CONN_HEALTH_CHECKS"] is True
+    postgres = load_settings_env(
+        base_dir=tmp_path,
+        env={"DATABASE_URL": "postgres://u:p@127.0.0.1:5432/x", "CONN_MAX_AGE": "0"},
+    ).database
+    assert postgres["CONN_MAX_AGE"] == 0 and postgres["CONN_HEALTH_CHECKS"] is True
+    for bad in ("-1", "ten", "1e12", str(8 * 24 * 3600)):
+        assert list(settings_problems(tmp_path, {"CONN_MAX_AGE": bad})) == ["CONN_MAX_AGE"], bad
+
+
 def test_security_settings_are_read_under_their_django_names(tmp_path: Path):
     env = load_settings_env(
         base_dir=tmp_path,
