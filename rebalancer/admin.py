@@ -304,6 +304,7 @@ class AggregateTypeFilter(admin.SimpleListFilter):
             events.USDC_REBALANCE,
             events.SNAPSHOT,
             events.SETTINGS,
+            events.DECISIONS,
         )
         return [(name, name) for name in names]
 

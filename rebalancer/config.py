@@ -602,6 +602,27 @@ def parse_rpc_url(value: str) -> Secret:
     return Secret(parse_url(value, schemes=("http", "https", "ws", "wss")))
 
 
+# REBALANCING_MODE (issue 24): off (no venue configured or read), monitor (venues read, fills
+# ingested, the trigger runs and records `RebalanceProposed`, no venue write) or on.
+REBALANCING_MODES = ("off", "monitor", "on")
+
+
+def parse_rebalancing_mode(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in REBALANCING_MODES:
+        raise ValueError(f"expected one of {', '.join(REBALANCING_MODES)}")
+    return lowered
+
+
+def rebalancing_mode_read(reader: EnvReader) -> str:
+    """REBALANCING_MODE, else the boolean it replaces (REBALANCING_ENABLED true -> on, false ->
+    off: existing deployments keep their behaviour), else off. With both set, the mode wins."""
+    if reader.raw("REBALANCING_MODE") is not None:
+        return reader.get("REBALANCING_MODE", parse_rebalancing_mode, default="off") or "off"
+    enabled = bool(reader.get("REBALANCING_ENABLED", parse_bool, default=False))
+    return "on" if enabled else "off"
+
+
 def parse_trading_mode(value: str) -> str:
     lowered = value.lower()
     if lowered not in TRADING_MODES:
@@ -816,10 +837,26 @@ class RebalancingConfig:
     circle_iris_url: str = DEFAULT_CIRCLE_IRIS_URL
     # Workers (issue #5): token contracts, step timeouts, poll intervals, leases, attempts.
     workers: WorkerConfig = field(default_factory=lambda: WorkerConfig())
+    # REBALANCING_MODE=monitor: venues are configured and read (`enabled` is true) but
+    # nothing is written to them; the trigger records proposals instead of operations.
+    monitor_only: bool = False
+
+    @property
+    def mode(self) -> str:
+        """off, monitor or on (REBALANCING_MODE)."""
+        if not self.enabled:
+            return "off"
+        return "monitor" if self.monitor_only else "on"
+
+    @property
+    def writes(self) -> bool:
+        """Operations may write to the venues (REBALANCING_MODE=on)."""
+        return self.enabled and not self.monitor_only
 
 
 def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
-    enabled = bool(reader.get("REBALANCING_ENABLED", parse_bool, default=False))
+    mode = rebalancing_mode_read(reader)
+    enabled = mode != "off"
 
     def required(name: str, parse: Callable[[str], T], *, secret: bool = False) -> T | None:
         return reader.get(name, parse, required=enabled, secret=secret)
@@ -868,6 +905,7 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
         circle_iris_url=reader.get("CIRCLE_IRIS_URL", parse_url, default=DEFAULT_CIRCLE_IRIS_URL)
         or DEFAULT_CIRCLE_IRIS_URL,
         workers=load_worker_config(reader),
+        monitor_only=mode == "monitor",
     )
     signer_check(reader, key_name=key_name, config=config)
     return config

@@ -181,7 +181,7 @@ def startup_summary(options: ServiceOptions) -> list[str]:
         )
         lines.append(f"order book: {config.base_orderbook} (owner {config.market_maker_wallet})")
     else:
-        lines.append("venues: none (REBALANCING_ENABLED is false)")
+        lines.append("venues: none (REBALANCING_MODE is off)")
     settings_row_ensure()
     current = rebalancing_settings_get()
     usdc = current.threshold_for("USDC")
@@ -202,7 +202,9 @@ def startup_summary(options: ServiceOptions) -> list[str]:
             f"target {band.target} ± {band.deviation}, {state}"
         )
     if not config.enabled:
-        state = "disabled (REBALANCING_ENABLED=false)"
+        state = "disabled (REBALANCING_MODE=off)"
+    elif config.monitor_only:
+        state = "monitor only (REBALANCING_MODE=monitor): proposals recorded, no venue write"
     elif current.paused:
         state = "paused by an operator"
     else:
@@ -259,7 +261,8 @@ def startup_work(*, once: bool = False) -> None:
     if not settings.REBALANCING.enabled:
         return
     try:
-        sweep_nonce_fills()
+        if settings.REBALANCING.writes:  # the filler sends transactions: not in monitor mode
+            sweep_nonce_fills()
     except Exception:
         logger.exception("start-up nonce filler sweep failed; the ticker tries again")
     if once:
@@ -588,6 +591,8 @@ def nonce_fills_sweep_if_due() -> int | None:
     from operations.sweep import sweep_nonce_fills
     from rebalancer.periodic import periodic_claim
 
+    if not settings.REBALANCING.writes:
+        return None  # REBALANCING_MODE=monitor: no transaction is sent
     interval_s = settings.REBALANCING.workers.tx_poll_interval_s
     if not periodic_claim(name=NONCE_FILLS_JOB, interval_s=interval_s):
         return None

@@ -200,7 +200,7 @@ def pools_check(
     if not keys:
         return []
     if not django_settings.REBALANCING.enabled:
-        logger.debug("rebalancing disabled (REBALANCING_ENABLED), not checking %s", keys)
+        logger.debug("rebalancing off (REBALANCING_MODE), not checking %s", keys)
         return []
     symbols = tuple(key for key in keys if key != USDC_POOL)
     stored, breakers = config_stamp.cached(
@@ -234,6 +234,17 @@ def pools_check(
                 pool=None if not covered or domains is None else domains.get(key),
             )
             if planned is None:
+                continue
+            if django_settings.REBALANCING.monitor_only:
+                # REBALANCING_MODE=monitor: record what would start, write to no venue.
+                from rebalancer.decisions import proposal_record
+
+                proposal_record(
+                    pool=planned.pool,
+                    kind=planned.kind,
+                    amount=planned.amount,
+                    settings=settings,
+                )
                 continue
             operation = operation_create(
                 kind=planned.kind,

@@ -31,6 +31,7 @@ REDEMPTION = "EquityRedemption"
 USDC_REBALANCE = "UsdcRebalance"
 SNAPSHOT = "InventorySnapshot"
 SETTINGS = "RebalancingSettings"
+DECISIONS = "RebalanceDecision"
 
 EVENT_CLASSES: dict[str, type[DomainEvent]] = {}
 
@@ -713,6 +714,28 @@ class SettingChanged(SettingsEvent):
     new_value: str | None
     changed_by: str
     changed_at: datetime
+
+
+# --- RebalanceDecision (aggregate id = pool key): what the trigger decided not to start ------
+
+
+@dataclass(frozen=True)
+class DecisionEvent(DomainEvent):
+    AGGREGATE_TYPE: ClassVar[str] = DECISIONS
+
+
+@dataclass(frozen=True)
+class RebalanceProposed(DecisionEvent):
+    """REBALANCING_MODE=monitor: the operation the trigger would have started (kind is an
+    `OperationKind` value, amount in the pool's unit: shares or USDC). `estimated_cost_usd` is
+    None until costs are estimated. Recorded once per change of the proposal, not per event."""
+
+    ENUM: ClassVar[str] = "RebalanceDecisionEvent"
+    pool: str
+    kind: str
+    amount: Decimal
+    estimated_cost_usd: Decimal | None
+    proposed_at: datetime
 
 
 OPERATION_EVENT_TYPES = (MINT, REDEMPTION, USDC_REBALANCE)

@@ -253,6 +253,8 @@ class SimulatedDay:
         env = dict(os.environ)
         env.update(self.venue.env())
         env.update(DAY_ENV)
+        # REBALANCING_MODE=monitor bin/run: a day of proposals and no venue write (issue 24).
+        env["REBALANCING_MODE"] = os.environ.get("REBALANCING_MODE", "on")
         env["DATABASE_URL"] = f"sqlite:///{self.db_path}"
         env["DJANGO_SETTINGS_MODULE"] = "rebalancer.settings"
         env.setdefault("SECRET_KEY", secrets.token_urlsafe(40))

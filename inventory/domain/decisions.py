@@ -1,0 +1,89 @@
+"""RebalanceDecision aggregate: what the trigger decided without starting an operation
+(aggregate id = pool key). Pure.
+
+In REBALANCING_MODE=monitor the trigger records the operation it would start as
+`RebalanceProposed`. A pool's proposal changes with every fill, so a new one is recorded only
+when the state of the decision changes: the first proposal, another kind, or an amount that
+moved by at least the command's `significant_change` (the pool's minimum amount) since the
+last recorded one. Events touch no pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from inventory.domain import events as ev
+from inventory.domain.aggregate import AggregateSpec
+from inventory.domain.lifecycle import Lifecycle, lifecycle_apply
+from inventory.domain.values import InvalidValue
+
+
+@dataclass(frozen=True)
+class DecisionState:
+    # The last recorded decision: its event variant, kind and amount.
+    last: str
+    kind: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Propose:
+    pool: str
+    kind: str
+    amount: Decimal
+    estimated_cost_usd: Decimal | None
+    # A proposal of the same kind is recorded again only when its amount moved this much.
+    significant_change: Decimal
+
+
+def _advance(state: DecisionState | None, event: Any) -> DecisionState:
+    if isinstance(event, ev.RebalanceProposed):
+        return DecisionState(last=event.variant(), kind=event.kind, amount=event.amount)
+    raise InvalidValue("event", type(event).__name__, "not a RebalanceDecision event")
+
+
+def apply(state: Lifecycle[DecisionState], event: Any) -> Lifecycle[DecisionState]:
+    return lifecycle_apply(
+        state, event, apply_transition=_advance, from_event=lambda e: _advance(None, e)
+    )
+
+
+def proposal_is_new(state: DecisionState | None, command: Propose) -> bool:
+    """Whether `command` changes the pool's decision (and so is recorded)."""
+    if state is None or state.last != ev.RebalanceProposed.variant():
+        return True
+    if state.kind != command.kind:
+        return True
+    return abs(state.amount - command.amount) >= command.significant_change
+
+
+def handle(
+    state: Lifecycle[DecisionState], command: Propose, now: datetime
+) -> list[ev.DecisionEvent]:
+    current = state.current()
+    if not isinstance(command, Propose):
+        raise InvalidValue("command", type(command).__name__, "not a RebalanceDecision command")
+    if command.amount <= 0:
+        raise InvalidValue("amount", command.amount, "a proposal moves a positive amount")
+    if not proposal_is_new(current, command):
+        return []
+    return [
+        ev.RebalanceProposed(
+            pool=command.pool,
+            kind=command.kind,
+            amount=command.amount,
+            estimated_cost_usd=command.estimated_cost_usd,
+            proposed_at=now,
+        )
+    ]
+
+
+SPEC = AggregateSpec(
+    aggregate_type=ev.DECISIONS,
+    apply=apply,
+    handle=handle,
+    event_classes=(ev.RebalanceProposed,),
+)
