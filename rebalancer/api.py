@@ -13,6 +13,7 @@ same status wherever it is raised:
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -153,6 +154,16 @@ class ActiveOperationOut(Schema):
     amount: str
 
 
+class ProposalOut(Schema):
+    """What REBALANCING_MODE=monitor would start for this pool (a `RebalanceProposed`)."""
+
+    kind: str
+    amount: str
+    estimated_cost_usd: str | None
+    proposed_at: datetime
+    event_id: int
+
+
 class PoolOut(Schema):
     key: str
     kind: str
@@ -169,6 +180,7 @@ class PoolOut(Schema):
     needs_reconciliation: bool
     reconciliation_reason: str
     active_operation: ActiveOperationOut | None
+    proposal: ProposalOut | None = None
 
 
 def ratio_text(value: Decimal | None) -> str | None:
@@ -204,13 +216,29 @@ def pool_body(pool: PoolOverview) -> dict[str, Any]:
                 "amount": decimal_text(operation.amount),
             }
         ),
+        "proposal": (
+            None
+            if pool.proposal is None
+            else {
+                "kind": pool.proposal.kind,
+                "amount": decimal_text(pool.proposal.amount),
+                "estimated_cost_usd": (
+                    None
+                    if pool.proposal.estimated_cost_usd is None
+                    else decimal_text(pool.proposal.estimated_cost_usd)
+                ),
+                "proposed_at": pool.proposal.proposed_at,
+                "event_id": pool.proposal.event_id,
+            }
+        ),
     }
 
 
 @pools_router.get("/pools", response={200: list[PoolOut], **error_responses(401, 403)})
 def pools(request: HttpRequest) -> Any:
     """Every inventory pool (each equity symbol and USDC): balances per venue, the onchain
-    ratio against its band, its state and the active operation."""
+    ratio against its band, its state, the active operation and, for an out-of-band pool in
+    REBALANCING_MODE=monitor, the operation that would start (`proposal`)."""
     return [pool_body(pool) for pool in pools_overview()]
 
 

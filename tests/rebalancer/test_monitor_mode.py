@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 
 from inventory.domain import decisions
 from inventory.domain import events as ev
 from inventory.domain.lifecycle import Lifecycle
 from inventory.domain.values import InvalidValue
 from inventory.models import Event
-from inventory.services import aggregate_states_check
+from inventory.services import aggregate_states_check, api_token_create
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.tasks import execute_operation
 from rebalancer.decisions import proposals_latest
@@ -140,3 +141,44 @@ def test_a_worker_runs_no_step_in_monitor_mode(settings):
     assert operation.status == OperationStatus.PENDING
     assert operation.attempts == 0
     assert Event.objects.count() == events_before
+
+
+# --- shown beside the pools ---------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_api_pools_show_the_proposal_of_an_out_of_band_pool(client, monitor):
+    token = api_token_create(name="reader", scopes=["read"])[1]
+    observe(usdc_onchain="900", usdc_offchain="100")
+    [event_row] = Event.objects.filter(aggregate_type=ev.DECISIONS)
+    response = client.get("/api/v1/pools", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 200
+    [usdc] = [pool for pool in response.json() if pool["key"] == "USDC"]
+    assert usdc["active_operation"] is None
+    proposal = usdc["proposal"]
+    assert proposal["kind"] == "usdc_base_to_alpaca"
+    assert proposal["amount"] == "400"
+    assert proposal["estimated_cost_usd"] is None
+    assert proposal["event_id"] == event_row.id
+    # Back in band: the proposal is no longer shown (it stays in the log).
+    observe(usdc_onchain="500", usdc_offchain="500")
+    [usdc] = [
+        p
+        for p in client.get("/api/v1/pools", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+        if p["key"] == "USDC"
+    ]
+    assert usdc["proposal"] is None
+    assert Event.objects.filter(aggregate_type=ev.DECISIONS).count() == 1
+
+
+@pytest.mark.django_db
+def test_console_dashboard_shows_monitor_mode_and_the_proposal(client, monitor):
+    from django.contrib.auth.models import User
+
+    user = User.objects.create_superuser("op", "op@example.invalid", "pw-unused-123")
+    client.force_login(user)
+    observe(usdc_onchain="900", usdc_offchain="100")
+    body = client.get(reverse("admin:index")).content.decode()
+    assert "monitor only (REBALANCING_MODE=monitor)" in body
+    assert 'class="proposal" data-proposal-kind="usdc_base_to_alpaca"' in body
+    assert "Proposed (monitor mode): usdc_base_to_alpaca of 400" in body
