@@ -29,7 +29,7 @@ from inventory.domain.values import DomainError, InvalidValue
 from inventory.schemas import error_responses, field_errors
 from inventory.services import BatchInvalid, FillConflict, ReplayConflict
 from inventory.store import ConcurrencyError
-from operations.api import decimal_text
+from operations.api import OperatorRefused, decimal_text
 from operations.api import router as operations_router
 from rebalancer.selectors import PoolOverview, pools_overview
 
@@ -41,7 +41,7 @@ api = NinjaAPI(
     description=(
         "Fills and hedges of the trading side in; pools and operations out. "
         "`Authorization: Bearer <token>` (`python manage.py api_token create NAME --scope "
-        "ingest|read`). Amounts are decimal strings, timestamps ISO-8601 with an offset."
+        "ingest|read|operate`). Amounts are decimal strings, timestamps ISO-8601 with an offset."
     ),
     urls_namespace="api-v1",
 )
@@ -112,6 +112,12 @@ def _busy(request: HttpRequest, exc: ConcurrencyError) -> HttpResponse:
     response = _error(request, 503, {"detail": str(exc), "reason": "busy"})
     response["Retry-After"] = "1"
     return response
+
+
+@api.exception_handler(OperatorRefused)
+def _operator_refused(request: HttpRequest, exc: OperatorRefused) -> HttpResponse:
+    """An operator action refused in the current state; nothing was changed."""
+    return _error(request, 409, {"detail": str(exc), "reason": "refused"})
 
 
 @api.exception_handler(ObjectDoesNotExist)

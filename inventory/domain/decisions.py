@@ -39,9 +39,24 @@ class Propose:
     significant_change: Decimal
 
 
+@dataclass(frozen=True)
+class RecordOperatorAction:
+    """The audit of an operator's start or cancel (`event` is decided by the service that
+    made the change, in the same transaction)."""
+
+    event: ev.OperationStartedByOperator | ev.OperationCancelledByOperator
+
+
+_NO_DECISION = DecisionState(last="", kind="", amount=Decimal(0))
+_OPERATOR_EVENTS = (ev.OperationStartedByOperator, ev.OperationCancelledByOperator)
+
+
 def _advance(state: DecisionState | None, event: Any) -> DecisionState:
     if isinstance(event, ev.RebalanceProposed):
         return DecisionState(last=event.variant(), kind=event.kind, amount=event.amount)
+    if isinstance(event, _OPERATOR_EVENTS):
+        # An operator's action is audit: the trigger's decision state stays as it was.
+        return _NO_DECISION if state is None else state
     raise InvalidValue("event", type(event).__name__, "not a RebalanceDecision event")
 
 
@@ -61,9 +76,17 @@ def proposal_is_new(state: DecisionState | None, command: Propose) -> bool:
 
 
 def handle(
-    state: Lifecycle[DecisionState], command: Propose, now: datetime
+    state: Lifecycle[DecisionState], command: Propose | RecordOperatorAction, now: datetime
 ) -> list[ev.DecisionEvent]:
     current = state.current()
+    if isinstance(command, RecordOperatorAction):
+        event = command.event
+        if not isinstance(event, _OPERATOR_EVENTS):
+            raise InvalidValue("event", type(event).__name__, "not an operator's action")
+        for name in ("actor", "reason"):
+            if not getattr(event, name).strip():
+                raise InvalidValue(name, getattr(event, name), "must be a non-empty text")
+        return [event]
     if not isinstance(command, Propose):
         raise InvalidValue("command", type(command).__name__, "not a RebalanceDecision command")
     if command.amount <= 0:
@@ -85,5 +108,9 @@ SPEC = AggregateSpec(
     aggregate_type=ev.DECISIONS,
     apply=apply,
     handle=handle,
-    event_classes=(ev.RebalanceProposed,),
+    event_classes=(
+        ev.RebalanceProposed,
+        ev.OperationStartedByOperator,
+        ev.OperationCancelledByOperator,
+    ),
 )

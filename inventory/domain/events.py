@@ -738,4 +738,36 @@ class RebalanceProposed(DecisionEvent):
     proposed_at: datetime
 
 
+@dataclass(frozen=True)
+class OperationStartedByOperator(DecisionEvent):
+    """An operator started an operation of a chosen amount (the audit of a manual start).
+    `estimated_cost_usd` is what was shown to the operator (None when not estimated)."""
+
+    ENUM: ClassVar[str] = "RebalanceDecisionEvent"
+    pool: str
+    kind: str
+    amount: Decimal
+    operation_id: int
+    operation_aggregate_id: str
+    estimated_cost_usd: Decimal | None
+    actor: str
+    reason: str
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class OperationCancelledByOperator(DecisionEvent):
+    """An operator cancelled an operation before its first venue request or transaction."""
+
+    ENUM: ClassVar[str] = "RebalanceDecisionEvent"
+    pool: str
+    kind: str
+    amount: Decimal
+    operation_id: int
+    operation_aggregate_id: str
+    actor: str
+    reason: str
+    cancelled_at: datetime
+
+
 OPERATION_EVENT_TYPES = (MINT, REDEMPTION, USDC_REBALANCE)
