@@ -377,6 +377,7 @@ class AggregateTypeFilter(admin.SimpleListFilter):
             events.SNAPSHOT,
             events.SETTINGS,
             events.DECISIONS,
+            events.COSTS,
         )
         return [(name, name) for name in names]
 

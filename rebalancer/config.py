@@ -746,6 +746,9 @@ class WorkerConfig:
     # Operator drill: kill the worker (SIGKILL) once at this point, see operations.chaos.
     chaos_kill_at: str | None = None
     chaos_dir: str | None = None
+    # ETH_USD_AGGREGATOR (issue 24): a Chainlink-style ETH/USD feed on Base (`latestRoundData`)
+    # that values each transaction's native fee in USD when it is recorded; unset: not valued.
+    eth_usd_aggregator: str | None = None
 
 
 def load_worker_config(reader: EnvReader) -> WorkerConfig:
@@ -759,6 +762,7 @@ def load_worker_config(reader: EnvReader) -> WorkerConfig:
         return default if value is None else value
 
     return WorkerConfig(
+        eth_usd_aggregator=reader.get("ETH_USD_AGGREGATOR", parse_address),
         usdc_ethereum=reader.get("USDC_ETHEREUM", parse_address, default=d.usdc_ethereum)
         or d.usdc_ethereum,
         usdc_base=reader.get("USDC_BASE", parse_address, default=d.usdc_base) or d.usdc_base,

@@ -32,6 +32,7 @@ USDC_REBALANCE = "UsdcRebalance"
 SNAPSHOT = "InventorySnapshot"
 SETTINGS = "RebalancingSettings"
 DECISIONS = "RebalanceDecision"
+COSTS = "OperationCost"
 
 EVENT_CLASSES: dict[str, type[DomainEvent]] = {}
 
@@ -768,6 +769,60 @@ class OperationCancelledByOperator(DecisionEvent):
     actor: str
     reason: str
     cancelled_at: datetime
+
+
+# --- OperationCost (aggregate id = the operation's aggregate id): the realized cost ledger -----
+# Circle's fee (`Bridged.fee`) and Alpaca's withdrawal fee (`WithdrawalConfirmed.fee`) are
+# already facts of the USDC aggregate; the ledger reads them there. What no operation event
+# holds is recorded here: each transaction's receipt, and other venue charges.
+
+
+@dataclass(frozen=True)
+class CostEvent(DomainEvent):
+    AGGREGATE_TYPE: ClassVar[str] = COSTS
+
+
+@dataclass(frozen=True)
+class TransactionCostRecorded(CostEvent):
+    """One mined transaction an operation sent, from its receipt (exact): gas used times the
+    effective gas price is the native fee (wei). Valued in USD when recorded, at the ETH/USD
+    price the service read itself (the feed, its round and answer kept with the value, so a
+    report never re-prices history); None when no price could be read."""
+
+    ENUM: ClassVar[str] = "OperationCostEvent"
+    operation_kind: str
+    pool: str
+    chain: str
+    chain_id: int
+    tx_hash: TxHash
+    gas_used: int
+    effective_gas_price_wei: int
+    native_fee_wei: int
+    eth_usd: Decimal | None
+    eth_usd_feed: str | None
+    eth_usd_round: int | None
+    fee_usd: Decimal | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class VenueCostRecorded(CostEvent):
+    """A venue's charge that no operation event holds, e.g. a USD<->USDC conversion at Alpaca:
+    `cost_kind` "conversion", `notional` what was converted, `filled_price` against 1 and
+    `spread_usd` (notional x |1 - filled price|) plus `fee_usd`. `reference` is the venue's
+    id of the order or transfer (one cost per reference)."""
+
+    ENUM: ClassVar[str] = "OperationCostEvent"
+    operation_kind: str
+    pool: str
+    venue: str
+    cost_kind: str
+    reference: str
+    notional: Decimal
+    filled_price: Decimal | None
+    spread_usd: Decimal
+    fee_usd: Decimal
+    recorded_at: datetime
 
 
 OPERATION_EVENT_TYPES = (MINT, REDEMPTION, USDC_REBALANCE)
