@@ -61,6 +61,10 @@ class OperationEventOut(Schema):
 
 class OperationDetailOut(OperationOut):
     events: list[OperationEventOut]
+    costs: dict[str, Any] = Field(
+        description="The realized cost ledger (issue 24): each transaction's receipt figures "
+        "and USD value as recorded, Circle's and Alpaca's fees, venue charges, step times"
+    )
 
 
 class OperationFilters(Schema):
@@ -105,7 +109,7 @@ def operations_list(request: HttpRequest, filters: Query[OperationFilters]) -> A
     response={200: OperationDetailOut, **error_responses(400, 401, 403, 404)},
 )
 def operation_detail(request: HttpRequest, operation_id: int) -> Any:
-    """One operation and its aggregate's events in sequence order."""
+    """One operation, its aggregate's events in sequence order and its cost ledger."""
     operation = Operation.objects.filter(pk=operation_id).first()
     if operation is None:
         raise Operation.DoesNotExist(f"no operation has id {operation_id}")
@@ -120,6 +124,9 @@ def operation_detail(request: HttpRequest, operation_id: int) -> Any:
         }
         for row in operation_events(operation=operation)
     ]
+    from rebalancer.costs import operation_costs, operation_costs_body
+
+    body["costs"] = operation_costs_body(operation_costs(operation))
     return body
 
 

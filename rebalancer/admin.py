@@ -66,6 +66,7 @@ from rebalancer.console.selectors import (
     operation_references,
 )
 from rebalancer.console.site import can_operate, require_operator
+from rebalancer.costs import operation_costs
 from rebalancer.models import AlertState
 from rebalancer.selectors import pool_state
 from rebalancer.templatetags import console as console_tags
@@ -296,6 +297,7 @@ class OperationAdmin(ReadOnlyAdmin):
                         and (name != "cancel" or operation_cancellable(operation))
                     ],
                     "operation_obj": operation,
+                    "operation_costs": operation_costs(operation),
                 }
             )
         return super().change_view(request, object_id, form_url, extra_context=context)

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI, Router, Schema
+from ninja import Field, NinjaAPI, Query, Router, Schema
 from ninja.errors import AuthenticationError, ValidationError
 
 from inventory.api import router as inventory_router
@@ -237,6 +237,60 @@ def pool_body(pool: PoolOverview) -> dict[str, Any]:
                 "event_id": pool.proposal.event_id,
             }
         ),
+    }
+
+
+class CostGroupOut(Schema):
+    day: str | None = None
+    kind: str | None = None
+    operations: int
+    moved_usd: str = Field(description="USDC at par; equities at the last onchain fill price")
+    unvalued_moves: int = Field(description="Equity moves without a fill price to value them")
+    transactions: int
+    native_fee_wei: dict[str, str] = Field(description="By chain, exact from the receipts")
+    gas_usd: str = Field(description="At the ETH/USD price recorded with each transaction")
+    gas_unvalued: int = Field(description="Transactions recorded without an ETH/USD price")
+    circle_fee_usdc: str
+    alpaca_fee_usdc: str
+    venue_costs_usd: str
+    total_usd: str
+    cost_per_10k_usd: str | None = Field(description="total_usd per 10,000 USD moved")
+    mean_in_flight_s: float | None
+
+
+class CostsOut(Schema):
+    since: str | None
+    until: str | None
+    groups: list[CostGroupOut]
+    total: CostGroupOut
+
+
+class CostFilters(Schema):
+    since: str | None = Field(None, alias="from", description="Date (00:00 UTC) or datetime")
+    until: str | None = Field(None, alias="to", description="Exclusive; date or datetime")
+
+
+@pools_router.get("/costs", response={200: CostsOut, **error_responses(400, 401, 403)})
+def costs(request: HttpRequest, filters: Query[CostFilters]) -> Any:
+    """The realized cost of the operations created in [from, to), per UTC day and kind, with
+    the cost per 10,000 USD moved (the same as `manage.py costs --json`)."""
+    from rebalancer.costs import costs_report, jsonable
+    from rebalancer.management.commands.costs import parse_moment
+
+    moments = {}
+    for name, text in (("from", filters.since), ("to", filters.until)):
+        try:
+            moments[name] = parse_moment(name, text)
+        except ValueError as exc:
+            raise InvalidValue(name, text, str(exc).split(": ", 1)[-1]) from exc
+    if moments["from"] and moments["to"] and moments["to"] <= moments["from"]:
+        raise InvalidValue("to", filters.until, "must be after from")
+    report = jsonable(costs_report(since=moments["from"], until=moments["to"]))
+    return {
+        "since": report["from"],
+        "until": report["to"],
+        "groups": report["groups"],
+        "total": report["total"],
     }
 
 

@@ -250,7 +250,13 @@ def jsonable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, dict):
         return {
-            k: (str(v) if k == "native_fee_wei" and isinstance(v, int) else jsonable(v))
+            k: (
+                {chain: str(wei) for chain, wei in v.items()}
+                if k == "native_fee_wei" and isinstance(v, dict)
+                else str(v)
+                if k == "native_fee_wei"
+                else jsonable(v)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -285,3 +291,40 @@ def operation_costs_body(costs: OperationCosts) -> dict[str, Any]:
             "in_flight_s": costs.in_flight_s,
         }
     )
+
+
+def cost_totals(
+    *, since: datetime
+) -> tuple[dict[tuple[str, str], Decimal], dict[tuple[str, str], int]]:
+    """Costs recorded since `since`, for /metrics, straight from the ledger's events (no
+    per-operation reads): USD by (operation kind, component: gas, circle_fee, alpaca_fee,
+    venue) and native fees in wei by (operation kind, chain)."""
+    usd: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    wei: dict[tuple[str, str], int] = defaultdict(int)
+    for row in Event.objects.filter(aggregate_type=ev.COSTS, recorded_at__gte=since):
+        event = row.domain_event()
+        if isinstance(event, ev.TransactionCostRecorded):
+            wei[(event.operation_kind, event.chain)] += event.native_fee_wei
+            if event.fee_usd is not None:
+                usd[(event.operation_kind, "gas")] += event.fee_usd
+        elif isinstance(event, ev.VenueCostRecorded):
+            usd[(event.operation_kind, "venue")] += event.spread_usd + event.fee_usd
+    fee_types = (ev.WithdrawalConfirmed.event_type_name(), ev.Bridged.event_type_name())
+    rows = list(
+        Event.objects.filter(
+            aggregate_type=ev.USDC_REBALANCE, event_type__in=fee_types, recorded_at__gte=since
+        )
+    )
+    kinds = dict(
+        Operation.objects.filter(aggregate_id__in={r.aggregate_id for r in rows}).values_list(
+            "aggregate_id", "kind"
+        )
+    )
+    for row in rows:
+        event = row.domain_event()
+        kind = kinds.get(row.aggregate_id, "unknown")
+        if isinstance(event, ev.WithdrawalConfirmed) and event.fee:
+            usd[(kind, "alpaca_fee")] += event.fee
+        elif isinstance(event, ev.Bridged) and event.fee:
+            usd[(kind, "circle_fee")] += event.fee
+    return dict(usd), dict(wei)

@@ -192,3 +192,121 @@ def test_a_usdc_move_records_every_transaction_exactly_as_the_chains_charged_it(
         == []
     )
     assert Event.objects.filter(aggregate_type=ev.COSTS).count() == count
+
+
+# --- the ledger's surfaces: manage.py costs, /api/v1/costs, the operation, console, /metrics ---
+
+
+@pytest.fixture
+def ledger(db):
+    """A USDC move with two recorded transactions (Ethereum unvalued, Base at 2,500)."""
+    operation = operation_create(kind=A2B, pool="USDC", amount=Decimal(2000))
+    assert operation is not None
+    for chain, tx_hash, gas, price, eth_usd in (
+        ("ethereum", "0x" + "01" * 32, 100_000, 20_000_000_000, None),
+        ("base", "0x" + "02" * 32, 200_000, 1_000_000_000, Decimal("2500")),
+    ):
+        aggregate_execute(
+            spec=costs_domain.SPEC,
+            aggregate_id=operation.aggregate_id,
+            command=record(
+                operation_kind=A2B,
+                pool="USDC",
+                chain=chain,
+                tx_hash=tx_hash,
+                gas_used=gas,
+                effective_gas_price_wei=price,
+                eth_usd=eth_usd,
+                eth_usd_feed=None if eth_usd is None else "0x" + "11" * 20,
+                eth_usd_round=None if eth_usd is None else 3,
+            ),
+        )
+    return operation
+
+
+# Base: 200,000 x 1 gwei = 0.0002 ETH x 2,500 = 0.5 USD; Ethereum 0.002 ETH, not valued.
+BASE_USD = Decimal("0.50000000")
+
+
+def test_manage_costs_sums_per_day_and_kind(ledger, capsys):
+    import json
+
+    from django.core.management import call_command
+
+    call_command("costs", "--json")
+    report = json.loads(capsys.readouterr().out)
+    [group] = report["groups"]
+    assert group["kind"] == A2B
+    assert group["day"] == ledger.created_at.date().isoformat()
+    assert group["native_fee_wei"] == {"base": "200000000000000", "ethereum": "2000000000000000"}
+    assert Decimal(group["gas_usd"]) == BASE_USD
+    assert group["gas_unvalued"] == 1
+    assert Decimal(group["moved_usd"]) == Decimal(2000)
+    assert Decimal(group["cost_per_10k_usd"]) == Decimal("2.5")  # 0.5 / 2,000 x 10,000
+    call_command("costs")
+    table = capsys.readouterr().out
+    assert A2B in table
+    assert "1 transaction(s) without an ETH/USD price" in table
+    tomorrow = ledger.created_at.date().toordinal() + 1
+    from datetime import date
+
+    call_command("costs", "--from", date.fromordinal(tomorrow).isoformat())
+    assert "no operation in that period" in capsys.readouterr().out
+
+
+def test_manage_costs_refuses_a_bad_period():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--from='yesterday'"):
+        call_command("costs", "--from", "yesterday")
+    with pytest.raises(CommandError, match="must be after"):
+        call_command("costs", "--from", "2026-03-02", "--to", "2026-03-01")
+
+
+@pytest.fixture
+def reader(client):
+    from inventory.services import api_token_create
+
+    token = api_token_create(name="reader", scopes=["read"])[1]
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
+def test_api_costs_and_the_operation_show_the_ledger(ledger, reader):
+    day = ledger.created_at.date().isoformat()
+    response = reader.get("/api/v1/costs", {"from": day})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["since"].startswith(day)
+    assert Decimal(body["total"]["gas_usd"]) == BASE_USD
+    assert body["groups"][0]["kind"] == A2B
+    bad = reader.get("/api/v1/costs", {"from": "soon"})
+    assert bad.status_code == 400
+    assert bad.json()["errors"][0]["field"] == "from"
+    detail = reader.get(f"/api/v1/operations/{ledger.pk}").json()
+    transactions = detail["costs"]["transactions"]
+    assert [(t["chain"], t["native_fee_wei"], t["fee_usd"]) for t in transactions] == [
+        ("ethereum", "2000000000000000", None),
+        ("base", "200000000000000", "0.50000000"),
+    ]
+    assert Decimal(detail["costs"]["total_usd"]) == BASE_USD
+
+
+def test_console_operation_page_and_metrics_show_the_ledger(ledger, reader):
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django.urls import reverse
+
+    user = User.objects.create_superuser("root", "root@example.invalid", "pw-root-123")
+    console = Client()
+    console.force_login(user)
+    page = console.get(
+        reverse("admin:operations_operation_change", args=[ledger.pk])
+    ).content.decode()
+    assert 'id="operation-costs"' in page
+    assert page.count('class="cost-transaction"') == 2
+    assert "200000 gas &times; 1000000000 wei = 200000000000000 wei at ETH/USD 2500" in page
+    assert "not valued" in page
+    metrics = reader.get("/metrics").content.decode()
+    assert f'rebalancer_cost_usd{{component="gas",kind="{A2B}"}} 0.5' in metrics
+    assert f'rebalancer_native_fee_eth{{chain="ethereum",kind="{A2B}"}} 0.002' in metrics
