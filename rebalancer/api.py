@@ -170,6 +170,18 @@ class ProposalOut(Schema):
     event_id: int
 
 
+class DeferralOut(Schema):
+    """The cost gate held this pool's operation back (a `RebalanceDeferred`)."""
+
+    kind: str
+    amount: str
+    estimated_cost_usd: str | None
+    rule: str = Field(description="below_minimum, daily_cap or cost_above_max_bps")
+    detail: str
+    deferred_at: datetime
+    event_id: int
+
+
 class PoolOut(Schema):
     key: str
     kind: str
@@ -187,6 +199,7 @@ class PoolOut(Schema):
     reconciliation_reason: str
     active_operation: ActiveOperationOut | None
     proposal: ProposalOut | None = None
+    deferral: DeferralOut | None = None
 
 
 def ratio_text(value: Decimal | None) -> str | None:
@@ -235,6 +248,19 @@ def pool_body(pool: PoolOverview) -> dict[str, Any]:
                 ),
                 "proposed_at": pool.proposal.proposed_at,
                 "event_id": pool.proposal.event_id,
+            }
+        ),
+        "deferral": (
+            None
+            if pool.deferral is None
+            else {
+                "kind": pool.deferral.kind,
+                "amount": decimal_text(pool.deferral.amount),
+                "estimated_cost_usd": decimal_text(pool.deferral.estimated_cost_usd),
+                "rule": pool.deferral.rule,
+                "detail": pool.deferral.detail,
+                "deferred_at": pool.deferral.deferred_at,
+                "event_id": pool.deferral.event_id,
             }
         ),
     }

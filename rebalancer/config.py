@@ -844,6 +844,12 @@ class RebalancingConfig:
     # REBALANCING_MODE=monitor: venues are configured and read (`enabled` is true) but
     # nothing is written to them; the trigger records proposals instead of operations.
     monitor_only: bool = False
+    # The cost gate (issue 24): an operation starts only when its estimated cost is at most
+    # this many basis points of the amount's value (None: not gated); the daily volume cap
+    # of each pool (USDC, and shares per equity pool; None: no cap).
+    max_cost_bps: Decimal | None = None
+    usdc_daily_cap: Decimal | None = None
+    equity_daily_cap_shares: Decimal | None = None
 
     @property
     def mode(self) -> str:
@@ -910,6 +916,9 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
         or DEFAULT_CIRCLE_IRIS_URL,
         workers=load_worker_config(reader),
         monitor_only=mode == "monitor",
+        max_cost_bps=reader.get("REBALANCING_MAX_COST_BPS", parse_bounded_amount),
+        usdc_daily_cap=reader.get("USDC_DAILY_CAP", parse_bounded_amount),
+        equity_daily_cap_shares=reader.get("EQUITY_DAILY_CAP_SHARES", parse_bounded_amount),
     )
     signer_check(reader, key_name=key_name, config=config)
     return config

@@ -63,6 +63,83 @@ def proposal_record(
     return stored[0]
 
 
+def deferral_record(
+    *,
+    pool: str,
+    kind: str,
+    amount: Decimal,
+    rule: str,
+    detail: str,
+    estimated_cost_usd: Decimal | None,
+    value_usd: Decimal | None,
+) -> StoredEvent | None:
+    """Record that the cost gate held back what the trigger planned; None when it is the
+    deferral already recorded (same kind and rule, no operation started since)."""
+    from operations.models import Operation
+
+    newest = Operation.objects.filter(pool=pool).order_by("-id").values_list("id", flat=True)
+    stored = aggregate_execute(
+        spec=decisions_domain.SPEC,
+        aggregate_id=pool,
+        command=decisions_domain.Defer(
+            pool=pool,
+            kind=str(kind),
+            amount=amount,
+            estimated_cost_usd=estimated_cost_usd,
+            value_usd=value_usd,
+            rule=rule,
+            detail=detail,
+            last_operation_id=int(newest.first() or 0),
+        ),
+    )
+    if not stored:
+        return None
+    logger.warning("deferred %s of %s for %s: %s (%s)", kind, amount, pool, rule, detail)
+    return stored[0]
+
+
+@dataclass(frozen=True)
+class Deferral:
+    pool: str
+    kind: str
+    amount: Decimal
+    estimated_cost_usd: Decimal | None
+    rule: str
+    detail: str
+    deferred_at: datetime
+    event_id: int
+
+
+def deferrals_latest() -> dict[str, Deferral]:
+    """The newest decision of each pool when it is a `RebalanceDeferred`, by pool key."""
+    latest: dict[str, Deferral] = {}
+    decisions = Event.objects.filter(
+        aggregate_type=ev.DECISIONS,
+        event_type__in=(
+            ev.RebalanceProposed.event_type_name(),
+            ev.RebalanceDeferred.event_type_name(),
+        ),
+    )
+    pools = sorted(set(decisions.values_list("aggregate_id", flat=True).distinct()))
+    for pool in pools:
+        row = decisions.filter(aggregate_id=pool).order_by("-sequence").first()
+        if row is None:
+            continue
+        event = row.domain_event()
+        if isinstance(event, ev.RebalanceDeferred):
+            latest[pool] = Deferral(
+                pool=event.pool,
+                kind=event.kind,
+                amount=event.amount,
+                estimated_cost_usd=event.estimated_cost_usd,
+                rule=event.rule,
+                detail=event.detail,
+                deferred_at=event.deferred_at,
+                event_id=row.id,
+            )
+    return latest
+
+
 def proposals_latest() -> dict[str, Proposal]:
     """The newest `RebalanceProposed` of each pool, by pool key."""
     latest: dict[str, Proposal] = {}

@@ -8,7 +8,7 @@ from decimal import Decimal
 from inventory.domain.inventory import TooMuchOffchain, TooMuchOnchain, detect_imbalance, ratio
 from inventory.selectors import pools_list, rebalancing_settings_get
 from operations.models import ACTIVE_STATUSES, Operation
-from rebalancer.decisions import Proposal, proposals_latest
+from rebalancer.decisions import Deferral, Proposal, deferrals_latest, proposals_latest
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class PoolOverview:
     active_operation: Operation | None
     # REBALANCING_MODE=monitor: the newest `RebalanceProposed` of an out-of-band pool.
     proposal: Proposal | None = None
+    # The cost gate's newest decision for the pool, when it held an operation back.
+    deferral: Deferral | None = None
 
 
 def _state(pool_domain, imbalance, row) -> str:  # type: ignore[no-untyped-def]
@@ -66,6 +68,7 @@ def pools_overview() -> list[PoolOverview]:
         for operation in Operation.objects.filter(status__in=ACTIVE_STATUSES)
     }
     proposals = proposals_latest()
+    deferrals = deferrals_latest()
     overview = []
     for row in pools_list():
         pool = row.to_domain()
@@ -91,6 +94,11 @@ def pools_overview() -> list[PoolOverview]:
                 active_operation=active.get(row.key),
                 proposal=(
                     proposals.get(row.key)
+                    if isinstance(imbalance, TooMuchOnchain | TooMuchOffchain)
+                    else None
+                ),
+                deferral=(
+                    deferrals.get(row.key)
                     if isinstance(imbalance, TooMuchOnchain | TooMuchOffchain)
                     else None
                 ),

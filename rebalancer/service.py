@@ -599,6 +599,20 @@ def nonce_fills_sweep_if_due() -> int | None:
     return sweep_nonce_fills()
 
 
+GAS_QUOTES_JOB = "gas_quotes"
+
+
+def gas_quotes_refresh_if_due() -> int | None:
+    """The cost gate's gas prices and ETH/USD (`rebalancer.costgate.gas_quotes_refresh`),
+    claimed across hosts every SNAPSHOT_INTERVAL_S; None when another host has this period."""
+    from rebalancer.costgate import gas_quotes_refresh
+    from rebalancer.periodic import periodic_claim
+
+    if not periodic_claim(name=GAS_QUOTES_JOB, interval_s=settings.SERVICE.snapshot_interval_s):
+        return None
+    return gas_quotes_refresh()
+
+
 def ticker(stop: threading.Event) -> None:
     """Periodic jobs, each claimed so that several hosts never double one: the venue poll,
     the cluster heartbeat task, the market clock and the nonce filler sweep."""
@@ -611,6 +625,7 @@ def ticker(stop: threading.Event) -> None:
             ("market clock", market_clock_refresh),
             ("venue poll", venue_poll_if_due),
             ("nonce fillers", nonce_fills_sweep_if_due),
+            ("gas quotes", gas_quotes_refresh_if_due),
         ]
     while not stop.is_set():
         close_old_connections()

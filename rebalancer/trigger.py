@@ -235,7 +235,37 @@ def pools_check(
             )
             if planned is None:
                 continue
-            if django_settings.REBALANCING.monitor_only:
+            config = django_settings.REBALANCING
+            estimated = None
+            if (
+                config.monitor_only
+                or config.max_cost_bps is not None
+                or (config.usdc_daily_cap if key == USDC_POOL else config.equity_daily_cap_shares)
+                is not None
+            ):
+                # The cost gate (issue 24): estimate, then start only within the limits.
+                from rebalancer.costgate import gate_check
+                from rebalancer.decisions import deferral_record
+
+                minimum = (
+                    settings.usdc_minimum if key == USDC_POOL else (settings.equity_minimum_shares)
+                )
+                decision, estimate = gate_check(
+                    kind=planned.kind, pool=key, amount=planned.amount, minimum=minimum
+                )
+                estimated = estimate.usd
+                if not decision.start:
+                    deferral_record(
+                        pool=key,
+                        kind=planned.kind,
+                        amount=planned.amount,
+                        rule=decision.rule,
+                        detail=decision.detail,
+                        estimated_cost_usd=estimate.usd,
+                        value_usd=estimate.value_usd,
+                    )
+                    continue
+            if config.monitor_only:
                 # REBALANCING_MODE=monitor: record what would start, write to no venue.
                 from rebalancer.decisions import proposal_record
 
@@ -244,6 +274,7 @@ def pools_check(
                     kind=planned.kind,
                     amount=planned.amount,
                     settings=settings,
+                    estimated_cost_usd=estimated,
                 )
                 continue
             operation = operation_create(

@@ -791,6 +791,14 @@ class EvmChain:
             )
         )
 
+    def gas_price_now(self) -> int:
+        """What a transaction pays per gas now (wei): the latest block's base fee plus the
+        priority fee (the effective gas price a receipt would show)."""
+        latest = self._rpc("eth_getBlockByNumber", self._w3.eth.get_block, "latest")
+        base_fee = int(latest.get("baseFeePerGas") or 0)
+        priority = int(self._rpc("eth_maxPriorityFeePerGas", lambda: self._w3.eth.max_priority_fee))
+        return base_fee + priority
+
     def price_feed_latest(self, *, feed: str) -> PriceRound:
         """The latest round of a Chainlink-style price feed (`latestRoundData`, `decimals`)."""
         address = _address("feed", feed)

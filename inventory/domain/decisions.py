@@ -27,6 +27,9 @@ class DecisionState:
     last: str
     kind: str
     amount: Decimal
+    # A deferral's rule, and the pool's newest operation when it was recorded.
+    rule: str = ""
+    last_operation_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,19 @@ class Propose:
     estimated_cost_usd: Decimal | None
     # A proposal of the same kind is recorded again only when its amount moved this much.
     significant_change: Decimal
+
+
+@dataclass(frozen=True)
+class Defer:
+    pool: str
+    kind: str
+    amount: Decimal
+    estimated_cost_usd: Decimal | None
+    value_usd: Decimal | None
+    rule: str
+    detail: str
+    # The pool's newest operation id (0: none): a deferral after it started is a new state.
+    last_operation_id: int
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,14 @@ _OPERATOR_EVENTS = (ev.OperationStartedByOperator, ev.OperationCancelledByOperat
 def _advance(state: DecisionState | None, event: Any) -> DecisionState:
     if isinstance(event, ev.RebalanceProposed):
         return DecisionState(last=event.variant(), kind=event.kind, amount=event.amount)
+    if isinstance(event, ev.RebalanceDeferred):
+        return DecisionState(
+            last=event.variant(),
+            kind=event.kind,
+            amount=event.amount,
+            rule=event.rule,
+            last_operation_id=event.last_operation_id,
+        )
     if isinstance(event, _OPERATOR_EVENTS):
         # An operator's action is audit: the trigger's decision state stays as it was.
         return _NO_DECISION if state is None else state
@@ -75,10 +99,40 @@ def proposal_is_new(state: DecisionState | None, command: Propose) -> bool:
     return abs(state.amount - command.amount) >= command.significant_change
 
 
+def deferral_is_new(state: DecisionState | None, command: Defer) -> bool:
+    """Whether `command` changes the pool's decision: not the deferral last recorded (same
+    kind and rule, no operation started since)."""
+    return not (
+        state is not None
+        and state.last == ev.RebalanceDeferred.variant()
+        and state.kind == command.kind
+        and state.rule == command.rule
+        and state.last_operation_id == command.last_operation_id
+    )
+
+
 def handle(
-    state: Lifecycle[DecisionState], command: Propose | RecordOperatorAction, now: datetime
+    state: Lifecycle[DecisionState], command: Propose | Defer | RecordOperatorAction, now: datetime
 ) -> list[ev.DecisionEvent]:
     current = state.current()
+    if isinstance(command, Defer):
+        if not command.rule:
+            raise InvalidValue("rule", command.rule, "a deferral names the rule it applied")
+        if not deferral_is_new(current, command):
+            return []
+        return [
+            ev.RebalanceDeferred(
+                pool=command.pool,
+                kind=command.kind,
+                amount=command.amount,
+                estimated_cost_usd=command.estimated_cost_usd,
+                value_usd=command.value_usd,
+                rule=command.rule,
+                detail=command.detail,
+                last_operation_id=command.last_operation_id,
+                deferred_at=now,
+            )
+        ]
     if isinstance(command, RecordOperatorAction):
         event = command.event
         if not isinstance(event, _OPERATOR_EVENTS):
@@ -110,6 +164,7 @@ SPEC = AggregateSpec(
     handle=handle,
     event_classes=(
         ev.RebalanceProposed,
+        ev.RebalanceDeferred,
         ev.OperationStartedByOperator,
         ev.OperationCancelledByOperator,
     ),

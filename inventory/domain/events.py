@@ -740,6 +740,24 @@ class RebalanceProposed(DecisionEvent):
 
 
 @dataclass(frozen=True)
+class RebalanceDeferred(DecisionEvent):
+    """The cost gate held back the operation the trigger planned: `rule` is the rule it broke
+    (below_minimum, daily_cap, cost_above_max_bps), `detail` says by how much. Recorded once
+    per change of state (another kind or rule, or an operation started since), not per event."""
+
+    ENUM: ClassVar[str] = "RebalanceDecisionEvent"
+    pool: str
+    kind: str
+    amount: Decimal
+    estimated_cost_usd: Decimal | None
+    value_usd: Decimal | None
+    rule: str
+    detail: str
+    last_operation_id: int
+    deferred_at: datetime
+
+
+@dataclass(frozen=True)
 class OperationStartedByOperator(DecisionEvent):
     """An operator started an operation of a chosen amount (the audit of a manual start).
     `estimated_cost_usd` is what was shown to the operator (None when not estimated)."""

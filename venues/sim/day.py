@@ -256,7 +256,10 @@ class SimulatedDay:
         env.update(self.venue.env())
         env.update(DAY_ENV)
         # REBALANCING_MODE=monitor bin/run: a day of proposals and no venue write (issue 24).
-        env["REBALANCING_MODE"] = os.environ.get("REBALANCING_MODE", "on")
+        # (manage.py moves it to SIM_REBALANCING_MODE for this process, which has no venue.)
+        env["REBALANCING_MODE"] = (
+            os.environ.get("SIM_REBALANCING_MODE") or os.environ.get("REBALANCING_MODE") or "on"
+        )
         env["DATABASE_URL"] = f"sqlite:///{self.db_path}"
         env["DJANGO_SETTINGS_MODULE"] = "rebalancer.settings"
         env.setdefault("SECRET_KEY", secrets.token_urlsafe(40))
