@@ -329,7 +329,10 @@ def operator_start(
     kind, pool, amount, token = _create_arguments(kind, pool, amount, token)
     if kind == "mint" and asset_by_symbol(pool) is None:
         raise InvalidValue("pool", pool, "no registered asset with this symbol")
-    estimate: Decimal | None = None
+    from rebalancer.costgate import estimate_cost
+
+    # Shown (and recorded with the audit), not enforced: the operator decides.
+    estimate = estimate_cost(str(kind), pool, amount).usd
     now = timezone.now()
     with transaction.atomic():
         row = InventoryPool.objects.select_for_update().filter(key=pool).first()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django import forms
@@ -214,6 +215,7 @@ class OperationAdmin(ReadOnlyAdmin):
         values = {name: data.get(name, "").strip() for name in ("kind", "pool", "amount", "reason")}
         error = ""
         confirming = False
+        estimated = None
         if request.method == "POST":
             missing = [name for name, value in values.items() if not value]
             if missing:
@@ -222,6 +224,15 @@ class OperationAdmin(ReadOnlyAdmin):
                 error = f"kind={values['kind']!r}: must be one of {', '.join(OperationKind.values)}"
             elif request.POST.get("confirm") != "yes":
                 confirming = True
+                from rebalancer.costgate import estimate_cost
+
+                try:
+                    estimate = estimate_cost(
+                        values["kind"], values["pool"].upper(), Decimal(values["amount"])
+                    )
+                except (InvalidOperation, ValueError):
+                    estimate = None
+                estimated = None if estimate is None else estimate
             else:
                 try:
                     operation, _estimate = operator_start(
@@ -251,6 +262,7 @@ class OperationAdmin(ReadOnlyAdmin):
             "values": values,
             "error": error,
             "confirming": confirming,
+            "estimate": estimated,
             "mode": settings.REBALANCING.mode,
             "list_url": reverse("admin:operations_operation_changelist"),
         }

@@ -320,3 +320,28 @@ def test_console_start_is_for_operators_only(balanced, client):
     client.force_login(viewer)
     response = client.get(reverse("admin:operations_operation_start"))
     assert response.status_code == 403
+
+
+def test_start_shows_and_records_the_cost_estimate_without_enforcing_it(balanced, settings):
+    from rebalancer.costgate import gas_quote_record
+
+    enable(settings, max_cost_bps=Decimal("0.01"))  # the gate would defer the trigger's
+    for chain in ("base", "ethereum"):
+        gas_quote_record(chain=chain, gas_price_wei=10**9, eth_usd=Decimal(3000))
+    operation, estimate = start(kind="usdc_base_to_alpaca", pool="USDC", amount="400")
+    # 550,000 gas at 1 gwei x 3,000 = 1.65 + Circle 1 bp of 400 = 0.04
+    assert estimate == Decimal("1.69")
+    assert operation.status == OperationStatus.PENDING
+    [audit] = audits(ev.OperationStartedByOperator)
+    assert audit.estimated_cost_usd == Decimal("1.69")
+
+
+def test_console_confirmation_shows_the_estimate(balanced, operator_client):
+    from rebalancer.costgate import gas_quote_record
+
+    for chain in ("base", "ethereum"):
+        gas_quote_record(chain=chain, gas_price_wei=10**9, eth_usd=Decimal(3000))
+    form = {"kind": "usdc_base_to_alpaca", "pool": "USDC", "amount": "400", "reason": "r"}
+    review = operator_client.post(reverse("admin:operations_operation_start"), form)
+    body = review.content.decode()
+    assert "1.69000000 USD (gas 1.65000000, circle_fee 0.04000000) on 400 USD" in body
