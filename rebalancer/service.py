@@ -265,6 +265,13 @@ def startup_work(*, once: bool = False) -> None:
             sweep_nonce_fills()
     except Exception:
         logger.exception("start-up nonce filler sweep failed; the ticker tries again")
+    try:
+        # The cost gate's gas prices, before the first poll runs the trigger (issue 24).
+        from rebalancer.costgate import gas_quotes_refresh
+
+        gas_quotes_refresh()
+    except Exception:
+        logger.exception("start-up gas quotes failed; the ticker tries again")
     if once:
         venue_balances_poll()
     elif venue_poll_if_due() is None:

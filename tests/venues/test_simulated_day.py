@@ -139,6 +139,28 @@ def test_a_monitor_day_records_proposals_and_writes_to_no_venue(tmp_path):
     assert result.returncode == 0, summary
 
 
+def test_a_day_whose_cost_limit_is_below_every_move_defers_them_and_moves_nothing(tmp_path):
+    """REBALANCING_MAX_COST_BPS far below what any move costs (Circle's 1 bp alone exceeds it
+    for USDC, the gas for equities): the trigger defers every move (RebalanceDeferred), no
+    operation starts, and the checks count no venue effect."""
+    env = day_env() | {"REBALANCING_MAX_COST_BPS": "0.000001"}
+    argv = day_argv(tmp_path)
+    argv[argv.index("420")] = "120"
+    result = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    output = result.stdout + result.stderr
+    summary = output[output.find("== the simulated day ==") :]
+    assert "== the simulated day ==" in output, output[-6000:]
+    deferred = re.search(
+        r"deferrals recorded \(the cost gate held them back\): \d+ \(([^)]*)\)", summary
+    )
+    assert deferred is not None and "usdc_" in deferred[1], summary
+    assert not re.search(r"^\s+(mint|redemption|usdc_\w+)\s+(completed|failed)", summary, re.M)
+    assert "[ok] 2 effects match operations: no effects" in summary, summary
+    assert result.returncode == 0, summary
+
+
 def test_an_existing_database_file_is_refused_and_left_alone(tmp_path):
     existing = tmp_path / "day.sqlite3"
     existing.write_bytes(b"someone's data")

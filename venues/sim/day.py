@@ -533,8 +533,9 @@ class SimulatedDay:
             # A check that passed on what could be read still leaves the day broken.
             checks.setdefault("chains up all day", (False, f"{self._chain_down} stopped"))
 
-    def _proposals_recorded(self) -> Counter[str]:
-        """`RebalanceProposed` events in the day's log, by kind (REBALANCING_MODE=monitor)."""
+    def _proposals_recorded(self, variant: str = "RebalanceProposed") -> Counter[str]:
+        """`RebalanceProposed` (REBALANCING_MODE=monitor) or `RebalanceDeferred` (the cost
+        gate) events in the day's log, by kind."""
         import sqlite3
 
         counted: Counter[str] = Counter()
@@ -543,7 +544,7 @@ class SimulatedDay:
                 rows = db.execute(
                     "SELECT payload FROM inventory_event WHERE aggregate_type = ? "
                     "AND event_type LIKE ?",
-                    ("RebalanceDecision", "%::RebalanceProposed"),
+                    ("RebalanceDecision", f"%::{variant}"),
                 ).fetchall()
         except sqlite3.Error:
             return counted
@@ -779,6 +780,13 @@ class SimulatedDay:
                     f"  {kind:<20} gas {gas:.6f}, circle {circle:.6f}, other {other:.6f}, "
                     f"total {total:.6f}; moved {moved:.2f}, per 10,000 USD moved {per}"
                 )
+        deferred = self._proposals_recorded("RebalanceDeferred")
+        if deferred:
+            out(
+                f"deferrals recorded (the cost gate held them back): {sum(deferred.values())} ("
+                + ", ".join(f"{kind} {n}" for kind, n in sorted(deferred.items()))
+                + ")"
+            )
         recorded = self._proposals_recorded()
         if recorded:
             out(
