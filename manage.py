@@ -8,6 +8,10 @@ import sys
 def main():
     """Run administrative tasks."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rebalancer.settings")
+    if "--simulate" in sys.argv[1:] and "REBALANCING_MODE" in os.environ:
+        # `REBALANCING_MODE=monitor bin/run`: the simulated day's service takes the mode
+        # (venues/sim/day.py); this process only starts the venue and has no venue settings.
+        os.environ["SIM_REBALANCING_MODE"] = os.environ.pop("REBALANCING_MODE")
     try:
         from django.core.management import execute_from_command_line
     except ImportError as exc:

@@ -88,3 +88,11 @@ class TokenAuth(HttpBearer):
 
 ingest_auth = TokenAuth(ApiTokenScope.INGEST)
 read_auth = TokenAuth(ApiTokenScope.READ)
+
+
+class OperateTokenAuth(TokenAuth):
+    """The `operate` scope (start and cancel operations); its own class so the OpenAPI
+    schema (and docs/api.md) tells it apart from reads and ingestion."""
+
+
+operate_auth = OperateTokenAuth(ApiTokenScope.OPERATE)

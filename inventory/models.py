@@ -303,6 +303,7 @@ class EventKey(models.Model):
 class ApiTokenScope(models.TextChoices):
     INGEST = "ingest", "Ingest (record fills and hedges)"
     READ = "read", "Read (pools and operations)"
+    OPERATE = "operate", "Operate (start and cancel operations)"
 
 
 class ApiToken(models.Model):

@@ -1133,7 +1133,7 @@ def api_token_revoke(*, name: str, revoked_by: str = "", now: datetime | None = 
 
 def aggregate_specs() -> list[Any]:
     """Every aggregate the log holds, as the store folds it."""
-    from inventory.domain import mint, redemption, usdc
+    from inventory.domain import costs, decisions, mint, redemption, usdc
 
     return [
         position.SPEC,
@@ -1142,6 +1142,8 @@ def aggregate_specs() -> list[Any]:
         usdc.SPEC,
         snapshot_domain.SPEC,
         settings_domain.SPEC,
+        decisions.SPEC,
+        costs.SPEC,
     ]
 
 

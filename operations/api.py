@@ -10,14 +10,15 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from django.http import HttpRequest
-from ninja import Field, Path, Query, Router, Schema
+from ninja import Field, Path, Query, Router, Schema, Status
 
-from inventory.auth import read_auth
+from inventory.auth import operate_auth, read_auth
 from inventory.schemas import INT64_MAX, error_responses
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.selectors import operation_events, operations_filtered
 
 router = Router(tags=["operations"], auth=read_auth)
+# POST /operations, POST /operations/{id}/cancel take the `operate` scope (issue 24).
 
 MAX_LIMIT = 500
 
@@ -60,6 +61,10 @@ class OperationEventOut(Schema):
 
 class OperationDetailOut(OperationOut):
     events: list[OperationEventOut]
+    costs: dict[str, Any] = Field(
+        description="The realized cost ledger (issue 24): each transaction's receipt figures "
+        "and USD value as recorded, Circle's and Alpaca's fees, venue charges, step times"
+    )
 
 
 class OperationFilters(Schema):
@@ -106,7 +111,7 @@ def operations_list(request: HttpRequest, filters: Query[OperationFilters]) -> A
 def operation_detail(
     request: HttpRequest, operation_id: Annotated[int, Path(ge=1, le=INT64_MAX)]
 ) -> Any:
-    """One operation and its aggregate's events in sequence order."""
+    """One operation, its aggregate's events in sequence order and its cost ledger."""
     operation = Operation.objects.filter(pk=operation_id).first()
     if operation is None:
         raise Operation.DoesNotExist(f"no operation has id {operation_id}")
@@ -121,4 +126,86 @@ def operation_detail(
         }
         for row in operation_events(operation=operation)
     ]
+    from rebalancer.costs import operation_costs, operation_costs_body
+
+    body["costs"] = operation_costs_body(operation_costs(operation))
     return body
+
+
+# --- manual operations (issue 24): the `operate` scope ----------------------------------------
+
+
+class OperationStartIn(Schema):
+    kind: OperationKind
+    pool: str = Field(description="An equity symbol, or USDC for the USDC kinds")
+    amount: str = Field(description="Shares (mint, redemption) or USDC, decimal string")
+    reason: str = Field(description="Why (recorded with the token's name)")
+
+
+class OperationStartedOut(OperationOut):
+    estimated_cost_usd: str | None = Field(
+        description="The estimate shown, not enforced (null: not estimated)"
+    )
+
+
+class OperationCancelIn(Schema):
+    reason: str = Field(description="Why (recorded with the token's name)")
+
+
+class OperatorRefused(Exception):
+    """An operator action refused in the current state (409); nothing was changed."""
+
+
+def _actor(request: HttpRequest) -> str:
+    return f"api:{request.auth.name}"  # type: ignore[attr-defined]
+
+
+@router.post(
+    "/operations",
+    auth=operate_auth,
+    response={201: OperationStartedOut, **error_responses(400, 401, 403, 409)},
+)
+def operation_start(request: HttpRequest, body: OperationStartIn) -> Any:
+    """Start a mint, redemption or USDC move of a chosen amount for a pool (the same guard
+    and workflows as the trigger's; the cost estimate is shown, not enforced). 409 when
+    REBALANCING_MODE is not on, the pool already has an active operation or needs
+    reconciliation; audited with the token's name."""
+    from operations.operator import OperatorError, operator_start
+
+    try:
+        operation, estimate = operator_start(
+            kind=body.kind,
+            pool=body.pool,
+            amount=body.amount,
+            reason=body.reason,
+            actor=_actor(request),
+        )
+    except OperatorError as exc:
+        raise OperatorRefused(str(exc)) from exc
+    return Status(201, {**operation_body(operation), "estimated_cost_usd": decimal_text(estimate)})
+
+
+@router.post(
+    "/operations/{operation_id}/cancel",
+    auth=operate_auth,
+    response={200: OperationOut, **error_responses(400, 401, 403, 404, 409)},
+)
+def operation_cancel(
+    request: HttpRequest,
+    operation_id: Annotated[int, Path(ge=1, le=INT64_MAX)],
+    body: OperationCancelIn,
+) -> Any:
+    """Cancel an operation that has not moved anything yet (no recorded step, no venue
+    request out); 409 otherwise (a started one is force-failed in the console or with
+    `manage.py operation fail`). Audited with the token's name."""
+    from operations.operator import OperatorError, operator_cancel
+
+    if not Operation.objects.filter(pk=operation_id).exists():
+        raise Operation.DoesNotExist(f"no operation has id {operation_id}")
+    try:
+        operation = operator_cancel(
+            operation_id=operation_id, reason=body.reason, actor=_actor(request)
+        )
+    except OperatorError as exc:
+        raise OperatorRefused(str(exc)) from exc
+    return operation_body(operation)

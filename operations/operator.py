@@ -27,14 +27,17 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from inventory.domain.checks import CommandRefused
+from inventory.domain.values import InvalidValue
 from inventory.store import aggregate_execute
-from operations.models import Operation, PoolBreaker
+from operations.models import ACTIVE_STATUSES, Operation, PoolBreaker
 from operations.services import (
     OperationAlreadyFinished,
     OperationError,
@@ -271,3 +274,176 @@ def operator_resume_pool(*, pool: str, reason: str, actor: str) -> PoolBreaker:
         return pool_resume(pool=pool, actor=actor, reason=reason)
     except PoolNotHeld as exc:
         raise OperatorError(str(exc)) from exc
+
+
+# --- manual operations (issue 24) ------------------------------------------------------------
+
+# A pool's side an operation of each kind takes its amount from.
+_SOURCE_SIDE = {
+    "mint": "offchain_available",
+    "redemption": "onchain_available",
+    "usdc_alpaca_to_base": "offchain_available",
+    "usdc_base_to_alpaca": "onchain_available",
+}
+
+
+def operator_start(
+    *, kind: str, pool: str, amount: Any, reason: str, actor: str
+) -> tuple[Operation, Decimal | None]:
+    """Start a mint, redemption or USDC move of a chosen amount for a pool, through the same
+    guard (one active operation per pool) and workflows as the trigger's; audited as
+    `OperationStartedByOperator` (who, why, the estimate shown) in the same transaction.
+
+    Returns the operation and its estimated cost in USD (None: not estimated). Refused with
+    `OperatorError` (nothing changed) unless REBALANCING_MODE is on, when the pool needs
+    reconciliation, holds less than the amount on the side it moves from, or already has an
+    active operation; bad kind, pool or amount raise `InvalidValue` naming the field."""
+    from inventory.domain import decisions as decisions_domain
+    from inventory.domain import events as ev
+    from inventory.models import InventoryPool
+    from inventory.selectors import asset_by_symbol
+    from operations.services import _create_arguments, operation_create
+
+    reason = _text("reason", reason)
+    actor = _text("actor", actor)
+    config = settings.REBALANCING
+    if not config.writes:
+        raise OperatorError(
+            f"REBALANCING_MODE is {config.mode}: no operation can start (no venue write); "
+            "nothing was changed"
+        )
+    if isinstance(amount, str):
+        try:
+            amount = Decimal(amount.strip())
+        except InvalidOperation as exc:
+            raise InvalidValue("amount", amount, "must be a decimal number") from exc
+    elif isinstance(amount, int) and not isinstance(amount, bool):
+        amount = Decimal(amount)
+    token = ""
+    if kind == "redemption" and isinstance(pool, str):
+        asset = asset_by_symbol(pool.strip().upper())
+        token = asset.token_address if asset is not None else ""
+        if not token:
+            raise InvalidValue("pool", pool, "no registered asset with a token to redeem")
+    kind, pool, amount, token = _create_arguments(kind, pool, amount, token)
+    if kind == "mint" and asset_by_symbol(pool) is None:
+        raise InvalidValue("pool", pool, "no registered asset with this symbol")
+    from rebalancer.costgate import estimate_cost
+
+    # Shown (and recorded with the audit), not enforced: the operator decides.
+    estimate = estimate_cost(str(kind), pool, amount).usd
+    now = timezone.now()
+    with transaction.atomic():
+        row = InventoryPool.objects.select_for_update().filter(key=pool).first()
+        if row is None:
+            raise InvalidValue("pool", pool, "no such pool (pools appear with a fill or a poll)")
+        if row.needs_reconciliation:
+            raise OperatorError(
+                f"pool {pool} needs reconciliation ({row.reconciliation_reason}); nothing was "
+                "changed"
+            )
+        side = _SOURCE_SIDE[str(kind)]
+        available = getattr(row, side)
+        if amount > available:
+            raise InvalidValue(
+                "amount", amount, f"more than the pool's {side.replace('_', ' ')} {available}"
+            )
+        operation = operation_create(kind=kind, pool=pool, amount=amount, token_address=token)
+        if operation is None:
+            active = Operation.objects.filter(pool=pool, status__in=ACTIVE_STATUSES).first()
+            raise OperatorError(
+                f"pool {pool} already has an active operation"
+                + (f" #{active.pk} ({active.kind} {active.amount})" if active else "")
+                + "; nothing was changed"
+            )
+        aggregate_execute(
+            spec=decisions_domain.SPEC,
+            aggregate_id=pool,
+            command=decisions_domain.RecordOperatorAction(
+                ev.OperationStartedByOperator(
+                    pool=pool,
+                    kind=str(kind),
+                    amount=amount,
+                    operation_id=int(operation.pk),
+                    operation_aggregate_id=operation.aggregate_id,
+                    estimated_cost_usd=estimate,
+                    actor=actor,
+                    reason=reason,
+                    started_at=now,
+                )
+            ),
+            now=now,
+            metadata={"operation_id": operation.pk, "actor": actor, "action": "start"},
+        )
+    logger.warning(
+        "operation %s started by %s: %s %s %s (%s)", operation.pk, actor, kind, pool, amount, reason
+    )
+    return operation, estimate
+
+
+def operation_cancellable(operation: Operation) -> bool:
+    """Active, nothing recorded for it and no venue request out: nothing has moved."""
+    return (
+        operation.is_active
+        and operation.venue_request_at is None
+        and not operation_has_events(operation)
+    )
+
+
+def operator_cancel(*, operation_id: int, reason: str, actor: str) -> Operation:
+    """Cancel an operation that has not moved anything yet (before its first venue request
+    or transaction: its aggregate has no event and no request is out), audited as
+    `OperationCancelledByOperator`. Every side effect of a worker is preceded by a check,
+    under the same row lock, that the operation is still active, so none follows a cancel.
+    Refused with `OperatorError` (nothing changed) otherwise."""
+    from inventory.domain import decisions as decisions_domain
+    from inventory.domain import events as ev
+    from operations.models import OperationStatus
+    from operations.services import _terminate, operation_released
+
+    reason = _text("reason", reason)
+    actor = _text("actor", actor)
+    now = timezone.now()
+    with transaction.atomic():
+        operation = Operation.objects.select_for_update().filter(pk=operation_id).first()
+        if operation is None:
+            raise OperatorError(str(OperationNotFound(operation_id)))
+        if not operation.is_active:
+            raise OperatorError(
+                f"operation_id={operation_id}: already {operation.status}, it cannot be "
+                "cancelled; nothing was changed"
+            )
+        if not operation_cancellable(operation):
+            raise OperatorError(
+                f"operation_id={operation_id}: it has already moved something (recorded steps "
+                "or a venue request out); it cannot be cancelled, force-fail it instead; "
+                "nothing was changed"
+            )
+        _terminate(
+            operation,
+            status=OperationStatus.CANCELLED,
+            reason=f"cancelled by {actor}: {reason}",
+            finished_by=actor,
+            now=now,
+        )
+        aggregate_execute(
+            spec=decisions_domain.SPEC,
+            aggregate_id=operation.pool,
+            command=decisions_domain.RecordOperatorAction(
+                ev.OperationCancelledByOperator(
+                    pool=operation.pool,
+                    kind=str(operation.kind),
+                    amount=operation.amount,
+                    operation_id=int(operation.pk),
+                    operation_aggregate_id=operation.aggregate_id,
+                    actor=actor,
+                    reason=reason,
+                    cancelled_at=now,
+                )
+            ),
+            now=now,
+            metadata={"operation_id": operation.pk, "actor": actor, "action": "cancel"},
+        )
+        operation_released.send(sender=Operation, operation=operation)
+    logger.warning("operation %s cancelled by %s: %s", operation_id, actor, reason)
+    return operation

@@ -15,8 +15,19 @@ def execute_operation(operation_id: int) -> None:
     logged here at ERROR and re-raised so django-q2 records the failed task; the operation
     stays active and the due loop enqueues it again once its lease has expired.
     """
+    from django.conf import settings
+
     from operations.workflows import operation_advance
 
+    if settings.REBALANCING.monitor_only:
+        # REBALANCING_MODE=monitor: no venue write. The operation stays as it is;
+        # the sweep queues it again once the mode is on.
+        logger.warning(
+            "operation %s not advanced: REBALANCING_MODE is %s (no venue write)",
+            operation_id,
+            settings.REBALANCING.mode,
+        )
+        return
     try:
         result = operation_advance(operation_id=int(operation_id), due_only=True)
     except Exception:

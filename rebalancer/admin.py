@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
@@ -50,9 +52,12 @@ from inventory.services import (
 from operations.models import ACTIVE_STATUSES, Operation, PoolBreaker
 from operations.operator import (
     OperatorError,
+    operation_cancellable,
+    operator_cancel,
     operator_force_fail,
     operator_reconcile,
     operator_retry_now,
+    operator_start,
 )
 from operations.venues import VenuesNotConfigured
 from rebalancer.console.paginator import CappedCountPaginator
@@ -62,6 +67,7 @@ from rebalancer.console.selectors import (
     operation_references,
 )
 from rebalancer.console.site import can_operate, require_operator
+from rebalancer.costs import operation_costs
 from rebalancer.models import AlertState
 from rebalancer.selectors import pool_state
 from rebalancer.templatetags import console as console_tags
@@ -77,6 +83,8 @@ ACTIONS = {
     "retry": ("Retry now", False),
     "fail": ("Force-fail", True),
     "reconcile": ("Reconcile inflight", True),
+    # Only before anything moved (no recorded step, no venue request out): issue 24.
+    "cancel": ("Cancel", True),
 }
 
 
@@ -145,6 +153,7 @@ class OperationAdmin(ReadOnlyAdmin):
     readonly_fields = [field.name for field in Operation._meta.fields]
     ordering = ("-id",)
     change_form_template = "console/operation_detail.html"
+    change_list_template = "console/operation_change_list.html"
     list_per_page = 50
     empty_text = (
         "No operation here. An operation starts when a pool leaves its band (a mint, a "
@@ -191,8 +200,81 @@ class OperationAdmin(ReadOnlyAdmin):
         text = obj.failure_reason or obj.last_error
         return text if len(text) <= 120 else text[:117] + "..."
 
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        context = {"can_operate": can_operate(request), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)
+
+    def start_view(self, request: HttpRequest) -> HttpResponse:
+        """Start an operation of a chosen amount (issue 24): the form (GET), a confirmation
+        with the cost estimate (POST), then `operations.operator.operator_start` (POST with
+        confirm) with the user as actor. Refusals are shown and change nothing."""
+        require_operator(request)
+        from operations.models import OperationKind
+
+        data = request.POST if request.method == "POST" else request.GET
+        values = {name: data.get(name, "").strip() for name in ("kind", "pool", "amount", "reason")}
+        error = ""
+        confirming = False
+        estimated = None
+        if request.method == "POST":
+            missing = [name for name, value in values.items() if not value]
+            if missing:
+                error = f"{', '.join(missing)}: required"
+            elif values["kind"] not in OperationKind.values:
+                error = f"kind={values['kind']!r}: must be one of {', '.join(OperationKind.values)}"
+            elif request.POST.get("confirm") != "yes":
+                confirming = True
+                from rebalancer.costgate import estimate_cost
+
+                try:
+                    estimate = estimate_cost(
+                        values["kind"], values["pool"].upper(), Decimal(values["amount"])
+                    )
+                except (InvalidOperation, ValueError):
+                    estimate = None
+                estimated = None if estimate is None else estimate
+            else:
+                try:
+                    operation, _estimate = operator_start(
+                        kind=values["kind"],
+                        pool=values["pool"],
+                        amount=values["amount"],
+                        reason=values["reason"],
+                        actor=request.user.get_username(),
+                    )
+                except (OperatorError, InvalidValue) as exc:
+                    error = str(exc)
+                else:
+                    messages.success(
+                        request,
+                        format_html(
+                            "Operation {} started by {}.", operation.pk, request.user.get_username()
+                        ),
+                    )
+                    return HttpResponseRedirect(
+                        reverse("admin:operations_operation_change", args=[operation.pk])
+                    )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Start an operation",
+            "opts": self.model._meta,
+            "kinds": OperationKind.choices,
+            "values": values,
+            "error": error,
+            "confirming": confirming,
+            "estimate": estimated,
+            "mode": settings.REBALANCING.mode,
+            "list_url": reverse("admin:operations_operation_changelist"),
+        }
+        return TemplateResponse(request, "console/operation_start.html", context)
+
     def get_urls(self) -> list[Any]:
         return [
+            path(
+                "start/",
+                self.admin_site.admin_view(self.start_view),
+                name="operations_operation_start",
+            ),
             path(
                 "<int:operation_id>/act/<str:action>/",
                 self.admin_site.admin_view(self.act_view),
@@ -224,8 +306,10 @@ class OperationAdmin(ReadOnlyAdmin):
                         (name, label)
                         for name, (label, _reason) in ACTIONS.items()
                         if operation.status in ACTIVE_STATUSES
+                        and (name != "cancel" or operation_cancellable(operation))
                     ],
                     "operation_obj": operation,
+                    "operation_costs": operation_costs(operation),
                 }
             )
         return super().change_view(request, object_id, form_url, extra_context=context)
@@ -248,6 +332,8 @@ class OperationAdmin(ReadOnlyAdmin):
             try:
                 if action == "retry":
                     operator_retry_now(operation_id=operation_id, actor=actor)
+                elif action == "cancel":
+                    operator_cancel(operation_id=operation_id, reason=reason, actor=actor)
                 elif action == "fail":
                     operator_force_fail(operation_id=operation_id, reason=reason, actor=actor)
                 else:
@@ -304,6 +390,8 @@ class AggregateTypeFilter(admin.SimpleListFilter):
             events.USDC_REBALANCE,
             events.SNAPSHOT,
             events.SETTINGS,
+            events.DECISIONS,
+            events.COSTS,
         )
         return [(name, name) for name in names]
 

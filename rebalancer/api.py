@@ -14,13 +14,14 @@ same status wherever it is raised:
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI, Router, Schema
+from ninja import Field, NinjaAPI, Query, Router, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 
@@ -34,7 +35,7 @@ from inventory.schemas import error_responses, field_errors
 from inventory.selectors import offchain_cash_latest
 from inventory.services import BatchInvalid, FillConflict, ReplayConflict
 from inventory.store import ConcurrencyError
-from operations.api import decimal_text
+from operations.api import OperatorRefused, decimal_text
 from operations.api import router as operations_router
 from rebalancer.selectors import PoolOverview, pools_overview
 
@@ -59,7 +60,7 @@ api = NinjaAPI(
     description=(
         "Fills and hedges of the trading side in; pools and operations out. "
         "`Authorization: Bearer <token>` (`python manage.py api_token create NAME --scope "
-        "ingest|read`). Amounts are decimal strings, timestamps ISO-8601 with an offset."
+        "ingest|read|operate`). Amounts are decimal strings, timestamps ISO-8601 with an offset."
     ),
     urls_namespace="api-v1",
 )
@@ -157,6 +158,12 @@ def _database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
     return response
 
 
+@api.exception_handler(OperatorRefused)
+def _operator_refused(request: HttpRequest, exc: OperatorRefused) -> HttpResponse:
+    """An operator action refused in the current state; nothing was changed."""
+    return _error(request, 409, {"detail": str(exc), "reason": "refused"})
+
+
 @api.exception_handler(ObjectDoesNotExist)
 def _not_found(request: HttpRequest, exc: ObjectDoesNotExist) -> HttpResponse:
     return _error(request, 404, {"detail": str(exc) or "not found"})
@@ -207,6 +214,28 @@ class AlpacaBalancesOut(Schema):
     fetched_at: str
 
 
+class ProposalOut(Schema):
+    """What REBALANCING_MODE=monitor would start for this pool (a `RebalanceProposed`)."""
+
+    kind: str
+    amount: str
+    estimated_cost_usd: str | None
+    proposed_at: datetime
+    event_id: int
+
+
+class DeferralOut(Schema):
+    """The cost gate held this pool's operation back (a `RebalanceDeferred`)."""
+
+    kind: str
+    amount: str
+    estimated_cost_usd: str | None
+    rule: str = Field(description="below_minimum, daily_cap or cost_above_max_bps")
+    detail: str
+    deferred_at: datetime
+    event_id: int
+
+
 class PoolOut(Schema):
     key: str
     kind: str
@@ -224,6 +253,8 @@ class PoolOut(Schema):
     reconciliation_reason: str
     active_operation: ActiveOperationOut | None
     alpaca_balances: AlpacaBalancesOut | None = None
+    proposal: ProposalOut | None = None
+    deferral: DeferralOut | None = None
 
 
 def ratio_text(value: Decimal | None) -> str | None:
@@ -274,13 +305,96 @@ def pool_body(pool: PoolOverview) -> dict[str, Any]:
             }
         ),
         "alpaca_balances": alpaca_balances_body() if pool.key == USDC_POOL else None,
+        "proposal": (
+            None
+            if pool.proposal is None
+            else {
+                "kind": pool.proposal.kind,
+                "amount": decimal_text(pool.proposal.amount),
+                "estimated_cost_usd": (
+                    None
+                    if pool.proposal.estimated_cost_usd is None
+                    else decimal_text(pool.proposal.estimated_cost_usd)
+                ),
+                "proposed_at": pool.proposal.proposed_at,
+                "event_id": pool.proposal.event_id,
+            }
+        ),
+        "deferral": (
+            None
+            if pool.deferral is None
+            else {
+                "kind": pool.deferral.kind,
+                "amount": decimal_text(pool.deferral.amount),
+                "estimated_cost_usd": decimal_text(pool.deferral.estimated_cost_usd),
+                "rule": pool.deferral.rule,
+                "detail": pool.deferral.detail,
+                "deferred_at": pool.deferral.deferred_at,
+                "event_id": pool.deferral.event_id,
+            }
+        ),
+    }
+
+
+class CostGroupOut(Schema):
+    day: str | None = None
+    kind: str | None = None
+    operations: int
+    moved_usd: str = Field(description="USDC at par; equities at the last onchain fill price")
+    unvalued_moves: int = Field(description="Equity moves without a fill price to value them")
+    transactions: int
+    native_fee_wei: dict[str, str] = Field(description="By chain, exact from the receipts")
+    gas_usd: str = Field(description="At the ETH/USD price recorded with each transaction")
+    gas_unvalued: int = Field(description="Transactions recorded without an ETH/USD price")
+    circle_fee_usdc: str
+    alpaca_fee_usdc: str
+    venue_costs_usd: str
+    total_usd: str
+    cost_per_10k_usd: str | None = Field(description="total_usd per 10,000 USD moved")
+    mean_in_flight_s: float | None
+
+
+class CostsOut(Schema):
+    since: str | None
+    until: str | None
+    groups: list[CostGroupOut]
+    total: CostGroupOut
+
+
+class CostFilters(Schema):
+    since: str | None = Field(None, alias="from", description="Date (00:00 UTC) or datetime")
+    until: str | None = Field(None, alias="to", description="Exclusive; date or datetime")
+
+
+@pools_router.get("/costs", response={200: CostsOut, **error_responses(400, 401, 403)})
+def costs(request: HttpRequest, filters: Query[CostFilters]) -> Any:
+    """The realized cost of the operations created in [from, to), per UTC day and kind, with
+    the cost per 10,000 USD moved (the same as `manage.py costs --json`)."""
+    from rebalancer.costs import costs_report, jsonable
+    from rebalancer.management.commands.costs import parse_moment
+
+    moments = {}
+    for name, text in (("from", filters.since), ("to", filters.until)):
+        try:
+            moments[name] = parse_moment(name, text)
+        except ValueError as exc:
+            raise InvalidValue(name, text, str(exc).split(": ", 1)[-1]) from exc
+    if moments["from"] and moments["to"] and moments["to"] <= moments["from"]:
+        raise InvalidValue("to", filters.until, "must be after from")
+    report = jsonable(costs_report(since=moments["from"], until=moments["to"]))
+    return {
+        "since": report["from"],
+        "until": report["to"],
+        "groups": report["groups"],
+        "total": report["total"],
     }
 
 
 @pools_router.get("/pools", response={200: list[PoolOut], **error_responses(401, 403)})
 def pools(request: HttpRequest) -> Any:
     """Every inventory pool (each equity symbol and USDC): balances per venue, the onchain
-    ratio against its band, its state and the active operation."""
+    ratio against its band, its state, the active operation and, for an out-of-band pool in
+    REBALANCING_MODE=monitor, the operation that would start (`proposal`)."""
     return [pool_body(pool) for pool in pools_overview()]
 
 

@@ -713,6 +713,27 @@ def parse_rpc_url(value: str) -> Secret:
     return Secret(parse_url(value, schemes=("http", "https", "ws", "wss")))
 
 
+# REBALANCING_MODE (issue 24): off (no venue configured or read), monitor (venues read, fills
+# ingested, the trigger runs and records `RebalanceProposed`, no venue write) or on.
+REBALANCING_MODES = ("off", "monitor", "on")
+
+
+def parse_rebalancing_mode(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in REBALANCING_MODES:
+        raise ValueError(f"expected one of {', '.join(REBALANCING_MODES)}")
+    return lowered
+
+
+def rebalancing_mode_read(reader: EnvReader) -> str:
+    """REBALANCING_MODE, else the boolean it replaces (REBALANCING_ENABLED true -> on, false ->
+    off: existing deployments keep their behaviour), else off. With both set, the mode wins."""
+    if reader.raw("REBALANCING_MODE") is not None:
+        return reader.get("REBALANCING_MODE", parse_rebalancing_mode, default="off") or "off"
+    enabled = bool(reader.get("REBALANCING_ENABLED", parse_bool, default=False))
+    return "on" if enabled else "off"
+
+
 parse_trading_mode = choice(TRADING_MODES, str.lower)
 
 
@@ -807,6 +828,9 @@ class WorkerConfig:
     # Operator drill: kill the worker (SIGKILL) once at this point, see operations.chaos.
     chaos_kill_at: str | None = None
     chaos_dir: str | None = None
+    # ETH_USD_AGGREGATOR (issue 24): a Chainlink-style ETH/USD feed on Base (`latestRoundData`)
+    # that values each transaction's native fee in USD when it is recorded; unset: not valued.
+    eth_usd_aggregator: str | None = None
 
 
 def load_worker_config(reader: EnvReader) -> WorkerConfig:
@@ -819,6 +843,7 @@ def load_worker_config(reader: EnvReader) -> WorkerConfig:
         return reader.get(name, parse_non_negative_seconds, default=default)
 
     return WorkerConfig(
+        eth_usd_aggregator=reader.get("ETH_USD_AGGREGATOR", parse_address),
         usdc_ethereum=reader.get("USDC_ETHEREUM", parse_address, default=d.usdc_ethereum),
         usdc_base=reader.get("USDC_BASE", parse_address, default=d.usdc_base) or d.usdc_base,
         cctp_token_messenger=reader.get(
@@ -898,10 +923,32 @@ class RebalancingConfig:
     offchain_cash_reserve: Decimal = Decimal(0)
     # Workers (issue #5): token contracts, step timeouts, poll intervals, leases, attempts.
     workers: WorkerConfig = field(default_factory=lambda: WorkerConfig())
+    # REBALANCING_MODE=monitor: venues are configured and read (`enabled` is true) but
+    # nothing is written to them; the trigger records proposals instead of operations.
+    monitor_only: bool = False
+    # The cost gate (issue 24): an operation starts only when its estimated cost is at most
+    # this many basis points of the amount's value (None: not gated); the daily volume cap
+    # of each pool (USDC, and shares per equity pool; None: no cap).
+    max_cost_bps: Decimal | None = None
+    usdc_daily_cap: Decimal | None = None
+    equity_daily_cap_shares: Decimal | None = None
+
+    @property
+    def mode(self) -> str:
+        """off, monitor or on (REBALANCING_MODE)."""
+        if not self.enabled:
+            return "off"
+        return "monitor" if self.monitor_only else "on"
+
+    @property
+    def writes(self) -> bool:
+        """Operations may write to the venues (REBALANCING_MODE=on)."""
+        return self.enabled and not self.monitor_only
 
 
 def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
-    enabled = reader.get("REBALANCING_ENABLED", parse_bool, default=False)
+    mode = rebalancing_mode_read(reader)
+    enabled = mode != "off"
 
     def required(name: str, parse: Callable[[str], T], *, secret: bool = False) -> T | None:
         return reader.get(name, parse, required=enabled, secret=secret)
@@ -952,6 +999,10 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
             "OFFCHAIN_CASH_RESERVE", setting_parser("usdc_minimum"), default=Decimal(0)
         ),
         workers=load_worker_config(reader),
+        monitor_only=mode == "monitor",
+        max_cost_bps=reader.get("REBALANCING_MAX_COST_BPS", parse_bounded_amount),
+        usdc_daily_cap=reader.get("USDC_DAILY_CAP", parse_bounded_amount),
+        equity_daily_cap_shares=reader.get("EQUITY_DAILY_CAP_SHARES", parse_bounded_amount),
     )
     signer_check(reader, key_name=key_name, config=config)
     return config

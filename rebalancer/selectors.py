@@ -8,6 +8,7 @@ from decimal import Decimal
 from inventory.domain.inventory import TooMuchOffchain, TooMuchOnchain, detect_imbalance, ratio
 from inventory.selectors import pools_list, rebalancing_settings_get
 from operations.models import ACTIVE_STATUSES, Operation
+from rebalancer.decisions import Deferral, Proposal, deferrals_latest, proposals_latest
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class PoolOverview:
     needs_reconciliation: bool
     reconciliation_reason: str
     active_operation: Operation | None
+    # REBALANCING_MODE=monitor: the newest `RebalanceProposed` of an out-of-band pool.
+    proposal: Proposal | None = None
+    # The cost gate's newest decision for the pool, when it held an operation back.
+    deferral: Deferral | None = None
 
 
 def _state(pool_domain, imbalance, row) -> str:  # type: ignore[no-untyped-def]
@@ -54,13 +59,16 @@ def pools_overview() -> list[PoolOverview]:
     """Every pool in key order: amounts, onchain ratio, band, state and active operation.
 
     States: needs_reconciliation, unobserved (a venue never snapshotted), inflight, empty,
-    too_much_onchain, too_much_offchain, balanced.
+    too_much_onchain, too_much_offchain, balanced. An out-of-band pool carries the newest
+    proposal recorded for it (REBALANCING_MODE=monitor), if any.
     """
     settings = rebalancing_settings_get()
     active = {
         operation.pool: operation
         for operation in Operation.objects.filter(status__in=ACTIVE_STATUSES)
     }
+    proposals = proposals_latest()
+    deferrals = deferrals_latest()
     overview = []
     for row in pools_list():
         pool = row.to_domain()
@@ -84,6 +92,16 @@ def pools_overview() -> list[PoolOverview]:
                 needs_reconciliation=row.needs_reconciliation,
                 reconciliation_reason=row.reconciliation_reason,
                 active_operation=active.get(row.key),
+                proposal=(
+                    proposals.get(row.key)
+                    if isinstance(imbalance, TooMuchOnchain | TooMuchOffchain)
+                    else None
+                ),
+                deferral=(
+                    deferrals.get(row.key)
+                    if isinstance(imbalance, TooMuchOnchain | TooMuchOffchain)
+                    else None
+                ),
             )
         )
     return overview

@@ -211,7 +211,7 @@ def startup_summary(options: ServiceOptions) -> list[str]:
         )
         lines.append(f"order book: {config.base_orderbook} ({owner})")
     else:
-        lines.append("venues: none (REBALANCING_ENABLED is false)")
+        lines.append("venues: none (REBALANCING_MODE is off)")
     settings_row_ensure()
     current = rebalancing_settings_get()
     usdc = current.threshold_for("USDC")
@@ -232,7 +232,9 @@ def startup_summary(options: ServiceOptions) -> list[str]:
             f"target {band.target} ± {band.deviation}, {state}"
         )
     if not config.enabled:
-        state = "disabled (REBALANCING_ENABLED=false)"
+        state = "disabled (REBALANCING_MODE=off)"
+    elif config.monitor_only:
+        state = "monitor only (REBALANCING_MODE=monitor): proposals recorded, no venue write"
     elif current.paused:
         state = "paused by an operator"
     else:
@@ -293,9 +295,17 @@ def startup_work(*, once: bool = False) -> None:
     if not settings.REBALANCING.enabled:
         return
     try:
-        sweep_nonce_fills()
+        if settings.REBALANCING.writes:  # the filler sends transactions: not in monitor mode
+            sweep_nonce_fills()
     except Exception:
         logger.exception("start-up nonce filler sweep failed; the ticker tries again")
+    try:
+        # The cost gate's gas prices, before the first poll runs the trigger (issue 24).
+        from rebalancer.costgate import gas_quotes_refresh
+
+        gas_quotes_refresh()
+    except Exception:
+        logger.exception("start-up gas quotes failed; the ticker tries again")
     if once:
         venue_balances_poll()
     elif venue_poll_if_due() is None:
@@ -619,10 +629,26 @@ def nonce_fills_sweep_if_due() -> int | None:
     from operations.sweep import sweep_nonce_fills
     from rebalancer.periodic import periodic_claim
 
+    if not settings.REBALANCING.writes:
+        return None  # REBALANCING_MODE=monitor: no transaction is sent
     interval_s = settings.REBALANCING.workers.tx_poll_interval_s
     if not periodic_claim(name=NONCE_FILLS_JOB, interval_s=interval_s):
         return None
     return sweep_nonce_fills()
+
+
+GAS_QUOTES_JOB = "gas_quotes"
+
+
+def gas_quotes_refresh_if_due() -> int | None:
+    """The cost gate's gas prices and ETH/USD (`rebalancer.costgate.gas_quotes_refresh`),
+    claimed across hosts every SNAPSHOT_INTERVAL_S; None when another host has this period."""
+    from rebalancer.costgate import gas_quotes_refresh
+    from rebalancer.periodic import periodic_claim
+
+    if not periodic_claim(name=GAS_QUOTES_JOB, interval_s=settings.SERVICE.snapshot_interval_s):
+        return None
+    return gas_quotes_refresh()
 
 
 def ticker(stop: threading.Event) -> None:
@@ -637,6 +663,7 @@ def ticker(stop: threading.Event) -> None:
             ("market clock", market_clock_refresh),
             ("venue poll", venue_poll_if_due),
             ("nonce fillers", nonce_fills_sweep_if_due),
+            ("gas quotes", gas_quotes_refresh_if_due),
         ]
     while not stop.is_set():
         close_old_connections()

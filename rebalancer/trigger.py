@@ -201,7 +201,7 @@ def pools_check(
     if not keys:
         return []
     if not django_settings.REBALANCING.enabled:
-        logger.debug("rebalancing disabled (REBALANCING_ENABLED), not checking %s", keys)
+        logger.debug("rebalancing off (REBALANCING_MODE), not checking %s", keys)
         return []
     symbols = tuple(key for key in keys if key != USDC_POOL)
     stored, breakers = config_stamp.cached(
@@ -235,6 +235,48 @@ def pools_check(
                 pool=None if not covered or domains is None else domains.get(key),
             )
             if planned is None:
+                continue
+            config = django_settings.REBALANCING
+            estimated = None
+            if (
+                config.monitor_only
+                or config.max_cost_bps is not None
+                or (config.usdc_daily_cap if key == USDC_POOL else config.equity_daily_cap_shares)
+                is not None
+            ):
+                # The cost gate (issue 24): estimate, then start only within the limits.
+                from rebalancer.costgate import gate_check
+                from rebalancer.decisions import deferral_record
+
+                minimum = (
+                    settings.usdc_minimum if key == USDC_POOL else (settings.equity_minimum_shares)
+                )
+                decision, estimate = gate_check(
+                    kind=planned.kind, pool=key, amount=planned.amount, minimum=minimum
+                )
+                estimated = estimate.usd
+                if not decision.start:
+                    deferral_record(
+                        pool=key,
+                        kind=planned.kind,
+                        amount=planned.amount,
+                        rule=decision.rule,
+                        detail=decision.detail,
+                        estimated_cost_usd=estimate.usd,
+                        value_usd=estimate.value_usd,
+                    )
+                    continue
+            if config.monitor_only:
+                # REBALANCING_MODE=monitor: record what would start, write to no venue.
+                from rebalancer.decisions import proposal_record
+
+                proposal_record(
+                    pool=planned.pool,
+                    kind=planned.kind,
+                    amount=planned.amount,
+                    settings=settings,
+                    estimated_cost_usd=estimated,
+                )
                 continue
             operation = operation_create(
                 kind=planned.kind,

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -178,6 +179,46 @@ _TASKS_V2: dict[str, Any] = {
     "type": "tuple[]",
     "components": [_EVALUABLE_V4, _SIGNED_CONTEXT_V1],
 }
+# Chainlink's AggregatorV3Interface: the reads a price feed answers (issue 24: ETH/USD).
+PRICE_FEED_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "decimals",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "uint8"}],
+    },
+    {
+        "type": "function",
+        "name": "latestRoundData",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [
+            {"name": "roundId", "type": "uint80"},
+            {"name": "answer", "type": "int256"},
+            {"name": "startedAt", "type": "uint256"},
+            {"name": "updatedAt", "type": "uint256"},
+            {"name": "answeredInRound", "type": "uint80"},
+        ],
+    },
+]
+
+
+@dataclass(frozen=True)
+class PriceRound:
+    """One round of a Chainlink-style feed: `answer / 10**decimals` is the price."""
+
+    feed: str
+    round_id: int
+    answer: int
+    decimals: int
+    updated_at: int  # unix seconds
+
+    @property
+    def price(self) -> Decimal:
+        return Decimal(self.answer).scaleb(-self.decimals)
+
+
 ORDERBOOK_VAULT_ABI: list[dict[str, Any]] = [
     {
         "type": "function",
@@ -363,6 +404,13 @@ class Receipt:
     to: str | None
     gas_used: int
     logs: tuple[Log, ...]
+    # Wei paid per gas unit (EIP-1559: base fee + priority fee); gas_used * this is the fee.
+    effective_gas_price: int = 0
+
+    @property
+    def native_fee_wei(self) -> int:
+        """What the transaction cost its sender in the chain's native token (wei), exact."""
+        return self.gas_used * self.effective_gas_price
 
     @property
     def succeeded(self) -> bool:
@@ -560,6 +608,7 @@ def receipt_from_web3(raw: Any) -> Receipt:
         to=to_checksum_address(raw["to"]) if raw.get("to") else None,
         gas_used=int(raw["gasUsed"]),
         logs=logs,
+        effective_gas_price=int(raw.get("effectiveGasPrice") or 0),
     )
 
 
@@ -678,6 +727,7 @@ class EvmChain:
         self._transmitter = self._w3.eth.contract(abi=MESSAGE_TRANSMITTER_V2_ABI)
         self._vault = self._w3.eth.contract(abi=ORDERBOOK_VAULT_ABI)
         self._inventory = self._w3.eth.contract(abi=RAINDEX_INVENTORY_ABI)
+        self._price_feed = self._w3.eth.contract(abi=PRICE_FEED_ABI)
         self._token_decimals: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -765,6 +815,31 @@ class EvmChain:
                 self._account.address,
                 "latest",
             )
+        )
+
+    def gas_price_now(self) -> int:
+        """What a transaction pays per gas now (wei): the latest block's base fee plus the
+        priority fee (the effective gas price a receipt would show)."""
+        latest = self._rpc("eth_getBlockByNumber", self._w3.eth.get_block, "latest")
+        base_fee = int(latest.get("baseFeePerGas") or 0)
+        priority = int(self._rpc("eth_maxPriorityFeePerGas", lambda: self._w3.eth.max_priority_fee))
+        return base_fee + priority
+
+    def price_feed_latest(self, *, feed: str) -> PriceRound:
+        """The latest round of a Chainlink-style price feed (`latestRoundData`, `decimals`)."""
+        address = _address("feed", feed)
+        decimals = int(self._call(self._price_feed, address, "decimals"))
+        round_id, answer, _started, updated_at, _answered = self._call(
+            self._price_feed, address, "latestRoundData"
+        )
+        if int(answer) <= 0:
+            raise ChainError(f"{self.name}: price feed {address} answered {answer}")
+        return PriceRound(
+            feed=address,
+            round_id=int(round_id),
+            answer=int(answer),
+            decimals=decimals,
+            updated_at=int(updated_at),
         )
 
     def erc20_balance(self, *, token: str, owner: str) -> int:

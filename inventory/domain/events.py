@@ -31,6 +31,8 @@ REDEMPTION = "EquityRedemption"
 USDC_REBALANCE = "UsdcRebalance"
 SNAPSHOT = "InventorySnapshot"
 SETTINGS = "RebalancingSettings"
+DECISIONS = "RebalanceDecision"
+COSTS = "OperationCost"
 
 EVENT_CLASSES: dict[str, type[DomainEvent]] = {}
 
@@ -770,6 +772,132 @@ class SettingChanged(SettingsEvent):
     new_value: str | None
     changed_by: str
     changed_at: datetime
+
+
+# --- RebalanceDecision (aggregate id = pool key): what the trigger decided not to start ------
+
+
+@dataclass(frozen=True)
+class DecisionEvent(DomainEvent):
+    AGGREGATE_TYPE: ClassVar[str] = DECISIONS
+
+
+@dataclass(frozen=True)
+class RebalanceProposed(DecisionEvent):
+    """REBALANCING_MODE=monitor: the operation the trigger would have started (kind is an
+    `OperationKind` value, amount in the pool's unit: shares or USDC). `estimated_cost_usd` is
+    None until costs are estimated. Recorded once per change of the proposal, not per event."""
+
+    ENUM: ClassVar[str] = "RebalanceDecisionEvent"
+    pool: str
+    kind: str
+    amount: Decimal
+    estimated_cost_usd: Decimal | None
+    proposed_at: datetime
+
+
+@dataclass(frozen=True)
+class RebalanceDeferred(DecisionEvent):
+    """The cost gate held back the operation the trigger planned: `rule` is the rule it broke
+    (below_minimum, daily_cap, cost_above_max_bps), `detail` says by how much. Recorded once
+    per change of state (another kind or rule, or an operation started since), not per event."""
+
+    ENUM: ClassVar[str] = "RebalanceDecisionEvent"
+    pool: str
+    kind: str
+    amount: Decimal
+    estimated_cost_usd: Decimal | None
+    value_usd: Decimal | None
+    rule: str
+    detail: str
+    last_operation_id: int
+    deferred_at: datetime
+
+
+@dataclass(frozen=True)
+class OperationStartedByOperator(DecisionEvent):
+    """An operator started an operation of a chosen amount (the audit of a manual start).
+    `estimated_cost_usd` is what was shown to the operator (None when not estimated)."""
+
+    ENUM: ClassVar[str] = "RebalanceDecisionEvent"
+    pool: str
+    kind: str
+    amount: Decimal
+    operation_id: int
+    operation_aggregate_id: str
+    estimated_cost_usd: Decimal | None
+    actor: str
+    reason: str
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class OperationCancelledByOperator(DecisionEvent):
+    """An operator cancelled an operation before its first venue request or transaction."""
+
+    ENUM: ClassVar[str] = "RebalanceDecisionEvent"
+    pool: str
+    kind: str
+    amount: Decimal
+    operation_id: int
+    operation_aggregate_id: str
+    actor: str
+    reason: str
+    cancelled_at: datetime
+
+
+# --- OperationCost (aggregate id = the operation's aggregate id): the realized cost ledger -----
+# Circle's fee (`Bridged.fee`) and Alpaca's withdrawal fee (`WithdrawalConfirmed.fee`) are
+# already facts of the USDC aggregate; the ledger reads them there. What no operation event
+# holds is recorded here: each transaction's receipt, and other venue charges.
+
+
+@dataclass(frozen=True)
+class CostEvent(DomainEvent):
+    AGGREGATE_TYPE: ClassVar[str] = COSTS
+
+
+@dataclass(frozen=True)
+class TransactionCostRecorded(CostEvent):
+    """One mined transaction an operation sent, from its receipt (exact): gas used times the
+    effective gas price is the native fee (wei). Valued in USD when recorded, at the ETH/USD
+    price the service read itself (the feed, its round and answer kept with the value, so a
+    report never re-prices history); None when no price could be read."""
+
+    ENUM: ClassVar[str] = "OperationCostEvent"
+    operation_kind: str
+    pool: str
+    chain: str
+    chain_id: int
+    tx_hash: TxHash
+    gas_used: int
+    effective_gas_price_wei: int
+    native_fee_wei: int
+    eth_usd: Decimal | None
+    eth_usd_feed: str | None
+    eth_usd_round: int | None
+    fee_usd: Decimal | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class VenueCostRecorded(CostEvent):
+    """A venue's charge that no operation event holds, e.g. a USD<->USDC conversion at Alpaca:
+    `cost_kind` "conversion", `notional` what was converted, `filled_price` against 1 and
+    `spread_usd` (notional x |1 - filled price|) plus `fee_usd`. `reference` is the venue's
+    id of the order or transfer (one cost per reference)."""
+
+    ENUM: ClassVar[str] = "OperationCostEvent"
+    operation_kind: str
+    pool: str
+    venue: str
+    cost_kind: str
+    reference: str
+    notional: Decimal
+    filled_price: Decimal | None
+    spread_usd: Decimal
+    fee_usd: Decimal
+    recorded_at: datetime
 
 
 OPERATION_EVENT_TYPES = (MINT, REDEMPTION, USDC_REBALANCE)

@@ -356,13 +356,51 @@ class StepContext:
             return TxMined(receipt)
         return TxPending()
 
-    @staticmethod
-    def _first_receipt(chain: EvmChain, hashes: Sequence[str]) -> Receipt | None:
+    def _first_receipt(self, chain: EvmChain, hashes: Sequence[str]) -> Receipt | None:
         for candidate in hashes:
             receipt = chain.receipt(candidate)
             if receipt is not None:
+                self.tx_cost_record(chain=chain, receipt=receipt)
                 return receipt
         return None
+
+    def tx_cost_record(self, *, chain: EvmChain, receipt: Receipt) -> None:
+        """The cost ledger (issue 24): a mined transaction of ours, from its receipt (gas used,
+        effective gas price, native fee), valued at the ETH/USD feed's latest round, once per
+        transaction (`inventory.domain.costs`). A ledger failure is logged, never the step's."""
+        from inventory.domain import costs
+
+        feed = self.config.eth_usd_aggregator
+        price = None
+        if feed:
+            try:
+                price = self.venues.base.price_feed_latest(feed=feed)
+            except Exception as exc:  # noqa: BLE001 - recorded without a USD value
+                logger.warning(
+                    "operation %s: ETH/USD not read from %s: %s", self.operation_id, feed, exc
+                )
+        try:
+            aggregate_execute(
+                spec=costs.SPEC,
+                aggregate_id=self.aggregate_id,
+                command=costs.RecordTransactionCost(
+                    operation_kind=self.kind,
+                    pool=self.operation.pool,
+                    chain=chain.name,
+                    chain_id=chain.chain_id,
+                    tx_hash=receipt.tx_hash,
+                    gas_used=receipt.gas_used,
+                    effective_gas_price_wei=receipt.effective_gas_price,
+                    eth_usd=None if price is None else price.price,
+                    eth_usd_feed=None if price is None else price.feed,
+                    eth_usd_round=None if price is None else price.round_id,
+                ),
+                metadata=self.metadata(),
+            )
+        except Exception:  # noqa: BLE001 - the ledger never stops an operation
+            logger.exception(
+                "operation %s: cost of tx %s not recorded", self.operation_id, receipt.tx_hash
+            )
 
     def _replace(
         self,
@@ -390,6 +428,7 @@ class StepContext:
         """Without broadcasting: mined, pending (known to the node), or None (unknown)."""
         receipt = chain.receipt(tx_hash)
         if receipt is not None:
+            self.tx_cost_record(chain=chain, receipt=receipt)
             return TxMined(receipt)
         if chain.transaction_known(tx_hash):
             return TxPending()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import Count
@@ -93,6 +94,28 @@ class RebalancerCollector:
             if at is not None:
                 age.add_metric([venue], (now - at).total_seconds())
         yield age
+
+        from rebalancer.costs import cost_totals
+
+        usd, wei = cost_totals(since=now - timedelta(days=1))
+        cost = GaugeMetricFamily(
+            "rebalancer_cost_usd",
+            "Realized cost over the last day by operation kind and component (gas valued at "
+            "the ETH/USD price read when recorded; circle_fee, alpaca_fee in USDC at par)",
+            labels=["kind", "component"],
+        )
+        for (kind, component), value in sorted(usd.items()):
+            cost.add_metric([kind, component], float(value))
+        yield cost
+        native = GaugeMetricFamily(
+            "rebalancer_native_fee_eth",
+            "Native fees paid over the last day by operation kind and chain (ETH, exact "
+            "from the receipts)",
+            labels=["kind", "chain"],
+        )
+        for (kind, chain), fee_wei in sorted(wei.items()):
+            native.add_metric([kind, chain], float(Decimal(fee_wei).scaleb(-18)))
+        yield native
 
         alerts = GaugeMetricFamily(
             "rebalancer_open_alerts",

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
@@ -272,6 +273,8 @@ class Health:
     attention: int
     open_alerts: list[AlertState]
     report: Any = None  # rebalancer.health.HealthReport: the same checks as /api/v1/health
+    # REBALANCING_MODE=monitor: proposals are recorded, nothing is moved.
+    monitor: bool = False
 
     @staticmethod
     def age_s(moment: datetime | None) -> int | None:
@@ -303,6 +306,7 @@ def console_health() -> Health:
         paused=settings.paused,
         enabled=settings.enabled,
         heartbeat_at=workers_last_task_at(),
+        monitor=bool(django_settings.REBALANCING.monitor_only),
         snapshots=last_snapshot_per_venue(),
         attention=Operation.objects.filter(needs_attention=True).count(),
         open_alerts=list(AlertState.objects.filter(resolved_at__isnull=True)[:50]),

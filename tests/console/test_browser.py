@@ -216,3 +216,47 @@ def test_a_finished_operation_offers_no_action(operator_page, live_server, tradi
     page.wait_for_selector("#operation-events")
     for action in ("retry", "fail", "reconcile"):
         assert page.locator(f"#action-{action}").count() == 0
+
+
+# --- issue 24: manual operations and the cost ledger, as an operator sees them ---------------
+
+
+def test_an_operator_starts_a_mint_with_a_confirmation_then_cancels_it(
+    operator_page, live_server, settings
+):
+    import dataclasses
+
+    from operations.models import Operation
+
+    settings.REBALANCING = dataclasses.replace(settings.REBALANCING, enabled=True)
+    page = operator_page
+    page.goto(f"{live_server.url}/admin/operations/operation/")
+    page.click("#start-operation")
+    page.wait_for_selector("#start-operation-form")
+    page.select_option("#id_kind", "mint")
+    page.fill("#id_pool", "AAPL")
+    page.fill("#id_amount", "2")
+    page.fill("#id_reason", "browser test")
+    page.click("#review-button")
+    page.wait_for_selector("#start-confirmation")
+    assert "mint" in page.locator("#start-confirmation").inner_text()
+    assert page.locator("#estimated-cost").is_visible()
+    _shot(page, "operation-start-confirm-1440")
+    assert _overflow_px(page) <= 0
+    page.click("#confirm-button")
+    page.wait_for_selector("#operation-events")
+    started = Operation.objects.filter(pool="AAPL", kind="mint").get()
+    assert f"Operation {started.pk} started by olga" in page.locator(".messagelist").inner_text()
+    assert page.locator("#operation-costs").is_visible()
+    # Nothing has moved yet: Cancel is offered, with a reason, then no action remains.
+    page.click("#action-cancel")
+    page.wait_for_selector("#confirm-action")
+    page.fill("#id_reason", "started by mistake")
+    page.click("#confirm-button")
+    page.wait_for_selector("#operation-events")
+    started.refresh_from_db()
+    assert started.status == "cancelled"
+    for action in ("retry", "fail", "reconcile", "cancel"):
+        assert page.locator(f"#action-{action}").count() == 0
+    _shot(page, "operation-cancelled-1440")
+    assert _overflow_px(page) <= 0

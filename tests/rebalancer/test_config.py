@@ -464,3 +464,49 @@ def test_values_are_read_as_written_not_as_django_environ_proxies(tmp_path: Path
     assert env.secret_key == key
     assert load_settings_env(base_dir=tmp_path, env={"Q_POLL_S": "1.5"}).q_cluster["poll"] == 1.5
     assert list(settings_problems(tmp_path, {"Q_POLL_S": "1,5"})) == ["Q_POLL_S"]
+
+
+# --- REBALANCING_MODE (issue 24) ---------------------------------------------------------------
+
+VENUES = {k: v for k, v in ALL_REQUIRED.items() if k != "REBALANCING_ENABLED"}
+
+
+def test_rebalancing_mode_off_by_default():
+    config = load({})
+    assert (config.mode, config.enabled, config.writes) == ("off", False, False)
+
+
+@pytest.mark.parametrize(
+    ("mode", "enabled", "writes"),
+    [("on", True, True), ("monitor", True, False), ("MONITOR", True, False)],
+)
+def test_rebalancing_mode_monitor_and_on_read_the_venues(mode, enabled, writes):
+    config = load(VENUES | {"REBALANCING_MODE": mode})
+    assert config.mode == mode.lower()
+    assert (config.enabled, config.writes) == (enabled, writes)
+    assert config.base_orderbook == ORDERBOOK
+
+
+def test_rebalancing_mode_monitor_requires_the_venue_settings():
+    # monitor reads the venues: every venue variable is required, as with on.
+    problems = problems_of({"REBALANCING_MODE": "monitor"})
+    assert set(problems) == set(VENUES)
+
+
+def test_rebalancing_mode_refuses_an_unknown_value_naming_it():
+    problems = problems_of({"REBALANCING_MODE": "yes"})
+    assert "REBALANCING_MODE" in problems
+    assert "off, monitor, on" in problems["REBALANCING_MODE"]
+
+
+@pytest.mark.parametrize(("legacy", "mode"), [("true", "on"), ("false", "off")])
+def test_rebalancing_enabled_is_migrated_to_a_mode(legacy, mode):
+    # Existing deployments keep their behaviour: the boolean maps to on / off.
+    env = (VENUES if legacy == "true" else {}) | {"REBALANCING_ENABLED": legacy}
+    assert load(env).mode == mode
+
+
+def test_rebalancing_mode_wins_over_the_legacy_boolean():
+    config = load(VENUES | {"REBALANCING_ENABLED": "true", "REBALANCING_MODE": "monitor"})
+    assert config.mode == "monitor"
+    assert load({"REBALANCING_ENABLED": "true", "REBALANCING_MODE": "off"}).mode == "off"

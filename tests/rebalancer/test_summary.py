@@ -36,8 +36,8 @@ def test_summary_says_paused_and_disabled(settings):
     assert "rebalancing: paused by an operator" in startup_summary(ServiceOptions())
     settings.REBALANCING = config_from_env({})
     lines = startup_summary(ServiceOptions())
-    assert "rebalancing: disabled (REBALANCING_ENABLED=false)" in lines
-    assert "venues: none (REBALANCING_ENABLED is false)" in lines
+    assert "rebalancing: disabled (REBALANCING_MODE=off)" in lines
+    assert "venues: none (REBALANCING_MODE is off)" in lines
 
 
 def test_a_migrated_database_has_no_migration_problem():

@@ -32,6 +32,7 @@ CHECKS = (
     "3 drift zero after reconcile",
     "4 rebuild_inventory --check clean",
 )
+LEDGER_CHECK = "cost ledger matches the chains and venues"
 KINDS = ("mint", "redemption", "usdc_alpaca_to_base", "usdc_base_to_alpaca")
 
 
@@ -84,6 +85,14 @@ def assert_the_day_holds(code: int, output: str) -> None:
         assert f"[ok] {check}" in summary, summary
     for kind in KINDS:
         assert re.search(rf"^\s+{kind}\s+completed\s+[1-9]", summary, re.M), summary
+        # Issue 24: what each kind cost, and per 10,000 USD moved.
+        assert re.search(
+            rf"^\s+{kind}\s+gas \d+\.\d+, circle \d+\.\d+, other \d+\.\d+, total \d+\.\d+; "
+            rf"moved \d+\.\d+, per 10,000 USD moved \d+\.\d+$",
+            summary,
+            re.M,
+        ), summary
+    assert f"[ok] {LEDGER_CHECK}: " in summary, summary
     assert code == 0, summary
 
 
@@ -107,6 +116,54 @@ def test_a_day_with_killed_workers_and_venue_faults_still_loses_and_doubles_noth
     )
     assert chaos is not None, output[-4000:]
     assert int(chaos[1]) >= 1 and int(chaos[2]) >= 1, chaos[0]
+
+
+def test_a_monitor_day_records_proposals_and_writes_to_no_venue(tmp_path):
+    """REBALANCING_MODE=monitor bin/run: the desk trades, the service reads the venues and
+    runs the trigger, and the day ends with proposals recorded, no operation, and the
+    end-of-day checks counting zero venue writes."""
+    env = day_env() | {"REBALANCING_MODE": "monitor"}
+    argv = day_argv(tmp_path)
+    argv[argv.index("420")] = "150"
+    result = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    output = result.stdout + result.stderr
+    summary = output[output.find("== the simulated day ==") :]
+    assert "== the simulated day ==" in output, output[-6000:]
+    recorded = re.search(
+        r"proposals recorded \(REBALANCING_MODE=monitor, nothing started\): (\d+)", summary
+    )
+    assert recorded is not None and int(recorded[1]) >= 1, summary
+    assert not re.search(r"^\s+(mint|redemption|usdc_\w+)\s+(completed|failed)", summary, re.M)
+    for check in CHECKS:
+        assert f"[ok] {check}" in summary, summary
+    # Zero venue writes: no Alpaca request, vault move, transfer, burn or deposit counted.
+    assert "[ok] 2 effects match operations: no effects" in summary, summary
+    assert f"[ok] {LEDGER_CHECK}: 0 transaction(s)" in summary, summary
+    assert result.returncode == 0, summary
+
+
+def test_a_day_whose_cost_limit_is_below_every_move_defers_them_and_moves_nothing(tmp_path):
+    """REBALANCING_MAX_COST_BPS far below what any move costs (Circle's 1 bp alone exceeds it
+    for USDC, the gas for equities): the trigger defers every move (RebalanceDeferred), no
+    operation starts, and the checks count no venue effect."""
+    env = day_env() | {"REBALANCING_MAX_COST_BPS": "0.000001"}
+    argv = day_argv(tmp_path)
+    argv[argv.index("420")] = "120"
+    result = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    output = result.stdout + result.stderr
+    summary = output[output.find("== the simulated day ==") :]
+    assert "== the simulated day ==" in output, output[-6000:]
+    deferred = re.search(
+        r"deferrals recorded \(the cost gate held them back\): \d+ \(([^)]*)\)", summary
+    )
+    assert deferred is not None and "usdc_" in deferred[1], summary
+    assert not re.search(r"^\s+(mint|redemption|usdc_\w+)\s+(completed|failed)", summary, re.M)
+    assert "[ok] 2 effects match operations: no effects" in summary, summary
+    assert result.returncode == 0, summary
 
 
 def test_an_existing_database_file_is_refused_and_left_alone(tmp_path):

@@ -82,6 +82,8 @@ ETHEREUM_SIM_CHAIN_ID = 900_001
 BASE_SIM_CHAIN_ID = 908_453
 USDC_DECIMALS = 6
 EQUITY_DECIMALS = 18
+# The simulated ETH/USD feed's answer (8 decimals): 3,000 USD per ETH.
+SIM_ETH_USD_ANSWER = 3_000 * 10**8
 DEFAULT_ALPACA_USDC_UNITS = 10_000_000 * 10**USDC_DECIMALS
 ROLE_INDEXES = {
     "deployer": 0,
@@ -118,6 +120,7 @@ class SimChain:
     token_messenger: str = ""
     vault: str | None = None  # Base only
     equity_tokens: dict[str, str] = field(default_factory=dict)  # symbol -> address (Base)
+    eth_usd_aggregator: str | None = None  # Base only: a Chainlink-style ETH/USD feed
 
 
 def anvil_path() -> str:
@@ -453,6 +456,11 @@ class SimChains:
             "USDC_BASE": self.base.usdc,
             "CCTP_TOKEN_MESSENGER": self.base.token_messenger,
             "CCTP_MESSAGE_TRANSMITTER": self.base.message_transmitter,
+            **(
+                {"ETH_USD_AGGREGATOR": self.base.eth_usd_aggregator}
+                if self.base.eth_usd_aggregator
+                else {}
+            ),
         }
 
     # -- low-level transactions --------------------------------------------------------------
@@ -590,6 +598,10 @@ class SimChains:
                 ),
             )
         self.base.vault = self._deploy_contract(self.base, "OrderBookVault")
+        # ETH/USD with 8 decimals, as Chainlink's feeds; the price the cost ledger reads.
+        self.base.eth_usd_aggregator = self._deploy_contract(
+            self.base, "PriceAggregator", 8, "ETH / USD", SIM_ETH_USD_ANSWER
+        )
 
     # -- tokens ------------------------------------------------------------------------------
 
@@ -628,6 +640,16 @@ class SimChains:
             self.deployer,
             to=token,
             data=self.encode("MintableERC20", "mint", to_checksum_address(to), amount_units),
+        )
+
+    def eth_usd_set(self, answer: int) -> Receipt:
+        """Set the Base ETH/USD feed's answer (8 decimals); a new round."""
+        assert self.base.eth_usd_aggregator is not None
+        return self.transact(
+            self.base,
+            self.deployer,
+            to=self.base.eth_usd_aggregator,
+            data=self.encode("PriceAggregator", "setAnswer", answer),
         )
 
     def mint_usdc(self, chain: SimChain, to: str, amount_units: int) -> Receipt:

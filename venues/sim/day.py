@@ -57,6 +57,8 @@ CHECKS = (
     "3 drift zero after reconcile",
     "4 rebuild_inventory --check clean",
 )
+# Issue 24: the cost ledger against the chains' receipts and the venue's own counters.
+LEDGER_CHECK = "cost ledger matches the chains and venues"
 
 # Thresholds of the simulated day (the sim's environment, not the product defaults): bands
 # narrow enough that the desk's drift crosses them within a minute, and again soon after each
@@ -260,6 +262,11 @@ class SimulatedDay:
         env = dict(os.environ)
         env.update(self.venue.env())
         env.update(DAY_ENV)
+        # REBALANCING_MODE=monitor bin/run: a day of proposals and no venue write (issue 24).
+        # (manage.py moves it to SIM_REBALANCING_MODE for this process, which has no venue.)
+        env["REBALANCING_MODE"] = (
+            os.environ.get("SIM_REBALANCING_MODE") or os.environ.get("REBALANCING_MODE") or "on"
+        )
         env["DATABASE_URL"] = f"sqlite:///{self.db_path}"
         env["DJANGO_SETTINGS_MODULE"] = "rebalancer.settings"
         env.setdefault("SECRET_KEY", secrets.token_urlsafe(40))
@@ -493,6 +500,10 @@ class SimulatedDay:
                 checks[CHECKS[1]] = self._check_effects(operations)
             except Exception as error:  # noqa: BLE001
                 checks[CHECKS[1]] = (False, f"venues not read: {_said(error)}")
+            try:
+                checks[LEDGER_CHECK] = self._check_ledger(operations)
+            except Exception as error:  # noqa: BLE001
+                checks[LEDGER_CHECK] = (False, f"ledger not checked: {_said(error)}")
         try:
             reconcile = self._manage(env, "reconcile", "--json", check=False)
             checks[CHECKS[2]] = _check_drift(reconcile)
@@ -528,6 +539,78 @@ class SimulatedDay:
         if self._chain_down is not None:
             # A check that passed on what could be read still leaves the day broken.
             checks.setdefault("chains up all day", (False, f"{self._chain_down} stopped"))
+
+    def _proposals_recorded(self, variant: str = "RebalanceProposed") -> Counter[str]:
+        """`RebalanceProposed` (REBALANCING_MODE=monitor) or `RebalanceDeferred` (the cost
+        gate) events in the day's log, by kind."""
+        import sqlite3
+
+        counted: Counter[str] = Counter()
+        try:
+            with contextlib.closing(sqlite3.connect(self.db_path)) as db:
+                rows = db.execute(
+                    "SELECT payload FROM inventory_event WHERE aggregate_type = ? "
+                    "AND event_type LIKE ?",
+                    ("RebalanceDecision", f"%::{variant}"),
+                ).fetchall()
+        except sqlite3.Error:
+            return counted
+        for (payload,) in rows:
+            body = json.loads(payload)
+            counted[next(iter(body.values()))["kind"]] += 1
+        return counted
+
+    def _check_ledger(self, operations: list[dict[str, Any]]) -> tuple[bool, str]:
+        """The cost ledger against the chains and the venue's own counters, exactly: every
+        recorded transaction's gas used, effective gas price and native fee against its
+        receipt; Circle's fees against what the CCTP fee recipient was minted (it holds only
+        fees); Alpaca's withdrawal fees against the simulated Alpaca's transfers."""
+        assert self.venue is not None
+        chains = self.venue.chains
+        problems: list[str] = []
+        transactions = 0
+        circle = Decimal(0)
+        alpaca = Decimal(0)
+        for op in operations:
+            costs = op.get("costs") or {}
+            circle += Decimal(costs.get("circle_fee_usdc", "0"))
+            alpaca += Decimal(costs.get("alpaca_fee_usdc", "0"))
+            for tx in costs.get("transactions", []):
+                transactions += 1
+                raw = chains.web3(chains.chain(tx["chain"])).eth.get_transaction_receipt(
+                    tx["tx_hash"]
+                )
+                figures = (
+                    int(raw["gasUsed"]),
+                    int(raw["effectiveGasPrice"]),
+                    int(raw["gasUsed"]) * int(raw["effectiveGasPrice"]),
+                )
+                recorded = (
+                    int(tx["gas_used"]),
+                    int(tx["effective_gas_price_wei"]),
+                    int(tx["native_fee_wei"]),
+                )
+                if figures != recorded:
+                    problems.append(f"#{op['id']} {tx['tx_hash']}: {recorded} != {figures}")
+        minted = sum(
+            chains.balance(chain, chain.usdc, chains.fee_recipient.address)
+            for chain in (chains.ethereum, chains.base)
+        )
+        if Decimal(minted).scaleb(-6) != circle:
+            problems.append(f"Circle fees {circle} != {Decimal(minted).scaleb(-6)} minted")
+        charged = sum(
+            (Decimal(t["network_fee"]) for t in self.venue.server.transfers()
+             if t["direction"] == "OUTGOING" and t["status"] == "COMPLETE"),
+            Decimal(0),
+        )  # fmt: skip
+        if charged != alpaca:
+            problems.append(f"Alpaca fees {alpaca} != {charged} charged")
+        if problems:
+            return False, "; ".join(problems[:5])
+        return True, (
+            f"{transactions} transaction(s) match their receipts; Circle fees {circle} USDC "
+            f"as minted to its fee recipient; Alpaca fees {alpaca} USDC as charged"
+        )
 
     def _check_effects(self, operations: list[dict[str, Any]]) -> tuple[bool, str]:
         assert self.venue is not None
@@ -692,6 +775,45 @@ class SimulatedDay:
                 out(
                     f"  #{op_id} {kind:<20} {side:<4} {usd} USD <-> {usdc_amount} USDC, cost {cost}"
                 )
+        costs_by_kind: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 5)
+        for op in report.operations:
+            costs = op.get("costs") or {}
+            if not costs:
+                continue
+            row = costs_by_kind[op["kind"]]
+            row[0] += Decimal(costs["gas_usd"])
+            row[1] += Decimal(costs["circle_fee_usdc"])
+            row[2] += Decimal(costs["alpaca_fee_usdc"]) + Decimal(costs["venue_costs_usd"])
+            row[3] += Decimal(costs["total_usd"])
+            if op["status"] == "completed" and costs.get("moved_usd") is not None:
+                row[4] += Decimal(costs["moved_usd"])
+        if costs_by_kind:
+            out("costs by kind (USD; gas at the ETH/USD price recorded, fees in USDC at par):")
+            for kind, (gas, circle, other, total, moved) in sorted(costs_by_kind.items()):
+                per = f"{total / moved * 10_000:.4f}" if moved > 0 else "-"
+                out(
+                    f"  {kind:<20} gas {gas:.6f}, circle {circle:.6f}, other {other:.6f}, "
+                    f"total {total:.6f}; moved {moved:.2f}, per 10,000 USD moved {per}"
+                )
+        deferred = self._proposals_recorded("RebalanceDeferred")
+        if deferred:
+            out(
+                f"deferrals recorded (the cost gate held them back): {sum(deferred.values())} ("
+                + ", ".join(f"{kind} {n}" for kind, n in sorted(deferred.items()))
+                + ")"
+            )
+        recorded = self._proposals_recorded()
+        if recorded:
+            out(
+                f"proposals recorded (REBALANCING_MODE=monitor, nothing started): "
+                f"{sum(recorded.values())} ("
+                + ", ".join(f"{kind} {n}" for kind, n in sorted(recorded.items()))
+                + ")"
+            )
+        for pool in report.pools:
+            proposal = pool.get("proposal")
+            if proposal:
+                out(f"  {pool['key']:<6} would start {proposal['kind']} of {proposal['amount']}")
         out("final pools:")
         for pool in report.pools:
             out(

@@ -203,7 +203,7 @@ class SimVenue:
         values = dict(self.chains.env())
         values.update(
             {
-                "REBALANCING_ENABLED": "true",
+                "REBALANCING_MODE": "on",
                 "USDC_VAULT_ID": USDC_VAULT_ID,
                 "ALPACA_BASE_URL": self.alpaca_url,
                 "ALPACA_API_KEY": self.api_key,

@@ -4,6 +4,8 @@ manage.py operation retry <id> --actor alice
 manage.py operation fail <id> --reason "Alpaca ticket 123" --actor alice
 manage.py operation reconcile <id> --reason "settled by hand, ticket 123" --actor alice
 manage.py operation resume-pool <pool> --reason "whitelist approved" --actor alice
+manage.py operation start KIND POOL AMOUNT --reason "..." --actor alice
+manage.py operation cancel <id> --reason "..." --actor alice
 manage.py operation due-loop [--interval SECONDS]
 """
 
@@ -14,13 +16,16 @@ import math
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from inventory.domain.values import InvalidValue
 from operations.due import due_loop
 from operations.operator import (
     OperatorError,
+    operator_cancel,
     operator_force_fail,
     operator_reconcile,
     operator_resume_pool,
     operator_retry_now,
+    operator_start,
 )
 
 MAX_INTERVAL_S = 86_400
@@ -34,7 +39,19 @@ class Command(BaseCommand):
         retry = sub.add_parser("retry", help="make the operation due now and queue it")
         retry.add_argument("operation_id", type=int)
         retry.add_argument("--actor", required=True)
+        start = sub.add_parser(
+            "start",
+            help="start a mint, redemption or USDC move of a chosen amount for a pool",
+        )
+        start.add_argument(
+            "kind", choices=["mint", "redemption", "usdc_alpaca_to_base", "usdc_base_to_alpaca"]
+        )
+        start.add_argument("pool", help="an equity symbol, or USDC for the USDC kinds")
+        start.add_argument("amount", help="shares, or USDC for the USDC kinds")
+        start.add_argument("--reason", required=True)
+        start.add_argument("--actor", required=True)
         for name, text in (
+            ("cancel", "cancel an operation that has not moved anything yet"),
             ("fail", "force-fail with the failure valid in its state"),
             ("reconcile", "declare kept inflight settled outside the system"),
         ):
@@ -75,8 +92,25 @@ class Command(BaseCommand):
                 )
                 self.stdout.write(f"{breaker.pool}: resumed")
                 return
+            if action == "start":
+                started, estimate = operator_start(
+                    kind=str(options["kind"]),
+                    pool=str(options["pool"]),
+                    amount=str(options["amount"]),
+                    reason=str(options["reason"]),
+                    actor=str(options["actor"]),
+                )
+                cost = "not estimated" if estimate is None else f"{estimate} USD"
+                self.stdout.write(f"{started} (started; estimated cost {cost})")
+                return
             operation_id = int(options["operation_id"])  # type: ignore[arg-type]
-            if action == "retry":
+            if action == "cancel":
+                operation = operator_cancel(
+                    operation_id=operation_id,
+                    reason=str(options["reason"]),
+                    actor=str(options["actor"]),
+                )
+            elif action == "retry":
                 operation = operator_retry_now(
                     operation_id=operation_id, actor=str(options["actor"])
                 )
@@ -92,6 +126,6 @@ class Command(BaseCommand):
                     reason=str(options["reason"]),
                     actor=str(options["actor"]),
                 )
-        except OperatorError as exc:
+        except (OperatorError, InvalidValue) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"{operation} ({action} done)")

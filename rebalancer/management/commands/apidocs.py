@@ -106,6 +106,8 @@ def render() -> str:
 def _scope(method: str, op: dict[str, Any]) -> str:
     if not op.get("security"):
         return "none"
+    if any("OperateTokenAuth" in scheme for scheme in op["security"]):
+        return "operate"
     return "read" if method == "get" else "ingest"
 
 

@@ -1,0 +1,84 @@
+"""The cost gate (issue 24): whether an operation the trigger planned may start. Pure.
+
+An operation starts when its amount is at least the pool's minimum, the pool's volume today
+plus the amount stays within its daily cap, and its estimated cost is at most `max_cost_bps`
+of the amount's value. A rule that cannot be judged (no cap, no limit, no estimate or no value)
+does not hold the operation back. `estimate_usd` adds the parts of an estimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+BPS = Decimal(10_000)
+WEI_PER_ETH = Decimal(10) ** 18
+USD_PLACES = Decimal("1e-8")
+
+RULE_MINIMUM = "below_minimum"
+RULE_DAILY_CAP = "daily_cap"
+RULE_MAX_COST = "cost_above_max_bps"
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    minimum: Decimal
+    max_cost_bps: Decimal | None = None
+    daily_cap: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class GateInput:
+    amount: Decimal
+    value_usd: Decimal | None
+    estimate_usd: Decimal | None
+    moved_today: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    start: bool
+    rule: str = ""
+    detail: str = ""
+
+
+def cost_bps(estimate_usd: Decimal, value_usd: Decimal) -> Decimal:
+    return (estimate_usd / value_usd * BPS).quantize(Decimal("0.01"))
+
+
+def gate(given: GateInput, limits: GateLimits) -> GateDecision:
+    if given.amount < limits.minimum:
+        return GateDecision(
+            False, RULE_MINIMUM, f"amount {given.amount} below the minimum {limits.minimum}"
+        )
+    if limits.daily_cap is not None and given.moved_today + given.amount > limits.daily_cap:
+        return GateDecision(
+            False,
+            RULE_DAILY_CAP,
+            f"{given.moved_today} moved today + {given.amount} exceeds the daily cap "
+            f"{limits.daily_cap}",
+        )
+    if (
+        limits.max_cost_bps is not None
+        and given.estimate_usd is not None
+        and given.value_usd is not None
+        and given.value_usd > 0
+    ):
+        bps = cost_bps(given.estimate_usd, given.value_usd)
+        if bps > limits.max_cost_bps:
+            return GateDecision(
+                False,
+                RULE_MAX_COST,
+                f"estimated cost {given.estimate_usd} USD is {bps} bps of {given.value_usd} USD, "
+                f"above {limits.max_cost_bps} bps",
+            )
+    return GateDecision(True)
+
+
+def gas_usd(
+    gas_units: Mapping[str, int], gas_price_wei: Mapping[str, int], eth_usd: Decimal
+) -> Decimal:
+    """The gas of `gas_units` per chain at each chain's price, in USD at `eth_usd`."""
+    wei = sum(units * gas_price_wei[chain] for chain, units in gas_units.items())
+    return (Decimal(wei) / WEI_PER_ETH * eth_usd).quantize(USD_PLACES)
