@@ -126,7 +126,7 @@ def operation_detail(
         }
         for row in operation_events(operation=operation)
     ]
-    from rebalancer.costs import operation_costs, operation_costs_body
+    from operations.costs import operation_costs, operation_costs_body
 
     body["costs"] = operation_costs_body(operation_costs(operation))
     return body

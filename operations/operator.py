@@ -328,7 +328,7 @@ def operator_start(
     kind, pool, amount, token = _create_arguments(kind, pool, amount, token)
     if kind == "mint" and asset_by_symbol(pool) is None:
         raise InvalidValue("pool", pool, "no registered asset with this symbol")
-    from rebalancer.costgate import estimate_cost
+    from operations.costgate import estimate_cost
 
     # Shown (and recorded with the audit), not enforced: the operator decides.
     estimate = estimate_cost(str(kind), pool, amount).usd

@@ -49,6 +49,7 @@ from inventory.services import (
     asset_register,
     setting_change,
 )
+from operations.costs import operation_costs
 from operations.models import ACTIVE_STATUSES, Operation, PoolBreaker
 from operations.operator import (
     OperatorError,
@@ -67,7 +68,6 @@ from rebalancer.console.selectors import (
     operation_references,
 )
 from rebalancer.console.site import can_operate, require_operator
-from rebalancer.costs import operation_costs
 from rebalancer.models import AlertState
 from rebalancer.selectors import pool_state
 from rebalancer.templatetags import console as console_tags
@@ -224,7 +224,7 @@ class OperationAdmin(ReadOnlyAdmin):
                 error = f"kind={values['kind']!r}: must be one of {', '.join(OperationKind.values)}"
             elif request.POST.get("confirm") != "yes":
                 confirming = True
-                from rebalancer.costgate import estimate_cost
+                from operations.costgate import estimate_cost
 
                 try:
                     estimate = estimate_cost(

@@ -370,7 +370,7 @@ class CostFilters(Schema):
 def costs(request: HttpRequest, filters: Query[CostFilters]) -> Any:
     """The realized cost of the operations created in [from, to), per UTC day and kind, with
     the cost per 10,000 USD moved (the same as `manage.py costs --json`)."""
-    from rebalancer.costs import costs_report, jsonable
+    from operations.costs import costs_report, jsonable
     from rebalancer.management.commands.costs import parse_moment
 
     moments = {}

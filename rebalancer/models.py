@@ -130,18 +130,3 @@ class MarketClock(models.Model):
         if self.is_open:
             return now < self.next_close
         return self.next_open <= now < self.next_close
-
-
-class GasQuote(models.Model):
-    """One chain's gas price as last read (issue 24), with the ETH/USD feed's price then: the
-    cost gate estimates with it inside the trigger's transaction, without a network call.
-    Written by the ticker's cost-quote job (`rebalancer.costgate.gas_quotes_refresh`)."""
-
-    chain = models.CharField(max_length=32, primary_key=True)
-    # The base fee of the latest block plus the priority fee: what a transaction pays now.
-    gas_price_wei = models.DecimalField(max_digits=40, decimal_places=0)
-    eth_usd = ExactDecimalField(null=True, blank=True)
-    read_at = models.DateTimeField()
-
-    def __str__(self) -> str:
-        return f"{self.chain}: {self.gas_price_wei} wei/gas at {self.read_at.isoformat()}"

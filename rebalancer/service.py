@@ -301,7 +301,7 @@ def startup_work(*, once: bool = False) -> None:
         logger.exception("start-up nonce filler sweep failed; the ticker tries again")
     try:
         # The cost gate's gas prices, before the first poll runs the trigger (issue 24).
-        from rebalancer.costgate import gas_quotes_refresh
+        from operations.costgate import gas_quotes_refresh
 
         gas_quotes_refresh()
     except Exception:
@@ -641,9 +641,9 @@ GAS_QUOTES_JOB = "gas_quotes"
 
 
 def gas_quotes_refresh_if_due() -> int | None:
-    """The cost gate's gas prices and ETH/USD (`rebalancer.costgate.gas_quotes_refresh`),
+    """The cost gate's gas prices and ETH/USD (`operations.costgate.gas_quotes_refresh`),
     claimed across hosts every SNAPSHOT_INTERVAL_S; None when another host has this period."""
-    from rebalancer.costgate import gas_quotes_refresh
+    from operations.costgate import gas_quotes_refresh
     from rebalancer.periodic import periodic_claim
 
     if not periodic_claim(name=GAS_QUOTES_JOB, interval_s=settings.SERVICE.snapshot_interval_s):

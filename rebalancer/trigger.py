@@ -245,7 +245,7 @@ def pools_check(
                 is not None
             ):
                 # The cost gate (issue 24): estimate, then start only within the limits.
-                from rebalancer.costgate import gate_check
+                from operations.costgate import gate_check
                 from rebalancer.decisions import deferral_record
 
                 minimum = (

@@ -483,11 +483,11 @@ class UsdcWorkflow:
         if state.amount < ALPACA_MINIMUM_WITHDRAWAL_USDC:
             return self._withdraw_from_alpaca(ctx, state)  # refused there, before any order
         conversion = state.conversion
-        if conversion is None and ctx.venue_request_sent_at() is not None:
-            # A log from before conversions whose withdrawal POST was sent: it may be at
-            # Alpaca already. (Without a POST of ours nothing at Alpaca is ours: a lookup by
-            # amount here adopted an unrelated withdrawal of the same amount and skipped the
-            # conversion.)
+        if conversion is None and (
+            ctx.venue_request_sent_at() is not None
+            or self._existing_withdrawal(ctx, state) is not None
+        ):
+            # A log from before conversions whose withdrawal may be at Alpaca already.
             return self._withdraw_from_alpaca(ctx, state)
         if conversion is None:
             # A withdrawal Alpaca would refuse is refused before any USD is converted.

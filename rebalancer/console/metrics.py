@@ -95,7 +95,7 @@ class RebalancerCollector:
                 age.add_metric([venue], (now - at).total_seconds())
         yield age
 
-        from rebalancer.costs import cost_totals
+        from operations.costs import cost_totals
 
         usd, wei = cost_totals(since=now - timedelta(days=1))
         cost = GaugeMetricFamily(

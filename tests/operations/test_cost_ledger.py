@@ -16,9 +16,9 @@ from inventory.domain.lifecycle import Lifecycle
 from inventory.domain.values import InvalidValue
 from inventory.models import Event
 from inventory.store import aggregate_execute
+from operations.costs import costs_report, operation_costs
 from operations.models import OperationStatus
 from operations.services import operation_create
-from rebalancer.costs import costs_report, operation_costs
 from tests.operations.conftest import advance_until_finished
 from tests.operations.usdc_support import A2B
 from venues.sim.chain import SIM_ETH_USD_ANSWER

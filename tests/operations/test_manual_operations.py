@@ -323,7 +323,7 @@ def test_console_start_is_for_operators_only(balanced, client):
 
 
 def test_start_shows_and_records_the_cost_estimate_without_enforcing_it(balanced, settings):
-    from rebalancer.costgate import gas_quote_record
+    from operations.costgate import gas_quote_record
 
     enable(settings, max_cost_bps=Decimal("0.01"))  # the gate would defer the trigger's
     for chain in ("base", "ethereum"):
@@ -337,7 +337,7 @@ def test_start_shows_and_records_the_cost_estimate_without_enforcing_it(balanced
 
 
 def test_console_confirmation_shows_the_estimate(balanced, operator_client):
-    from rebalancer.costgate import gas_quote_record
+    from operations.costgate import gas_quote_record
 
     for chain in ("base", "ethereum"):
         gas_quote_record(chain=chain, gas_price_wei=10**9, eth_usd=Decimal(3000))

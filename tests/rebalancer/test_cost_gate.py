@@ -11,9 +11,9 @@ import pytest
 from inventory.domain import costgate
 from inventory.domain import events as ev
 from inventory.models import Event
+from operations.costgate import estimate_cost, gas_quote_record
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.services import operation_finish
-from rebalancer.costgate import estimate_cost, gas_quote_record
 from tests.rebalancer.flows import enable, observe
 
 GWEI = 10**9

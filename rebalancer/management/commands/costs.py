@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rebalancer.costs import costs_report, jsonable
+from operations.costs import costs_report, jsonable
 
 
 def parse_moment(name: str, text: str | None) -> datetime | None:

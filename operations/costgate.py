@@ -125,7 +125,7 @@ def estimate_cost(
 ) -> Estimate:
     """The estimated cost in USD of moving `amount` of `pool` with an operation of `kind`
     (None when the gas cannot be priced: no fresh quote or no ETH/USD price)."""
-    from rebalancer.models import GasQuote
+    from operations.models import GasQuote
 
     moment = now or timezone.now()
     estimate = Estimate(usd=None, value_usd=value_usd(pool, amount))
@@ -182,7 +182,7 @@ def gate_check(
 def gas_quote_record(
     *, chain: str, gas_price_wei: int, eth_usd: Decimal | None, now: datetime | None = None
 ) -> None:
-    from rebalancer.models import GasQuote
+    from operations.models import GasQuote
 
     GasQuote.objects.update_or_create(
         chain=chain,
