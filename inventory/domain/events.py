@@ -670,8 +670,8 @@ class ConversionInitiated(UsdcRebalanceEvent):
 @dataclass(frozen=True)
 class ConversionConfirmed(UsdcRebalanceEvent):
     """The conversion order filled (`partial`: only part of it). `usdc_amount` is the USDC the
-    move carries on (bought, floored to 6 decimals; or sold), `usd_amount` the USD spent or
-    received, `cost` what was lost to the spread and fees, in USD."""
+    move carries on (bought, floored to 6 decimals; or sold, rounded up), `usd_amount` the USD
+    spent or received, `cost` what was lost to the spread and fees, in USD."""
 
     ENUM: ClassVar[str] = "UsdcRebalanceEvent"
     order_id: str

@@ -501,12 +501,27 @@ _GENESIS_TYPES = (
 )
 
 
+def _unspent(track: OperationTrack, event: Any) -> Decimal:
+    """What an Alpaca-to-Base USDC move's conversion did not spend of the USD it holds
+    inflight (a buy Alpaca filled only in part, spec 15.5): that cash never left Alpaca."""
+    if (
+        isinstance(event, ev.ConversionConfirmed)
+        and track.genesis.direction is RebalanceDirection.ALPACA_TO_BASE
+        and track.moved
+        and event.usd_amount < track.held_inflight
+    ):
+        return track.held_inflight - event.usd_amount
+    return ZERO
+
+
 def track_apply(track: OperationTrack, event: Any) -> OperationTrack:
     """The operation's held inflight after `event` (independent of any pool's values)."""
     if isinstance(event, _MOVES_TO_INFLIGHT):
         if track.moved:
             return track
         return replace(track, held_inflight=track.genesis.amount, moved=True)
+    if isinstance(event, ev.ConversionConfirmed):
+        return replace(track, held_inflight=track.held_inflight - _unspent(track, event))
     if isinstance(event, ev.Bridged):
         return replace(track, received=event.amount_received)
     if isinstance(event, _LEAVES_SOURCE):
@@ -658,6 +673,10 @@ def _apply_operation(
             pool = pool.with_last_rebalancing(event.completed_at)
         elif isinstance(event, ev.DepositedIntoVault):
             pool = pool.with_last_rebalancing(event.deposited_at)
+    elif isinstance(event, ev.ConversionConfirmed):
+        unspent = _unspent(track, event)
+        if unspent:
+            pool = pool.with_venue(source, pool.venue(source).cancel_inflight(unspent))
     elif isinstance(event, _CANCELS):
         if track.held_inflight != 0 and not track.left_source:
             pool = pool.with_venue(source, pool.venue(source).cancel_inflight(track.held_inflight))

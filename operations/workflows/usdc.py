@@ -568,11 +568,15 @@ class UsdcWorkflow:
             return Continue("conversion failed")
         partial = order.status != "filled"
         filled = order.filled_qty
-        usdc_amount = filled.quantize(USDC_UNIT, rounding=ROUND_DOWN)
         if side == "buy":
+            # The USDC bought, floored: the withdrawal can spend no more than that.
+            usdc_amount = filled.quantize(USDC_UNIT, rounding=ROUND_DOWN)
             spent = amount if not partial else (filled * price).quantize(USDC_UNIT, ROUND_UP)
             usd_amount = spent
         else:
+            # The USDC that left the position, up to the micro-USDC: what stays unsold
+            # (deposited - usdc_amount) is then never counted above what is left.
+            usdc_amount = filled.quantize(USDC_UNIT, rounding=ROUND_UP)
             usd_amount = (filled * price).quantize(USDC_UNIT, rounding=ROUND_DOWN)
         if partial:
             logger.warning(

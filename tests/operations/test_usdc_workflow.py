@@ -186,6 +186,107 @@ def test_alpaca_to_base_buys_usdc_at_the_spread_and_withdraws_exactly_what_it_bo
     assert pool.onchain.available == Decimal(1000) + usdc_state(operation).value.amounts.deposited
 
 
+def test_alpaca_to_base_with_a_partial_buy_withdraws_what_it_bought_and_keeps_the_rest_counted(
+    sim_venue, venues, knobs
+):
+    """A USDCUSD buy Alpaca fills only in part (the rest canceled): the move withdraws exactly
+    the USDC bought (floored to 6 decimals), records `partial` and the cost, and the USD the
+    buy did not spend is still counted at Alpaca: nothing lost, nothing counted twice."""
+    knobs(usdc_spread_bps=Decimal(20), usdc_fill_fraction=Decimal("0.5"))  # buys at 1.001
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+    cash_before = sim_venue.server.cash()
+    usdc_before = sim_venue.server.usdc_position()
+    # 320: an amount no other test withdraws (the withdrawal lookup matches by amount).
+    operation = new_usdc(A2B, "320")
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    assert business_events(operation) == A2B_EVENTS
+    events = usdc_events(operation)
+    started = next(e for e in events if isinstance(e, ev.ConversionInitiated))
+    filled = next(e for e in events if isinstance(e, ev.ConversionConfirmed))
+    withdrawn = next(e for e in events if isinstance(e, ev.Initiated))
+    order = next(
+        o for o in sim_venue.server.orders() if o["client_order_id"] == started.client_order_id
+    )
+    assert order["status"] == "canceled"
+    assert Decimal(order["filled_qty"]) == Decimal("159.840159840")  # $160 at 1.001
+    assert filled.partial is True
+    assert filled.filled_qty == Decimal("159.840159840")
+    assert (filled.usdc_amount, filled.usd_amount) == (Decimal("159.840159"), Decimal(160))
+    assert filled.cost == Decimal("0.159841")
+    assert withdrawn.amount == Decimal("159.840159")
+    assert cash_before - sim_venue.server.cash() == Decimal(160)  # the other $160 stayed
+    assert sim_venue.server.usdc_position() - usdc_before == Decimal("0.000000840")
+    amounts = usdc_state(operation).value.amounts
+    pool = pool_inventory(key="USDC")
+    assert pool.offchain.inflight == 0
+    assert pool.onchain.inflight == 0
+    assert pool.offchain.available == Decimal(840)  # only the USD spent left Alpaca
+    assert pool.onchain.available == Decimal(1000) + amounts.deposited
+    # Money-exact: the pools lost only the spread and the fees on the way.
+    lost = filled.cost + (withdrawn.amount - amounts.deposited)
+    assert pool.offchain.available + pool.onchain.available == Decimal(2000) - lost
+
+
+def test_base_to_alpaca_with_a_partial_sale_keeps_the_unsold_usdc_counted_at_alpaca(
+    sim_venue, venues, knobs
+):
+    """A sale of the deposited USDC Alpaca fills only in part: the move completes, the USD
+    received and the USDC left unsold are both counted at Alpaca (the pool's offchain side
+    counts cash and the USDC position), exactly what sits there."""
+    # Sells at 0.999; 0.4444444444 of the deposit fills, a quantity of 9 decimals.
+    knobs(usdc_spread_bps=Decimal(20), usdc_fill_fraction=Decimal("0.4444444444"))
+    fund_vault(sim_venue, venues, "200")
+    observe(usdc_onchain="1000", usdc_offchain="1000")
+    cash_before = sim_venue.server.cash()
+    usdc_before = sim_venue.server.usdc_position()
+    operation = new_usdc(B2A, "150")
+
+    advance_until_finished(operation, venues)
+
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    assert business_events(operation) == B2A_EVENTS
+    events = usdc_events(operation)
+    started = next(e for e in events if isinstance(e, ev.ConversionInitiated))
+    filled = next(e for e in events if isinstance(e, ev.ConversionConfirmed))
+    confirmed = next(e for e in events if isinstance(e, ev.DepositConfirmed))
+    assert (started.side, started.amount) == ("sell", Decimal("149.985"))
+    order = next(
+        o for o in sim_venue.server.orders() if o["client_order_id"] == started.client_order_id
+    )
+    assert (order["status"], order["qty"]) == ("canceled", "149.985")
+    assert filled.partial is True
+    assert filled.filled_qty == Decimal("66.659999993")
+    # The USDC that left the position, counted up to the micro-USDC: the unsold rest is then
+    # never counted above what is left (83.325000007 held, 83.325 counted).
+    assert (filled.usdc_amount, filled.usd_amount) == (Decimal("66.66"), Decimal("66.593339"))
+    assert filled.cost == Decimal("0.066661")
+    cash_gained = sim_venue.server.cash() - cash_before
+    usdc_gained = sim_venue.server.usdc_position() - usdc_before
+    assert cash_gained == Decimal("66.593339")
+    assert usdc_gained == Decimal("83.325000007")  # unsold, still at Alpaca
+    assert confirmed.amount_deposited == Decimal("149.918339")  # both, 6 decimals
+    pool = pool_inventory(key="USDC")
+    assert pool.onchain.available == Decimal(850)
+    assert pool.onchain.inflight == 0
+    assert pool.offchain.inflight == 0
+    assert pool.offchain.available == Decimal("1149.918339")
+    assert pool.offchain.available <= Decimal(1000) + cash_gained + usdc_gained
+    # Money-exact: the pools lost only the bridge's fee and the recorded conversion cost.
+    amounts = usdc_state(operation).value.amounts
+    lost = (Decimal(150) - amounts.bridged_received) + filled.cost
+    assert pool.offchain.available + pool.onchain.available == Decimal(2000) - lost
+
+
+def test_a_fill_fraction_outside_zero_to_one_is_refused_by_the_sim(sim_venue):
+    for bad in (Decimal(0), Decimal("1.5"), 0.5):
+        with pytest.raises(ValueError, match="usdc_fill_fraction"):
+            sim_venue.server.set_knobs(usdc_fill_fraction=bad)
+    assert sim_venue.server.knobs.usdc_fill_fraction == Decimal(1)
+
+
 def test_managed_vaults_move_through_the_raindex_inventory_that_owns_them(sim_venue, worker_env):
     """Issue 20 (spec 15.6): with RAINDEX_INVENTORY set, Base-to-Alpaca withdraws from the
     inventory's USDC vault by calling withdraw4 on the inventory as its operator, and

@@ -142,6 +142,12 @@ class SimKnobs:
     # mid + half the spread, sells at mid - half the spread (0: exactly 1 both ways).
     usdc_spread_bps: Decimal = Decimal(0)
     usdc_price_jitter_bps: Decimal = Decimal(0)
+    # The fraction (0 < f <= 1) of its amount each USDCUSD order accepted while it is set
+    # fills (a buy: of its USD notional or qty; a sell: of its qty), quantities floored to
+    # Alpaca's 9 crypto decimals. Below 1 the order ends `canceled` with `filled_qty` the part
+    # filled, as Alpaca reports a market order whose rest the book could not take (an ioc's
+    # rest is canceled); the rest of the cash or the USDC is left where it was.
+    usdc_fill_fraction: Decimal = Decimal(1)
     # How the whitelist spells the market maker entry's chain ("ETH" or "Ethereum").
     whitelist_chain: str = "ETH"
     # Rows of unknown shape in the tokenization history (the reference tests 128).
@@ -149,6 +155,13 @@ class SimKnobs:
     # Well-formed past entries added to both histories (tokenization requests and wallet
     # transfers of other days, one an hour going back from 2025-06-01): a long-lived account.
     history_rows: int = 0
+
+    def __post_init__(self) -> None:
+        fraction = self.usdc_fill_fraction
+        if not isinstance(fraction, Decimal) or not Decimal(0) < fraction <= 1:
+            raise ValueError(
+                f"usdc_fill_fraction={fraction!r}: must be a Decimal above 0 and at most 1"
+            )
 
 
 @dataclass(frozen=True)
@@ -318,6 +331,8 @@ class OrderRecord:
     updated_at: datetime | None = None
     notional: Decimal | None = None
     time_in_force: str = "day"
+    fill_fraction: Decimal = Decimal(1)  # USDCUSD: `SimKnobs.usdc_fill_fraction` at submit
+    canceled_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Broker API order (the fields this project reads plus Alpaca's usual companions)."""
@@ -329,7 +344,7 @@ class OrderRecord:
             "submitted_at": _iso(self.created_at),
             "filled_at": _iso(self.filled_at),
             "expired_at": None,
-            "canceled_at": None,
+            "canceled_at": _iso(self.canceled_at),
             "failed_at": None,
             "asset_class": "crypto" if self.symbol == USDC_SYMBOL else "us_equity",
             "symbol": self.symbol,
@@ -1328,6 +1343,7 @@ class SimVenueServer:
                 due_at=time.monotonic() + self._knobs.order_fill_delay_s,
                 notional=notional,
                 time_in_force=str(data.get("time_in_force")),
+                fill_fraction=self._knobs.usdc_fill_fraction,
             )
             self._orders.append(record)
             logger.info(
@@ -1339,30 +1355,51 @@ class SimVenueServer:
             return record.to_json()
 
     def _fill_usdc_order(self, order: OrderRecord) -> None:
+        fraction = order.fill_fraction
+        partial = fraction < 1
         with self._lock:
             buy_price, sell_price = self.usdc_prices()
             if order.side == "buy":
                 price = buy_price
                 if order.notional is not None:
-                    qty = (order.notional / price).quantize(CRYPTO_QTY_UNIT, rounding=ROUND_DOWN)
-                    cost = order.notional
+                    spend = order.notional * fraction
+                    qty = (spend / price).quantize(CRYPTO_QTY_UNIT, rounding=ROUND_DOWN)
+                    cost = (
+                        order.notional
+                        if not partial
+                        else (qty * price).quantize(USD_UNIT, rounding=ROUND_UP)
+                    )
                 else:
-                    qty = order.qty
+                    qty = (order.qty * fraction).quantize(CRYPTO_QTY_UNIT, rounding=ROUND_DOWN)
                     cost = (qty * price).quantize(USD_UNIT, rounding=ROUND_UP)
                 self._cash -= cost
                 self._usdc += qty
             else:
                 price = sell_price
-                qty = order.qty
-                self._held[USDC_SYMBOL] = self._held.get(USDC_SYMBOL, Decimal(0)) - qty
+                qty = (order.qty * fraction).quantize(CRYPTO_QTY_UNIT, rounding=ROUND_DOWN)
+                # The whole order's hold is released: what did not sell is available again.
+                self._held[USDC_SYMBOL] = self._held.get(USDC_SYMBOL, Decimal(0)) - order.qty
                 self._usdc -= qty
                 self._cash += (qty * price).quantize(USD_UNIT, rounding=ROUND_DOWN)
-            order.qty = qty
-            order.status = "filled"
+            if order.notional is not None:
+                order.qty = qty  # a notional order's qty is what it bought
             order.filled_qty = qty
             order.filled_avg_price = price
-            order.filled_at = order.updated_at = _now()
-        logger.info("sim: USDCUSD order %s filled: %s %s at %s", order.id, order.side, qty, price)
+            order.updated_at = _now()
+            if partial:
+                order.status = "canceled"
+                order.canceled_at = order.updated_at
+            else:
+                order.status = "filled"
+                order.filled_at = order.updated_at
+        logger.info(
+            "sim: USDCUSD order %s %s: %s %s at %s",
+            order.id,
+            order.status,
+            order.side,
+            qty,
+            price,
+        )
 
     def _order_by_client_id(self, *, query: dict[str, str], **_: Any) -> Any:
         wanted = query.get("client_order_id")
