@@ -33,7 +33,7 @@ from django_q.models import Failure, Schedule
 from inventory.domain import settings as settings_domain
 from inventory.domain.events import SETTINGS
 from inventory.domain.inventory import detect_imbalance, ratio
-from inventory.domain.values import InvalidValue
+from inventory.domain.values import USDC_POOL, InvalidValue
 from inventory.models import (
     ApiToken,
     ApiTokenScope,
@@ -42,7 +42,7 @@ from inventory.models import (
     InventoryPool,
     RebalancingSettingsRow,
 )
-from inventory.selectors import rebalancing_settings_get
+from inventory.selectors import offchain_cash_latest, rebalancing_settings_get
 from inventory.services import (
     api_token_create,
     api_token_revoke,
@@ -476,6 +476,7 @@ class InventoryPoolAdmin(ReadOnlyAdmin):
         "onchain_inflight",
         "offchain_available",
         "offchain_inflight",
+        "alpaca_balances",
         "ratio_against_band",
         "state",
         "updated",
@@ -490,6 +491,25 @@ class InventoryPoolAdmin(ReadOnlyAdmin):
         value = ratio(pool)
         shown = "n/a" if value is None else f"{value:.4f}"
         return f"{shown} ({threshold.lower}-{threshold.upper})"
+
+    @admin.display(description="Alpaca balances")
+    def alpaca_balances(self, obj: InventoryPool) -> str:
+        """The USDC pool's offchain side is two balances at Alpaca (spec 15.5): USD cash (and
+        what of it may be withdrawn) and the USDC position, from the latest read."""
+        if obj.key != USDC_POOL:
+            return ""
+        cash = offchain_cash_latest()
+        if cash is None:
+            return "not read yet"
+        return format_html(
+            'cash <span data-balance="cash">{}</span><br>'
+            'withdrawable <span data-balance="cash_withdrawable">{}</span><br>'
+            'USDC <span data-balance="usdc">{}</span><br><small>read {}</small>',
+            cash.cash_balance,
+            "not read" if cash.cash_withdrawable is None else cash.cash_withdrawable,
+            "not read" if cash.usdc_balance is None else cash.usdc_balance,
+            console_tags.when(cash.fetched_at),
+        )
 
     @admin.display(description="updated", ordering="updated_at")
     def updated(self, obj: InventoryPool) -> str:

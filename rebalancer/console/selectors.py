@@ -23,8 +23,13 @@ from inventory.domain.events import (
     OnchainEquity,
 )
 from inventory.domain.inventory import ImbalanceThreshold
+from inventory.domain.values import USDC_POOL
 from inventory.models import Event
-from inventory.selectors import RebalancingSettings, rebalancing_settings_get
+from inventory.selectors import (
+    RebalancingSettings,
+    offchain_cash_latest,
+    rebalancing_settings_get,
+)
 from operations.models import ACTIVE_STATUSES, Operation, OperationStatus, PoolBreaker
 from rebalancer.models import AlertState, PoolRatioSample
 from rebalancer.selectors import PoolOverview, pools_overview
@@ -71,6 +76,8 @@ class PoolView:
     history: list[tuple[datetime, Decimal]] = field(default_factory=list)
     breaker: PoolBreaker | None = None
     active_step: str | None = None
+    # The USDC pool: Alpaca's latest read of USD cash, withdrawable cash and USDC held.
+    alpaca_balances: OffchainCash | None = None
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names not defined here: the overview's fields (key, ratio, ...).
@@ -134,7 +141,9 @@ def pool_views(
         for op in operations_with_step(Operation.objects.filter(status__in=ACTIVE_STATUSES))
     }
     views = []
-    for pool in pools_overview():
+    overviews = pools_overview()
+    alpaca = offchain_cash_latest() if any(p.key == USDC_POOL for p in overviews) else None
+    for pool in overviews:
         last = (
             PoolRatioSample.objects.filter(pool=pool.key)
             .order_by("-recorded_at")
@@ -154,6 +163,7 @@ def pool_views(
                 ),
                 breaker=breakers.get(pool.key),
                 active_step=steps.get(pool.key),
+                alpaca_balances=alpaca if pool.key == USDC_POOL else None,
             )
         )
     return views

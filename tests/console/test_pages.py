@@ -10,9 +10,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from inventory.models import Asset, Event, RebalancingSettingsRow
-from inventory.services import settings_row_ensure
+from inventory.services import settings_row_ensure, snapshot_record
 from operations.models import Operation, OperationStatus
 from tests.console.conftest import VAULT_ID
 
@@ -321,6 +322,32 @@ def test_the_pools_list_shows_ratio_band_and_state(viewer_client, trading_state)
     assert "0.9000 (0.3-0.7)" in results
     assert "too much onchain" in results
     assert "?pool=AAPL" in results
+
+
+def _balances(html: str) -> dict[str, str]:
+    return dict(re.findall(r'data-balance="(\w+)">([^<]*)<', html))
+
+
+def test_the_usdc_pool_shows_alpacas_cash_withdrawable_cash_and_usdc(viewer_client, trading_state):
+    """Issue 20: USD cash and USDC are two balances at Alpaca; the pools list and the
+    dashboard show both, and the withdrawable cash, from the latest read."""
+    snapshot_record(
+        fetched_at=timezone.now(),
+        offchain_cash=Decimal("900.5"),
+        offchain_usdc=Decimal("100.25"),
+        offchain_cash_withdrawable=Decimal("400"),
+    )
+    expected = {"cash": "900.5", "cash_withdrawable": "400", "usdc": "100.25"}
+    listed = viewer_client.get(reverse("admin:inventory_inventorypool_changelist"))
+    rows = re.findall(r"<tr>.*?</tr>", _results(listed.content.decode()), flags=re.S)
+    usdc_row = next(row for row in rows if ">USDC<" in row)
+    assert _balances(usdc_row) == expected
+    assert not any(_balances(row) for row in rows if row is not usdc_row)
+    dashboard = viewer_client.get(reverse("admin:index")).content.decode()
+    usdc = re.search(r'<tr class="pool-row" data-pool="USDC".*?</tr>', dashboard, flags=re.S)
+    assert usdc is not None
+    assert _balances(usdc.group(0)) == expected
+    assert "Alpaca: cash" not in dashboard.replace(usdc.group(0), "")
 
 
 def test_alerts_link_to_the_operation_or_pool_they_concern(admin_client, trading_state):
