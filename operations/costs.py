@@ -3,8 +3,9 @@
 Per operation: every transaction it sent (`TransactionCostRecorded`: chain, gas used,
 effective gas price, native fee, its USD value at the price read when it was recorded),
 Circle's fee as charged (`Bridged.fee`, else what was burned minus what was minted), Alpaca's
-withdrawal fee as Alpaca reported it (`WithdrawalConfirmed.fee`), other venue charges
-(`VenueCostRecorded`, e.g. a conversion's spread and fee) and the time in flight per step.
+withdrawal fee as Alpaca reported it (`WithdrawalConfirmed.fee`), venue charges (each USDCUSD
+conversion's `ConversionConfirmed.cost`, the USD lost to its spread, and `VenueCostRecorded`)
+and the time in flight per step.
 Nothing is re-priced: USD values are the ones recorded. Summed per UTC day and kind, with the
 cost per 10,000 USD moved (a USDC amount is USD; an equity amount is valued at the last
 onchain fill price before the operation started).
@@ -148,6 +149,8 @@ def operation_costs(operation: Operation) -> OperationCosts:
         event = row.domain_event()
         if isinstance(event, ev.WithdrawalConfirmed) and event.fee:
             result.alpaca_fee_usdc += event.fee
+        elif isinstance(event, ev.ConversionConfirmed):
+            result.venue_costs_usd += event.cost
         elif isinstance(event, ev.BridgingInitiated):
             burned = event.burn_amount
         elif isinstance(event, ev.Bridged):
@@ -309,7 +312,11 @@ def cost_totals(
                 usd[(event.operation_kind, "gas")] += event.fee_usd
         elif isinstance(event, ev.VenueCostRecorded):
             usd[(event.operation_kind, "venue")] += event.spread_usd + event.fee_usd
-    fee_types = (ev.WithdrawalConfirmed.event_type_name(), ev.Bridged.event_type_name())
+    fee_types = (
+        ev.WithdrawalConfirmed.event_type_name(),
+        ev.Bridged.event_type_name(),
+        ev.ConversionConfirmed.event_type_name(),
+    )
     rows = list(
         Event.objects.filter(
             aggregate_type=ev.USDC_REBALANCE, event_type__in=fee_types, recorded_at__gte=since
@@ -327,4 +334,6 @@ def cost_totals(
             usd[(kind, "alpaca_fee")] += event.fee
         elif isinstance(event, ev.Bridged) and event.fee:
             usd[(kind, "circle_fee")] += event.fee
+        elif isinstance(event, ev.ConversionConfirmed):
+            usd[(kind, "venue")] += event.cost
     return dict(usd), dict(wei)

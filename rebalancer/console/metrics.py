@@ -101,7 +101,8 @@ class RebalancerCollector:
         cost = GaugeMetricFamily(
             "rebalancer_cost_usd",
             "Realized cost over the last day by operation kind and component (gas valued at "
-            "the ETH/USD price read when recorded; circle_fee, alpaca_fee in USDC at par)",
+            "the ETH/USD price read when recorded; circle_fee, alpaca_fee in USDC at par; "
+            "venue: USDCUSD conversions' spread and venue charges, in USD)",
             labels=["kind", "component"],
         )
         for (kind, component), value in sorted(usd.items()):

@@ -5,10 +5,13 @@ USDC) and the pure domain. Real DB, real anvil chains, the runner in-process."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 import pytest
+from django.test import Client
 
 from inventory.domain import costs as costs_domain
 from inventory.domain import events as ev
@@ -20,7 +23,7 @@ from operations.costs import costs_report, operation_costs
 from operations.models import OperationStatus
 from operations.services import operation_create
 from tests.operations.conftest import advance_until_finished
-from tests.operations.usdc_support import A2B
+from tests.operations.usdc_support import A2B, next_amount, usdc_events
 from venues.sim.chain import SIM_ETH_USD_ANSWER
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -192,6 +195,63 @@ def test_a_usdc_move_records_every_transaction_exactly_as_the_chains_charged_it(
         == []
     )
     assert Event.objects.filter(aggregate_type=ev.COSTS).count() == count
+
+
+@pytest.mark.django_db
+@pytest.mark.chain
+def test_a_conversions_spread_is_a_venue_cost_of_its_operation_everywhere(
+    settings, venue_config, sim_venue, venues, client
+):
+    """Issue 20/24: the USD a USDCUSD conversion lost to the spread (`ConversionConfirmed.cost`)
+    is a venue cost of its operation: in its costs, the day's report, /api/v1/costs, the
+    operation's page and /metrics, exactly as recorded."""
+    from django.contrib.auth.models import User
+    from django.urls import reverse
+
+    from inventory.services import api_token_create
+    from operations.costs import cost_totals
+
+    settings.REBALANCING = venue_config
+    before = sim_venue.server.knobs
+    sim_venue.server.set_knobs(usdc_spread_bps=Decimal(20))  # buys at 1.001
+    try:
+        operation = operation_create(kind=A2B, pool="USDC", amount=next_amount())
+        assert operation is not None
+        advance_until_finished(operation, venues)
+    finally:
+        sim_venue.server.set_knobs(**dataclasses.asdict(before))
+    operation.refresh_from_db()
+    assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
+    [converted] = [e for e in usdc_events(operation) if isinstance(e, ev.ConversionConfirmed)]
+    spread = converted.cost
+    assert spread == operation.amount - (operation.amount / Decimal("1.001")).quantize(
+        Decimal("0.000001"), rounding=ROUND_DOWN
+    )
+    assert spread > 0
+
+    costs = operation_costs(operation)
+    assert costs.venue_costs_usd == spread
+    assert costs.total_usd == costs.gas_usd + costs.circle_fee_usdc + spread
+    [group] = [g for g in costs_report()["groups"] if g["kind"] == A2B]
+    assert group["venue_costs_usd"] == spread
+    usd, _ = cost_totals(since=operation.created_at)
+    assert usd[(A2B, "venue")] == spread
+
+    token = api_token_create(name="reader", scopes=["read"])[1]
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    body = client.get("/api/v1/costs").json()
+    [api_group] = [g for g in body["groups"] if g["kind"] == A2B]
+    assert Decimal(api_group["venue_costs_usd"]) == spread
+    detail = client.get(f"/api/v1/operations/{operation.pk}").json()
+    assert Decimal(detail["costs"]["venue_costs_usd"]) == spread
+    metrics = client.get("/metrics").content.decode()
+    assert f'rebalancer_cost_usd{{component="venue",kind="{A2B}"}} {float(spread)}' in metrics
+    console = Client()
+    console.force_login(User.objects.create_superuser("root", "root@example.invalid", "pw-1"))
+    page = console.get(reverse("admin:operations_operation_change", args=[operation.pk]))
+    venue_row = re.search(r'<tr class="cost-venue">.*?</tr>', page.content.decode(), re.S)
+    assert venue_row is not None
+    assert f"<td>{spread}</td>" in venue_row.group(0)
 
 
 # --- the ledger's surfaces: manage.py costs, /api/v1/costs, the operation, console, /metrics ---
