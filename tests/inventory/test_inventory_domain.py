@@ -705,6 +705,45 @@ def test_usdc_requested_genesis_then_initiated_moves_once():
     assert amounts(pool) == (1000, 0, 900, 100)
 
 
+def conversion(usd: str, usdc: str, *, partial: bool) -> ev.ConversionConfirmed:
+    return ev.ConversionConfirmed(
+        order_id="o",
+        filled_qty=D(usdc),
+        filled_avg_price=D(1),
+        usdc_amount=D(usdc),
+        usd_amount=D(usd),
+        cost=D(usd) - D(usdc),
+        confirmed_at=NOW,
+        partial=partial,
+    )
+
+
+def test_a_partial_usdc_buy_returns_the_unspent_usd_to_alpaca_and_settles_what_it_spent():
+    """Issue 20: an Alpaca-to-Base move holds the requested USD inflight; a buy Alpaca fills
+    only in part spent less, and the rest never left Alpaca: available there again at once."""
+    requested = ev.Requested(
+        direction=RebalanceDirection.ALPACA_TO_BASE, amount=D(100), requested_at=NOW
+    )
+    bought = conversion("40", "40", partial=True)
+    pool = run(inv(1000, 1000), ev.USDC_REBALANCE, requested, bought)
+    assert amounts(pool) == (1000, 0, 960, 40)
+    deposited = ev.DepositConfirmed(deposit_confirmed_at=LATER, amount_deposited=D("39.9"))
+    withdrawn = initiated(RebalanceDirection.ALPACA_TO_BASE, 40)
+    pool = run(inv(1000, 1000), ev.USDC_REBALANCE, requested, bought, withdrawn, deposited)
+    assert amounts(pool) == (D("1039.9"), 0, 960, 0)
+    # A full fill spends what was held: nothing returns.
+    full = conversion("100", "99.9", partial=False)
+    assert amounts(run(inv(1000, 1000), ev.USDC_REBALANCE, requested, full)) == (1000, 0, 900, 100)
+
+
+def test_a_base_to_alpaca_sale_leaves_the_inflight_to_the_deposit():
+    requested = ev.Requested(
+        direction=RebalanceDirection.BASE_TO_ALPACA, amount=D(100), requested_at=NOW
+    )
+    sold = conversion("39.9", "40", partial=True)
+    assert amounts(run(inv(1000, 1000), ev.USDC_REBALANCE, requested, sold)) == (900, 100, 1000, 0)
+
+
 @pytest.mark.parametrize(
     "event",
     [
