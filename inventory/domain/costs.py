@@ -16,7 +16,7 @@ from typing import Any
 from inventory.domain import events as ev
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.lifecycle import Lifecycle, lifecycle_apply
-from inventory.domain.values import InvalidValue
+from inventory.domain.values import InvalidValue, TxHash
 
 WEI_PER_ETH = Decimal(10) ** 18
 USD_PLACES = Decimal("1e-8")
@@ -104,7 +104,7 @@ def handle(state: Lifecycle[CostState], command: Any, now: datetime) -> list[ev.
                 pool=command.pool,
                 chain=command.chain,
                 chain_id=command.chain_id,
-                tx_hash=command.tx_hash.lower(),
+                tx_hash=TxHash(command.tx_hash.lower()),
                 gas_used=command.gas_used,
                 effective_gas_price_wei=command.effective_gas_price_wei,
                 native_fee_wei=native_fee,

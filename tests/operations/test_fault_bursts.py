@@ -22,7 +22,7 @@ from tests.operations.test_workers_e2e import (
     wait_finished,
 )
 from tests.operations.usdc_support import A2B, EXACTLY_ONCE, WITHDRAW_POST, EffectWatch
-from venues.sim.server import FAULT_5XX, FAULT_5XX_AFTER, FAULT_429, KEY_MINT
+from venues.sim.server import FAULT_5XX, FAULT_5XX_AFTER, FAULT_429, KEY_MINT, KEY_ORDER_POST
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 
@@ -92,10 +92,11 @@ def test_mint_redemption_and_usdc_survive_5xx_bursts_with_each_effect_once(
     # Mint: one request at Alpaca for our issuer_request_id, the tokens arrived once.
     assert len(mint_requests(sim_venue, by_pool["AAPL"].aggregate_id)) == 1
     # POSTs that reached the venue (those answered 503 before any effect may be re-sent): one
-    # mint, one withdrawal. The sim deduplicates mints by issuer_request_id, so only this count
-    # catches a blind re-send after the outcome-unknown 500.
+    # mint, one USDCUSD conversion order, one withdrawal. The sim deduplicates mints by
+    # issuer_request_id, so only this count catches a blind re-send after the outcome-unknown 500.
     assert effective_posts(sim_venue, posts_before, refused_before) == {
         MINT_POST: 1,
+        KEY_ORDER_POST: 1,
         WITHDRAW_POST: 1,
     }
     # Redemption: one token transfer to the redemption wallet.

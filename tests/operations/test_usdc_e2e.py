@@ -24,16 +24,18 @@ from tests.operations.usdc_support import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 
-USDC_EVENTS = [
-    "Requested",
+BRIDGE_EVENTS = [
     "Initiated",
     "WithdrawalConfirmed",
     "BridgingInitiated",
     "BridgeAttestationReceived",
     "Bridged",
     "DepositInitiated",
-    "DepositConfirmed",
 ]
+CONVERSION = ["ConversionInitiated", "ConversionConfirmed"]
+# Alpaca to Base buys USDC with USD before withdrawing; Base to Alpaca sells it once deposited.
+A2B_EVENTS = ["Requested", *CONVERSION, *BRIDGE_EVENTS, "DepositConfirmed"]
+B2A_EVENTS = ["Requested", *BRIDGE_EVENTS, *CONVERSION, "DepositConfirmed"]
 
 
 def test_too_much_usdc_at_alpaca_moves_usdc_to_the_base_vault_through_workers(
@@ -51,7 +53,7 @@ def test_too_much_usdc_at_alpaca_moves_usdc_to_the_base_vault_through_workers(
     finished = wait_finished(operation.pk, cluster)
 
     assert finished.status == OperationStatus.COMPLETED, finished.failure_reason + cluster.logs()
-    assert business_types(operation) == USDC_EVENTS
+    assert business_types(operation) == A2B_EVENTS
     assert watch.effects(A2B) == EXACTLY_ONCE[A2B]
     received = usdc_state(operation).value.amounts.bridged_received
     assert received == Decimal("149.985")  # 1 bp CCTP fast fee (no Alpaca network fee here)
@@ -77,7 +79,7 @@ def test_too_much_usdc_onchain_moves_usdc_to_alpaca_through_workers(
     finished = wait_finished(operation.pk, cluster)
 
     assert finished.status == OperationStatus.COMPLETED, finished.failure_reason + cluster.logs()
-    assert business_types(operation) == USDC_EVENTS
+    assert business_types(operation) == B2A_EVENTS
     assert watch.effects(B2A) == EXACTLY_ONCE[B2A]
     # B12: Alpaca credited the USDC we actually sent to its deposit address.
     assert sim_venue.server.cash() - cash_before == Decimal("149.985")
