@@ -12,27 +12,12 @@ import pytest
 from inventory.domain import events as ev
 from inventory.models import Event, InventoryPool
 from inventory.services import api_token_create
+from tests.inventory.test_api import fill
 from tests.rebalancer.support import ROOT, child_command, run_django_child
 
 pytestmark = pytest.mark.django_db
 
-TX = "0x" + "ab" * 32
 DEEP = 70_000
-
-
-def fill(**changes):
-    body = {
-        "tx_hash": TX,
-        "log_index": 0,
-        "block_number": 100,
-        "symbol": "AAPL",
-        "direction": "buy",
-        "quantity": "12.5",
-        "price_usdc": "190.25",
-        "block_timestamp": "2026-03-02T15:00:00+00:00",
-    }
-    body.update(changes)
-    return body
 
 
 def hedge_fill(**changes):

@@ -42,9 +42,11 @@ from tests.operations.usdc_support import (
     drain_usdc,
     drive_to,
     event_types,
+    first_event,
     fund_vault,
     new_usdc,
     next_amount,
+    order_of,
     step_context,
     step_once,
     usdc_events,
@@ -163,9 +165,9 @@ def test_alpaca_to_base_buys_usdc_at_the_spread_and_withdraws_exactly_what_it_bo
 
     assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
     events = usdc_events(operation)
-    started = next(e for e in events if isinstance(e, ev.ConversionInitiated))
-    filled = next(e for e in events if isinstance(e, ev.ConversionConfirmed))
-    withdrawn = next(e for e in events if isinstance(e, ev.Initiated))
+    started = first_event(events, ev.ConversionInitiated)
+    filled = first_event(events, ev.ConversionConfirmed)
+    withdrawn = first_event(events, ev.Initiated)
     assert (started.side, started.amount) == ("buy", Decimal(250))
     assert started.client_order_id == f"usdc-buy-{operation.aggregate_id}"
     assert filled.filled_avg_price == Decimal("1.001")
@@ -204,12 +206,10 @@ def test_alpaca_to_base_with_a_partial_buy_withdraws_what_it_bought_and_keeps_th
     assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
     assert business_events(operation) == A2B_EVENTS
     events = usdc_events(operation)
-    started = next(e for e in events if isinstance(e, ev.ConversionInitiated))
-    filled = next(e for e in events if isinstance(e, ev.ConversionConfirmed))
-    withdrawn = next(e for e in events if isinstance(e, ev.Initiated))
-    order = next(
-        o for o in sim_venue.server.orders() if o["client_order_id"] == started.client_order_id
-    )
+    started = first_event(events, ev.ConversionInitiated)
+    filled = first_event(events, ev.ConversionConfirmed)
+    withdrawn = first_event(events, ev.Initiated)
+    order = order_of(sim_venue, started.client_order_id)
     assert order["status"] == "canceled"
     assert Decimal(order["filled_qty"]) == Decimal("159.840159840")  # $160 at 1.001
     assert filled.partial is True
@@ -249,13 +249,11 @@ def test_base_to_alpaca_with_a_partial_sale_keeps_the_unsold_usdc_counted_at_alp
     assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
     assert business_events(operation) == B2A_EVENTS
     events = usdc_events(operation)
-    started = next(e for e in events if isinstance(e, ev.ConversionInitiated))
-    filled = next(e for e in events if isinstance(e, ev.ConversionConfirmed))
-    confirmed = next(e for e in events if isinstance(e, ev.DepositConfirmed))
+    started = first_event(events, ev.ConversionInitiated)
+    filled = first_event(events, ev.ConversionConfirmed)
+    confirmed = first_event(events, ev.DepositConfirmed)
     assert (started.side, started.amount) == ("sell", Decimal("149.985"))
-    order = next(
-        o for o in sim_venue.server.orders() if o["client_order_id"] == started.client_order_id
-    )
+    order = order_of(sim_venue, started.client_order_id)
     assert (order["status"], order["qty"]) == ("canceled", "149.985")
     assert filled.partial is True
     assert filled.filled_qty == Decimal("66.659999993")

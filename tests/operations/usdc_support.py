@@ -6,6 +6,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from inventory.domain import usdc
 from inventory.store import aggregate_load
@@ -46,6 +47,16 @@ def new_usdc(kind: OperationKind, amount: str) -> Operation:
 
 def usdc_events(operation: Operation) -> list:
     return [s.event for s in aggregate_load(usdc.SPEC, operation.aggregate_id).events]
+
+
+def first_event(events: list, kind: type) -> Any:
+    """The operation's first event of `kind` (StopIteration when it has none)."""
+    return next(e for e in events if isinstance(e, kind))
+
+
+def order_of(sim_venue: Any, client_order_id: str) -> dict:
+    """The simulated Alpaca's order placed with `client_order_id`."""
+    return next(o for o in sim_venue.server.orders() if o["client_order_id"] == client_order_id)
 
 
 def event_types(operation: Operation) -> list[str]:
