@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+from cachetools import TLRUCache
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
@@ -22,17 +23,21 @@ from inventory.selectors import api_token_authenticate
 # client sending many requests costs one token query per second instead of one per request.
 TOKEN_CACHE_TTL_S = 1.0
 # Only valid tokens are cached (an unknown secret is never remembered, so a stream of
-# guessed secrets cannot fill memory); at most this many, the cache is emptied beyond it.
+# guessed secrets cannot fill memory); at most this many, the least recently used go first.
 TOKEN_CACHE_MAX = 1024
 
 
 class TokenCache:
-    """Active tokens by secret digest, each with the monotonic time it was read."""
+    """Active tokens by secret digest, each kept `ttl_s` (monotonic time) from the moment its
+    read began, so a revocation committed before then is honoured within `ttl_s`."""
 
     def __init__(self, ttl_s: float = TOKEN_CACHE_TTL_S, max_entries: int = TOKEN_CACHE_MAX):
         self.ttl_s = ttl_s
         self.max_entries = max_entries
-        self._entries: dict[str, tuple[ApiToken, float]] = {}
+        # digest -> (token, when its read began); it expires `ttl_s` after that.
+        self._entries: TLRUCache[str, tuple[ApiToken, float]] = TLRUCache(
+            maxsize=max_entries, ttu=lambda _, entry, __: entry[1] + ttl_s, timer=time.monotonic
+        )
         self._lock = threading.Lock()
 
     def authenticate(self, secret: str) -> ApiToken | None:
@@ -41,18 +46,17 @@ class TokenCache:
         if not isinstance(secret, str) or not secret or len(secret) > 256:
             return None
         digest = api_token_digest(secret)
-        now = time.monotonic()
-        entry = self._entries.get(digest)
-        if entry is not None and now - entry[1] < self.ttl_s:
-            return entry[0]
+        read_at = time.monotonic()
+        with self._lock:
+            cached = self._entries.get(digest)
+        if cached is not None:
+            return cached[0]
         found = api_token_authenticate(secret=secret)
         with self._lock:
             if found is None:
                 self._entries.pop(digest, None)
             else:
-                if len(self._entries) >= self.max_entries:
-                    self._entries.clear()
-                self._entries[digest] = (found, now)
+                self._entries[digest] = (found, read_at)
         return found
 
     def clear(self) -> None:

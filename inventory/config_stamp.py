@@ -21,9 +21,11 @@ takes (pools, then breakers, then the stamp), keeping the global lock order.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from cachetools import LRUCache
 from django.db import connections
 
 from inventory import rawsql
@@ -40,10 +42,12 @@ def stamp(using: str = "default") -> str | None:
     return None if not rows else str(rows[0][0])
 
 
-# Entries kept (one per distinct `what`, e.g. per set of pools checked together).
+# Entries kept (one per distinct `what`, e.g. per set of pools checked together); the least
+# recently used go first beyond it.
 MAX_ENTRIES = 10_000
 # (alias, database name, what) -> (stamp, value)
-_cache: dict[tuple[str, str, str], tuple[str, Any]] = {}
+_cache: LRUCache[tuple[str, str, str], tuple[str, Any]] = LRUCache(maxsize=MAX_ENTRIES)
+_lock = threading.Lock()
 
 
 def cached(what: str, load: Callable[[], T], using: str = "default") -> T:
@@ -55,16 +59,17 @@ def cached(what: str, load: Callable[[], T], using: str = "default") -> T:
     key = (using, str(connection.settings_dict.get("NAME")), what)
     current = stamp(using)
     if current is not None:
-        hit = _cache.get(key)
+        with _lock:
+            hit = _cache.get(key)
         if hit is not None and hit[0] == current:
             return hit[1]
     value = load()
     if current is not None:
-        if len(_cache) >= MAX_ENTRIES:
-            _cache.clear()
-        _cache[key] = (current, value)
+        with _lock:
+            _cache[key] = (current, value)
     return value
 
 
 def clear() -> None:
-    _cache.clear()
+    with _lock:
+        _cache.clear()

@@ -25,8 +25,7 @@ from typing import Any, Protocol
 
 from inventory import rawsql
 from inventory.domain import events as ev
-from inventory.domain.fast import MutablePool, fold_stored
-from inventory.domain.inventory import InventoryFold, PoolInventory
+from inventory.domain.inventory import InventoryFold, MutablePool, PoolInventory, fold_stored
 from inventory.domain.values import USDC_POOL
 from inventory.models import Event, InventoryPool, OnchainFillLeg
 

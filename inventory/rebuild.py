@@ -5,22 +5,20 @@ PostgreSQL), decoded with the event codec, and folded in memory into one mutable
 pool; the pools are compared with the stored rows and written once at the end, in the one
 transaction that holds every pool row locked. Memory stays flat whatever the log's length.
 
-The result is exactly the per-event projection's (`inventory.projection`, the pure
-`inventory.domain.inventory.InventoryFold`). The position events of fills (onchain fills,
-hedges placed / filled / failed), nearly all of a long log, are applied in place on the
-mutable state with the domain's own pure pieces (`_onchain_fill_delta`, `VenueBalance`'s
-arithmetic and its errors), and a fact that cannot be applied flags the pool with the reason
-`apply_event_or_flag` gives. Every other event (operations, snapshots) goes through the pure
-`apply_event_or_flag` itself on the materialised pool. `reference_fold` is the projection's
-fold event by event; a property test holds the two equal on mixed logs.
+The fold is the projection's (`inventory.domain.inventory.fold_stored`): each rule is written
+once in the domain, and the position events of fills (onchain fills, hedges placed / filled /
+failed), nearly all of a long log, change the mutable pool in place through the same
+`position_apply` that `InventoryFold.apply` uses on a copy. `reference_fold` drives
+`InventoryFold.apply` event by event on immutable pools (the same rules, another holder); a
+property test holds the two equal on mixed logs.
 
 Besides the pools it rebuilds the derived state of spec 15.2 and issue 19: each pool's
 remembered onchain fill legs (`OnchainFillLeg`: the fills above its last snapshot block, with
 their event ids) and the chain head (`ChainHead`: the highest onchain snapshot block).
 
-`--check` (`write=False`) is meant to be independent of the live path: it folds with the pure
-`reference_fold` (not the fast fold the projection uses), and it checks the log itself from
-the raw events, without the live path's key lookups: every fill's trade id
+`--check` (`write=False`) is meant to be independent of the live path: it folds with
+`reference_fold` (the same rules, not the projection's in-place driver), and it checks the
+log itself from the raw events, without the live path's key lookups: every fill's trade id
 (`tx_hash:log_index`) appears in one fill event only and its key is recorded, and no fill's
 block is above the highest head seen plus `FILL_BLOCK_MARGIN`. Those are problems of the log
 (`LogProblem`): a rebuild cannot fix them, it names them.
@@ -40,11 +38,7 @@ from django.db import connection, transaction
 from inventory.chain_head import fill_block_margin
 from inventory.codec import decode_event
 from inventory.domain import events as ev
-from inventory.domain.fast import MutablePool, fold_stored
-from inventory.domain.inventory import (
-    InventoryFold,
-    PoolInventory,
-)
+from inventory.domain.inventory import InventoryFold, MutablePool, PoolInventory, fold_stored
 from inventory.event_keys import TRADE, trade_key
 from inventory.models import ChainHead, Event, EventKey, InventoryPool, OnchainFillLeg
 

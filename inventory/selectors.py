@@ -216,21 +216,7 @@ def api_token_authenticate(*, secret: str) -> ApiToken | None:
 
 def offchain_cash_latest() -> OffchainCash | None:
     """The newest recorded Alpaca cash snapshot (cash, cash_withdrawable, USDC held)."""
-    row = (
-        Event.objects.filter(
-            aggregate_type=SNAPSHOT,
-            aggregate_id=SNAPSHOT_AGGREGATE_ID,
-            event_type=OffchainCash.event_type_name(),
-        )
-        .order_by("-sequence")
-        .only("event_type", "payload")
-        .first()
-    )
-    if row is None:
-        return None
-    event = decode_event(row.event_type, row.payload)
-    assert isinstance(event, OffchainCash)
-    return event
+    return _latest_event(SNAPSHOT, SNAPSHOT_AGGREGATE_ID, OffchainCash)
 
 
 def pending_hedge_spend() -> Decimal | None:
@@ -240,20 +226,23 @@ def pending_hedge_spend() -> Decimal | None:
     spend = Decimal(0)
     pending = InventoryPool.objects.filter(offchain_hedges_pending__gt=0).exclude(key=USDC_POOL)
     for key in pending.values_list("key", flat=True):
-        placed = _latest_position_event(key, OffChainOrderPlaced)
+        placed = _latest_event(POSITION, key, OffChainOrderPlaced)
         if placed is None or placed.direction != Direction.BUY:
             continue
-        fill = _latest_position_event(key, OnChainOrderFilled)
+        fill = _latest_event(POSITION, key, OnChainOrderFilled)
         if fill is None:
             return None
         spend += placed.shares * fill.price_usdc
     return spend
 
 
-def _latest_position_event(symbol: str, event_class: type[T]) -> T | None:
+def _latest_event(aggregate_type: str, aggregate_id: str, event_class: type[T]) -> T | None:
+    """The aggregate's newest event of `event_class`, decoded (None: it has none)."""
     row = (
         Event.objects.filter(
-            aggregate_type=POSITION, aggregate_id=symbol, event_type=event_class.event_type_name()
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            event_type=event_class.event_type_name(),
         )
         .order_by("-sequence")
         .only("event_type", "payload")

@@ -887,6 +887,13 @@ def _token_contract_check(
         )
 
 
+# The unique constraints of `Asset` (PostgreSQL's names) -> the field a conflict names.
+_ASSET_UNIQUE = {
+    "inventory_asset_base_symbol_key": "base_symbol",
+    "inventory_asset_token_address_key": "token_address",
+}
+
+
 def asset_register(
     *,
     base_symbol: str,
@@ -947,13 +954,13 @@ def asset_register(
                     created_at=moment,
                     updated_at=moment,
                 )
-        except IntegrityError:
+        except IntegrityError as error:
             # Registered by another writer between the checks above and this insert.
-            if Asset.objects.filter(token_address=address).exists() and not (
-                Asset.objects.filter(base_symbol=base_symbol).exists()
-            ):
-                raise AssetConflict("token_address", address, "is already registered") from None
-            raise AssetConflict("base_symbol", base_symbol, "is already registered") from None
+            field = _ASSET_UNIQUE.get(unique_violated(error) or "")
+            if field is None:
+                raise
+            value = address if field == "token_address" else base_symbol
+            raise AssetConflict(field, value, "is already registered") from None
         aggregate_execute(
             spec=settings_domain.SPEC,
             aggregate_id=base_symbol,

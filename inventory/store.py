@@ -33,21 +33,27 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.dispatch import Signal
 from django.utils import timezone
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from inventory import rawsql
 from inventory.chain_head import fills_bound_check, head_raise
 from inventory.codec import decode_event, encode_event
-from inventory.db_errors import unique_violated
+from inventory.db_errors import sqlstate, unique_violated
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.events import DomainEvent
 from inventory.domain.lifecycle import Lifecycle
@@ -451,12 +457,11 @@ def appends_commit(
     return stored
 
 
-def _retryable(error: DatabaseError) -> bool:
+def _retryable(error: BaseException) -> bool:
     if isinstance(error, IntegrityError):
         return _is_sequence_conflict(error)
     if isinstance(error, OperationalError):
-        cause = error.__cause__
-        return getattr(cause, "sqlstate", None) in RETRYABLE_SQLSTATES
+        return sqlstate(error) in RETRYABLE_SQLSTATES
     return False
 
 
@@ -476,26 +481,35 @@ def in_retried_transaction(work: Callable[[], T], *, what: str) -> T:
     lost a sequence race, a deadlock or a serialization failure: the retry waits for its turn
     alone (`_take_turn`), then backs off (jittered, growing) until `APPEND_DEADLINE_S`."""
     outermost = not connection.in_atomic_block
-    deadline = time.monotonic() + APPEND_DEADLINE_S
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            with transaction.atomic():
+    backoff = wait_random_exponential(multiplier=0.01, max=BACKOFF_CAP_S)
+
+    def wait(state: RetryCallState) -> float:
+        # The outermost transaction's first retry holds the turn alone: no wait needed.
+        # Jitter after that, so writers that lost together do not collide again in lockstep.
+        return 0.0 if outermost and state.attempt_number <= 2 else backoff(state)
+
+    def log(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        logger.warning("%s: %s (attempt %d), retrying", what, error, state.attempt_number)
+
+    retrying = Retrying(
+        retry=retry_if_exception(_retryable),
+        stop=stop_after_delay(APPEND_DEADLINE_S),
+        wait=wait,
+        after=log,
+    )
+    try:
+        for attempt in retrying:
+            with attempt, transaction.atomic():
                 if outermost:
-                    _take_turn(alone=attempt > 1)
-                return work()
-        except (IntegrityError, OperationalError) as error:
-            if not _retryable(error):
-                raise
-            logger.warning("%s: %s (attempt %d), retrying", what, error, attempt)
-        if time.monotonic() >= deadline:
-            break
-        if not outermost or attempt > 2:
-            # Jitter so writers that lost together do not collide again in lockstep.
-            time.sleep(random.uniform(0, min(BACKOFF_CAP_S, 0.005 * 2**attempt)))
-    aggregate_type, _, aggregate_id = what.partition("/")
-    raise ConcurrencyError(aggregate_type, aggregate_id, attempt)
+                    _take_turn(alone=attempt.retry_state.attempt_number > 1)
+                result = work()
+    except RetryError as error:
+        aggregate_type, _, aggregate_id = what.partition("/")
+        raise ConcurrencyError(
+            aggregate_type, aggregate_id, error.last_attempt.attempt_number
+        ) from None
+    return result
 
 
 def aggregate_execute(

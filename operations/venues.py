@@ -7,9 +7,11 @@ client, and one `EvmChain` per chain signing with our key (B10). Tests build one
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 
+from cachetools import LRUCache, cached
 from django.conf import settings
 
 from rebalancer.config import RebalancingConfig, WorkerConfig
@@ -117,15 +119,13 @@ class Venues:
         return self._chain("ethereum", self.config.ethereum_rpc_url)
 
 
-_cache: dict[int, Venues] = {}
+# Keyed by the config object's identity: the cached `Venues` holds its config, so that object
+# lives (and its id stays its own) while it is cached.
+@cached(cache=LRUCache(maxsize=1), key=id, lock=threading.Lock())
+def _venues_of(config: RebalancingConfig) -> Venues:
+    return Venues.from_config(config)
 
 
 def venues_get() -> Venues:
     """The process's venues for `settings.REBALANCING` (built once per config object)."""
-    config: RebalancingConfig = settings.REBALANCING
-    venues = _cache.get(id(config))
-    if venues is None or venues.config is not config:
-        venues = Venues.from_config(config)
-        _cache.clear()
-        _cache[id(config)] = venues
-    return venues
+    return _venues_of(settings.REBALANCING)

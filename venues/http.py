@@ -19,6 +19,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -142,38 +149,37 @@ class JsonHttp:
         """
         url = self.url(path)
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
-        for attempt in range(self.retry.attempts):
-            last = attempt == self.retry.attempts - 1
+        policy = self.retry
+
+        def once() -> HttpResponse:
             try:
                 raw = self._session.get(
                     url, params=clean_params, headers=self._headers, timeout=self.timeout_s
                 )
             except requests.RequestException as exc:
-                reason = _describe(exc)
-                if last:
-                    raise TransportError("GET", url, reason) from exc
-                logger.warning(
-                    "GET %s failed (%s), retry %d of %d",
-                    url,
-                    reason,
-                    attempt + 1,
-                    self.retry.attempts - 1,
-                )
-                self._sleep(self.retry.delay_s(attempt))
-                continue
-            response = HttpResponse("GET", url, raw.status_code, raw.text, dict(raw.headers))
-            if response.status >= 500 and not last:
-                logger.warning(
-                    "GET %s returned HTTP %d, retry %d of %d",
-                    url,
-                    response.status,
-                    attempt + 1,
-                    self.retry.attempts - 1,
-                )
-                self._sleep(self.retry.delay_s(attempt))
-                continue
-            return response
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise TransportError("GET", url, _describe(exc)) from exc
+            return HttpResponse("GET", url, raw.status_code, raw.text, dict(raw.headers))
+
+        def log(state: RetryCallState) -> None:
+            retry, of = state.attempt_number, policy.attempts - 1
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, TransportError):
+                logger.warning("GET %s failed (%s), retry %d of %d", url, error.reason, retry, of)
+            elif state.outcome is not None:
+                status = state.outcome.result().status
+                logger.warning("GET %s returned HTTP %d, retry %d of %d", url, status, retry, of)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransportError)
+            | retry_if_result(lambda response: response.status >= 500),
+            stop=stop_after_attempt(policy.attempts),
+            wait=lambda state: policy.delay_s(state.attempt_number - 1),
+            sleep=self._sleep,
+            before_sleep=log,
+            # After the last attempt: its 5xx response is returned, its failure raised.
+            retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
+        )
+        return retrying(once)
 
     def post(
         self, path: str, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None

@@ -588,66 +588,124 @@ def _onchain_fill_delta(event: ev.OnChainOrderFilled, is_usdc: bool) -> Decimal:
     return event.amount if buy else -event.amount
 
 
-def _apply_onchain_fill(
-    pool: PoolInventory, event: ev.OnChainOrderFilled, is_usdc: bool, ts: datetime
-) -> PoolInventory:
-    """Spec 15.2: a leg at or below the pool's snapshot block is already in the snapshot.
-    One new pool (the hot path of every fill: no intermediate copies)."""
-    block = event.block_number
-    if block is not None and pool.onchain_block is not None and block <= pool.onchain_block:
-        return replace(pool, last_updated=ts)
-    delta = _onchain_fill_delta(event, is_usdc)
-    onchain = pool.venue(ONCHAIN)
-    onchain = onchain.add_available(delta) if delta >= 0 else onchain.remove_available(-delta)
-    if block is None:
-        return replace(pool, onchain=onchain, last_updated=ts)
-    # Every leg above the snapshot block is remembered, however many (issue 19: cutting the
-    # list to its last 256 lost the oldest legs when a lagging snapshot re-applied them).
-    kept = (*pool.onchain_fills_after, (block, delta))
-    return replace(pool, onchain=onchain, onchain_fills_after=kept, last_updated=ts)
+class MutablePool:
+    """One pool's state, changed in place: the fields of `PoolInventory`, which is its
+    immutable form (`MutablePool(pool)` and `.domain()` convert). The projection and the
+    rebuild fold a fill's position events (most of any log) on it without a copy per event;
+    `apply_event` applies them to a `PoolInventory` through the same functions on a copy."""
 
+    __slots__ = (
+        "on",
+        "off",
+        "last_rebalancing",
+        "last_updated",
+        "reason",
+        "inflight_changed_at",
+        "onchain_block",
+        "fills",
+        "hedges",
+        "last_fill_at",
+    )
 
-def _hedge_tracked(pool: PoolInventory, event: Any, now: datetime | None) -> PoolInventory:
-    """What a hedge event does to the pool's hedge tracking (pending count, last fill).
+    def __init__(self, pool: PoolInventory) -> None:
+        self.load(pool)
 
-    Applied whether or not the event's balances can be applied: a hedge that filled is no
-    longer pending even when its fill flags the pool, or offchain snapshots (refused while a
-    hedge is pending) would be refused for good and the pool could never be corrected."""
-    if isinstance(event, ev.OffChainOrderPlaced):
-        return replace(pool, offchain_hedges_pending=pool.offchain_hedges_pending + 1)
-    if isinstance(event, ev.OffChainOrderFailed):
-        return replace(pool, offchain_hedges_pending=max(0, pool.offchain_hedges_pending - 1))
-    if isinstance(event, ev.OffChainOrderFilled):
-        return replace(
-            pool,
-            offchain_hedges_pending=max(0, pool.offchain_hedges_pending - 1),
-            offchain_last_fill_at=now or event.timestamp(),
+    def load(self, pool: PoolInventory) -> None:
+        on, off = pool.onchain, pool.offchain
+        # [available, inflight] of an observed venue, None when never observed.
+        self.on = None if on is None else [on.available, on.inflight]
+        self.off = None if off is None else [off.available, off.inflight]
+        self.last_rebalancing = pool.last_rebalancing
+        self.last_updated = pool.last_updated
+        self.reason = pool.reconciliation_reason
+        self.inflight_changed_at = pool.inflight_changed_at
+        self.onchain_block = pool.onchain_block
+        self.fills = list(pool.onchain_fills_after)
+        self.hedges = pool.offchain_hedges_pending
+        self.last_fill_at = pool.offchain_last_fill_at
+
+    def domain(self) -> PoolInventory:
+        on, off = self.on, self.off
+        return PoolInventory(
+            onchain=None if on is None else VenueBalance(on[0], on[1]),
+            offchain=None if off is None else VenueBalance(off[0], off[1]),
+            last_rebalancing=self.last_rebalancing,
+            last_updated=self.last_updated,
+            reconciliation_reason=self.reason,
+            inflight_changed_at=self.inflight_changed_at,
+            onchain_block=self.onchain_block,
+            onchain_fills_after=tuple(self.fills),
+            offchain_hedges_pending=self.hedges,
+            offchain_last_fill_at=self.last_fill_at,
         )
-    return pool
+
+
+def _available_moved(balance: list[Decimal] | None, venue: str, delta: Decimal) -> None:
+    """Add `delta` (signed) to an observed venue's available, in place, with
+    `VenueBalance`'s checks and errors (a venue never observed, an amount not available)."""
+    if balance is None:
+        raise VenueNotObserved(venue)
+    before = VenueBalance(balance[0], balance[1])
+    after = before.add_available(delta) if delta >= 0 else before.remove_available(-delta)
+    balance[0] = after.available
+
+
+def position_apply(pool: MutablePool, event: Any, pool_key: str, now: datetime | None) -> None:
+    """A position event's effect on one pool, in place: the one definition of these rules.
+
+    Raises `InventoryError` with the balances unchanged; a hedge event's tracking (the pending
+    count, the last fill's time) has then already advanced, since a hedge that filled is no
+    longer pending even when its fill flags the pool (or offchain snapshots, refused while a
+    hedge is pending, would be refused for good and the pool could never be corrected).
+
+    Spec 15.2: an onchain fill leg at or below the pool's snapshot block is already in the
+    snapshot; every leg above it is remembered, however many (issue 19: cutting the list to
+    its last 256 lost the oldest legs when a lagging snapshot re-applied them)."""
+    kind = type(event)
+    if kind is ev.OnChainOrderFilled:
+        block = event.block_number
+        if block is None or pool.onchain_block is None or block > pool.onchain_block:
+            delta = _onchain_fill_delta(event, pool_key == USDC_POOL)
+            _available_moved(pool.on, ONCHAIN, delta)
+            if block is not None:
+                pool.fills.append((block, delta))
+    elif kind is ev.OffChainOrderFilled:
+        pool.hedges = max(0, pool.hedges - 1)
+        pool.last_fill_at = now or event.broker_timestamp
+        buy = event.direction == Direction.BUY
+        if pool_key == USDC_POOL:
+            cost = _mul(event.shares_filled, _cents_to_usd(event.price_cents))
+            _available_moved(pool.off, OFFCHAIN, -cost if buy else cost)
+        else:
+            shares = event.shares_filled
+            _available_moved(pool.off, OFFCHAIN, shares if buy else -shares)
+    elif kind is ev.OffChainOrderPlaced:
+        pool.hedges += 1
+    elif kind is ev.OffChainOrderFailed:
+        pool.hedges = max(0, pool.hedges - 1)
+    pool.last_updated = event.timestamp()
+
+
+def _flag_reason(event: Any, error: InventoryError) -> str:
+    return f"{type(event).__name__}: {error}"
+
+
+def position_apply_or_flag(pool: MutablePool, event: Any, pool_key: str, now: datetime) -> None:
+    """`position_apply`, but a fact that cannot be applied flags the pool (as
+    `apply_event_or_flag` does)."""
+    try:
+        position_apply(pool, event, pool_key, now)
+    except InventoryError as error:
+        pool.reason = _flag_reason(event, error)
+        pool.last_updated = now
 
 
 def _apply_position(
     pool: PoolInventory, event: Any, pool_key: str, now: datetime | None = None
 ) -> PoolInventory:
-    ts = event.timestamp()
-    is_usdc = pool_key == USDC_POOL
-    if isinstance(event, ev.OnChainOrderFilled):
-        return _apply_onchain_fill(pool, event, is_usdc, ts)
-    if isinstance(event, ev.OffChainOrderFilled):
-        buy = event.direction == Direction.BUY
-        if is_usdc:
-            cost = _mul(event.shares_filled, _cents_to_usd(event.price_cents))
-            pool = (
-                pool.remove_offchain_available(cost) if buy else pool.add_offchain_available(cost)
-            )
-        else:
-            shares = event.shares_filled
-            pool = (
-                pool.add_offchain_available(shares)
-                if buy
-                else pool.remove_offchain_available(shares)
-            )
-    return _hedge_tracked(pool, event, now).touched(ts)
+    mutable = MutablePool(pool)
+    position_apply(mutable, event, pool_key, now)
+    return mutable.domain()
 
 
 def _apply_operation(
@@ -786,14 +844,15 @@ def apply_event_or_flag(
     pool_key: str,
 ) -> PoolInventory:
     """`apply_event`, but a fact that cannot be applied flags the pool (values unchanged;
-    a hedge event's tracking still advances: `_hedge_tracked`)."""
+    a hedge event's tracking still advances: `position_apply`)."""
+    if type(event).AGGREGATE_TYPE == ev.POSITION:
+        mutable = MutablePool(pool)
+        position_apply_or_flag(mutable, event, pool_key, now)
+        return mutable.domain()
     try:
         return apply_event(pool, event, genesis, now, pool_key=pool_key)
     except InventoryError as error:
-        reason = f"{type(event).__name__}: {error}"
-        if type(event).AGGREGATE_TYPE == ev.POSITION:
-            pool = _hedge_tracked(pool, event, now)
-        return pool.flagged(reason).touched(now)
+        return pool.flagged(_flag_reason(event, error)).touched(now)
 
 
 # --- replaying many events (projection and rebuild share this) --------------------------------
@@ -828,31 +887,66 @@ class InventoryFold:
         if track is not None:
             self.tracks[(aggregate_type, aggregate_id)] = track_apply(track, event)
 
-    def touches(
+    def step(
         self, aggregate_type: str, aggregate_id: str, event: Any
     ) -> tuple[tuple[str, ...], OperationTrack | None]:
-        """The pool keys `event` touches and its operation's track after it (advanced like
-        `apply` advances it), without folding any pool: which pools an event touches never
-        depends on their values."""
+        """The pool keys `event` touches and its operation's track before it (what
+        `apply_event` takes); the track after it is stored. Which pools an event touches never
+        depends on their values, so no pool is read."""
+        if aggregate_type == ev.POSITION:
+            return affected_pools(aggregate_type, aggregate_id, event, None), None
         track = None
         if aggregate_type in ev.OPERATION_EVENT_TYPES:
             track = self.track_for(aggregate_type, aggregate_id, event)
         keys = affected_pools(aggregate_type, aggregate_id, event, track)
         if track is not None:
-            track = track_apply(track, event)
-            self.tracks[(aggregate_type, aggregate_id)] = track
+            self.tracks[(aggregate_type, aggregate_id)] = track_apply(track, event)
         return keys, track
+
+    def touches(
+        self, aggregate_type: str, aggregate_id: str, event: Any
+    ) -> tuple[tuple[str, ...], OperationTrack | None]:
+        """The pool keys `event` touches and its operation's track after it, without folding
+        any pool."""
+        keys, track = self.step(aggregate_type, aggregate_id, event)
+        if track is None:
+            return keys, None
+        return keys, self.tracks[(aggregate_type, aggregate_id)]
 
     def apply(
         self, aggregate_type: str, aggregate_id: str, event: Any, now: datetime
     ) -> tuple[str, ...]:
-        """Apply one stored event; returns the pool keys it touched."""
-        track = None
-        if aggregate_type in ev.OPERATION_EVENT_TYPES:
-            track = self.track_for(aggregate_type, aggregate_id, event)
-        keys = affected_pools(aggregate_type, aggregate_id, event, track)
+        """Apply one stored event to `pools` (immutable pools, one new one per event and
+        pool); returns the pool keys it touched."""
+        keys, track = self.step(aggregate_type, aggregate_id, event)
         for key in keys:
             self.pools[key] = apply_event_or_flag(self.pool(key), event, track, now, pool_key=key)
-        if track is not None:
-            self.tracks[(aggregate_type, aggregate_id)] = track_apply(track, event)
         return keys
+
+
+_EMPTY = PoolInventory()
+
+
+def fold_stored(
+    pools: dict[str, MutablePool],
+    fold: InventoryFold,
+    aggregate_type: str,
+    aggregate_id: str,
+    event: Any,
+    recorded_at: datetime,
+) -> tuple[str, ...]:
+    """`fold.apply` on mutable pools (missing ones start empty), with `fold`'s operation
+    tracks: the same step and rules, but a position event changes its pools in place (no
+    copy per event; the hot path of the projection and the replay). Returns the pool keys it
+    touched."""
+    keys, track = fold.step(aggregate_type, aggregate_id, event)
+    position = aggregate_type == ev.POSITION
+    for key in keys:
+        pool = pools.get(key)
+        if pool is None:
+            pool = pools[key] = MutablePool(_EMPTY)
+        if position:
+            position_apply_or_flag(pool, event, key, recorded_at)
+        else:
+            pool.load(apply_event_or_flag(pool.domain(), event, track, recorded_at, pool_key=key))
+    return keys

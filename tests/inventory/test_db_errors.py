@@ -81,3 +81,26 @@ def test_the_sqlite_message_is_mapped_by_the_tables_constraints():
     assert sqlite_unique_constraint("UNIQUE constraint failed: inventory_eventkey.key") is None
     assert sqlite_unique_constraint("UNIQUE constraint failed: nowhere.x") is None
     assert sqlite_unique_constraint("NOT NULL constraint failed: inventory_event.payload") is None
+
+
+@pytest.mark.django_db
+def test_an_asset_conflict_names_the_field_of_the_constraint_the_database_names():
+    # `asset_register` maps the violated constraint to the field it names in its conflict
+    # (it used to name a field by querying again, and turned any IntegrityError into one).
+    from inventory.models import Asset
+    from inventory.services import _ASSET_UNIQUE
+
+    def asset(symbol: str, address: str) -> Asset:
+        return Asset.objects.create(
+            base_symbol=symbol,
+            token_address=address,
+            token_symbol=f"t{symbol}",
+            decimals=18,
+            vault_id="0x" + "0" * 64,
+        )
+
+    asset("AAPL", "0x" + "a" * 40)
+    by_symbol = violation(lambda: asset("AAPL", "0x" + "b" * 40))
+    by_address = violation(lambda: asset("MSFT", "0x" + "a" * 40))
+    assert _ASSET_UNIQUE[unique_violated(by_symbol)] == "base_symbol"
+    assert _ASSET_UNIQUE[unique_violated(by_address)] == "token_address"

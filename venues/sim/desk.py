@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_incrementing
+
 from venues.alpaca import (
     AlpacaApiError,
     AlpacaClient,
@@ -46,6 +48,13 @@ CENT = Decimal("0.01")
 SHARE_STEP = Decimal("0.01")
 
 START_PRICES = {"AAPL": Decimal(190), "TSLA": Decimal(250), "NVDA": Decimal(120)}
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    """A connection failure, a 5xx or a 429 (the service is busy)."""
+    if isinstance(error, ServiceError):
+        return error.status >= 500 or error.status == 429
+    return isinstance(error, OSError)
 
 
 class ServiceError(Exception):
@@ -82,16 +91,13 @@ class ServiceClient:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         """POST with retries on a connection failure or a 5xx (the records are idempotent:
         a replay answers 200 duplicate)."""
-        for attempt in range(30):
-            try:
-                return self.request("POST", path, body)
-            except ServiceError as error:
-                if error.status < 500 and error.status != 429:
-                    raise
-            except OSError:
-                pass
-            time.sleep(min(0.2 * (attempt + 1), 2.0))
-        return self.request("POST", path, body)
+        retrying = Retrying(
+            retry=retry_if_exception(_worth_retrying),
+            stop=stop_after_attempt(31),
+            wait=wait_incrementing(start=0.2, increment=0.2, max=2.0),
+            reraise=True,
+        )
+        return retrying(self.request, "POST", path, body)
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)
