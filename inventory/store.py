@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,7 +49,6 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_delay,
-    wait_random_exponential,
 )
 
 from inventory import rawsql
@@ -476,40 +477,60 @@ def _take_turn(*, alone: bool) -> None:
         cursor.execute(f"SELECT {function}(%s)", [APPEND_TURN_LOCK])
 
 
+def _append_wait(attempt: int, *, outermost: bool) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based). The outermost
+    transaction's first retry holds the append turn alone, so it goes at once; after that
+    (and in a savepoint always) a jittered, growing wait, so writers that lost together do
+    not collide again in lockstep."""
+    if outermost and attempt <= 2:
+        return 0.0
+    return random.uniform(0, min(BACKOFF_CAP_S, 0.005 * 2**attempt))
+
+
 def in_retried_transaction(work: Callable[[], T], *, what: str) -> T:
     """Run `work` in a transaction (a savepoint when nested), again from the start when it
     lost a sequence race, a deadlock or a serialization failure: the retry waits for its turn
-    alone (`_take_turn`), then backs off (jittered, growing) until `APPEND_DEADLINE_S`."""
+    alone (`_take_turn`), then backs off (`_append_wait`) until `APPEND_DEADLINE_S`.
+
+    The first attempt runs bare: nearly every call succeeds at once, and it is the hot path
+    of every fill (tenacity's loop costs tens of microseconds a call). The retries run on
+    tenacity, numbered from 2."""
     outermost = not connection.in_atomic_block
-    backoff = wait_random_exponential(multiplier=0.01, max=BACKOFF_CAP_S)
+    started = time.monotonic()
 
-    def wait(state: RetryCallState) -> float:
-        # The outermost transaction's first retry holds the turn alone: no wait needed.
-        # Jitter after that, so writers that lost together do not collide again in lockstep.
-        return 0.0 if outermost and state.attempt_number <= 2 else backoff(state)
+    def once(*, alone: bool) -> T:
+        with transaction.atomic():
+            if outermost:
+                _take_turn(alone=alone)
+            return work()
 
-    def log(state: RetryCallState) -> None:
+    def log(state: RetryCallState, attempt: int) -> None:
         error = state.outcome.exception() if state.outcome else None
-        logger.warning("%s: %s (attempt %d), retrying", what, error, state.attempt_number)
+        logger.warning("%s: %s (attempt %d), retrying", what, error, attempt)
 
-    retrying = Retrying(
-        retry=retry_if_exception(_retryable),
-        stop=stop_after_delay(APPEND_DEADLINE_S),
-        wait=wait,
-        after=log,
-    )
     try:
-        for attempt in retrying:
-            with attempt, transaction.atomic():
-                if outermost:
-                    _take_turn(alone=attempt.retry_state.attempt_number > 1)
-                result = work()
-    except RetryError as error:
-        aggregate_type, _, aggregate_id = what.partition("/")
-        raise ConcurrencyError(
-            aggregate_type, aggregate_id, error.last_attempt.attempt_number
-        ) from None
-    return result
+        return once(alone=False)
+    except (IntegrityError, OperationalError) as error:
+        if not _retryable(error):
+            raise
+        logger.warning("%s: %s (attempt %d), retrying", what, error, 1)
+    elapsed = time.monotonic() - started
+    if elapsed < APPEND_DEADLINE_S:
+        time.sleep(_append_wait(1, outermost=outermost))
+        retrying = Retrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_delay(APPEND_DEADLINE_S - elapsed),
+            wait=lambda state: _append_wait(state.attempt_number + 1, outermost=outermost),
+            after=lambda state: log(state, state.attempt_number + 1),
+        )
+        try:
+            return retrying(once, alone=True)
+        except RetryError as error:
+            attempts = error.last_attempt.attempt_number + 1
+    else:
+        attempts = 1
+    aggregate_type, _, aggregate_id = what.partition("/")
+    raise ConcurrencyError(aggregate_type, aggregate_id, attempts)
 
 
 def aggregate_execute(
