@@ -650,61 +650,69 @@ def _available_moved(balance: list[Decimal] | None, venue: str, delta: Decimal) 
     balance[0] = after.available
 
 
-def position_apply(pool: MutablePool, event: Any, pool_key: str, now: datetime | None) -> None:
+_ONCHAIN_FILLED = ev.OnChainOrderFilled
+_OFFCHAIN_FILLED = ev.OffChainOrderFilled
+_OFFCHAIN_PLACED = ev.OffChainOrderPlaced
+_OFFCHAIN_FAILED = ev.OffChainOrderFailed
+
+
+def position_apply(
+    pool: MutablePool, event: Any, pool_key: str, now: datetime | None, *, flag: bool
+) -> None:
     """A position event's effect on one pool, in place: the one definition of these rules.
 
-    Raises `InventoryError` with the balances unchanged; a hedge event's tracking (the pending
-    count, the last fill's time) has then already advanced, since a hedge that filled is no
-    longer pending even when its fill flags the pool (or offchain snapshots, refused while a
-    hedge is pending, would be refused for good and the pool could never be corrected).
+    A fact that cannot be applied leaves the balances unchanged and, with `flag`, flags the
+    pool (`apply_event_or_flag`'s reason and time), else raises its `InventoryError`. A hedge
+    event's tracking (the pending count, the last fill's time) advances either way: a hedge
+    that filled is no longer pending even when its fill flags the pool (or offchain
+    snapshots, refused while a hedge is pending, would be refused for good and the pool
+    could never be corrected).
 
     Spec 15.2: an onchain fill leg at or below the pool's snapshot block is already in the
     snapshot; every leg above it is remembered, however many (issue 19: cutting the list to
     its last 256 lost the oldest legs when a lagging snapshot re-applied them)."""
     kind = type(event)
-    if kind is ev.OnChainOrderFilled:
-        block = event.block_number
-        if block is None or pool.onchain_block is None or block > pool.onchain_block:
-            delta = _onchain_fill_delta(event, pool_key == USDC_POOL)
-            _available_moved(pool.on, ONCHAIN, delta)
-            if block is not None:
-                pool.fills.append((block, delta))
-    elif kind is ev.OffChainOrderFilled:
-        pool.hedges = max(0, pool.hedges - 1)
-        pool.last_fill_at = now or event.broker_timestamp
-        buy = event.direction == Direction.BUY
-        if pool_key == USDC_POOL:
-            cost = _mul(event.shares_filled, _cents_to_usd(event.price_cents))
-            _available_moved(pool.off, OFFCHAIN, -cost if buy else cost)
-        else:
-            shares = event.shares_filled
-            _available_moved(pool.off, OFFCHAIN, shares if buy else -shares)
-    elif kind is ev.OffChainOrderPlaced:
-        pool.hedges += 1
-    elif kind is ev.OffChainOrderFailed:
-        pool.hedges = max(0, pool.hedges - 1)
-    pool.last_updated = event.timestamp()
+    try:
+        if kind is _ONCHAIN_FILLED:
+            block = event.block_number
+            if block is None or pool.onchain_block is None or block > pool.onchain_block:
+                delta = _onchain_fill_delta(event, pool_key == USDC_POOL)
+                _available_moved(pool.on, ONCHAIN, delta)
+                if block is not None:
+                    pool.fills.append((block, delta))
+            pool.last_updated = event.seen_at
+            return
+        if kind is _OFFCHAIN_FILLED:
+            pool.hedges = max(0, pool.hedges - 1)
+            pool.last_fill_at = now or event.broker_timestamp
+            buy = event.direction == Direction.BUY
+            if pool_key == USDC_POOL:
+                cost = _mul(event.shares_filled, _cents_to_usd(event.price_cents))
+                _available_moved(pool.off, OFFCHAIN, -cost if buy else cost)
+            else:
+                shares = event.shares_filled
+                _available_moved(pool.off, OFFCHAIN, shares if buy else -shares)
+        elif kind is _OFFCHAIN_PLACED:
+            pool.hedges += 1
+        elif kind is _OFFCHAIN_FAILED:
+            pool.hedges = max(0, pool.hedges - 1)
+        pool.last_updated = event.timestamp()
+    except InventoryError as error:
+        if not flag:
+            raise
+        pool.reason = _flag_reason(event, error)
+        pool.last_updated = now
 
 
 def _flag_reason(event: Any, error: InventoryError) -> str:
     return f"{type(event).__name__}: {error}"
 
 
-def position_apply_or_flag(pool: MutablePool, event: Any, pool_key: str, now: datetime) -> None:
-    """`position_apply`, but a fact that cannot be applied flags the pool (as
-    `apply_event_or_flag` does)."""
-    try:
-        position_apply(pool, event, pool_key, now)
-    except InventoryError as error:
-        pool.reason = _flag_reason(event, error)
-        pool.last_updated = now
-
-
 def _apply_position(
     pool: PoolInventory, event: Any, pool_key: str, now: datetime | None = None
 ) -> PoolInventory:
     mutable = MutablePool(pool)
-    position_apply(mutable, event, pool_key, now)
+    position_apply(mutable, event, pool_key, now, flag=False)
     return mutable.domain()
 
 
@@ -847,7 +855,7 @@ def apply_event_or_flag(
     a hedge event's tracking still advances: `position_apply`)."""
     if type(event).AGGREGATE_TYPE == ev.POSITION:
         mutable = MutablePool(pool)
-        position_apply_or_flag(mutable, event, pool_key, now)
+        position_apply(mutable, event, pool_key, now, flag=True)
         return mutable.domain()
     try:
         return apply_event(pool, event, genesis, now, pool_key=pool_key)
@@ -939,14 +947,18 @@ def fold_stored(
     tracks: the same step and rules, but a position event changes its pools in place (no
     copy per event; the hot path of the projection and the replay). Returns the pool keys it
     touched."""
+    if aggregate_type == ev.POSITION:
+        keys = affected_pools(aggregate_type, aggregate_id, event, None)
+        for key in keys:
+            pool = pools.get(key)
+            if pool is None:
+                pool = pools[key] = MutablePool(_EMPTY)
+            position_apply(pool, event, key, recorded_at, flag=True)
+        return keys
     keys, track = fold.step(aggregate_type, aggregate_id, event)
-    position = aggregate_type == ev.POSITION
     for key in keys:
         pool = pools.get(key)
         if pool is None:
             pool = pools[key] = MutablePool(_EMPTY)
-        if position:
-            position_apply_or_flag(pool, event, key, recorded_at)
-        else:
-            pool.load(apply_event_or_flag(pool.domain(), event, track, recorded_at, pool_key=key))
+        pool.load(apply_event_or_flag(pool.domain(), event, track, recorded_at, pool_key=key))
     return keys
