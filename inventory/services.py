@@ -181,6 +181,32 @@ def _hedge_recorded(symbol: str, event_class: type, execution_id: int) -> Any | 
     return row.domain_event() if row is not None else None
 
 
+def _hedge_append(
+    symbol: str,
+    command: Any,
+    recorded_as: type,
+    what: str,
+    given: dict[str, Any],
+    moment: datetime,
+) -> list[StoredEvent] | None:
+    """Append a hedge command to the symbol's position once per execution, with the symbol's
+    and USDC's pools locked (one writer per symbol at a time, as for fills). None when the
+    execution's `recorded_as` event is stored already and equals `given` (an identical
+    replay: nothing written); `ReplayConflict` when it differs."""
+    with transaction.atomic():
+        pools_lock({symbol, USDC_POOL})
+        recorded = _hedge_recorded(symbol, recorded_as, command.execution_id)
+        if recorded is not None:
+            _replay_check(what, f"{symbol}/{command.execution_id}", recorded, given)
+            logger.info(
+                "%s %s for %s already recorded, skipped", what, command.execution_id, symbol
+            )
+            return None
+        return aggregate_execute(
+            spec=position.SPEC, aggregate_id=symbol, command=command, now=moment
+        )
+
+
 @dataclass(frozen=True)
 class OnchainFill:
     """One order-book fill as the trading side reports it (input of `fills_record_batch`)."""
@@ -547,21 +573,16 @@ def hedge_place(
         ),
     )
     moment = _aware("now", now) if now is not None else timezone.now()
-    with transaction.atomic():
-        pools_lock({symbol, USDC_POOL})  # one writer per symbol at a time, as for fills
-        recorded = _hedge_recorded(symbol, ev.OffChainOrderPlaced, command.execution_id)
-        if recorded is not None:
-            _replay_check(
-                "hedge placement",
-                f"{symbol}/{command.execution_id}",
-                recorded,
-                {"shares": command.shares, "direction": command.direction, "broker": broker},
-            )
-            logger.info("hedge %s for %s already placed, skipped", command.execution_id, symbol)
-            return []
-        stored = aggregate_execute(
-            spec=position.SPEC, aggregate_id=symbol, command=command, now=moment
-        )
+    stored = _hedge_append(
+        symbol,
+        command,
+        ev.OffChainOrderPlaced,
+        "hedge placement",
+        {"shares": command.shares, "direction": command.direction, "broker": broker},
+        moment,
+    )
+    if stored is None:
+        return []
     logger.info(
         "recorded hedge %s placed: %s %s %s",
         command.execution_id,
@@ -603,27 +624,22 @@ def fill_record_offchain(
         price_cents=_non_negative_int("price_cents", price_cents),
         broker_timestamp=_observed("broker_timestamp", broker_timestamp, moment),
     )
-    with transaction.atomic():
-        pools_lock({symbol, USDC_POOL})
-        recorded = _hedge_recorded(symbol, ev.OffChainOrderFilled, command.execution_id)
-        if recorded is not None:
-            _replay_check(
-                "hedge fill",
-                f"{symbol}/{command.execution_id}",
-                recorded,
-                {
-                    "shares_filled": command.shares_filled,
-                    "direction": command.direction,
-                    "broker_order_id": command.broker_order_id,
-                    "price_cents": command.price_cents,
-                    "broker_timestamp": command.broker_timestamp,
-                },
-            )
-            logger.info("hedge %s for %s already filled, skipped", command.execution_id, symbol)
-            return []
-        stored = aggregate_execute(
-            spec=position.SPEC, aggregate_id=symbol, command=command, now=moment
-        )
+    stored = _hedge_append(
+        symbol,
+        command,
+        ev.OffChainOrderFilled,
+        "hedge fill",
+        {
+            "shares_filled": command.shares_filled,
+            "direction": command.direction,
+            "broker_order_id": command.broker_order_id,
+            "price_cents": command.price_cents,
+            "broker_timestamp": command.broker_timestamp,
+        },
+        moment,
+    )
+    if stored is None:
+        return []
     logger.info(
         "recorded offchain %s fill %s %s @ %s cents (execution %s)",
         command.direction,
@@ -657,18 +673,11 @@ def hedge_fail(
     if not isinstance(error, str) or not error.strip():
         raise InvalidValue("error", error, "must be a non-empty string")
     moment = _aware("now", now) if now is not None else timezone.now()
-    with transaction.atomic():
-        pools_lock({symbol, USDC_POOL})
-        recorded = _hedge_recorded(symbol, ev.OffChainOrderFailed, command.execution_id)
-        if recorded is not None:
-            _replay_check(
-                "hedge failure", f"{symbol}/{command.execution_id}", recorded, {"error": error}
-            )
-            logger.info("hedge %s for %s already failed, skipped", command.execution_id, symbol)
-            return []
-        stored = aggregate_execute(
-            spec=position.SPEC, aggregate_id=symbol, command=command, now=moment
-        )
+    stored = _hedge_append(
+        symbol, command, ev.OffChainOrderFailed, "hedge failure", {"error": error}, moment
+    )
+    if stored is None:
+        return []
     logger.info("recorded hedge %s for %s failed: %s", command.execution_id, symbol, error)
     return stored
 
