@@ -19,13 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import requests
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    retry_if_result,
-    stop_after_attempt,
-)
+import tenacity
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +154,7 @@ class JsonHttp:
                 raise TransportError("GET", url, _describe(exc)) from exc
             return HttpResponse("GET", url, raw.status_code, raw.text, dict(raw.headers))
 
-        def log(state: RetryCallState) -> None:
+        def log(state: tenacity.RetryCallState) -> None:
             retry, of = state.attempt_number, policy.attempts - 1
             error = state.outcome.exception() if state.outcome else None
             if isinstance(error, TransportError):
@@ -169,10 +163,10 @@ class JsonHttp:
                 status = state.outcome.result().status
                 logger.warning("GET %s returned HTTP %d, retry %d of %d", url, status, retry, of)
 
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransportError)
-            | retry_if_result(lambda response: response.status >= 500),
-            stop=stop_after_attempt(policy.attempts),
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TransportError)
+            | tenacity.retry_if_result(lambda response: response.status >= 500),
+            stop=tenacity.stop_after_attempt(policy.attempts),
             wait=lambda state: policy.delay_s(state.attempt_number - 1),
             sleep=self._sleep,
             before_sleep=log,
