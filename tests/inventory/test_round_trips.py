@@ -103,3 +103,25 @@ def test_a_duplicate_single_fill_writes_nothing_and_a_conflict_is_refused(settin
     assert InventoryPool.objects.get(key="USDC").onchain_available == D("99999.0")
     assert not getattr(connection, "_rawsql_deferred", None)
     assert first.id == Event.objects.order_by("-id").values_list("id", flat=True).first()
+
+
+def test_a_deferred_write_that_breaks_a_unique_key_fails_as_itself_and_is_retried(settings):
+    """The writes of a pipelined fill fail with the database's own error, constraint named,
+    so a writer that lost a race is decided again (`inventory.store._retryable`)."""
+    from django.db import IntegrityError, transaction
+
+    from inventory import rawsql
+    from inventory.db_errors import unique_violated
+    from inventory.store import APPEND_RACE_CONSTRAINTS
+
+    observe("AAPL", onchain="1000", offchain="1000", usdc_onchain="100000", usdc_offchain="100000")
+    [stored] = fill(1)
+    key = EventKey.objects.get(event_id=stored.id)
+    columns = ("scope", "day", "key", "event_id", "aggregate_type", "aggregate_id", "recorded_at")
+    row = [getattr(key, c) for c in columns]
+    with pytest.raises(IntegrityError) as raised, transaction.atomic():
+        rawsql.insert_rows(EventKey, columns, [row], deferred=True)
+        rawsql.flush()
+    assert unique_violated(raised.value) in APPEND_RACE_CONSTRAINTS
+    rawsql.pipeline_reset()
+    assert EventKey.objects.count() == 1
