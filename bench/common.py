@@ -186,6 +186,27 @@ def plain_insert_rates(payload: dict[str, Any], rows: int) -> tuple[float, float
     return rows / elapsed, rows / cpu if cpu > 0 else float("inf")
 
 
+def round_trips(call: Any) -> list[str]:
+    """The round trips `call()` makes to the database, in order (the statements Django
+    captures: BEGIN and COMMIT included; on PostgreSQL one may carry several statements,
+    separated by ";" and a newline, sent together). Run outside any transaction."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        call()
+    return [query["sql"] for query in captured.captured_queries]
+
+
+def round_trips_described(trips: list[str]) -> str:
+    """'4 (BEGIN; 6 statements; 5 statements; COMMIT)'."""
+    parts = []
+    for sql in trips:
+        count = len(sql.split(";\n"))
+        parts.append(sql.split()[0] if count == 1 else f"{count} statements")
+    return f"{len(trips)} ({'; '.join(parts)})"
+
+
 def print_report(title: str, report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps({"benchmark": title, **report}, indent=2, default=str))

@@ -45,6 +45,8 @@ from bench.common import (  # noqa: E402
     machine,
     plain_insert_rates,
     print_report,
+    round_trips,
+    round_trips_described,
     settle,
 )
 
@@ -369,10 +371,13 @@ def main() -> None:
         plain, plain_cpu = plain_insert_rates(
             {"OnChainOrderFilled": {"amount": "0.001"}}, args.plain
         )
+        one_per_transaction(1)  # the position's first fill (it initializes it), untimed
+        trips = round_trips(lambda: one_per_transaction(1))
         empty = measure(args, "empty log")
         report: dict[str, object] = {
             "machine": machine(),
             "plain single-row inserts": f"{plain:,.0f} rows/s ({plain_cpu:,.0f} per CPU-second)",
+            "round trips of one single fill": round_trips_described(trips),
             "empty log": {
                 "one per transaction": empty["one per transaction"]
                 + f" ({empty['_single'] / plain:.2f}x plain inserts; per CPU-second "

@@ -60,8 +60,11 @@ class FillBeyondChainHead(InvalidValue):
         super().__init__("block_number", block, rule)
 
 
+HEAD_SQL = 'SELECT "block" FROM "inventory_chainhead" WHERE "id" = 1'
+
+
 def head_read() -> int | None:
-    rows = rawsql.fetch('SELECT "block" FROM "inventory_chainhead" WHERE "id" = 1', [])
+    rows = rawsql.fetch(HEAD_SQL, [])
     return None if not rows or rows[0][0] is None else int(rows[0][0])
 
 

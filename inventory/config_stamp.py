@@ -33,7 +33,7 @@ from inventory import rawsql
 T = TypeVar("T")
 
 TABLE = "inventory_configstamp"
-_STAMP_SQL = f'SELECT "token" FROM "{TABLE}" WHERE "id" = 1'
+STAMP_SQL = _STAMP_SQL = f'SELECT "token" FROM "{TABLE}" WHERE "id" = 1'
 
 
 def stamp(using: str = "default") -> str | None:

@@ -117,14 +117,25 @@ def projection_plan(batches: Sequence[Decided]) -> ProjectionPlan:
     return ProjectionPlan(fold=fold, touched=touched, lock=touched | lock)
 
 
+_POOLS_ORDER = '"inventory_inventorypool"."key" ASC'
+
+
+def _pools_where(count: int) -> str:
+    return f'"key" IN ({rawsql.placeholders(count)})'
+
+
+def pools_lock_statement(keys: Iterable[str]) -> tuple[str, list[Any]]:
+    """The statement `pools_lock(keys)` locks with (to prefetch it: `rawsql.prefetch`)."""
+    wanted = sorted(set(keys))
+    return rawsql.select_statement(
+        InventoryPool, _pools_where(len(wanted)), wanted, order_by=_POOLS_ORDER, for_update=True
+    )
+
+
 def _pools_select(keys: list[str]) -> dict[str, InventoryPool]:
     """`SELECT ... FOR UPDATE` of the pool rows of `keys`, in key order (plain SQL)."""
     rows = rawsql.select_models(
-        InventoryPool,
-        f'"key" IN ({rawsql.placeholders(len(keys))})',
-        keys,
-        order_by='"inventory_inventorypool"."key" ASC',
-        for_update=True,
+        InventoryPool, _pools_where(len(keys)), keys, order_by=_POOLS_ORDER, for_update=True
     )
     return {row.key: row for row in rows}
 
@@ -162,8 +173,9 @@ class _Legs:
     in one statement; a pool's rows are loaded into its in-memory legs before its first
     onchain snapshot of the batch, and the rows a taken snapshot covers are deleted."""
 
-    def __init__(self, pools: dict[str, MutablePool]) -> None:
+    def __init__(self, pools: dict[str, MutablePool], *, deferred: bool = False) -> None:
         self.pools = pools
+        self.deferred = deferred
         self.loaded: set[str] = set()
         self.pending: list[tuple[str, int, int, Any]] = []
 
@@ -182,7 +194,10 @@ class _Legs:
     def flush(self) -> None:
         if self.pending:
             rawsql.insert_rows(
-                OnchainFillLeg, ("pool_key", "event_id", "block_number", "delta"), self.pending
+                OnchainFillLeg,
+                ("pool_key", "event_id", "block_number", "delta"),
+                self.pending,
+                deferred=self.deferred,
             )
             self.pending = []
 
@@ -231,11 +246,14 @@ def projection_apply(
     plan: ProjectionPlan | None = None,
     rows: dict[str, InventoryPool] | None = None,
     domains: dict[str, PoolInventory] | None = None,
+    deferred: bool = False,
 ) -> set[str]:
     """Apply stored events to the pools they touch (one update per pool); returns the touched
     pool keys. `plan` and the locked `rows` come from `inventory.store.appends_commit`; without
     them the plan is made and the rows locked here. `domains`, when given, receives each
-    touched pool as written (what `row.to_domain()` now returns, without rebuilding it)."""
+    touched pool as written (what `row.to_domain()` now returns, without rebuilding it).
+    `deferred`: the writes wait for the next round trip (`rawsql.defer`); event ids may be
+    `rawsql.EventRef`s."""
     if not events:
         return set()
     if plan is None:
@@ -251,7 +269,7 @@ def projection_apply(
     before = {key: row.to_domain() for key, row in touched_rows.items()}
     pools = {key: MutablePool(pool) for key, pool in before.items()}
     last_event: dict[str, int] = {}
-    legs = _Legs(pools)
+    legs = _Legs(pools, deferred=deferred)
     for stored in events:
         event = stored.event
         snapshot = isinstance(event, _ONCHAIN_SNAPSHOTS)
@@ -286,7 +304,7 @@ def projection_apply(
             row.last_event_id = last_event[key]
             fields.append("last_event_id")
         if fields:
-            rawsql.update_fields(row, fields)
+            rawsql.update_fields(row, fields, deferred=deferred)
         reason = after.reconciliation_reason
         if reason and reason != before[key].reconciliation_reason:
             logger.warning("inventory pool %s needs reconciliation: %s", key, reason)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any, TypeVar
@@ -57,7 +58,16 @@ def _qmark(sql: str) -> str:
 
 
 def _execute(connection: Any, sql: str, params: Sequence[Any]) -> Any:
-    """Run one statement; returns the cursor (the caller reads it and lets it go)."""
+    """Run one statement; returns the cursor (the caller reads it and lets it go).
+
+    Statements deferred on this connection (`defer`) go first, in the same round trip."""
+    queued = _deferred(connection)
+    if queued:
+        return _send(connection, queued, sql, params)
+    return _execute_one(connection, sql, params)
+
+
+def _execute_one(connection: Any, sql: str, params: Sequence[Any]) -> Any:
     if connection.queries_logged or connection.execute_wrappers:
         cursor = connection.cursor()
         cursor.execute(sql, params)
@@ -147,8 +157,10 @@ def select_models(
     sql = _select_sql(model, connection.vendor, where, order_by, for_update)
     converted = _converted(model, connection)
     attnames = _attnames(model)
-    with connection.wrap_database_errors:
-        fetched = _execute(connection, sql, list(params)).fetchall()
+    fetched = _prefetched(connection, sql, params)
+    if fetched is None:
+        with connection.wrap_database_errors:
+            fetched = _execute(connection, sql, list(params)).fetchall()
     result = []
     new = object.__new__
     for raw in fetched:
@@ -232,17 +244,40 @@ def _update_sql(model: type[models.Model], vendor: str, names: tuple[str, ...]) 
     )
 
 
-def update_fields(row: models.Model, names: Iterable[str], *, using: str = "default") -> None:
+def update_fields(
+    row: models.Model, names: Iterable[str], *, using: str = "default", deferred: bool = False
+) -> None:
     """`UPDATE ... SET <names> WHERE pk = row.pk` with the row's current values (what
-    `row.save(update_fields=names)` writes, without its query building and signals)."""
+    `row.save(update_fields=names)` writes, without its query building and signals).
+    `deferred`: sent with the next round trip (`defer`); a value may be an `EventRef`."""
     names = tuple(names)
     if not names:
         return
     connection = connections[using]
     _remember(connection)
     fields = _fields_named(type(row), names)
-    values = [prep_save(f, getattr(row, f.attname), connection) for f in fields]
-    _execute(connection, _update_sql(type(row), connection.vendor, names), [*values, row.pk])
+    raw = [getattr(row, f.attname) for f in fields]
+    sql = _update_sql(type(row), connection.vendor, names)
+    if any(type(v) is EventRef for v in raw):
+        meta = type(row)._meta
+        assignments = ", ".join(
+            f"{_quote(connection, f.column)} = " + (EventRef.SQL if type(v) is EventRef else "%s")
+            for f, v in zip(fields, raw, strict=True)
+        )
+        sql = (
+            f"UPDATE {_quote(connection, meta.db_table)} SET {assignments} "
+            f"WHERE {_quote(connection, meta.pk.column)} = %s"
+        )
+    values: list[Any] = []
+    for f, v in zip(fields, raw, strict=True):
+        if type(v) is EventRef:
+            values.extend(v.params())
+        else:
+            values.append(prep_save(f, v, connection))
+    if deferred:
+        defer(sql, [*values, row.pk], using=using)
+    else:
+        _execute(connection, sql, [*values, row.pk])
 
 
 @cache
@@ -269,11 +304,13 @@ def insert_rows(
     *,
     returning_pk: bool = False,
     using: str = "default",
+    deferred: bool = False,
 ) -> list[Any]:
     """Insert `rows` (values in the order of `names`, Python values) in multi-row INSERTs
     of up to `INSERT_CHUNK` rows, in order; returns the new primary keys in the same order
     when `returning_pk` (both databases number the rows of one statement in VALUES order,
-    as Django's bulk_create relies on)."""
+    as Django's bulk_create relies on). `deferred`: sent with the next round trip (`defer`),
+    the returned list filled with the keys once it is sent; a value may be an `EventRef`."""
     if not rows:
         return []
     connection = connections[using]
@@ -286,6 +323,8 @@ def insert_rows(
 
     def prepared(index: int, value: Any) -> Any:
         if plain[index] and type(value) in (str, int):
+            return value
+        if type(value) is EventRef:
             return value
         seen, result = last[index]
         if value is seen:
@@ -301,6 +340,19 @@ def insert_rows(
         for row in chunk:
             params.extend(prepared(i, v) for i, v in enumerate(row))
         sql = _insert_sql(model, connection.vendor, names, len(chunk), returning_pk)
+        if any(type(v) is EventRef for v in params):
+            sql, params = _with_refs(sql, params)
+        if deferred:
+            # The keys arrive when the round trip is sent (`keys` is filled then).
+            defer(
+                sql,
+                params,
+                on_result=(lambda rows: keys.extend(sorted(r[0] for r in rows)))
+                if returning_pk
+                else None,
+                using=using,
+            )
+            continue
         cursor = _execute(connection, sql, params)
         if returning_pk:
             # One statement's rows are numbered in VALUES order, whatever order RETURNING
@@ -310,8 +362,42 @@ def insert_rows(
     return keys
 
 
+def _with_refs(sql: str, params: Sequence[Any]) -> tuple[str, list[Any]]:
+    """`sql` with each `%s` whose value is an `EventRef` replaced by its sub-select."""
+    parts = sql.split("%s")
+    out = [parts[0]]
+    values: list[Any] = []
+    for part, value in zip(parts[1:], params, strict=True):
+        if type(value) is EventRef:
+            out.append(EventRef.SQL)
+            values.extend(value.params())
+        else:
+            out.append("%s")
+            values.append(value)
+        out.append(part)
+    return "".join(out), values
+
+
+def select_statement(
+    model: type[models.Model],
+    where: str,
+    params: Sequence[Any],
+    *,
+    order_by: str = "",
+    for_update: bool = False,
+    using: str = "default",
+) -> tuple[str, list[Any]]:
+    """The statement `select_models` runs for these arguments (to `prefetch` it)."""
+    connection = connections[using]
+    _remember(connection)
+    return _select_sql(model, connection.vendor, where, order_by, for_update), list(params)
+
+
 def fetch(sql: str, params: Sequence[Any], *, using: str = "default") -> list[tuple[Any, ...]]:
     connection = connections[using]
+    kept = _prefetched(connection, sql, params)
+    if kept is not None:
+        return list(kept)
     with connection.wrap_database_errors:
         return list(_execute(connection, sql, list(params)).fetchall())
 
@@ -322,3 +408,165 @@ def execute(sql: str, params: Sequence[Any], *, using: str = "default") -> int:
 
 def placeholders(count: int) -> str:
     return ", ".join(["%s"] * count)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipelining (PostgreSQL): several statements in one round trip.
+#
+# Django's psycopg cursor binds parameters on the client, so one `execute` may carry several
+# statements separated by semicolons: the server runs them in order, in the transaction, and
+# returns one result per statement (`cursor.nextset()`); the first error stops the rest and is
+# raised as the statement's own error. Two uses on the fill path:
+#
+# - `defer(sql, params)` queues a statement whose result nobody waits for (a write, or a lock
+#   that only has to be taken before what follows); it is sent in front of the next statement
+#   this module runs on the connection, or by `flush()`. A deferred statement may hand its
+#   rows to `on_result` (an INSERT ... RETURNING).
+# - `prefetch(reads)` runs several reads (after whatever is deferred) in one round trip and
+#   keeps their rows; `fetch` and `select_models` of the same statement and parameters in the
+#   same transaction take the kept rows instead of asking again (once each).
+#
+# Where the database is not PostgreSQL with client-side binding, `defer` runs the statement at
+# once and `prefetch` does nothing: SQLite is embedded, a statement is not a round trip.
+# ---------------------------------------------------------------------------------------------
+
+
+class EventRef:
+    """The id of an event inserted earlier in the same round trip, by its unique (aggregate
+    type, aggregate id, sequence): written as a sub-select wherever a value may go in
+    `insert_rows` and `update_fields`."""
+
+    __slots__ = ("aggregate_type", "aggregate_id", "sequence")
+
+    SQL = (
+        '(SELECT "id" FROM "inventory_event" WHERE "aggregate_type" = %s '
+        'AND "aggregate_id" = %s AND "sequence" = %s)'
+    )
+
+    def __init__(self, aggregate_type: str, aggregate_id: str, sequence: int) -> None:
+        self.aggregate_type = aggregate_type
+        self.aggregate_id = aggregate_id
+        self.sequence = sequence
+
+    def params(self) -> tuple[str, str, int]:
+        return (self.aggregate_type, self.aggregate_id, self.sequence)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EventRef) and self.params() == other.params()
+
+    def __hash__(self) -> int:
+        return hash(self.params())
+
+    def __repr__(self) -> str:
+        return f"EventRef{self.params()}"
+
+
+Deferred = tuple[str, list[Any], Any]  # sql, params, on_result (callable or None)
+
+
+def pipelining(using: str = "default") -> bool:
+    """Whether statements of this connection can share a round trip."""
+    connection = connections[using]
+    return connection.vendor == "postgresql" and (
+        connection.settings_dict.get("OPTIONS", {}).get("server_side_binding") is not True
+    )
+
+
+def _deferred(connection: Any) -> list[Deferred]:
+    return connection.__dict__.get("_rawsql_deferred") or []
+
+
+def defer(
+    sql: str, params: Sequence[Any], *, on_result: Any = None, using: str = "default"
+) -> None:
+    """Queue a statement for the next round trip (run it now where there is no pipelining)."""
+    connection = connections[using]
+    if not pipelining(using):
+        cursor = _execute(connection, sql, list(params))
+        if on_result is not None:
+            with connection.wrap_database_errors:
+                on_result(cursor.fetchall())
+        return
+    connection.__dict__.setdefault("_rawsql_deferred", []).append((sql, list(params), on_result))
+
+
+def _send(connection: Any, queued: list[Deferred], sql: str | None, params: Sequence[Any]) -> Any:
+    """One round trip: the queued statements, then `sql` (when given); the cursor is left on
+    the last statement's result."""
+    connection.__dict__["_rawsql_deferred"] = []
+    statements = [q[0] for q in queued] + ([sql] if sql is not None else [])
+    values: list[Any] = [v for q in queued for v in q[1]]
+    if sql is not None:
+        values.extend(params)
+    cursor = _execute_one(connection, ";\n".join(statements), values)
+    with connection.wrap_database_errors:
+        for index, (_, _, on_result) in enumerate(queued):
+            if on_result is not None:
+                on_result(cursor.fetchall())
+            if index < len(statements) - 1:
+                cursor.nextset()
+    return cursor
+
+
+def flush(using: str = "default") -> None:
+    """Send the deferred statements now (one round trip; nothing when none is queued)."""
+    connection = connections[using]
+    queued = _deferred(connection)
+    if queued:
+        _send(connection, queued, None, ())
+
+
+def prefetch(reads: Sequence[tuple[str, Sequence[Any]]], *, using: str = "default") -> None:
+    """Run the deferred statements and `reads` in one round trip and keep the reads' rows for
+    `fetch` / `select_models` of the same statements (no-op without pipelining)."""
+    if not reads or not pipelining(using):
+        return
+    connection = connections[using]
+    kept: dict[tuple[str, tuple[Any, ...]], list[Any]] = connection.__dict__.setdefault(
+        "_rawsql_prefetched", {}
+    )
+    queued = list(_deferred(connection))
+    for sql, params in reads[:-1]:
+        key = (sql, tuple(params))
+        queued.append((sql, list(params), lambda rows, key=key: kept.__setitem__(key, rows)))
+    last_sql, last_params = reads[-1]
+    connection.__dict__["_rawsql_deferred"] = []
+    cursor = _send(connection, queued, last_sql, last_params)
+    with connection.wrap_database_errors:
+        kept[(last_sql, tuple(last_params))] = cursor.fetchall()
+
+
+@contextmanager
+def prefetched(
+    reads: Sequence[tuple[str, Sequence[Any]]], *, using: str = "default"
+) -> Iterator[None]:
+    """`prefetch(reads)`; rows not taken by the end of the block are dropped."""
+    prefetch(reads, using=using)
+    try:
+        yield
+    finally:
+        kept = connections[using].__dict__.get("_rawsql_prefetched")
+        if kept:
+            for sql, params in reads:
+                kept.pop((sql, tuple(params)), None)
+
+
+def _prefetched(connection: Any, sql: str, params: Sequence[Any]) -> list[Any] | None:
+    kept = connection.__dict__.get("_rawsql_prefetched")
+    if not kept:
+        return None
+    return kept.pop((sql, tuple(params)), None)
+
+
+def pipeline_reset(using: str = "default", *, keep_prefetched: bool = False) -> None:
+    """Drop what is deferred (and, unless `keep_prefetched`, kept) on the connection: the
+    transaction ended, or a savepoint rolled back."""
+    connection = connections[using]
+    connection.__dict__.pop("_rawsql_deferred", None)
+    if not keep_prefetched:
+        connection.__dict__.pop("_rawsql_prefetched", None)
+
+
+def pipeline_pending(using: str = "default") -> bool:
+    connection = connections[using]
+    return bool(_deferred(connection) or connection.__dict__.get("_rawsql_prefetched"))

@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from eth_utils import to_checksum_address
 
-from inventory import event_keys
+from inventory import chain_head, config_stamp, event_keys, rawsql
 from inventory.db_errors import unique_violated
 from inventory.domain import events as ev
 from inventory.domain import position
@@ -50,7 +50,7 @@ from inventory.models import (
     EventKey,
     RebalancingSettingsRow,
 )
-from inventory.projection import pools_lock
+from inventory.projection import pools_lock, pools_lock_statement
 from inventory.rebuild import PoolDifference, inventory_rebuild  # noqa: F401
 from inventory.store import (
     AggregateSnapshot,
@@ -59,10 +59,12 @@ from inventory.store import (
     StoredEvent,
     aggregate_execute,
     aggregate_state,
+    aggregate_state_statement,
     aggregate_states_rebuild,
     appends_commit,
     in_retried_transaction,
     keys_recorded,
+    keys_recorded_statements,
 )
 
 logger = logging.getLogger(__name__)
@@ -359,14 +361,51 @@ class _Run:
     cached: Any
 
 
-def _fills_commit(parsed: list[_ParsedFill], moment: datetime) -> list[FillResult]:
+# Fills up to this many per call go to PostgreSQL in four round trips (`_fill_reads`).
+PIPELINED_MAX_FILLS = 16
+
+
+def _fill_reads(
+    parsed: list[_ParsedFill], claims: list[event_keys.Claim]
+) -> list[tuple[str, list[Any]]]:
+    """Every read a small batch of fills needs, sent in one round trip (PostgreSQL): the trade
+    keys, the positions' cached states, the pool rows locked in key order (the symbols and
+    USDC), the chain head and the configuration stamp the trigger reads. The append turn
+    (`inventory.store._take_turn`) goes first in the same round trip. The code below asks for
+    them as it always does and gets the rows already read (`rawsql.prefetch`)."""
+    symbols = sorted({item.symbol for item in parsed})
+    return [
+        *keys_recorded_statements(claims),
+        *(aggregate_state_statement(position.SPEC, symbol) for symbol in symbols),
+        pools_lock_statement([*symbols, USDC_POOL]),
+        (chain_head.HEAD_SQL, []),
+        (config_stamp.STAMP_SQL, []),
+    ]
+
+
+def _fills_commit(
+    parsed: list[_ParsedFill], moment: datetime, *, pipelined: bool = False
+) -> list[FillResult]:
     # Decide first, without any lock (index lookups only); `appends_commit` then locks the
     # batch's pools once, in key order, and inserts. A writer that got in between makes the
     # insert fail on the unique sequence or trade key: the whole batch is decided again.
+    # Pipelined (PostgreSQL, small batches): the reads go in one round trip first (the pool
+    # locks with them), the writes in a second.
     claims = [
         event_keys.trade_claim(item.command.trade_id, item.command.block_timestamp)
         for item in parsed
     ]
+    with rawsql.prefetched(_fill_reads(parsed, claims) if pipelined else []):
+        return _fills_decide_commit(parsed, claims, moment, pipelined=pipelined)
+
+
+def _fills_decide_commit(
+    parsed: list[_ParsedFill],
+    claims: list[event_keys.Claim],
+    moment: datetime,
+    *,
+    pipelined: bool,
+) -> list[FillResult]:
     recorded = _recorded_trades(set(claims))
     loaded: dict[str, AggregateSnapshot] = {}
     states: dict[str, Lifecycle[Any]] = {}
@@ -430,7 +469,7 @@ def _fills_commit(parsed: list[_ParsedFill], moment: datetime) -> list[FillResul
         )
         for run in runs
     ]
-    stored = appends_commit(appends, now=moment, keys_checked=True)
+    stored = appends_commit(appends, now=moment, keys_checked=True, pipelined=pipelined)
     fill_events_of = iter([s for s in stored if isinstance(s.event, ev.OnChainOrderFilled)])
     results = []
     for item, status, count in outcomes:
@@ -442,8 +481,11 @@ def _fills_commit(parsed: list[_ParsedFill], moment: datetime) -> list[FillResul
 
 
 def _fills_record_parsed(parsed: list[_ParsedFill], moment: datetime) -> list[FillResult]:
+    pipelined = len(parsed) <= PIPELINED_MAX_FILLS and rawsql.pipelining()
     return in_retried_transaction(
-        lambda: _fills_commit(parsed, moment), what=f"{ev.POSITION}/batch"
+        lambda: _fills_commit(parsed, moment, pipelined=pipelined),
+        what=f"{ev.POSITION}/batch",
+        pipelined=pipelined,
     )
 
 

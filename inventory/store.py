@@ -36,7 +36,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -56,6 +56,7 @@ from inventory.chain_head import fills_bound_check, head_raise
 from inventory.codec import decode_event, encode_event
 from inventory.db_errors import sqlstate, unique_violated
 from inventory.domain.aggregate import AggregateSpec
+from inventory.domain.events import POSITION as _POSITION
 from inventory.domain.events import DomainEvent
 from inventory.domain.lifecycle import Lifecycle
 from inventory.domain.values import InvalidValue
@@ -265,9 +266,12 @@ _EVENT_COLUMNS = (
 _EVENT_VERSION = Event._meta.get_field("event_version").default
 
 
-def _insert(appends: Sequence[PendingAppend], now: datetime) -> list[StoredEvent]:
+def _insert(
+    appends: Sequence[PendingAppend], now: datetime, *, deferred: bool = False
+) -> tuple[list[StoredEvent], list[int]]:
     """Insert every event of the batch (multi-row INSERTs in batch order): ids follow the
-    batch order."""
+    batch order. `deferred`: the INSERT waits for the next round trip and each event's id is
+    an `EventRef` until then (the returned list of ids is filled when it is sent)."""
     values: list[tuple[Any, ...]] = []
     decided: list[tuple[PendingAppend, int, DomainEvent]] = []
     for append in appends:
@@ -293,7 +297,12 @@ def _insert(appends: Sequence[PendingAppend], now: datetime) -> list[StoredEvent
                 )
             )
             decided.append((append, sequence, event))
-    ids = rawsql.insert_rows(Event, _EVENT_COLUMNS, values, returning_pk=True)
+    ids = rawsql.insert_rows(Event, _EVENT_COLUMNS, values, returning_pk=True, deferred=deferred)
+    refs: Sequence[Any] = (
+        [rawsql.EventRef(a.spec.aggregate_type, a.aggregate_id, seq) for a, seq, _ in decided]
+        if deferred
+        else ids
+    )
     return [
         StoredEvent(
             id=event_id,
@@ -304,8 +313,8 @@ def _insert(appends: Sequence[PendingAppend], now: datetime) -> list[StoredEvent
             recorded_at=now,
             metadata=append.metadata,
         )
-        for event_id, (append, sequence, event) in zip(ids, decided, strict=True)
-    ]
+        for event_id, (append, sequence, event) in zip(refs, decided, strict=True)
+    ], ids
 
 
 _KEY_COLUMNS = (
@@ -328,6 +337,27 @@ def _keys_of(stored: Iterable[StoredEvent]) -> list[tuple[Any, ...]]:
     ]
 
 
+def _keys_statement(scope: str, keys: list[str]) -> tuple[str, list[Any]]:
+    return (
+        'SELECT "key", "event_id" FROM "inventory_eventkey" WHERE "scope" = %s '
+        f'AND "key" IN ({rawsql.placeholders(len(keys))})',
+        [scope, *keys],
+    )
+
+
+def keys_recorded_statements(claims: Iterable[Claim]) -> list[tuple[str, list[Any]]]:
+    """The statements `keys_recorded(claims)` runs (to prefetch them)."""
+    groups: dict[str, set[str]] = {}
+    for claim in claims:
+        groups.setdefault(claim.scope, set()).add(claim.key)
+    return [_keys_statement(scope, sorted(keys)) for scope, keys in sorted(groups.items())]
+
+
+def aggregate_state_statement(spec: AggregateSpec, aggregate_id: str) -> tuple[str, list[Any]]:
+    """The first statement `aggregate_state(spec, aggregate_id)` runs (to prefetch it)."""
+    return _STATE_SQL, [spec.aggregate_type, aggregate_id]
+
+
 def keys_recorded(claims: Iterable[Claim]) -> dict[Claim, int]:
     """Claim -> id of the event already holding its key, for the claims that are recorded:
     one lookup of the unique (scope, key) index per scope. A key is found whatever day it
@@ -337,12 +367,7 @@ def keys_recorded(claims: Iterable[Claim]) -> dict[Claim, int]:
         groups.setdefault(claim.scope, []).append(claim)
     found: dict[Claim, int] = {}
     for scope, grouped in sorted(groups.items()):
-        keys = sorted({claim.key for claim in grouped})
-        rows = rawsql.fetch(
-            'SELECT "key", "event_id" FROM "inventory_eventkey" WHERE "scope" = %s '
-            f'AND "key" IN ({rawsql.placeholders(len(keys))})',
-            [scope, *keys],
-        )
+        rows = rawsql.fetch(*_keys_statement(scope, sorted({claim.key for claim in grouped})))
         holders = {key: event_id for key, event_id in rows}
         for claim in grouped:
             if claim.key in holders:
@@ -374,7 +399,17 @@ def _keys_check(appends: Sequence[PendingAppend]) -> None:
 _STATE_FIELD = AggregateState._meta.get_field("state")
 
 
-def _states_save(appends: Sequence[PendingAppend]) -> None:
+_STATE_UPSERT = (
+    'INSERT INTO "inventory_aggregatestate" ("aggregate_type", "aggregate_id", "sequence", '
+    '"version", "state") VALUES (%s, %s, %s, %s, %s) ON CONFLICT ("aggregate_type", '
+    '"aggregate_id") DO UPDATE SET "sequence" = EXCLUDED."sequence", '
+    '"version" = EXCLUDED."version", "state" = EXCLUDED."state"'
+)
+
+
+def _states_save(appends: Sequence[PendingAppend], *, deferred: bool = False) -> None:
+    """Store each aggregate's new state (or drop it when it cannot be cached). `deferred`
+    (PostgreSQL): one upsert per aggregate, sent with the next round trip."""
     version = state_version()
     done: set[tuple[str, str]] = set()
     for append in reversed(appends):  # an aggregate appended in several runs: its last state
@@ -393,10 +428,17 @@ def _states_save(appends: Sequence[PendingAppend]) -> None:
                 logger.debug("%s/%s state not cached: %s", *aggregate.values(), error)
         if encoded is None:
             if append.cached is not False:
-                AggregateState.objects.filter(**aggregate).delete()
+                rawsql.execute(
+                    'DELETE FROM "inventory_aggregatestate" WHERE "aggregate_type" = %s '
+                    'AND "aggregate_id" = %s',
+                    list(aggregate.values()),
+                )
             continue
         sequence = append.after_sequence + len(append.events)
         prepared = rawsql.prep_save(_STATE_FIELD, encoded, connection)
+        if deferred:
+            rawsql.defer(_STATE_UPSERT, [*aggregate.values(), sequence, version, prepared])
+            continue
         if isinstance(prepared, str):
             # The JSON text a later read returns for this row (SQLite); where the database
             # reformats JSON (PostgreSQL) a read remembers what it decoded instead.
@@ -424,6 +466,7 @@ def appends_commit(
     now: datetime,
     locked: dict[str, Any] | None = None,
     keys_checked: bool = False,
+    pipelined: bool = False,
 ) -> list[StoredEvent]:
     """Lock, insert, cache states, project and publish a batch of decided events.
 
@@ -431,6 +474,11 @@ def appends_commit(
     transaction (they must cover every pool the batch needs; anything missing is locked with
     them, in key order). `keys_checked` skips the idempotency key lookup when the caller has
     already refused duplicates under the same locks.
+
+    `pipelined` (PostgreSQL, `rawsql.pipelining`; appends of positions only): every write of
+    the batch (events, keys, states, pools, legs) goes to the server in one round trip, sent
+    before the receivers of `events_appended` run (they see the real event ids); the rows
+    written and the rules applied are the same.
     """
     from inventory.projection import pools_lock, projection_apply, projection_plan
 
@@ -448,12 +496,22 @@ def appends_commit(
     if not keys_checked:
         _keys_check(appends)
     fills_bound_check(event for append in appends for event in append.events)
-    stored = _insert(appends, now)
-    rawsql.insert_rows(EventKey, _KEY_COLUMNS, _keys_of(stored))
-    head_raise(stored)
-    _states_save(appends)
+    if pipelined and any(a.spec.aggregate_type != _POSITION for a in appends):
+        pipelined = False
+    stored, ids = _insert(appends, now, deferred=pipelined)
+    rawsql.insert_rows(EventKey, _KEY_COLUMNS, _keys_of(stored), deferred=pipelined)
+    if not pipelined:
+        head_raise(stored)  # position events carry no snapshot block
+    _states_save(appends, deferred=pipelined)
     domains: dict[str, Any] = {}
-    pools = projection_apply(stored, plan=plan, rows=rows, domains=domains)
+    pools = projection_apply(stored, plan=plan, rows=rows, domains=domains, deferred=pipelined)
+    if pipelined:
+        rawsql.flush()
+        real = {s.id: event_id for s, event_id in zip(stored, ids, strict=True)}
+        stored = [replace(s, id=event_id) for s, event_id in zip(stored, ids, strict=True)]
+        for row in rows.values():
+            if type(row.last_event_id) is rawsql.EventRef:
+                row.last_event_id = real[row.last_event_id]
     events_appended.send(sender=Event, events=stored, pools=pools, rows=rows, domains=domains)
     return stored
 
@@ -466,15 +524,21 @@ def _retryable(error: BaseException) -> bool:
     return False
 
 
-def _take_turn(*, alone: bool) -> None:
+def _take_turn(*, alone: bool, deferred: bool = False) -> None:
     """PostgreSQL, outermost transaction only: share the append turn, or (a retry) hold it
     alone. Taken first in the transaction, before any row lock, so waiting for it never
-    deadlocks; a nested append (its outer transaction may hold row locks) takes no turn."""
+    deadlocks; a nested append (its outer transaction may hold row locks) takes no turn.
+    `deferred`: sent in front of the transaction's first statement (`rawsql.defer`), which
+    must then be one of `inventory.rawsql`'s."""
     if connection.vendor != "postgresql":
         return
     function = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
+    sql = f"SELECT {function}(%s)"
+    if deferred and rawsql.pipelining():
+        rawsql.defer(sql, [APPEND_TURN_LOCK])
+        return
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {function}(%s)", [APPEND_TURN_LOCK])
+        cursor.execute(sql, [APPEND_TURN_LOCK])
 
 
 def _append_wait(attempt: int, *, outermost: bool) -> float:
@@ -487,22 +551,32 @@ def _append_wait(attempt: int, *, outermost: bool) -> float:
     return random.uniform(0, min(BACKOFF_CAP_S, 0.005 * 2**attempt))
 
 
-def in_retried_transaction(work: Callable[[], T], *, what: str) -> T:
+def in_retried_transaction(work: Callable[[], T], *, what: str, pipelined: bool = False) -> T:
     """Run `work` in a transaction (a savepoint when nested), again from the start when it
     lost a sequence race, a deadlock or a serialization failure: the retry waits for its turn
     alone (`_take_turn`), then backs off (`_append_wait`) until `APPEND_DEADLINE_S`.
 
     The first attempt runs bare: nearly every call succeeds at once, and it is the hot path
     of every fill (tenacity's loop costs tens of microseconds a call). The retries run on
-    tenacity, numbered from 2."""
+    tenacity, numbered from 2.
+
+    `pipelined`: the turn is sent with `work`'s first statement (which must be one of
+    `inventory.rawsql`'s, e.g. its `prefetch`). Whatever `work` left deferred is sent before
+    the commit; what it left prefetched is dropped when the transaction ends."""
     outermost = not connection.in_atomic_block
     started = time.monotonic()
 
     def once(*, alone: bool) -> T:
-        with transaction.atomic():
-            if outermost:
-                _take_turn(alone=alone)
-            return work()
+        try:
+            with transaction.atomic():
+                if outermost:
+                    _take_turn(alone=alone, deferred=pipelined)
+                result = work()
+                rawsql.flush()
+                return result
+        finally:
+            # Nothing deferred outlives its transaction or savepoint.
+            rawsql.pipeline_reset(keep_prefetched=not outermost)
 
     def log(state: RetryCallState, attempt: int) -> None:
         error = state.outcome.exception() if state.outcome else None

@@ -41,14 +41,20 @@ def one_fill(n: int) -> None:
     )
 
 
-def event_rows_read(queries: CaptureQueriesContext) -> int:
+def event_rows_read(queries: CaptureQueriesContext, *, cached_state: bool = True) -> int:
+    """Rows of the event log the captured reads return, counted again; `cached_state=False`
+    leaves out the cached-state read (one row by a unique index: on PostgreSQL a single fill
+    reads it in the same round trip as its key lookup, duplicate or not)."""
     total = 0
     with connection.cursor() as cursor:
         for query in queries.captured_queries:
-            sql = query["sql"]
-            if sql.startswith("SELECT") and 'FROM "inventory_event"' in sql:
-                cursor.execute(f"SELECT count(*) FROM ({sql}) AS q")
-                total += cursor.fetchone()[0]
+            # On PostgreSQL one round trip may carry several statements (`inventory.rawsql`).
+            for sql in query["sql"].split(";\n"):
+                if not cached_state and sql.startswith('SELECT s."sequence"'):
+                    continue
+                if sql.startswith("SELECT") and 'FROM "inventory_event"' in sql:
+                    cursor.execute(f"SELECT count(*) FROM ({sql}) AS q")
+                    total += cursor.fetchone()[0]
     return total
 
 
@@ -93,7 +99,8 @@ def test_a_duplicate_fill_costs_one_key_lookup_whatever_the_history(settings):
     history(HISTORY, start=10)
     with CaptureQueriesContext(connection) as queries:
         one_fill(10)  # already recorded by the history, same content
-    assert event_rows_read(queries) <= 1  # the recorded event, read back to compare
+    # The recorded event, read back to compare.
+    assert event_rows_read(queries, cached_state=False) <= 1
     key_lookups = [q["sql"] for q in queries if 'FROM "inventory_eventkey"' in q["sql"]]
     assert len(key_lookups) == 1
 

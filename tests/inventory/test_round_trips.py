@@ -1,0 +1,127 @@
+"""A single fill on PostgreSQL costs four round trips: BEGIN, its reads, its writes, COMMIT.
+
+Counted as Django captures them (`CaptureQueriesContext` logs BEGIN and COMMIT too); one
+round trip may carry several statements (`inventory.rawsql.prefetch` / `defer`), sent to the
+server in one message. Outside any test transaction, as the API records a fill.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from inventory.models import Event, EventKey, InventoryPool, OnchainFillLeg
+from inventory.services import fill_record_onchain
+from tests.rebalancer.flows import T0, enable, observe, register
+
+D = Decimal
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def fill(n: int, *, block: int | None = None, amount: str = "0.5") -> list:
+    return fill_record_onchain(
+        symbol="AAPL",
+        tx_hash="0x" + f"{n:064x}",
+        log_index=0,
+        amount=D(amount),
+        direction="Buy",
+        price_usdc=D("2"),
+        block_timestamp=T0,
+        block_number=block,
+    )
+
+
+def statements(sql: str) -> list[str]:
+    return sql.split(";\n")
+
+
+def test_a_single_fill_is_four_round_trips_on_postgresql(settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite is embedded: a statement is not a round trip")
+    enable(settings)
+    register("AAPL")
+    observe("AAPL", onchain="1000", offchain="1000", usdc_onchain="100000", usdc_offchain="100000")
+    fill(1)  # the Position exists from here on (its first fill also initializes it)
+    with CaptureQueriesContext(connection) as captured:
+        [stored] = fill(2, block=None)
+    trips = [q["sql"] for q in captured.captured_queries]
+    assert len(trips) == 4, trips
+    begin, reads, writes, commit = trips
+    assert (begin, commit) == ("BEGIN", "COMMIT")
+    reads_ = statements(reads)
+    # The append turn first (before any row lock), then the key lookup, the cached state,
+    # the pool rows locked in key order, the chain head and the configuration stamp.
+    assert reads_[0].startswith("SELECT pg_advisory_xact_lock_shared(")
+    assert 'FROM "inventory_eventkey"' in reads_[1]
+    assert 'FROM "inventory_aggregatestate"' in reads_[2]
+    assert reads_[3].endswith("FOR UPDATE") and "'AAPL', 'USDC'" in reads_[3]
+    assert 'FROM "inventory_chainhead"' in reads_[4]
+    assert 'FROM "inventory_configstamp"' in reads_[5]
+    writes_ = statements(writes)
+    assert writes_[0].startswith('INSERT INTO "inventory_event"')
+    assert [w.split()[0] for w in writes_] == ["INSERT", "INSERT", "INSERT", "UPDATE", "UPDATE"]
+    # What the round trips wrote: the event with its id, its key, both pools.
+    row = Event.objects.get(id=stored.id)
+    assert (row.aggregate_id, row.sequence) == ("AAPL", stored.sequence)
+    assert EventKey.objects.get(event_id=stored.id).key.startswith("0x" + f"{2:064x}")
+    pools = {p.key: p for p in InventoryPool.objects.all()}
+    assert pools["AAPL"].onchain_available == D("1001.0")
+    assert pools["USDC"].onchain_available == D("99998.0")
+    assert pools["AAPL"].last_event_id == pools["USDC"].last_event_id == stored.id
+
+
+def test_a_fill_with_a_block_writes_its_legs_with_its_event_id_in_the_same_round_trip(settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite is embedded: a statement is not a round trip")
+    enable(settings)
+    register("AAPL")
+    observe("AAPL", onchain="1000", offchain="1000", usdc_onchain="100000", usdc_offchain="100000")
+    fill(1)
+    with CaptureQueriesContext(connection) as captured:
+        [stored] = fill(2, block=10)
+    assert len(captured.captured_queries) == 4
+    legs = set(OnchainFillLeg.objects.values_list("pool_key", "event_id", "block_number", "delta"))
+    assert legs == {("AAPL", stored.id, 10, D("1.0")), ("USDC", stored.id, 10, D("-2.0"))}
+
+
+def test_a_duplicate_single_fill_writes_nothing_and_a_conflict_is_refused(settings):
+    enable(settings)
+    register("AAPL")
+    observe("AAPL", onchain="1000", offchain="1000", usdc_onchain="100000", usdc_offchain="100000")
+    [first] = fill(1)
+    events = Event.objects.count()
+    assert fill(1) == []
+    from inventory.services import FillConflict
+
+    with pytest.raises(FillConflict):
+        fill(1, amount="0.7")
+    assert Event.objects.count() == events
+    assert InventoryPool.objects.get(key="USDC").onchain_available == D("99999.0")
+    assert not getattr(connection, "_rawsql_deferred", None)
+    assert first.id == Event.objects.order_by("-id").values_list("id", flat=True).first()
+
+
+def test_a_deferred_write_that_breaks_a_unique_key_fails_as_itself_and_is_retried(settings):
+    """The writes of a pipelined fill fail with the database's own error, constraint named,
+    so a writer that lost a race is decided again (`inventory.store._retryable`)."""
+    from django.db import IntegrityError, transaction
+
+    from inventory import rawsql
+    from inventory.db_errors import unique_violated
+    from inventory.store import APPEND_RACE_CONSTRAINTS
+
+    observe("AAPL", onchain="1000", offchain="1000", usdc_onchain="100000", usdc_offchain="100000")
+    [stored] = fill(1)
+    key = EventKey.objects.get(event_id=stored.id)
+    columns = ("scope", "day", "key", "event_id", "aggregate_type", "aggregate_id", "recorded_at")
+    row = [getattr(key, c) for c in columns]
+    with pytest.raises(IntegrityError) as raised, transaction.atomic():
+        rawsql.insert_rows(EventKey, columns, [row], deferred=True)
+        rawsql.flush()
+    assert unique_violated(raised.value) in APPEND_RACE_CONSTRAINTS
+    rawsql.pipeline_reset()
+    assert EventKey.objects.count() == 1
