@@ -20,8 +20,9 @@ without a terminal event (`operations.services.operation_fail`) is re-checked th
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
@@ -46,6 +47,7 @@ from inventory.selectors import (
     rebalancing_settings_load,
 )
 from inventory.store import StoredEvent
+from operations.challengers import challengers_configured, challengers_evaluate
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.selectors import operation_active_for_pool
 from operations.services import (
@@ -220,12 +222,17 @@ def pools_check(
             row = rows.get(key)
             if row is None:
                 continue
-            planned = pool_plan(
-                row=row,
-                settings=settings,
-                breakers=breakers,
-                pool=None if not covered or domains is None else domains.get(key),
-            )
+            domain = None if not covered or domains is None else domains.get(key)
+            if challengers_configured():
+                # Issue 25: the challengers decide in shadow over the same state, first.
+                domain = row.to_domain() if domain is None else domain
+                challengers_evaluate(
+                    key=key,
+                    pool=domain,
+                    settings=settings,
+                    facts=plan_facts(key=key, pool=domain, breakers=breakers, memo=True),
+                )
+            planned = pool_plan(row=row, settings=settings, breakers=breakers, pool=domain)
             if planned is None:
                 continue
             config = django_settings.REBALANCING
@@ -296,18 +303,7 @@ def pool_plan(
     `row.to_domain()` when the caller has it already."""
     key = row.key
     domain = row.to_domain() if pool is None else pool
-    facts = PlanFacts(
-        hold_reason=(
-            (lambda: pool_hold_reason(pool=key))
-            if breakers is None
-            else (lambda: breaker_hold_reason(breakers.get(key), timezone.now()))
-        ),
-        market_open=equity_market_open,
-        active_operation=lambda: _active_description(key),
-        leavable=lambda: offchain_leavable(
-            pool=domain, reserve=django_settings.REBALANCING.offchain_cash_reserve
-        ),
-    )
+    facts = plan_facts(key=key, pool=domain, breakers=breakers)
     plan = plan_pool(key=key, pool=domain, settings=settings, facts=facts)
     if isinstance(plan, Skipped):
         if plan.code != BALANCED:
@@ -325,6 +321,35 @@ def pool_plan(
     logger.info("%s", plan.describe)
     return PlannedOperation(
         kind=OperationKind(plan.kind), pool=key, amount=plan.amount, token_address=token
+    )
+
+
+def plan_facts(
+    *,
+    key: str,
+    pool: PoolInventory,
+    breakers: Mapping[str, BreakerState] | None,
+    memo: bool = False,
+) -> PlanFacts:
+    """The facts of the decision for pool `key`, read from the database when the decision
+    reaches them; `memo`: each read at most once (the challengers decide several times)."""
+
+    def lazy(read: Callable[[], Any]) -> Callable[[], Any]:
+        return functools.cache(read) if memo else read
+
+    return PlanFacts(
+        hold_reason=lazy(
+            (lambda: pool_hold_reason(pool=key))
+            if breakers is None
+            else (lambda: breaker_hold_reason(breakers.get(key), timezone.now()))
+        ),
+        market_open=lazy(equity_market_open),
+        active_operation=lazy(lambda: _active_description(key)),
+        leavable=lazy(
+            lambda: offchain_leavable(
+                pool=pool, reserve=django_settings.REBALANCING.offchain_cash_reserve
+            )
+        ),
     )
 
 
