@@ -103,7 +103,7 @@ SCENARIOS: dict[str, Scenario] = {
         symbols=PAIR,
         phases=(Phase(0.0, {"AAPL": 0.8, "TSLA": -0.8}),),
         swing_shares=Decimal(14),
-        short_steps=144,
+        short_steps=100,
     ),
     # Prices rise all day (+5 bp a step on top of the walk) while takers alternate long
     # phases: the USDC pool moves with the value of the shares traded.
