@@ -392,6 +392,7 @@ class AggregateTypeFilter(admin.SimpleListFilter):
             events.SETTINGS,
             events.DECISIONS,
             events.COSTS,
+            events.CHALLENGERS,
         )
         return [(name, name) for name in names]
 

@@ -416,7 +416,12 @@ class SettingsEnv:
     login_cooloff_s: float = 900.0
 
 
-def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -> SettingsEnv:
+def load_settings_env(
+    *,
+    base_dir: Path,
+    env: Mapping[str, str] | None = None,
+    parse_candidate: Callable[[str], Any] | None = None,
+) -> SettingsEnv:
     reader = EnvReader(os.environ if env is None else env)
     database_url = reader.get("DATABASE_URL", parse_database_url, secret=True)
     database = finish_database(
@@ -446,7 +451,7 @@ def load_settings_env(*, base_dir: Path, env: Mapping[str, str] | None = None) -
             ("Q_TIMEOUT_S", f"must be less than Q_RETRY_S ({timeout_s} >= {retry_s})")
         )
     debug = reader.get("DEBUG", parse_bool, default=False)
-    rebalancing = load_rebalancing_config(reader)
+    rebalancing = load_rebalancing_config(reader, parse_candidate=parse_candidate)
     secret_key = reader.get("SECRET_KEY", str, secret=True)
     if secret_key is None:
         try:
@@ -932,6 +937,9 @@ class RebalancingConfig:
     max_cost_bps: Decimal | None = None
     usdc_daily_cap: Decimal | None = None
     equity_daily_cap_shares: Decimal | None = None
+    # The live challenger (issue 25): candidate settings evaluated in shadow on every event
+    # (REBALANCING_CHALLENGERS), as parsed by the `parse_candidate` given at load.
+    challengers: tuple[Any, ...] = ()
 
     @property
     def mode(self) -> str:
@@ -946,7 +954,50 @@ class RebalancingConfig:
         return self.enabled and not self.monitor_only
 
 
-def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
+# REBALANCING_CHALLENGERS (issue 25): `NAME:key=value,...` candidates separated by ";".
+MAX_CHALLENGERS = 8
+MAX_CHALLENGER_CHARS = 2000
+
+
+def challengers_parser(parse_candidate: Callable[[str], Any] | None) -> Callable[[str], tuple]:
+    """REBALANCING_CHALLENGERS: django-environ reads the `;`-separated list; each item is one
+    candidate, checked by `parse_candidate` (the domain's parser, handed in by the settings so
+    this module imports no app; without it only the shape is checked and the text is kept).
+    At most MAX_CHALLENGERS, names unique."""
+
+    def parse(value: str) -> tuple[Any, ...]:
+        if len(value) > MAX_CHALLENGER_CHARS:
+            raise ValueError(f"must be at most {MAX_CHALLENGER_CHARS} characters")
+        items = [str(item).strip() for item in environ.Env.parse_value(value, str).split(";")]
+        items = [item for item in items if item]
+        if len(items) > MAX_CHALLENGERS:
+            raise ValueError(f"at most {MAX_CHALLENGERS} challengers ({len(items)} given)")
+        found: list[Any] = []
+        names: set[str] = set()
+        for number, item in enumerate(items, start=1):
+            name, colon, _body = item.partition(":")
+            if not colon:
+                raise ValueError(f"challenger {number} {item!r}: expected NAME:key=value,...")
+            if parse_candidate is not None:
+                try:
+                    candidate = parse_candidate(item)
+                except Exception as exc:  # noqa: BLE001 - the domain's InvalidValue
+                    raise ValueError(f"challenger {number} ({name.strip()}): {exc}") from None
+                name = candidate.name
+            else:
+                candidate = item
+            if name.strip() in names:
+                raise ValueError(f"challenger {number}: the name {name.strip()!r} is given twice")
+            names.add(name.strip())
+            found.append(candidate)
+        return tuple(found)
+
+    return parse
+
+
+def load_rebalancing_config(
+    reader: EnvReader, *, parse_candidate: Callable[[str], Any] | None = None
+) -> RebalancingConfig:
     mode = rebalancing_mode_read(reader)
     enabled = mode != "off"
 
@@ -1003,6 +1054,9 @@ def load_rebalancing_config(reader: EnvReader) -> RebalancingConfig:
         max_cost_bps=reader.get("REBALANCING_MAX_COST_BPS", parse_bounded_amount),
         usdc_daily_cap=reader.get("USDC_DAILY_CAP", parse_bounded_amount),
         equity_daily_cap_shares=reader.get("EQUITY_DAILY_CAP_SHARES", parse_bounded_amount),
+        challengers=reader.get(
+            "REBALANCING_CHALLENGERS", challengers_parser(parse_candidate), default=()
+        ),
     )
     signer_check(reader, key_name=key_name, config=config)
     return config

@@ -7,11 +7,13 @@ stops the process at start with one message that names every bad variable.
 from datetime import timedelta
 from pathlib import Path
 
+from inventory.domain.candidates import parse_candidate
 from rebalancer.config import load_settings_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-ENV = load_settings_env(base_dir=BASE_DIR)
+# REBALANCING_CHALLENGERS is checked with the domain's candidate parser (issue 25).
+ENV = load_settings_env(base_dir=BASE_DIR, parse_candidate=parse_candidate)
 
 SECRET_KEY = ENV.secret_key
 DEBUG = ENV.debug

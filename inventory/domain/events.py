@@ -33,6 +33,7 @@ SNAPSHOT = "InventorySnapshot"
 SETTINGS = "RebalancingSettings"
 DECISIONS = "RebalanceDecision"
 COSTS = "OperationCost"
+CHALLENGERS = "ChallengerDecision"
 
 EVENT_CLASSES: dict[str, type[DomainEvent]] = {}
 
@@ -844,6 +845,33 @@ class OperationCancelledByOperator(DecisionEvent):
     actor: str
     reason: str
     cancelled_at: datetime
+
+
+# --- ChallengerDecision (aggregate id = "CHALLENGER:POOL"): the live challenger (issue 25) ---
+
+
+@dataclass(frozen=True)
+class ChallengerEvent(DomainEvent):
+    AGGREGATE_TYPE: ClassVar[str] = CHALLENGERS
+
+
+@dataclass(frozen=True)
+class ChallengerDecided(ChallengerEvent):
+    """What candidate settings (`REBALANCING_CHALLENGERS`; `as-run` is the settings in force,
+    evaluated the same way) decided for a pool over the live pool state: the operation it
+    would start (`kind`, `amount`) or none (`kind` "", `reason` the plan's skip code), with the
+    cost gate's estimate of that operation (None: none, or no gas quote). Counterfactual: never
+    acted on. Recorded once per change of the decision, not per event."""
+
+    ENUM: ClassVar[str] = "ChallengerDecisionEvent"
+    challenger: str
+    spec: str
+    pool: str
+    kind: str
+    amount: Decimal
+    reason: str
+    estimated_cost_usd: Decimal | None
+    decided_at: datetime
 
 
 # --- OperationCost (aggregate id = the operation's aggregate id): the realized cost ledger -----

@@ -17,6 +17,7 @@ from django.utils import timezone
 from inventory.domain.values import InvalidValue
 from inventory.services import setting_change
 from rebalancer.console import charts, selectors
+from rebalancer.console.challengers import challengers_page
 
 VIEW_PERMISSION = "rebalancer.view_console"
 # The dashboard's history ranges (?range=hour|day|week), in seconds.
@@ -71,6 +72,13 @@ class ConsoleSite(admin.AdminSite):
                 "console/switch/<str:action>/",
                 self.admin_view(self.pause_switch),
                 name="console_switch",
+            ),
+            path(
+                "console/challengers/",
+                self.admin_view(
+                    lambda request: challengers_page(self, request, allowed=can_view(request))
+                ),
+                name="console_challengers",
             ),
         ]
         return urls + super().get_urls()

@@ -260,3 +260,40 @@ def test_an_operator_starts_a_mint_with_a_confirmation_then_cancels_it(
         assert page.locator(f"#action-{action}").count() == 0
     _shot(page, "operation-cancelled-1440")
     assert _overflow_px(page) <= 0
+
+
+def test_the_challengers_page_compares_each_pool_and_fits_a_laptop_window(
+    operator_page, live_server, settings
+):
+    """Issue 25: from the dashboard's link, the live challenger's page: per pool the settings
+    in force (as-run) and each challenger over a day and a week."""
+    import dataclasses
+
+    from django.utils import timezone
+
+    from inventory.domain.candidates import parse_candidate
+    from inventory.services import snapshot_record
+
+    settings.REBALANCING = dataclasses.replace(
+        settings.REBALANCING,
+        enabled=True,
+        monitor_only=True,
+        challengers=(parse_candidate("wide-equities:equity_deviation=0.45"),),
+    )
+    # AAPL 91/9: out of the band in force (0.5 +- 0.2), inside the challenger's (0.5 +- 0.45).
+    snapshot_record(
+        fetched_at=timezone.now(),
+        onchain_equity={"AAPL": Decimal("91")},
+        offchain_equity={"AAPL": Decimal("9")},
+    )
+    page = operator_page
+    page.reload()
+    page.click("#challengers-link")
+    page.wait_for_selector("#console-challengers")
+    table = page.locator("table[data-pool='AAPL']")
+    live = table.locator("tr[data-challenger='as-run'] td.starts[data-window='day']")
+    assert live.inner_text().strip() == "1"
+    wide = table.locator("tr[data-challenger='wide-equities'] td.starts[data-window='day']")
+    assert wide.inner_text().strip() == "0 (-1 vs as-run)"
+    _shot(page, "challengers-1440")
+    assert _overflow_px(page) <= 0

@@ -440,6 +440,15 @@ class SimChains:
         if "error" in response:
             raise SimChainError(f"{chain.name}: anvil_setBalance failed: {response['error']}")
 
+    def next_base_fee_set(self, chain: SimChain, wei: int) -> None:
+        """Set the next block's base fee (anvil_setNextBlockBaseFeePerGas): a gas spike."""
+        response = self.web3(chain).provider.make_request(
+            "anvil_setNextBlockBaseFeePerGas",  # type: ignore[arg-type]
+            [hex(wei)],
+        )
+        if "error" in response:
+            raise SimChainError(f"{chain.name}: base fee not set: {response['error']}")
+
     def web3(self, chain: SimChain) -> Web3:
         return self._web3[chain.name]
 

@@ -46,6 +46,7 @@ from typing import Any
 
 from venues.sim.chain import load_artifact
 from venues.sim.desk import SHARE_UNITS, USDC_UNITS, Desk, Market, ServiceClient
+from venues.sim.scenarios import Scenario, scenario_get, trades
 from venues.sim.server import FAULT_5XX_AFTER, FAULT_HANG, KEY_MINT, KEY_WITHDRAW, SimKnobs
 from venues.sim.venue import SimVenue, equity_vault_id
 
@@ -118,6 +119,10 @@ class DayOptions:
     settle_s: float = 90.0  # how long operations may take to finish at the end
     log_dir: str | None = None
     status_every_s: float = 30.0  # a one-line status while the day runs
+    # A scenario of `venues.sim.scenarios` (its seed is `seed`): the desk plays its flow (the
+    # whole flow, or its short variant), then the day ends; its knobs, gas and balances apply.
+    scenario: str | None = None
+    short: bool = False
 
 
 @dataclass
@@ -155,6 +160,9 @@ class SimulatedDay:
         self._funding_block = 0
         self._hurry = threading.Event()
         self._chain_down: str | None = None
+        self.scenario: Scenario | None = (
+            None if options.scenario is None else scenario_get(options.scenario, seed=options.seed)
+        )
 
     def stop(self) -> None:
         """End the day (safe from a signal handler): the summary and checks follow. A second
@@ -215,11 +223,16 @@ class SimulatedDay:
             usdc_price_jitter_bps=Decimal(3),
         )
         symbols = self.options.symbols
+        offchain_shares, cash = OFFCHAIN_SHARES, BROKERAGE_CASH
+        if self.scenario is not None:
+            knobs = dataclasses.replace(knobs, **self.scenario.knobs)
+            symbols = self.scenario.symbols
+            offchain_shares, cash = self.scenario.offchain_shares, self.scenario.brokerage_cash
         self.venue = SimVenue(
             knobs=knobs,
             equity_symbols=symbols,
-            positions={s: OFFCHAIN_SHARES for s in symbols},
-            cash_usd=BROKERAGE_CASH,
+            positions={s: offchain_shares for s in symbols},
+            cash_usd=cash,
         )
         # The venue (its chains, its HTTP server) stops after the service: the `with` ends
         # after `_stop_service`.
@@ -245,12 +258,15 @@ class SimulatedDay:
         assert venue is not None
         chains = venue.chains
         mm = venue.market_maker
+        shares, usdc = VAULT_SHARES, VAULT_USDC
+        if self.scenario is not None:
+            shares, usdc = self.scenario.vault_shares, self.scenario.vault_usdc
         for symbol, token in venue.equity_tokens.items():
-            units = int(VAULT_SHARES * SHARE_UNITS)
+            units = int(shares * SHARE_UNITS)
             chains.mint(chains.base, token, mm.address, units)
             vault_id = bytes.fromhex(equity_vault_id(symbol).removeprefix("0x"))
             chains.vault_deposit(mm, token, vault_id, units)
-        usdc_units = int(VAULT_USDC * USDC_UNITS)
+        usdc_units = int(usdc * USDC_UNITS)
         chains.mint_usdc(chains.base, mm.address, usdc_units)
         receipt = chains.vault_deposit(
             mm, chains.base.usdc, bytes.fromhex(venue.usdc_vault_id.removeprefix("0x")), usdc_units
@@ -262,6 +278,8 @@ class SimulatedDay:
         env = dict(os.environ)
         env.update(self.venue.env())
         env.update(DAY_ENV)
+        if self.scenario is not None:
+            env.update(self.scenario.env)
         # REBALANCING_MODE=monitor bin/run: a day of proposals and no venue write (issue 24).
         # (manage.py moves it to SIM_REBALANCING_MODE for this process, which has no venue.)
         env["REBALANCING_MODE"] = (
@@ -354,6 +372,9 @@ class SimulatedDay:
     # -- trading -------------------------------------------------------------------------------
 
     def _trade(self) -> None:
+        if self.scenario is not None:
+            self._play(self.scenario)
+            return
         assert self.venue is not None and self.client is not None
         market = Market(self.venue, self.options.symbols, self._rng)
         # The drift runs in phases: symbols drifting opposite ways (a mint and a redemption),
@@ -414,6 +435,58 @@ class SimulatedDay:
             self.report.outages = chaos.outages
             self.report.timeouts = chaos.timeouts
         # Hedges whose orders Alpaca has not answered for yet are followed to their outcome.
+        if self._chains_alive() and not self._hurry.is_set():
+            desk.settle_hedges()
+
+    def _play(self, scenario: Scenario) -> None:
+        """The desk plays the scenario's flow: each step sets the prices, makes the scripted
+        trade and hedges; Base's base fee follows the phase's gas multiplier and the venue its
+        knobs. The day ends after the last step."""
+        assert self.venue is not None and self.client is not None
+        venue = self.venue
+        market = Market(venue, scenario.symbols, self._rng)
+        desk = Desk(
+            venue=venue,
+            market=market,
+            service=self.client,
+            rng=self._rng,
+            drift={s: 0.0 for s in scenario.symbols},
+        )
+        self.desk = desk
+        self.trading_started_at = datetime.now(UTC)
+        started = time.monotonic()
+        next_status = started + self.options.status_every_s
+        normal_fee = int(venue.chains.web3(venue.chains.base).eth.get_block("latest")
+                         .get("baseFeePerGas") or 10**9)  # fmt: skip
+        spiking = False
+        knobs: dict[str, Any] = {}
+        played = trades(scenario, short=self.options.short)
+        self._out(f"scenario {scenario.name} (seed {scenario.seed}): {len(played)} trades")
+        for trade in played:
+            if self._stop.is_set() or not self._chains_alive():
+                break
+            limit = self.options.duration_s
+            if limit is not None and time.monotonic() - started >= limit:
+                break
+            phase = trade.phase
+            if phase.knobs != knobs:
+                knobs = dict(phase.knobs)
+                if knobs:
+                    venue.server.set_knobs(**knobs)
+            if phase.gas_multiplier > 1:
+                venue.chains.next_base_fee_set(venue.chains.base, normal_fee * phase.gas_multiplier)
+                spiking = True
+            elif spiking:
+                venue.chains.next_base_fee_set(venue.chains.base, normal_fee)
+                spiking = False
+            market.prices_set(trade.prices)
+            desk.trade_once((trade.symbol, trade.taker_buys, trade.shares))
+            for symbol in scenario.symbols:
+                desk.hedge_once(symbol)
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + self.options.status_every_s
+                self._status()
+            self._stop.wait(0.05)
         if self._chains_alive() and not self._hurry.is_set():
             desk.settle_hedges()
 

@@ -122,6 +122,13 @@ class Market:
                 self.prices[symbol] = new
                 self._venue.server.set_price(symbol, new)
 
+    def prices_set(self, prices: dict[str, Decimal]) -> None:
+        """Set the prices (a scenario's scripted walk) instead of stepping."""
+        with self._lock:
+            for symbol, price in prices.items():
+                self.prices[symbol] = price
+                self._venue.server.set_price(symbol, price)
+
     def price(self, symbol: str) -> Decimal:
         with self._lock:
             return self.prices[symbol]
@@ -189,13 +196,17 @@ class Desk:
 
     # -- takers ----------------------------------------------------------------------------
 
-    def trade_once(self) -> None:
-        """One taker trade on a random symbol, reported to the service."""
-        symbol = self._rng.choice(sorted(self.drift))
-        buys_from_us = self._rng.random() < (1 + self.drift[symbol]) / 2
-        shares = (Decimal(self._rng.randint(50, int(self._max_trade * 100))) / 100).quantize(
-            SHARE_STEP
-        )
+    def trade_once(self, scripted: tuple[str, bool, Decimal] | None = None) -> bool:
+        """One taker trade on a random symbol (or the `scripted` symbol, side and shares of a
+        scenario's flow), reported to the service. False when it could not be made."""
+        if scripted is not None:
+            symbol, buys_from_us, shares = scripted
+        else:
+            symbol = self._rng.choice(sorted(self.drift))
+            buys_from_us = self._rng.random() < (1 + self.drift[symbol]) / 2
+            shares = (Decimal(self._rng.randint(50, int(self._max_trade * 100))) / 100).quantize(
+                SHARE_STEP
+            )
         price = self._market.price(symbol)
         usdc = (shares * price).quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
         chains = self._venue.chains
@@ -212,7 +223,7 @@ class Desk:
                 # vault: we Sell (spec 4.1: receive USDC, give tokens).
                 if chains.vault_balance(owner, token, equity_vault) < share_units:
                     self.stats.trades_refused += 1
-                    return
+                    return False
                 chains.simulate_take(
                     owner=owner,
                     vault_id=usdc_vault,
@@ -233,7 +244,7 @@ class Desk:
             else:
                 if chains.vault_balance(owner, usdc_token, usdc_vault) < usdc_units:
                     self.stats.trades_refused += 1
-                    return
+                    return False
                 receipt = chains.simulate_take(
                     owner=owner,
                     vault_id=equity_vault,
@@ -254,7 +265,7 @@ class Desk:
         except Exception as error:  # noqa: BLE001 - an RPC outage: the trade did not happen
             logger.info("desk: taker trade on %s not done: %s", symbol, error)
             self.stats.trades_refused += 1
-            return
+            return False
         log = receipt.logs[-1]
         block = chains.web3(chains.base).eth.get_block(receipt.block_number)
         moment = datetime.fromtimestamp(int(block["timestamp"]), UTC)
@@ -274,6 +285,7 @@ class Desk:
         with self._lock:
             self.net[symbol] += shares if direction == "buy" else -shares
         self.stats.trades[direction] += 1
+        return True
 
     # -- the hedger ------------------------------------------------------------------------
 
