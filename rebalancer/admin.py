@@ -88,6 +88,14 @@ ACTIONS = {
 }
 
 
+def operation_actions_offered(operation: Operation) -> list[str]:
+    """The actions that apply to `operation`: none once it is finished (completed, failed,
+    cancelled); cancel only before anything moved (no recorded step, no venue request out)."""
+    if operation.status not in ACTIVE_STATUSES:
+        return []
+    return [name for name in ACTIONS if name != "cancel" or operation_cancellable(operation)]
+
+
 # --- read-only records --------------------------------------------------------------------------
 
 
@@ -300,13 +308,8 @@ class OperationAdmin(ReadOnlyAdmin):
                     "operation_events": events,
                     "references": operation_references(events, kind=operation.kind),
                     "can_operate": can_operate(request),
-                    # Only where they apply: a finished operation has nothing to retry, fail or
-                    # reconcile.
                     "operation_actions": [
-                        (name, label)
-                        for name, (label, _reason) in ACTIONS.items()
-                        if operation.status in ACTIVE_STATUSES
-                        and (name != "cancel" or operation_cancellable(operation))
+                        (name, ACTIONS[name][0]) for name in operation_actions_offered(operation)
                     ],
                     "operation_obj": operation,
                     "operation_costs": operation_costs(operation),
@@ -325,6 +328,15 @@ class OperationAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(reverse("admin:operations_operation_changelist"))
         label, needs_reason = ACTIONS[action]
         detail_url = reverse("admin:operations_operation_change", args=[operation_id])
+        if action not in operation_actions_offered(operation):
+            # Not offered (a finished operation, a cancel after something moved): no
+            # confirmation page for it either, and nothing is changed.
+            messages.error(
+                request,
+                f"{label} does not apply to operation {operation_id} ({operation.status}); "
+                "nothing was changed",
+            )
+            return HttpResponseRedirect(detail_url)
         error = ""
         if request.method == "POST":
             actor = request.user.get_username()
