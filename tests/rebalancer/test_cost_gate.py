@@ -197,8 +197,17 @@ def test_without_a_gas_quote_the_estimate_is_unknown():
     assert estimate.usd is None
 
 
+def usdc_pool_shown(client) -> dict:
+    from inventory.services import api_token_create
+
+    token = api_token_create(name=f"reader-{Event.objects.count()}", scopes=["read"])[1]
+    pools = client.get("/api/v1/pools", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    [usdc] = [p for p in pools if p["key"] == "USDC"]
+    return usdc
+
+
 @pytest.mark.django_db
-def test_a_high_gas_price_defers_the_usdc_move_once_then_it_starts_when_gas_falls(settings):
+def test_a_high_gas_price_defers_the_usdc_move_once_then_it_starts_when_gas_falls(settings, client):
     enable(settings, max_cost_bps=Decimal(100))
     gas(1000)  # 0.55 ETH x 3,000 = 1,650 USD on a 400 USD move
     observe(usdc_onchain="900", usdc_offchain="100")
@@ -216,12 +225,18 @@ def test_a_high_gas_price_defers_the_usdc_move_once_then_it_starts_when_gas_fall
     observe(usdc_onchain="910", usdc_offchain="90")
     observe(usdc_onchain="920", usdc_offchain="80")
     assert len(deferrals()) == 1
+    assert usdc_pool_shown(client)["deferral"]["rule"] == costgate.RULE_MAX_COST
     # Gas falls: about 1.7 USD on 430 USD is about 40 bps, within 100: the move starts.
     gas(1)
     observe(usdc_onchain="930", usdc_offchain="70")
     operation = Operation.objects.get()
     assert (operation.kind, operation.amount) == (OperationKind.USDC_BASE_TO_ALPACA, Decimal(430))
     assert len(deferrals()) == 1
+    # Still out of band, but no longer deferred: the pool shows its operation instead.
+    shown = usdc_pool_shown(client)
+    assert shown["state"] == "too_much_onchain"
+    assert shown["deferral"] is None
+    assert shown["active_operation"]["id"] == operation.pk
 
 
 @pytest.mark.django_db
