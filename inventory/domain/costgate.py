@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from inventory.domain import events as ev
+from inventory.domain.checks import validate_aware
 from inventory.domain.inventory import NotAGenesisEvent, genesis_from_event
 
 BPS = Decimal(10_000)
@@ -96,9 +97,8 @@ def gas_usd(
 
 def day_bounds(now: datetime) -> tuple[datetime, datetime]:
     """The UTC day of `now` (an aware datetime): [midnight, next midnight)."""
-    if now.tzinfo is None:
-        raise ValueError(f"now={now!r}: must be timezone-aware")
-    start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    moment = validate_aware("now", now).astimezone(UTC)
+    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
     return start, start + timedelta(days=1)
 
 

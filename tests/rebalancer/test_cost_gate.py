@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from inventory.domain import costgate
 from inventory.domain import events as ev
-from inventory.domain.values import RebalanceDirection
+from inventory.domain.values import InvalidValue, RebalanceDirection
 from inventory.models import Event
 from inventory.services import snapshot_record
 from operations.costgate import estimate_cost, gas_quote_record, moved_today
@@ -153,7 +153,7 @@ def test_the_day_is_the_utc_day(now, start):
 
 
 def test_a_naive_time_has_no_day():
-    with pytest.raises(ValueError, match="timezone-aware"):
+    with pytest.raises(InvalidValue, match="timezone-aware"):
         costgate.day_bounds(datetime(2026, 3, 2, 12, 0))  # noqa: DTZ001
 
 
