@@ -348,3 +348,11 @@ def test_an_equity_pool_counts_its_own_mints_and_redemptions_in_shares():
     assert moved_today("AAPL", now=now) == Decimal("4.5")
     assert moved_today("MSFT", now=now) == Decimal(4)
     assert moved_today("USDC", now=now) == Decimal(400)
+
+
+@pytest.mark.parametrize("given", ["abc", "0", "-5", "NaN", "100001"])
+def test_a_simulated_day_refuses_a_gas_spike_that_is_no_gas_price(given):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match=f"--gas-spike: '{given}': must be a number of gwei"):
+        call_command("runrebalancer", "--simulate", "--gas-spike", given)
