@@ -50,10 +50,10 @@ from inventory.services import (
     setting_change,
 )
 from operations.costs import operation_costs
-from operations.models import ACTIVE_STATUSES, Operation, PoolBreaker
+from operations.models import Operation, PoolBreaker
 from operations.operator import (
     OperatorError,
-    operation_cancellable,
+    operation_actions_applicable,
     operator_cancel,
     operator_force_fail,
     operator_reconcile,
@@ -86,14 +86,6 @@ ACTIONS = {
     # Only before anything moved (no recorded step, no venue request out): issue 24.
     "cancel": ("Cancel", True),
 }
-
-
-def operation_actions_offered(operation: Operation) -> list[str]:
-    """The actions that apply to `operation`: none once it is finished (completed, failed,
-    cancelled); cancel only before anything moved (no recorded step, no venue request out)."""
-    if operation.status not in ACTIVE_STATUSES:
-        return []
-    return [name for name in ACTIONS if name != "cancel" or operation_cancellable(operation)]
 
 
 # --- read-only records --------------------------------------------------------------------------
@@ -309,7 +301,7 @@ class OperationAdmin(ReadOnlyAdmin):
                     "references": operation_references(events, kind=operation.kind),
                     "can_operate": can_operate(request),
                     "operation_actions": [
-                        (name, ACTIONS[name][0]) for name in operation_actions_offered(operation)
+                        (name, ACTIONS[name][0]) for name in operation_actions_applicable(operation)
                     ],
                     "operation_obj": operation,
                     "operation_costs": operation_costs(operation),
@@ -328,7 +320,7 @@ class OperationAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(reverse("admin:operations_operation_changelist"))
         label, needs_reason = ACTIONS[action]
         detail_url = reverse("admin:operations_operation_change", args=[operation_id])
-        if action not in operation_actions_offered(operation):
+        if action not in operation_actions_applicable(operation):
             # Not offered (a finished operation, a cancel after something moved): no
             # confirmation page for it either, and nothing is changed.
             messages.error(

@@ -248,6 +248,25 @@ def test_api_start_and_cancel_with_the_operate_scope(balanced, api):
     assert api("/operations/999999/cancel", {"reason": "x"}).status_code == 404
 
 
+def test_api_operation_says_which_actions_apply(balanced, client):
+    token = api_token_create(name="reader", scopes=["read"])[1]
+
+    def actions(operation):
+        detail = client.get(
+            f"/api/v1/operations/{operation.pk}", HTTP_AUTHORIZATION=f"Bearer {token}"
+        )
+        assert detail.status_code == 200, detail.content
+        return detail.json()["actions"]
+
+    operation, _ = start()
+    assert actions(operation) == ["retry", "fail", "reconcile", "cancel"]
+    operator_cancel(operation_id=operation.pk, reason="not needed", actor="bob")
+    assert actions(operation) == []  # finished: nothing applies
+    started, _ = start()
+    append(ev.MINT, started.aggregate_id, mint_requested(started))
+    assert actions(started) == ["retry", "fail", "reconcile"]  # something moved: no cancel
+
+
 def test_api_start_needs_the_operate_scope_and_names_bad_fields(balanced, api):
     body = {"kind": "mint", "pool": "AAPL", "amount": "1", "reason": "desk"}
     assert api("/operations", body, scopes=("read", "ingest")).status_code == 403
