@@ -65,6 +65,10 @@ class OperationDetailOut(OperationOut):
         description="The realized cost ledger (issue 24): each transaction's receipt figures "
         "and USD value as recorded, Circle's and Alpaca's fees, venue charges, step times"
     )
+    actions: list[str] = Field(
+        description="The operator actions that apply now: retry, fail and reconcile while it "
+        "is active, cancel only before anything moved; none once it is finished"
+    )
 
 
 class OperationFilters(Schema):
@@ -129,6 +133,9 @@ def operation_detail(
     from operations.costs import operation_costs, operation_costs_body
 
     body["costs"] = operation_costs_body(operation_costs(operation))
+    from operations.operator import operation_actions_applicable
+
+    body["actions"] = operation_actions_applicable(operation)
     return body
 
 

@@ -25,9 +25,10 @@ from django.utils import timezone
 
 from inventory.domain import costgate
 from inventory.domain import events as ev
+from inventory.domain.inventory import GENESIS_TYPES
 from inventory.domain.values import USDC_POOL
 from inventory.models import Event
-from operations.models import Operation, OperationStatus
+from operations.models import Operation
 
 logger = logging.getLogger(__name__)
 
@@ -149,30 +150,41 @@ def estimate_cost(
 
 
 def moved_today(pool: str, *, now: datetime | None = None) -> Decimal:
-    """What the pool's operations started today (UTC) move, counted from the operations the
-    trigger and operators created (cancelled ones, which moved nothing, excluded)."""
-    moment = now or timezone.now()
-    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    amounts = (
-        Operation.objects.filter(pool=pool, created_at__gte=start)
-        .exclude(status=OperationStatus.CANCELLED)
-        .values_list("amount", flat=True)
+    """What the pool's operations started today (UTC) move, counted from the log: each
+    operation's first event (recorded before its first venue request or transaction), by its
+    `recorded_at` (indexed with the event type). An operation that never recorded one
+    (cancelled, failed before its first step) moved nothing; the amount is the event's,
+    whatever the operation's row says."""
+    start, end = costgate.day_bounds(now or timezone.now())
+    rows = Event.objects.filter(
+        event_type__in=[event_class.event_type_name() for event_class in GENESIS_TYPES],
+        recorded_at__gte=start,
+        recorded_at__lt=end,
+        sequence=1,
+        aggregate_type__in=ev.OPERATION_EVENT_TYPES,
     )
-    return sum(amounts, Decimal(0))
+    if pool == USDC_POOL:
+        rows = rows.filter(aggregate_type=ev.USDC_REBALANCE)
+    else:
+        rows = rows.exclude(aggregate_type=ev.USDC_REBALANCE)
+    return costgate.volume_started(
+        ((row.aggregate_type, row.domain_event()) for row in rows.iterator()), pool
+    )
 
 
 def gate_check(
-    *, kind: str, pool: str, amount: Decimal, minimum: Decimal
+    *, kind: str, pool: str, amount: Decimal, minimum: Decimal, now: datetime | None = None
 ) -> tuple[costgate.GateDecision, Estimate]:
     config = settings.REBALANCING
+    moment = now or timezone.now()
     daily_cap = config.usdc_daily_cap if pool == USDC_POOL else config.equity_daily_cap_shares
-    estimate = estimate_cost(kind, pool, amount)
+    estimate = estimate_cost(kind, pool, amount, now=moment)
     decision = costgate.gate(
         costgate.GateInput(
             amount=amount,
             value_usd=estimate.value_usd,
             estimate_usd=estimate.usd,
-            moved_today=moved_today(pool) if daily_cap is not None else Decimal(0),
+            moved_today=moved_today(pool, now=moment) if daily_cap is not None else Decimal(0),
         ),
         costgate.GateLimits(minimum=minimum, max_cost_bps=config.max_cost_bps, daily_cap=daily_cap),
     )

@@ -390,6 +390,20 @@ def operation_cancellable(operation: Operation) -> bool:
     )
 
 
+# What an operator can do to an operation (console buttons, `manage.py operation ...`, API).
+OPERATOR_ACTIONS = ("retry", "fail", "reconcile", "cancel")
+
+
+def operation_actions_applicable(operation: Operation) -> list[str]:
+    """The operator actions that apply to `operation` now: none once it is finished
+    (completed, failed, cancelled); cancel only before anything moved."""
+    if not operation.is_active:
+        return []
+    return [
+        name for name in OPERATOR_ACTIONS if name != "cancel" or operation_cancellable(operation)
+    ]
+
+
 def operator_cancel(*, operation_id: int, reason: str, actor: str) -> Operation:
     """Cancel an operation that has not moved anything yet (before its first venue request
     or transaction: its aggregate has no event and no request is out), audited as

@@ -50,10 +50,10 @@ from inventory.services import (
     setting_change,
 )
 from operations.costs import operation_costs
-from operations.models import ACTIVE_STATUSES, Operation, PoolBreaker
+from operations.models import Operation, PoolBreaker
 from operations.operator import (
     OperatorError,
-    operation_cancellable,
+    operation_actions_applicable,
     operator_cancel,
     operator_force_fail,
     operator_reconcile,
@@ -300,13 +300,8 @@ class OperationAdmin(ReadOnlyAdmin):
                     "operation_events": events,
                     "references": operation_references(events, kind=operation.kind),
                     "can_operate": can_operate(request),
-                    # Only where they apply: a finished operation has nothing to retry, fail or
-                    # reconcile.
                     "operation_actions": [
-                        (name, label)
-                        for name, (label, _reason) in ACTIONS.items()
-                        if operation.status in ACTIVE_STATUSES
-                        and (name != "cancel" or operation_cancellable(operation))
+                        (name, ACTIONS[name][0]) for name in operation_actions_applicable(operation)
                     ],
                     "operation_obj": operation,
                     "operation_costs": operation_costs(operation),
@@ -325,6 +320,15 @@ class OperationAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(reverse("admin:operations_operation_changelist"))
         label, needs_reason = ACTIONS[action]
         detail_url = reverse("admin:operations_operation_change", args=[operation_id])
+        if action not in operation_actions_applicable(operation):
+            # Not offered (a finished operation, a cancel after something moved): no
+            # confirmation page for it either, and nothing is changed.
+            messages.error(
+                request,
+                f"{label} does not apply to operation {operation_id} ({operation.status}); "
+                "nothing was changed",
+            )
+            return HttpResponseRedirect(detail_url)
         error = ""
         if request.method == "POST":
             actor = request.user.get_username()

@@ -108,6 +108,8 @@ class Deferral:
     detail: str
     deferred_at: datetime
     event_id: int
+    # The pool's newest operation when it was recorded (0: none): one started since answers it.
+    last_operation_id: int = 0
 
 
 def deferrals_latest() -> dict[str, Deferral]:
@@ -136,6 +138,7 @@ def deferrals_latest() -> dict[str, Deferral]:
                 detail=event.detail,
                 deferred_at=event.deferred_at,
                 event_id=row.id,
+                last_operation_id=event.last_operation_id,
             )
     return latest
 

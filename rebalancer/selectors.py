@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db.models import Max
+
 from inventory.domain.inventory import TooMuchOffchain, TooMuchOnchain, detect_imbalance, ratio
 from inventory.selectors import pools_list, rebalancing_settings_get
 from operations.models import ACTIVE_STATUSES, Operation
@@ -68,7 +70,19 @@ def pools_overview() -> list[PoolOverview]:
         for operation in Operation.objects.filter(status__in=ACTIVE_STATUSES)
     }
     proposals = proposals_latest()
-    deferrals = deferrals_latest()
+    # A deferral stands until an operation of its pool starts after it (the gate let one
+    # through, or an operator started one): then the pool shows that operation instead.
+    newest = dict(
+        Operation.objects.order_by()
+        .values("pool")
+        .annotate(newest=Max("id"))
+        .values_list("pool", "newest")
+    )
+    deferrals = {
+        pool: deferral
+        for pool, deferral in deferrals_latest().items()
+        if newest.get(pool, 0) <= deferral.last_operation_id
+    }
     overview = []
     for row in pools_list():
         pool = row.to_domain()

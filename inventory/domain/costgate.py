@@ -3,14 +3,25 @@
 An operation starts when its amount is at least the pool's minimum, the pool's volume today
 plus the amount stays within its daily cap, and its estimated cost is at most `max_cost_bps`
 of the amount's value. A rule that cannot be judged (no cap, no limit, no estimate or no value)
-does not hold the operation back. `estimate_usd` adds the parts of an estimate.
+does not hold the operation back. `gas_usd` prices an estimate's gas.
+
+The pool's volume today is counted from the log: the amount of each operation's first event
+(its genesis, `inventory.domain.inventory.genesis_from_event`, recorded before its first venue
+request or transaction) recorded that UTC day (`day_bounds`, `volume_started`), whatever the
+operation's row says and whether or not it finished; an operation that never recorded its
+first event moved nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+
+from inventory.domain import events as ev
+from inventory.domain.checks import validate_aware
+from inventory.domain.inventory import NotAGenesisEvent, genesis_from_event
 
 BPS = Decimal(10_000)
 WEI_PER_ETH = Decimal(10) ** 18
@@ -82,3 +93,25 @@ def gas_usd(
     """The gas of `gas_units` per chain at each chain's price, in USD at `eth_usd`."""
     wei = sum(units * gas_price_wei[chain] for chain, units in gas_units.items())
     return (Decimal(wei) / WEI_PER_ETH * eth_usd).quantize(USD_PLACES)
+
+
+def day_bounds(now: datetime) -> tuple[datetime, datetime]:
+    """The UTC day of `now` (an aware datetime): [midnight, next midnight)."""
+    moment = validate_aware("now", now).astimezone(UTC)
+    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, start + timedelta(days=1)
+
+
+def volume_started(first_events: Iterable[tuple[str, ev.DomainEvent]], pool: str) -> Decimal:
+    """What the operations opened by `first_events` (each operation aggregate's sequence-1
+    event with its aggregate type) move for `pool`: shares for an equity, USDC for USDC. An
+    event that opens no operation (not a genesis) counts nothing."""
+    total = Decimal(0)
+    for aggregate_type, event in first_events:
+        try:
+            genesis = genesis_from_event(aggregate_type, event)
+        except NotAGenesisEvent:
+            continue
+        if genesis.pool_key == pool:
+            total += genesis.amount
+    return total

@@ -491,7 +491,8 @@ _CANCELS = (
 # Events after which the amount has left the source venue for good.
 _LEAVES_SOURCE = (ev.WithdrawnFromVault,)
 _RECONCILES = (ev.MintReconciled, ev.RedemptionReconciled, ev.UsdcReconciled)
-_GENESIS_TYPES = (
+# Events that can open an operation's log (`genesis_from_event`).
+GENESIS_TYPES = (
     ev.MintRequested,
     ev.VaultWithdrawSigned,
     ev.TransferSigned,
@@ -882,7 +883,7 @@ class InventoryFold:
         """Track before `event`; a genesis event starts one (never overwrites a stored one)."""
         key = (aggregate_type, aggregate_id)
         track = self.tracks.get(key)
-        if track is None and isinstance(event, _GENESIS_TYPES):
+        if track is None and isinstance(event, GENESIS_TYPES):
             track = OperationTrack(genesis_from_event(aggregate_type, event))
             self.tracks[key] = track
         return track

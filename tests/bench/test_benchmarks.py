@@ -117,3 +117,39 @@ def test_the_crash_campaign_runs_a_matrix_point_and_prints_its_verdict():
     assert report["verdict"] == "1 of 1 runs in a row passed"
     [run] = report["runs"]
     assert (run["passed"], run["failed"], run["errors"], run["ok"]) == (1, 0, 0, True)
+
+
+def test_the_simulated_day_benchmark_reads_each_kind_s_costs_and_the_gas_spike():
+    """Issue 24: bench/simulated_day.py's figures carry the summary's cost per kind and per
+    10,000 USD moved, the cost gate's deferrals and the gas spike, as the day prints them."""
+    from bench.simulated_day import parse
+
+    summary = "\n".join(
+        [
+            "== the simulated day ==",
+            "costs by kind (USD; gas at the ETH/USD price recorded, fees in USDC at par):",
+            "  mint                 gas 0.002394, circle 0.000000, other 0.000000, "
+            "total 0.002394; moved 2741.50, per 10,000 USD moved 0.0087",
+            "  usdc_alpaca_to_base  gas 0.004811, circle 0.415510, other 4.150915, "
+            "total 4.571236; moved 4155.10, per 10,000 USD moved 11.0015",
+            "  redemption           gas 0.000000, circle 0.000000, other 0.000000, "
+            "total 0.000000; moved 0.00, per 10,000 USD moved -",
+            "deferrals recorded (the cost gate held them back): 1 "
+            "(usdc_alpaca_to_base cost_above_max_bps 1)",
+            "gas spike: Ethereum at 150 gwei until the cost gate deferred a USDC move (9s), "
+            "then 1 gwei; USDC moves started after gas fell: 2 (completed 2)",
+        ]
+    )
+    figures = parse(summary)
+    assert figures["costs"]["usdc_alpaca_to_base"] == {
+        "gas_usd": "0.004811",
+        "circle_usd": "0.415510",
+        "other_usd": "4.150915",
+        "total_usd": "4.571236",
+        "moved_usd": "4155.10",
+        "per_10k_usd_moved": "11.0015",
+    }
+    assert figures["costs"]["redemption"]["per_10k_usd_moved"] == "-"
+    assert set(figures["costs"]) == {"mint", "usdc_alpaca_to_base", "redemption"}
+    assert "cost_above_max_bps 1" in figures["deferrals"]
+    assert figures["gas_spike"].endswith("USDC moves started after gas fell: 2 (completed 2)")

@@ -297,3 +297,40 @@ def test_the_challengers_page_compares_each_pool_and_fits_a_laptop_window(
     assert wide.inner_text().strip() == "0 (-1 vs as-run)"
     _shot(page, "challengers-1440")
     assert _overflow_px(page) <= 0
+
+
+def test_the_dashboard_shows_a_cost_deferral_beside_its_pool_and_still_fits(operator_page):
+    """Issue 24: what the cost gate held back is shown beside the pool (its rule and figures),
+    and the long detail still fits a laptop's window."""
+    from inventory.domain import costgate
+    from rebalancer.decisions import deferral_record
+
+    deferral_record(
+        pool="AAPL",
+        kind="redemption",
+        amount=Decimal("40"),
+        rule=costgate.RULE_MAX_COST,
+        detail="estimated cost 69.47723962 USD is 173.68 bps of 4000.25 USD, above 25 bps",
+        estimated_cost_usd=Decimal("69.47723962"),
+        value_usd=Decimal("4000.25"),
+    )
+    page = operator_page
+    page.reload()
+    page.wait_for_selector("#console-dashboard")
+    shown = page.locator('tr.pool-row[data-pool="AAPL"] .deferral')
+    assert shown.get_attribute("data-rule") == costgate.RULE_MAX_COST
+    text = shown.inner_text()
+    assert "Deferred: redemption of 40" in text
+    assert "173.68 bps of 4000.25 USD, above 25 bps" in text
+    assert page.locator('tr.pool-row[data-pool="USDC"] .deferral').count() == 0
+    # The detail wraps in its cell; the pool's key beside it stays on one line.
+    lines = page.evaluate(
+        """() => [...document.querySelectorAll("tr.pool-row th")].map((th) => {
+          const range = document.createRange();
+          range.selectNodeContents(th);
+          return range.getClientRects().length;
+        })"""
+    )
+    assert lines == [1, 1], lines
+    _shot(page, "dashboard-deferral-1440")
+    assert _overflow_px(page) <= 0

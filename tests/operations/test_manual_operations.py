@@ -248,6 +248,25 @@ def test_api_start_and_cancel_with_the_operate_scope(balanced, api):
     assert api("/operations/999999/cancel", {"reason": "x"}).status_code == 404
 
 
+def test_api_operation_says_which_actions_apply(balanced, client):
+    token = api_token_create(name="reader", scopes=["read"])[1]
+
+    def actions(operation):
+        detail = client.get(
+            f"/api/v1/operations/{operation.pk}", HTTP_AUTHORIZATION=f"Bearer {token}"
+        )
+        assert detail.status_code == 200, detail.content
+        return detail.json()["actions"]
+
+    operation, _ = start()
+    assert actions(operation) == ["retry", "fail", "reconcile", "cancel"]
+    operator_cancel(operation_id=operation.pk, reason="not needed", actor="bob")
+    assert actions(operation) == []  # finished: nothing applies
+    started, _ = start()
+    append(ev.MINT, started.aggregate_id, mint_requested(started))
+    assert actions(started) == ["retry", "fail", "reconcile"]  # something moved: no cancel
+
+
 def test_api_start_needs_the_operate_scope_and_names_bad_fields(balanced, api):
     body = {"kind": "mint", "pool": "AAPL", "amount": "1", "reason": "desk"}
     assert api("/operations", body, scopes=("read", "ingest")).status_code == 403
@@ -313,6 +332,53 @@ def test_console_offers_cancel_only_before_anything_moved(balanced, operator_cli
     ).content.decode()
     assert 'id="action-cancel"' not in page
     assert 'id="action-fail"' in page
+
+
+@pytest.mark.parametrize("ending", ["completed", "failed", "cancelled"])
+def test_console_offers_no_action_on_a_finished_operation_even_by_its_url(
+    balanced, operator_client, ending
+):
+    from operations.services import operation_finish
+
+    operation, _ = start()
+    if ending == "cancelled":
+        operator_cancel(operation_id=operation.pk, reason="not needed", actor="bob")
+    else:
+        operation_finish(
+            aggregate_id=operation.aggregate_id,
+            status=OperationStatus(ending),
+            reason="" if ending == "completed" else "venue said no",
+            finished_by="test",
+        )
+    operation.refresh_from_db()
+    before = (operation.status, operation.next_run_at, Event.objects.count())
+    detail = reverse("admin:operations_operation_change", args=[operation.pk])
+    page = operator_client.get(detail).content.decode()
+    assert "Finished: no action applies." in page
+    for action in ("retry", "fail", "reconcile", "cancel"):
+        assert f'id="action-{action}"' not in page
+        url = reverse("admin:operations_operation_act", args=[operation.pk, action])
+        for response in (operator_client.get(url), operator_client.post(url, {"reason": "x"})):
+            # No confirmation page for what is not offered: back to the operation, said why.
+            assert response.status_code == 302, action
+            assert response["Location"] == detail
+        operation.refresh_from_db()
+        assert (operation.status, operation.next_run_at, Event.objects.count()) == before
+    said = [str(m) for m in operator_client.get(detail).context["messages"]]
+    assert any(f"does not apply to operation {operation.pk} ({ending})" in m for m in said)
+
+
+def test_console_has_no_cancel_confirmation_once_something_moved(balanced, operator_client):
+    operation, _ = start()
+    append(ev.MINT, operation.aggregate_id, mint_requested(operation))
+    url = reverse("admin:operations_operation_act", args=[operation.pk, "cancel"])
+    response = operator_client.get(url)
+    assert response.status_code == 302
+    # Force-fail still applies (and asks first).
+    fail = reverse("admin:operations_operation_act", args=[operation.pk, "fail"])
+    assert 'id="confirm-action"' in operator_client.get(fail).content.decode()
+    operation.refresh_from_db()
+    assert operation.status == OperationStatus.PENDING
 
 
 def test_console_start_is_for_operators_only(balanced, client):

@@ -92,8 +92,11 @@ _RAW = {
 }
 
 
-def append(aggregate_type: str, aggregate_id: str, *events: ev.DomainEvent) -> list[StoredEvent]:
-    """Append operation events as the workflows will (each call its own batch)."""
+def append(
+    aggregate_type: str, aggregate_id: str, *events: ev.DomainEvent, now: datetime | None = None
+) -> list[StoredEvent]:
+    """Append operation events as the workflows will (each call its own batch), recorded at
+    `now` (default: the next tick)."""
     sequence = Event.objects.filter(
         aggregate_type=aggregate_type, aggregate_id=aggregate_id
     ).count()
@@ -102,7 +105,7 @@ def append(aggregate_type: str, aggregate_id: str, *events: ev.DomainEvent) -> l
         aggregate_id=aggregate_id,
         events=list(events),
         expected_sequence=sequence,
-        now=tick(),
+        now=tick() if now is None else now,
     )
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -69,8 +70,8 @@ def day_argv(tmp_path, *extra: str) -> list[str]:
     ]
 
 
-def simulated_day(tmp_path, *extra: str) -> tuple[int, str]:
-    env = day_env()
+def simulated_day(tmp_path, *extra: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    env = day_env() if env is None else env
     argv = day_argv(tmp_path, "--until-covered", *extra)
     result = subprocess.run(
         argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
@@ -144,26 +145,44 @@ def test_a_monitor_day_records_proposals_and_writes_to_no_venue(tmp_path):
     assert result.returncode == 0, summary
 
 
-def test_a_day_whose_cost_limit_is_below_every_move_defers_them_and_moves_nothing(tmp_path):
-    """REBALANCING_MAX_COST_BPS far below what any move costs (Circle's 1 bp alone exceeds it
-    for USDC, the gas for equities): the trigger defers every move (RebalanceDeferred), no
-    operation starts, and the checks count no venue effect."""
-    env = day_env() | {"REBALANCING_MAX_COST_BPS": "0.000001"}
-    argv = day_argv(tmp_path)
-    argv[argv.index("420")] = "120"
-    result = subprocess.run(
-        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
-    )
-    output = result.stdout + result.stderr
+def test_a_day_of_high_ethereum_gas_defers_usdc_moves_until_gas_falls(tmp_path):
+    """Ethereum starts the day at 150 gwei (`--gas-spike`, a real base fee on the simulated
+    chain, read by the service as it reads any chain) and the cost gate runs at an ordinary
+    REBALANCING_MAX_COST_BPS of 25: the first USDC move is deferred for its cost, recorded
+    once per change of state, not once per snapshot; when gas falls to 1 gwei the move starts
+    and completes, and the day's checks hold."""
+    env = day_env() | {"REBALANCING_MAX_COST_BPS": "25"}
+    code, output = simulated_day(tmp_path, "--gas-spike", "150", env=env)
     summary = output[output.find("== the simulated day ==") :]
     assert "== the simulated day ==" in output, output[-6000:]
+    assert "the cost gate deferred a USDC move: Ethereum's gas falls to 1 gwei" in output, summary
+    fell = re.search(
+        r"gas spike: Ethereum at 150 gwei until the cost gate deferred a USDC move \(\d+s\), "
+        r"then 1 gwei; USDC moves started after gas fell: (\d+) \(completed (\d+)\)",
+        summary,
+    )
+    assert fell is not None and int(fell[2]) >= 1, summary
     deferred = re.search(
         r"deferrals recorded \(the cost gate held them back\): \d+ \(([^)]*)\)", summary
     )
-    assert deferred is not None and "usdc_" in deferred[1], summary
-    assert not re.search(r"^\s+(mint|redemption|usdc_\w+)\s+(completed|failed)", summary, re.M)
-    assert "[ok] 2 effects match operations: no effects" in summary, summary
-    assert result.returncode == 0, summary
+    assert deferred is not None and re.search(r"usdc_\w+ cost_above_max_bps", deferred[1]), summary
+    # Once per change of state: no two USDC deferrals in a row with the same kind and rule
+    # and no operation started between them.
+    with sqlite3.connect(tmp_path / "day.sqlite3") as db:
+        rows = db.execute(
+            "SELECT payload FROM inventory_event WHERE aggregate_type = 'RebalanceDecision' "
+            "AND aggregate_id = 'USDC' AND event_type LIKE '%::RebalanceDeferred' ORDER BY id"
+        ).fetchall()
+    states = [
+        (body["kind"], body["rule"], body["last_operation_id"])
+        for body in (json.loads(payload)["RebalanceDeferred"] for (payload,) in rows)
+    ]
+    assert states, summary
+    assert all(a != b for a, b in zip(states, states[1:], strict=False)), states
+    for check in CHECKS:
+        assert f"[ok] {check}" in summary, summary
+    assert f"[ok] {LEDGER_CHECK}: " in summary, summary
+    assert code == 0, summary
 
 
 def test_an_existing_database_file_is_refused_and_left_alone(tmp_path):

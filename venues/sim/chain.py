@@ -661,6 +661,27 @@ class SimChains:
             data=self.encode("PriceAggregator", "setAnswer", answer),
         )
 
+    def base_fee(self, chain: SimChain) -> int:
+        """The latest block's base fee (wei per gas): what a gas price read sees now."""
+        return int(self._web3[chain.name].eth.get_block("latest").get("baseFeePerGas") or 0)
+
+    def base_fee_set(self, chain: SimChain, wei: int) -> int:
+        """Make `wei` the chain's base fee now, as a busy (or a quiet) network would: the next
+        block's base fee (`anvil_setNextBlockBaseFeePerGas`), mined at once as an empty block
+        (`evm_mine`) so the latest block carries it. Later blocks follow EIP-1559 from there
+        (each block below its gas target lowers it by up to 12.5%). Returns the new base fee."""
+        if wei < 0:
+            raise SimChainError(f"wei={wei}: a base fee cannot be negative")
+        provider = self._web3[chain.name].provider
+        for method, params in (
+            ("anvil_setNextBlockBaseFeePerGas", [hex(wei)]),
+            ("evm_mine", []),
+        ):
+            response = provider.make_request(method, params)  # type: ignore[arg-type]
+            if "error" in response:
+                raise SimChainError(f"{chain.name}: {method} failed: {response['error']}")
+        return self.base_fee(chain)
+
     def mint_usdc(self, chain: SimChain, to: str, amount_units: int) -> Receipt:
         return self.mint(chain, chain.usdc, to, amount_units)
 

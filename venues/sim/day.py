@@ -17,6 +17,11 @@
        operations' events); (3) drift zero after the final reconcile; (4) rebuild clean.
    `run()` returns 0 only when all four hold.
 
+With `gas_spike_gwei` (`--gas-spike GWEI`) Ethereum starts the day busy: its base fee is held
+at that price until the cost gate defers a USDC move for its cost, then falls to 1 gwei
+(`GasSpike`); with `until_covered` such a day ends once a USDC move started after the fall
+completed.
+
 Nothing here imports the product: it speaks to the service by HTTP and its commands.
 """
 
@@ -123,6 +128,8 @@ class DayOptions:
     # whole flow, or its short variant), then the day ends; its knobs, gas and balances apply.
     scenario: str | None = None
     short: bool = False
+    # Ethereum's base fee (gwei) until the cost gate defers a USDC move, then 1 gwei.
+    gas_spike_gwei: Decimal | None = None
 
 
 @dataclass
@@ -163,6 +170,7 @@ class SimulatedDay:
         self.scenario: Scenario | None = (
             None if options.scenario is None else scenario_get(options.scenario, seed=options.seed)
         )
+        self.gas: GasSpike | None = None
 
     def stop(self) -> None:
         """End the day (safe from a signal handler): the summary and checks follow. A second
@@ -238,6 +246,8 @@ class SimulatedDay:
         # after `_stop_service`.
         with self.venue:
             self._fund()
+            if self.options.gas_spike_gwei is not None:
+                self.gas = GasSpike(self, self.options.gas_spike_gwei)
             env = self._env()
             self._prepare(env)
             try:
@@ -414,6 +424,8 @@ class SimulatedDay:
                 phase += 1
                 desk.drift = dict(phases[phase % len(phases)])
                 next_phase = now + phase_s
+            if self.gas is not None:
+                self.gas.step()
             market.step()
             desk.trade_once()
             for symbol in self.options.symbols:
@@ -425,7 +437,11 @@ class SimulatedDay:
                 self._status()
             if self.options.until_covered and now >= next_check:
                 next_check = now + 3
-                if self._covered():
+                if self.gas is not None:
+                    if self.gas.covered():
+                        self._out("a USDC move started after gas fell completed: ending the day")
+                        break
+                elif self._covered():
                     self._out("each kind of operation completed at least once: ending the day")
                     break
             self._stop.wait(0.3)
@@ -629,8 +645,11 @@ class SimulatedDay:
         except sqlite3.Error:
             return counted
         for (payload,) in rows:
-            body = json.loads(payload)
-            counted[next(iter(body.values()))["kind"]] += 1
+            body = next(iter(json.loads(payload).values()))
+            key = (
+                body["kind"] if variant == "RebalanceProposed" else f"{body['kind']} {body['rule']}"
+            )
+            counted[key] += 1
         return counted
 
     def _check_ledger(self, operations: list[dict[str, Any]]) -> tuple[bool, str]:
@@ -875,6 +894,9 @@ class SimulatedDay:
                 + ", ".join(f"{kind} {n}" for kind, n in sorted(deferred.items()))
                 + ")"
             )
+        if self.gas is not None:
+            for line in self.gas.summary():
+                out(line)
         recorded = self._proposals_recorded()
         if recorded:
             out(
@@ -920,6 +942,86 @@ class SimulatedDay:
             ok, detail = report.checks.get(name, (False, "not made"))
             out(f"  [{'ok' if ok else 'FAILED'}] {name}: {detail}")
         out("the day " + ("holds: every check passed" if report.ok else "FAILED a check"))
+
+
+class GasSpike:
+    """Ethereum on a busy day (`--gas-spike GWEI`): its base fee is set to GWEI before the
+    service starts and held there (raised again whenever a mined block lowered it, as EIP-1559
+    does below a block's gas target) until the day's log holds a `RebalanceDeferred` of a USDC
+    move for its cost (rule cost_above_max_bps); then gas falls to CALM_WEI and is left to the
+    chain. The service reads it as it reads any chain (`eth_getBlockByNumber` base fee plus
+    the priority fee)."""
+
+    CALM_WEI = 10**9
+    CHECK_EVERY_S = 1.0
+
+    def __init__(self, day: SimulatedDay, gwei: Decimal) -> None:
+        assert day.venue is not None
+        self._day = day
+        self._chains = day.venue.chains
+        self.spike_wei = int(gwei * 10**9)
+        self.started = time.monotonic()
+        self.fell_at: datetime | None = None
+        self.fell_after_s: float | None = None
+        self._next_check = 0.0
+        self._chains.base_fee_set(self._chains.ethereum, self.spike_wei)
+        day._out(
+            f"gas spike: Ethereum's base fee is {gwei} gwei until the cost gate defers a USDC move"
+        )
+
+    def step(self) -> None:
+        now = time.monotonic()
+        if self.fell_at is not None or now < self._next_check:
+            return
+        self._next_check = now + self.CHECK_EVERY_S
+        ethereum = self._chains.ethereum
+        if self._cost_deferrals():
+            self._chains.base_fee_set(ethereum, self.CALM_WEI)
+            self.fell_at = datetime.now(UTC)
+            self.fell_after_s = now - self.started
+            self._day._out(
+                f"[{_clock()}] the cost gate deferred a USDC move: Ethereum's gas falls to "
+                f"{self.CALM_WEI // 10**9} gwei"
+            )
+        elif self._chains.base_fee(ethereum) < self.spike_wei:
+            self._chains.base_fee_set(ethereum, self.spike_wei)
+
+    def _cost_deferrals(self) -> int:
+        counted = self._day._proposals_recorded("RebalanceDeferred")
+        return sum(n for key, n in counted.items() if key.startswith("usdc_") and "cost" in key)
+
+    def _moves_after_fall(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.fell_at is None:
+            return []
+        return [
+            row
+            for row in rows
+            if row["kind"].startswith("usdc_")
+            and datetime.fromisoformat(row["created_at"]) >= self.fell_at
+        ]
+
+    def covered(self) -> bool:
+        """A USDC move started after gas fell has completed."""
+        assert self._day.client is not None
+        if self.fell_at is None:
+            return False
+        try:
+            rows = self._day.client.get("/operations?status=completed&limit=500")
+        except Exception:  # noqa: BLE001 - the service may be busy; ask again later
+            return False
+        return bool(self._moves_after_fall(rows))
+
+    def summary(self) -> list[str]:
+        spike = f"{Decimal(self.spike_wei) / 10**9} gwei"
+        if self.fell_at is None:
+            return [f"gas spike: Ethereum at {spike} all day; no USDC move deferred for its cost"]
+        moves = self._moves_after_fall(self._day.report.operations)
+        done = sum(1 for row in moves if row["status"] == "completed")
+        return [
+            f"gas spike: Ethereum at {spike} until the cost gate deferred a USDC move "
+            f"({self.fell_after_s:.0f}s), then {self.CALM_WEI // 10**9} gwei; USDC moves "
+            f"started after gas fell: {len(moves)} (completed {done})"
+        ]
 
 
 class Chaos:

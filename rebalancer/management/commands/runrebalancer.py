@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import signal
+from argparse import ArgumentTypeError
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -67,6 +69,13 @@ class Command(BaseCommand):
             action="store_true",
             help="end the day once each kind of operation completed (for tests)",
         )
+        simulate.add_argument(
+            "--gas-spike",
+            type=_gwei,
+            default=None,
+            metavar="GWEI",
+            help="Ethereum's base fee until the cost gate defers a USDC move, then 1 gwei",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["simulate"]:
@@ -107,6 +116,7 @@ class Command(BaseCommand):
                 http=_host_port(options["http"] or "127.0.0.1:8000"),
                 chaos=options["chaos"],
                 until_covered=options["until_covered"],
+                gas_spike_gwei=options["gas_spike"],
             ),
             out=self._line,
         )
@@ -122,3 +132,14 @@ class Command(BaseCommand):
     def _line(self, text: str) -> None:
         self.stdout.write(text)
         self.stdout.flush()
+
+
+def _gwei(text: str) -> Decimal:
+    """--gas-spike: a gas price in gwei, more than 0 and at most 100,000."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or not 0 < value <= 100_000:
+        raise ArgumentTypeError(f"{text!r}: must be a number of gwei above 0, at most 100000")
+    return value
