@@ -85,7 +85,7 @@ def test_a_fill_with_a_block_writes_its_legs_with_its_event_id_in_the_same_round
         [stored] = fill(2, block=10)
     assert len(captured.captured_queries) == 4
     legs = set(OnchainFillLeg.objects.values_list("pool_key", "event_id", "block_number", "delta"))
-    assert legs == {("AAPL", stored.id, 10, D("1.0")), ("USDC", stored.id, 10, D("-2.0"))}
+    assert legs == {("AAPL", stored.id, 10, D("0.5")), ("USDC", stored.id, 10, D("-1.0"))}
 
 
 def test_a_duplicate_single_fill_writes_nothing_and_a_conflict_is_refused(settings):
