@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 from typing import TypeVar
 
@@ -24,8 +24,8 @@ from inventory.domain.inventory import (
     detect_imbalance,
 )
 from inventory.domain.offchain import OffchainLeavable
+from inventory.domain.settings import AssetOverride, RebalancingSettings
 from inventory.domain.snapshot import SNAPSHOT_AGGREGATE_ID
-from inventory.domain.units import SHARE_DECIMALS, USDC_DECIMALS
 from inventory.domain.values import USDC_POOL, Direction
 from inventory.models import ApiToken, Asset, Event, InventoryPool, RebalancingSettingsRow
 
@@ -64,68 +64,6 @@ def asset_by_address(token_address: str) -> Asset | None:
 
 def assets_list() -> list[Asset]:
     return list(Asset.objects.order_by("base_symbol"))
-
-
-@dataclass(frozen=True)
-class AssetOverride:
-    rebalancing_enabled: bool
-    target_ratio: Decimal | None
-    deviation: Decimal | None
-    # The token's decimals (read from its contract at registration).
-    decimals: int = SHARE_DECIMALS
-
-
-@dataclass(frozen=True)
-class RebalancingSettings:
-    """The settings the trigger reads, frozen at one moment.
-
-    `enabled` is the deployment switch (environment, REBALANCING_ENABLED); `paused` the
-    operator's switch in the database. Rebalancing runs when `active`.
-    """
-
-    enabled: bool
-    paused: bool
-    equity_threshold: ImbalanceThreshold
-    usdc_threshold: ImbalanceThreshold
-    equity_minimum_shares: Decimal
-    usdc_minimum: Decimal
-    equity_cap_shares: Decimal | None
-    usdc_cap: Decimal | None
-    assets: dict[str, AssetOverride]
-
-    @property
-    def active(self) -> bool:
-        return self.enabled and not self.paused
-
-    def asset_enabled(self, base_symbol: str) -> bool:
-        """Only registered assets with rebalancing enabled are rebalanced (#840)."""
-        asset = self.assets.get(base_symbol)
-        return asset is not None and asset.rebalancing_enabled
-
-    def decimals_for(self, pool_key: str) -> int:
-        """Onchain decimals of a pool's amounts: USDC's, else the asset's token's."""
-        if pool_key == USDC_POOL:
-            return USDC_DECIMALS
-        asset = self.assets.get(pool_key)
-        return SHARE_DECIMALS if asset is None else asset.decimals
-
-    def threshold_for(self, pool_key: str) -> ImbalanceThreshold:
-        """USDC -> the USDC threshold; an equity -> its overrides over the global one."""
-        if pool_key == USDC_POOL:
-            return self.usdc_threshold
-        asset = self.assets.get(pool_key)
-        if asset is None or (asset.target_ratio is None and asset.deviation is None):
-            return self.equity_threshold
-        return ImbalanceThreshold(
-            target=(
-                asset.target_ratio
-                if asset.target_ratio is not None
-                else self.equity_threshold.target
-            ),
-            deviation=(
-                asset.deviation if asset.deviation is not None else self.equity_threshold.deviation
-            ),
-        )
 
 
 def rebalancing_settings_load(symbols: Iterable[str] | None = None) -> RebalancingSettings:

@@ -33,16 +33,8 @@ from django.utils import timezone
 
 from inventory import config_stamp
 from inventory.domain import events as ev
-from inventory.domain.inventory import (
-    NotAGenesisEvent,
-    PoolInventory,
-    TooMuchOffchain,
-    TooMuchOnchain,
-    detect_imbalance,
-    genesis_from_event,
-)
-from inventory.domain.units import UnitConversionError, from_units
-from inventory.domain.units import to_units as units_of
+from inventory.domain.inventory import NotAGenesisEvent, PoolInventory, genesis_from_event
+from inventory.domain.plan import BALANCED, REDEMPTION, PlanFacts, Skipped, plan_pool
 from inventory.domain.values import USDC_POOL
 from inventory.models import Event, InventoryPool
 from inventory.projection import pools_lock
@@ -296,108 +288,46 @@ def pool_plan(
     breakers: Mapping[str, BreakerState] | None = None,
     pool: PoolInventory | None = None,
 ) -> PlannedOperation | None:
-    """The operation one pool needs now, or None (with the reason logged at debug).
+    """The operation one pool needs now, or None (with the reason logged).
 
+    Reads the facts (hold, market hours, active operation, what can leave Alpaca, the token
+    address of a redemption) and lets the pure `inventory.domain.plan.plan_pool` decide.
     `breakers` are the pool breakers read with `settings` (read here when None); `pool` is
     `row.to_domain()` when the caller has it already."""
     key = row.key
-    is_usdc = key == USDC_POOL
-    if not is_usdc and not settings.asset_enabled(key):
-        reason = "disabled" if key in settings.assets else "not a configured asset"
-        logger.debug("skipped %s: rebalancing %s", key, reason)
-        return None
-    if row.needs_reconciliation:
-        logger.debug("skipped %s: needs reconciliation (%s)", key, row.reconciliation_reason)
-        return None
-    held = (
-        pool_hold_reason(pool=key)
-        if breakers is None
-        else breaker_hold_reason(breakers.get(key), timezone.now())
+    domain = row.to_domain() if pool is None else pool
+    facts = PlanFacts(
+        hold_reason=(
+            (lambda: pool_hold_reason(pool=key))
+            if breakers is None
+            else (lambda: breaker_hold_reason(breakers.get(key), timezone.now()))
+        ),
+        market_open=equity_market_open,
+        active_operation=lambda: _active_description(key),
+        leavable=lambda: offchain_leavable(
+            pool=domain, reserve=django_settings.REBALANCING.offchain_cash_reserve
+        ),
     )
-    if held is not None:
-        logger.info("skipped %s: %s", key, held)
+    plan = plan_pool(key=key, pool=domain, settings=settings, facts=facts)
+    if isinstance(plan, Skipped):
+        if plan.code != BALANCED:
+            logger.log(plan.level, "%s", plan.message)
         return None
-    imbalance = detect_imbalance(
-        row.to_domain() if pool is None else pool, settings.threshold_for(key)
-    )
-    if imbalance is None:
-        return None
-    if not is_usdc and not equity_market_open():
-        logger.info("%s imbalanced but the market is closed: no new equity operation", key)
-        return None
-    active = operation_active_for_pool(pool=key)
-    if active is not None:
-        logger.debug("skipped %s: operation %s already in progress", key, active.pk)
-        return None
-    decimals = settings.decimals_for(key)  # the asset's token decimals, USDC's for USDC
-    cap = settings.usdc_cap if is_usdc else settings.equity_cap_shares
-    minimum = settings.usdc_minimum if is_usdc else settings.equity_minimum_shares
-    amount = imbalance.excess if cap is None else min(imbalance.excess, cap)
-    try:
-        amount = from_units(units_of(amount, decimals), decimals)
-    except UnitConversionError:
-        logger.debug("skipped %s: excess %s below one unit", key, imbalance.excess)
-        return None
-    if amount < minimum:
-        logger.debug("skipped %s: %s below the minimum %s", key, amount, minimum)
-        return None
-    if is_usdc:
-        kind = (
-            OperationKind.USDC_ALPACA_TO_BASE
-            if isinstance(imbalance, TooMuchOffchain)
-            else OperationKind.USDC_BASE_TO_ALPACA
-        )
-        if kind == OperationKind.USDC_ALPACA_TO_BASE:
-            amount = _leavable_amount(row, pool, amount, minimum)
-            if amount is None:
-                return None
-        planned = PlannedOperation(kind=kind, pool=key, amount=amount)
-    elif isinstance(imbalance, TooMuchOffchain):
-        planned = PlannedOperation(kind=OperationKind.MINT, pool=key, amount=amount)
-    else:
-        assert isinstance(imbalance, TooMuchOnchain)
+    if plan.leavable is not None:
+        logger.info("USDC Alpaca-to-Base capped to what can leave: %s", plan.leavable.describe())
+    token = ""
+    if plan.kind == REDEMPTION:
         asset = asset_by_symbol(key)
         token = asset.token_address if asset is not None else ""
         if not token:
             logger.warning("no redemption for %s: no token address in the asset table", key)
             return None
-        planned = PlannedOperation(
-            kind=OperationKind.REDEMPTION, pool=key, amount=amount, token_address=token
-        )
-    logger.info(
-        "%s imbalanced (%s, excess %s): planning %s of %s",
-        key,
-        type(imbalance).__name__,
-        imbalance.excess,
-        planned.kind,
-        planned.amount,
+    logger.info("%s", plan.describe)
+    return PlannedOperation(
+        kind=OperationKind(plan.kind), pool=key, amount=plan.amount, token_address=token
     )
-    return planned
 
 
-def _leavable_amount(
-    row: InventoryPool, pool: PoolInventory | None, amount: Decimal, minimum: Decimal
-) -> Decimal | None:
-    """Alpaca-to-Base plans against what can actually leave Alpaca (spec 15.5: withdrawable
-    cash plus USDC held, less the cash reserve and what pending hedges may spend), never
-    against `cash`; None (logged) when less than the minimum can leave."""
-    leavable = offchain_leavable(
-        pool=row.to_domain() if pool is None else pool,
-        reserve=django_settings.REBALANCING.offchain_cash_reserve,
-    )
-    if leavable is None:
-        logger.info("skipped USDC Alpaca-to-Base: what can leave Alpaca is not known yet")
-        return None
-    capped = min(amount, leavable.amount)
-    if capped < minimum or capped <= 0:
-        logger.info(
-            "skipped USDC Alpaca-to-Base of %s: %s can leave Alpaca (%s), below the minimum %s",
-            amount,
-            leavable.amount,
-            leavable.describe(),
-            minimum,
-        )
-        return None
-    if capped < amount:
-        logger.info("USDC Alpaca-to-Base capped to what can leave: %s", leavable.describe())
-    return capped
+def _active_description(key: str) -> str | None:
+    active = operation_active_for_pool(pool=key)
+    return None if active is None else str(active.pk)
