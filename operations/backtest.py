@@ -8,8 +8,9 @@
    the `as-run` candidate; each other candidate overrides it
    (`inventory.domain.candidates.candidate_settings`) at every moment;
 2. each kind's modelled duration and cost come from the operations recorded before `end`
-   (`operations.costs.operation_costs`, the cost ledger): the median and the p90 of their
-   time in flight (first to last event) make the "median" and "p90" runs; the cost is the
+   (`operations.costs.operation_costs`, the cost ledger): the median and the p90 of the time
+   each took (from its creation by the trigger to its last event) make the "median" and
+   "p90" runs; the cost is the
    median gas per operation plus the median of the other charges (Circle's and Alpaca's fees,
    conversion spreads, venue charges) per USD moved;
 3. the log is read once per process, in id order, in chunks (`inventory.rebuild.log_rows`):
@@ -37,6 +38,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.db import connection, connections
+from django.db.models import Max, Min
 
 from inventory.codec import decode_event
 from inventory.domain import events as ev
@@ -162,8 +164,9 @@ def model_build(end: datetime) -> dict[str, dict[str, Any]]:
         rates: list[Decimal] = []
         for operation in rows:
             costs = operation_costs(operation)
-            if costs.in_flight_s > 0:
-                seconds.append(costs.in_flight_s)
+            taken = _time_taken(operation)
+            if taken is not None and taken > 0:
+                seconds.append(taken)
             gas.append(costs.gas_usd)
             if costs.moved_usd:
                 other = costs.circle_fee_usdc + costs.alpaca_fee_usdc + costs.venue_costs_usd
@@ -189,6 +192,18 @@ def model_build(end: datetime) -> dict[str, dict[str, Any]]:
             "other_costs_per_usd": rate,
         }
     return {"median": Model(median), "p90": Model(p90), "basis": basis}
+
+
+def _time_taken(operation: Operation) -> float | None:
+    """From the trigger's decision (the operation's creation) to its last event: the queue's
+    wait counts, as it delays the effect (the first event's time when created later)."""
+    times = Event.objects.filter(
+        aggregate_type=operation.aggregate_type, aggregate_id=operation.aggregate_id
+    ).aggregate(first=Min("recorded_at"), last=Max("recorded_at"))
+    if times["first"] is None:
+        return None
+    began = min(operation.created_at, times["first"])
+    return float((times["last"] - began).total_seconds())
 
 
 # --- one pass over the log -----------------------------------------------------------------------

@@ -38,6 +38,7 @@ class Day:
     start: datetime
     end: datetime
     operations: list[Operation] = field(default_factory=list)
+    pools: dict[str, tuple[Decimal, ...]] = field(default_factory=dict)
 
 
 def _append(operation: Operation, event: ev.DomainEvent, moment: datetime) -> None:
@@ -93,13 +94,15 @@ def simulated_day(
     drift: float = 0.0,
     mid_day_deviation: str | None = "0.08",
     symbols: tuple[str, ...] = ("AAPL",),
+    seconds: dict[str, int] | None = None,
+    start: datetime = DAY,
 ) -> Day:
     """Register, set the bands, observe the venues, then `fills` onchain fills `every_s`
     apart (random direction, biased by `drift`), the operations played as they come; the
     day ends after the last operation completed. With `mid_day_deviation`, the equity band
     is changed half-way (an audited change the as-run candidate must follow)."""
     rng = random.Random(seed)
-    setup = DAY - timedelta(hours=1)
+    setup = start - timedelta(hours=1)
     for symbol in symbols:
         asset_register(
             base_symbol=symbol,
@@ -126,7 +129,6 @@ def simulated_day(
         offchain_cash=Decimal(4000),
         now=setup,
     )
-    start = DAY
     queue: list[tuple[datetime, int, str, int]] = []  # (when, order, step, operation id)
     order = 0
     seen: set[int] = set()
@@ -151,7 +153,7 @@ def simulated_day(
             operation.refresh_from_db()
             day.operations.append(operation)
             intent = moment + timedelta(seconds=1)
-            done = intent + timedelta(seconds=SECONDS[operation.kind])
+            done = intent + timedelta(seconds=(seconds or SECONDS)[operation.kind])
             order += 1
             heapq.heappush(queue, (intent, order, "intent", operation.pk))
             order += 1
@@ -172,7 +174,7 @@ def simulated_day(
         direction = "Buy" if rng.random() < 0.5 + drift else "Sell"
         fill_record_onchain(
             symbol=symbol,
-            tx_hash=TX,
+            tx_hash="0x" + f"{start.toordinal():064x}",
             log_index=index,
             amount=Decimal(rng.randint(1, 6)),
             direction=direction,
