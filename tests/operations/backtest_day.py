@@ -96,6 +96,7 @@ def simulated_day(
     symbols: tuple[str, ...] = ("AAPL",),
     seconds: dict[str, int] | None = None,
     start: datetime = DAY,
+    deviation: str = "0.1",
 ) -> Day:
     """Register, set the bands, observe the venues, then `fills` onchain fills `every_s`
     apart (random direction, biased by `drift`), the operations played as they come; the
@@ -113,8 +114,8 @@ def simulated_day(
             now=setup,
         )
     for setting, value in (
-        ("equity_deviation", "0.1"),
-        ("usdc_deviation", "0.1"),
+        ("equity_deviation", deviation),
+        ("usdc_deviation", deviation),
         ("usdc_minimum", "50"),
         ("equity_minimum_shares", "1"),
     ):
