@@ -43,7 +43,7 @@ from django.db.models import Max, Min
 from inventory.codec import decode_event
 from inventory.domain import events as ev
 from inventory.domain import plan as plan_domain
-from inventory.domain.candidates import AS_RUN, Candidate, as_run
+from inventory.domain.candidates import AS_RUN, Candidate, as_run, parse_candidates
 from inventory.domain.replay import (
     FLOW_EVENTS,
     KindModel,
@@ -99,6 +99,28 @@ class BacktestRequest:
         names = [c.name for c in self.candidates]
         if len(set(names)) != len(names):
             raise InvalidValue("candidate name", names, "given twice")
+
+
+def parse_time(field: str, text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidValue(field, text, "not an ISO-8601 time") from None
+    if moment.tzinfo is None:
+        raise InvalidValue(field, text, "must name its time zone (e.g. 2026-12-01T00:00Z)")
+    return moment
+
+
+def backtest_request(
+    start: str, end: str, pools: str | None, candidates: Iterable[str]
+) -> BacktestRequest:
+    """The command's and the console's input, validated (raises `InvalidValue`)."""
+    return BacktestRequest(
+        start=parse_time("from", start),
+        end=parse_time("to", end),
+        candidates=tuple(parse_candidates(candidates)),
+        pools=parse_pools(pools),
+    )
 
 
 def parse_pools(text: str | None) -> frozenset[str] | None:

@@ -47,6 +47,24 @@ def require_operator(request: HttpRequest) -> None:
         raise PermissionDenied("operator permission required")
 
 
+def backtest_urls(site: admin.AdminSite) -> list[Any]:
+    """The backtest page (issue 25: `operations.backtest_console`)."""
+    from operations.backtest_console import backtest_page, backtest_run_page
+
+    return [
+        path(
+            "console/backtest/",
+            site.admin_view(lambda request: backtest_page(site, request)),
+            name="console_backtest",
+        ),
+        path(
+            "console/backtest/<str:task_id>/",
+            site.admin_view(lambda request, task_id: backtest_run_page(site, request, task_id)),
+            name="console_backtest_run",
+        ),
+    ]
+
+
 class ConsoleSite(admin.AdminSite):
     site_header = "Rebalancer console"
     site_title = "Rebalancer"
@@ -72,6 +90,7 @@ class ConsoleSite(admin.AdminSite):
                 self.admin_view(self.pause_switch),
                 name="console_switch",
             ),
+            *backtest_urls(self),
         ]
         return urls + super().get_urls()
 

@@ -10,27 +10,15 @@ really happened come last (`real`). See `operations.backtest`.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 
-from inventory.domain.candidates import parse_candidates
 from inventory.domain.values import InvalidValue
-from operations.backtest import BacktestRequest, backtest_run, jsonable, parse_pools
+from operations.backtest import backtest_request, backtest_run, jsonable
 from operations.backtest_render import html_page, table_print
-
-
-def parse_time(field: str, text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidValue(field, text, "not an ISO-8601 time") from None
-    if moment.tzinfo is None:
-        raise InvalidValue(field, text, "must name its time zone (e.g. 2026-12-01T00:00Z)")
-    return moment
 
 
 class Command(BaseCommand):
@@ -54,11 +42,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            request = BacktestRequest(
-                start=parse_time("from", options["start"]),
-                end=parse_time("to", options["end"]),
-                candidates=tuple(parse_candidates(options["candidate"])),
-                pools=parse_pools(options["pools"]),
+            request = backtest_request(
+                options["start"], options["end"], options["pools"], options["candidate"]
             )
             if options["workers"] is not None and options["workers"] < 1:
                 raise InvalidValue("workers", options["workers"], "must be at least 1")
