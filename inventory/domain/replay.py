@@ -35,10 +35,12 @@ from inventory.domain import plan as plan_domain
 from inventory.domain.candidates import Candidate, candidate_settings
 from inventory.domain.fast import MutablePool, fold_stored
 from inventory.domain.inventory import (
+    _EXACT,
+    _RATIO,
     InventoryError,
     InventoryFold,
     PoolInventory,
-    ratio,
+    _mul,
 )
 from inventory.domain.offchain import OffchainLeavable
 from inventory.domain.settings import (
@@ -59,6 +61,7 @@ FLOW_EVENTS = (
     ev.OffChainOrderFailed,
 )
 ZERO = Decimal(0)
+_EXACT_ADD = _EXACT.add
 SAMPLES = 240  # ratio samples per pool for the chart
 
 
@@ -199,12 +202,24 @@ class Market:
 # --- figures per pool --------------------------------------------------------------------------
 
 
+_last_moment: datetime | None = None
+_last_ts = 0.0
+
+
+def _ts(moment: datetime) -> float:
+    """`moment` in seconds (one entry cached: every world sees the same event's moment)."""
+    global _last_moment, _last_ts
+    if moment is not _last_moment:
+        _last_moment, _last_ts = moment, moment.timestamp()
+    return _last_ts
+
+
 class PoolStats:
     """Time out of band, largest deviation, time stocked out and ratio samples of one pool."""
 
     __slots__ = (
         "start",
-        "span",
+        "scale",
         "last",
         "out",
         "short",
@@ -218,9 +233,9 @@ class PoolStats:
     )
 
     def __init__(self, start: datetime, end: datetime) -> None:
-        self.start = start
-        self.span = max((end - start).total_seconds(), 1e-9)
-        self.last = start
+        self.start = start.timestamp()
+        self.scale = SAMPLES / max((end - start).total_seconds(), 1e-9)
+        self.last = self.start
         self.out = False
         self.short = False
         self.out_s = 0.0
@@ -233,52 +248,49 @@ class PoolStats:
         self.bands: list[tuple[int, Decimal, Decimal]] = []
 
     def advance(self, moment: datetime) -> None:
-        if moment <= self.last:
+        self._advance(_ts(moment))
+
+    def _advance(self, ts: float) -> None:
+        if ts <= self.last:
             return
-        elapsed = (moment - self.last).total_seconds()
+        elapsed = ts - self.last
         if self.out:
             self.out_s += elapsed
         if self.short:
             self.short_s += elapsed
-        self.last = moment
+        self.last = ts
 
-    def index(self, moment: datetime) -> int:
-        at = int((moment - self.start).total_seconds() / self.span * SAMPLES)
-        return min(max(at, 0), SAMPLES - 1)
+    def _index(self, ts: float) -> int:
+        at = int((ts - self.start) * self.scale)
+        return 0 if at < 0 else (SAMPLES - 1 if at >= SAMPLES else at)
 
-    def band(self, moment: datetime, lower: Decimal, upper: Decimal) -> None:
-        if not self.bands or self.bands[-1][1:] != (lower, upper):
-            self.bands.append((self.index(moment), lower, upper))
-
-    def observe(
-        self, moment: datetime, pool: PoolInventory | MutablePool, band: tuple[Decimal, ...]
-    ) -> None:
-        """The pool's state from `moment` on (call `advance(moment)` first)."""
+    def update(self, moment: datetime, pool: MutablePool, band: tuple[Decimal, ...]) -> None:
+        """The time up to `moment` counted in the old state, then the pool's state from it."""
+        ts = _ts(moment)
+        self._advance(ts)
         target, lower, upper = band
-        if isinstance(pool, MutablePool):
-            on, off = pool.on, pool.off
-            value = None
-            if on is not None and off is not None:
-                on_total, total = on[0] + on[1], on[0] + on[1] + off[0] + off[1]
-                value = on_total / total if total else None
-            empty = on is None or off is None or on[0] <= 0 or off[0] <= 0
-        else:
-            value = ratio(pool)
-            empty = (
-                pool.onchain is None
-                or pool.offchain is None
-                or pool.onchain.available <= 0
-                or pool.offchain.available <= 0
-            )
-        self.short = empty or self.missed_fill
-        if value is None:
+        bands = self.bands
+        if not bands or bands[-1][1] != lower or bands[-1][2] != upper:
+            bands.append((self._index(ts), lower, upper))
+        on, off = pool.on, pool.off
+        if on is None or off is None:
+            self.short = True
             self.out = False
             return
-        self.out = value < lower or value > upper
+        self.short = on[0] <= 0 or off[0] <= 0 or self.missed_fill
+        add = _EXACT_ADD
+        on_total = add(on[0], on[1])
+        total = add(add(on_total, off[0]), off[1])
+        if not total:
+            self.out = False
+            return
+        # Exactly `detect_imbalance`'s comparison (products, strict edges).
+        self.out = on_total < _mul(total, lower) or on_total > _mul(total, upper)
+        value = _RATIO.divide(on_total, total)
         deviation = abs(value - target)
         if self.largest is None or deviation > self.largest:
             self.largest = deviation
-        self.samples[self.index(moment)] = value
+        self.samples[self._index(ts)] = value
 
     def finish(self, end: datetime) -> None:
         self.advance(end)
@@ -411,19 +423,22 @@ class World:
         stats = self.stats.get(key)
         if stats is None:
             stats = self.stats[key] = PoolStats(self._start, self.end)
-        stats.advance(moment)
-        band = self.band(key)
-        stats.band(moment, band[1], band[2])
         pool = self.pools.get(key)
         if pool is not None:
-            stats.observe(moment, pool, band)
+            stats.update(moment, pool, self.band(key))
+        else:
+            stats.advance(moment)
 
     def _check(self, keys: Iterable[str], moment: datetime) -> None:
+        """The trigger's decision for each pool (sorted). A pool within its band is never
+        asked: inside it `plan_pool` plans nothing whatever the other facts (`stats.out` is
+        `detect_imbalance`'s own comparison, made when the pool was last observed)."""
         for key in sorted(set(keys)):
             if not self._wanted(key):
                 continue
             mutable = self.pools.get(key)
-            if mutable is None:
+            stats = self.stats.get(key)
+            if mutable is None or stats is None or not stats.out:
                 continue
             pool = mutable.domain()
             plan = plan_domain.plan_pool(
@@ -523,11 +538,14 @@ def _seconds(seconds: float) -> Any:
 
 
 def _saved(pool: MutablePool | None) -> tuple[Any, ...] | None:
+    """What a fill's legs change: the venues' available amounts (inflight never), the
+    reason and the time."""
     if pool is None:
         return None
+    on, off = pool.on, pool.off
     return (
-        None if pool.on is None else list(pool.on),
-        None if pool.off is None else list(pool.off),
+        None if on is None else on[0],
+        None if off is None else off[0],
         pool.reason,
         pool.last_updated,
     )
@@ -536,7 +554,11 @@ def _saved(pool: MutablePool | None) -> tuple[Any, ...] | None:
 def _restore(pool: MutablePool, saved: tuple[Any, ...] | None) -> None:
     """Undo a fill's legs (the hedge tracking keeps its advance, as the fold keeps it)."""
     assert saved is not None
-    pool.on, pool.off, pool.reason, pool.last_updated = saved
+    on, off, pool.reason, pool.last_updated = saved
+    if on is not None and pool.on is not None:
+        pool.on[0] = on
+    if off is not None and pool.off is not None:
+        pool.off[0] = off
 
 
 # --- what really happened ----------------------------------------------------------------------
@@ -562,6 +584,7 @@ class Reality:
         self.stats: dict[str, PoolStats] = {}
         self.started: list[Started] = []
         self.settings: RebalancingSettings | None = None
+        self._bands: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
         self.keys: frozenset[str] | None = None
         self._measuring = False
         self._end: datetime | None = None
@@ -579,6 +602,7 @@ class Reality:
         self._measuring = True
         self._start, self._end = start, end
         self.settings = settings
+        self._bands.clear()
         self.keys = keys
         for key in sorted(self.pools):
             self._observe(key, start)
@@ -626,6 +650,7 @@ class Reality:
 
     def settings_changed(self, settings: RebalancingSettings, moment: datetime) -> None:
         self.settings = settings
+        self._bands.clear()
         if self._measuring:
             for key in sorted(self.stats):
                 self._observe(key, moment)
@@ -637,10 +662,10 @@ class Reality:
         stats = self.stats.get(key)
         if stats is None:
             stats = self.stats[key] = PoolStats(self._start, self._end)
-        stats.advance(moment)
-        band = _band(self.settings, key)
-        stats.band(moment, band[1], band[2])
-        stats.observe(moment, self.pools[key], band)
+        band = self._bands.get(key)
+        if band is None:
+            band = self._bands[key] = _band(self.settings, key)
+        stats.update(moment, self.pools[key], band)
 
     def finish(self) -> None:
         assert self._end is not None
