@@ -38,10 +38,9 @@ def _recent() -> list[dict[str, Any]]:
     return done
 
 
-def backtest_page(site: Any, request: HttpRequest) -> HttpResponse:
-    from rebalancer.console.site import can_view
-
-    if not can_view(request):
+def backtest_page(site: Any, request: HttpRequest, *, allowed: bool) -> HttpResponse:
+    """`allowed`: the console's view permission (the site checks it)."""
+    if not allowed:
         raise PermissionDenied("console permission required")
     form = {"start": "", "end": "", "pools": "", "candidates": ""}
     error = None
@@ -68,10 +67,10 @@ def backtest_page(site: Any, request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "console/backtest.html", context, status=400 if error else 200)
 
 
-def backtest_run_page(site: Any, request: HttpRequest, task_id: str) -> HttpResponse:
-    from rebalancer.console.site import can_view
-
-    if not can_view(request):
+def backtest_run_page(
+    site: Any, request: HttpRequest, task_id: str, *, allowed: bool
+) -> HttpResponse:
+    if not allowed:
         raise PermissionDenied("console permission required")
     task = Task.objects.filter(id=task_id, group=GROUP).first()
     if task is None:

@@ -54,12 +54,18 @@ def backtest_urls(site: admin.AdminSite) -> list[Any]:
     return [
         path(
             "console/backtest/",
-            site.admin_view(lambda request: backtest_page(site, request)),
+            site.admin_view(
+                lambda request: backtest_page(site, request, allowed=can_view(request))
+            ),
             name="console_backtest",
         ),
         path(
             "console/backtest/<str:task_id>/",
-            site.admin_view(lambda request, task_id: backtest_run_page(site, request, task_id)),
+            site.admin_view(
+                lambda request, task_id: backtest_run_page(
+                    site, request, task_id, allowed=can_view(request)
+                )
+            ),
             name="console_backtest_run",
         ),
     ]
