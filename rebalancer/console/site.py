@@ -48,6 +48,30 @@ def require_operator(request: HttpRequest) -> None:
         raise PermissionDenied("operator permission required")
 
 
+def backtest_urls(site: admin.AdminSite) -> list[Any]:
+    """The backtest page (issue 25: `operations.backtest_console`)."""
+    from operations.backtest_console import backtest_page, backtest_run_page
+
+    return [
+        path(
+            "console/backtest/",
+            site.admin_view(
+                lambda request: backtest_page(site, request, allowed=can_view(request))
+            ),
+            name="console_backtest",
+        ),
+        path(
+            "console/backtest/<str:task_id>/",
+            site.admin_view(
+                lambda request, task_id: backtest_run_page(
+                    site, request, task_id, allowed=can_view(request)
+                )
+            ),
+            name="console_backtest_run",
+        ),
+    ]
+
+
 class ConsoleSite(admin.AdminSite):
     site_header = "Rebalancer console"
     site_title = "Rebalancer"
@@ -80,6 +104,7 @@ class ConsoleSite(admin.AdminSite):
                 ),
                 name="console_challengers",
             ),
+            *backtest_urls(self),
         ]
         return urls + super().get_urls()
 

@@ -23,6 +23,7 @@ TINY = {
     + ["--fills-per-day", "25"],
     "trigger.py": ["--events", "20"],
     "replay.py": ["--events", "120", "--baseline", "40"],
+    "backtest.py": ["--events", "120", "--baseline", "40", "--candidates", "1"],
     "concurrency.py": ["--fills", "3"],
     "key_index.py": ["--history", "300", "--batches", "2", "--batch-size", "50"],
 }
