@@ -2,7 +2,7 @@
 
 A `World` is one candidate's inventory over the period: it starts from the pools the log shows
 at the period's start, takes the market's flow (onchain fills and hedges: `FLOW_EVENTS`)
-through the same fold the projection runs (`inventory.domain.fast.fold_stored`), and after
+through the same fold the projection runs (`inventory.domain.inventory.fold_stored`), and after
 each event asks the trigger's own decision (`inventory.domain.plan.plan_pool`) for each pool
 the event touched. An operation it starts is modelled: its amount goes inflight at once, it
 completes after the kind's modelled duration (`Model.seconds`), its effect (the amount
@@ -33,14 +33,15 @@ from typing import Any
 from inventory.domain import events as ev
 from inventory.domain import plan as plan_domain
 from inventory.domain.candidates import Candidate, candidate_settings
-from inventory.domain.fast import MutablePool, fold_stored
 from inventory.domain.inventory import (
     _EXACT,
     _RATIO,
     InventoryError,
     InventoryFold,
+    MutablePool,
     PoolInventory,
     _mul,
+    fold_stored,
 )
 from inventory.domain.offchain import OffchainLeavable
 from inventory.domain.settings import (
