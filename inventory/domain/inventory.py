@@ -611,7 +611,15 @@ class MutablePool:
     def __init__(self, pool: PoolInventory) -> None:
         self.load(pool)
 
-    def load(self, pool: PoolInventory) -> None:
+    @classmethod
+    def copy_of(cls, pool: PoolInventory) -> MutablePool:
+        """For one event: the fill legs stay the pool's tuple (a fill's leg is added by one
+        copy of it, as `PoolInventory` itself would), not a list copied in and out."""
+        mutable = cls.__new__(cls)
+        mutable.load(pool, legs_list=False)
+        return mutable
+
+    def load(self, pool: PoolInventory, *, legs_list: bool = True) -> None:
         on, off = pool.onchain, pool.offchain
         # [available, inflight] of an observed venue, None when never observed.
         self.on = None if on is None else [on.available, on.inflight]
@@ -621,7 +629,11 @@ class MutablePool:
         self.reason = pool.reconciliation_reason
         self.inflight_changed_at = pool.inflight_changed_at
         self.onchain_block = pool.onchain_block
-        self.fills = list(pool.onchain_fills_after)
+        # A list, so a fill's leg is appended in O(1) (`copy_of` keeps the tuple).
+        legs = pool.onchain_fills_after
+        self.fills: list[tuple[int, Decimal]] | tuple[tuple[int, Decimal], ...] = (
+            list(legs) if legs_list else legs
+        )
         self.hedges = pool.offchain_hedges_pending
         self.last_fill_at = pool.offchain_last_fill_at
 
@@ -635,7 +647,7 @@ class MutablePool:
             reconciliation_reason=self.reason,
             inflight_changed_at=self.inflight_changed_at,
             onchain_block=self.onchain_block,
-            onchain_fills_after=tuple(self.fills),
+            onchain_fills_after=self.fills if type(self.fills) is tuple else tuple(self.fills),
             offchain_hedges_pending=self.hedges,
             offchain_last_fill_at=self.last_fill_at,
         )
@@ -680,7 +692,11 @@ def position_apply(
                 delta = _onchain_fill_delta(event, pool_key == USDC_POOL)
                 _available_moved(pool.on, ONCHAIN, delta)
                 if block is not None:
-                    pool.fills.append((block, delta))
+                    fills = pool.fills
+                    if type(fills) is list:
+                        fills.append((block, delta))
+                    else:
+                        pool.fills = (*fills, (block, delta))
             pool.last_updated = event.seen_at
             return
         if kind is _OFFCHAIN_FILLED:
@@ -712,7 +728,7 @@ def _flag_reason(event: Any, error: InventoryError) -> str:
 def _apply_position(
     pool: PoolInventory, event: Any, pool_key: str, now: datetime | None = None
 ) -> PoolInventory:
-    mutable = MutablePool(pool)
+    mutable = MutablePool.copy_of(pool)
     position_apply(mutable, event, pool_key, now, flag=False)
     return mutable.domain()
 
@@ -855,7 +871,7 @@ def apply_event_or_flag(
     """`apply_event`, but a fact that cannot be applied flags the pool (values unchanged;
     a hedge event's tracking still advances: `position_apply`)."""
     if type(event).AGGREGATE_TYPE == ev.POSITION:
-        mutable = MutablePool(pool)
+        mutable = MutablePool.copy_of(pool)
         position_apply(mutable, event, pool_key, now, flag=True)
         return mutable.domain()
     try:
