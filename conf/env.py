@@ -1052,7 +1052,7 @@ def q_cluster_config(
 
 @dataclass(frozen=True)
 class AlertConfig:
-    """When the console raises an alert, and where it posts it (`rebalancer.console.alerts`).
+    """When the console raises an alert, and where it posts it (`console.alerts`).
 
     `webhook_url` (ALERT_WEBHOOK_URL, a secret: it carries the channel's token) receives
     Slack-compatible JSON once per condition, then every `repeat_s` while it holds.

@@ -61,16 +61,16 @@ from operations.operator import (
     operator_start,
 )
 from operations.venues import VenuesNotConfigured
-from rebalancer.console.paginator import CappedCountPaginator
-from rebalancer.console.selectors import (
+from console.paginator import CappedCountPaginator
+from console.selectors import (
     current_step_subquery,
     operation_events,
     operation_references,
 )
-from rebalancer.console.site import can_operate, require_operator
-from rebalancer.models import AlertState
-from rebalancer.selectors import pool_state
-from rebalancer.templatetags import console as console_tags
+from console.site import can_operate, require_operator
+from console.models import AlertState
+from service.selectors import pool_state
+from console.templatetags import console as console_tags
 
 KIND_SHORT = {
     "mint": "mint",

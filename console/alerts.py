@@ -40,13 +40,13 @@ from django.utils import timezone
 
 from inventory.models import InventoryPool
 from operations.models import ACTIVE_STATUSES, Operation
-from rebalancer.console.selectors import last_snapshot_per_venue
-from rebalancer.models import AlertState
+from console.selectors import last_snapshot_per_venue
+from console.models import AlertState
 
 logger = logging.getLogger(__name__)
 
 ALERT_SCHEDULE_NAME = "rebalancer.alerts"
-ALERT_FUNC = "rebalancer.console.alerts.alerts_check"
+ALERT_FUNC = "console.alerts.alerts_check"
 WEI_PER_ETH = Decimal(10) ** 18
 DRIFT_REPORT = "drift_report"
 # The kinds the every-minute check evaluates (and so may resolve); reported drift is opened and

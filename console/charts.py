@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from django.utils.safestring import SafeString, mark_safe
 
-from rebalancer.console.selectors import PoolView
+from console.selectors import PoolView
 
 WIDTH = 320
 BAR_HEIGHT = 26

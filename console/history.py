@@ -8,7 +8,7 @@ from typing import Any
 from inventory.domain.events import SNAPSHOT
 from inventory.domain.inventory import ratio
 from inventory.models import InventoryPool
-from rebalancer.models import PoolRatioSample
+from console.models import PoolRatioSample
 
 _RATIO_STEP = Decimal("0.000001")
 

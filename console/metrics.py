@@ -23,8 +23,8 @@ from inventory.domain.inventory import ratio
 from inventory.models import ApiTokenScope, InventoryPool
 from inventory.selectors import api_token_authenticate
 from operations.models import Operation
-from rebalancer.console.selectors import last_snapshot_per_venue, step_timings
-from rebalancer.models import AlertState
+from console.selectors import last_snapshot_per_venue, step_timings
+from console.models import AlertState
 
 
 class RebalancerCollector:

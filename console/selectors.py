@@ -31,8 +31,8 @@ from inventory.selectors import (
     rebalancing_settings_get,
 )
 from operations.models import ACTIVE_STATUSES, Operation, OperationStatus, PoolBreaker
-from rebalancer.models import AlertState, PoolRatioSample
-from rebalancer.selectors import PoolOverview, pools_overview
+from console.models import AlertState, PoolRatioSample
+from service.selectors import PoolOverview, pools_overview
 
 # Pool states, in the order an operator cares about them.
 STATE_HALTED = "halted (circuit breaker)"
@@ -67,7 +67,7 @@ def operations_with_step(queryset: QuerySet[Operation]) -> QuerySet[Operation]:
 @dataclass(frozen=True)
 class PoolView:
     """A pool as the console shows it: the shared overview (amounts, ratio, band, active
-    operation; `rebalancer.selectors`) plus the console's state, breaker and history."""
+    operation; `service.selectors`) plus the console's state, breaker and history."""
 
     overview: PoolOverview
     threshold: ImbalanceThreshold
@@ -268,7 +268,7 @@ def last_snapshot_per_venue() -> dict[str, datetime | None]:
 
 def workers_last_task_at() -> datetime | None:
     """The last time a django-q worker finished a task (success or failure); not the cluster
-    heartbeat (`rebalancer.periodic.cluster_heartbeat`, the health check of that name)."""
+    heartbeat (`service.periodic.cluster_heartbeat`, the health check of that name)."""
     from django_q.models import Task
 
     return Task.objects.order_by("-stopped").values_list("stopped", flat=True).first()
@@ -282,7 +282,7 @@ class Health:
     snapshots: dict[str, datetime | None]
     attention: int
     open_alerts: list[AlertState]
-    report: Any = None  # rebalancer.health.HealthReport: the same checks as /api/v1/health
+    report: Any = None  # service.health.HealthReport: the same checks as /api/v1/health
     # REBALANCING_MODE=monitor: proposals are recorded, nothing is moved.
     monitor: bool = False
 
@@ -308,7 +308,7 @@ class Health:
 
 
 def console_health() -> Health:
-    from rebalancer.health import health_report
+    from service.health import health_report
 
     settings = rebalancing_settings_get()
     return Health(

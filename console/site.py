@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from inventory.domain.values import InvalidValue
 from inventory.services import setting_change
-from rebalancer.console import charts, selectors
+from console import charts, selectors
 
 VIEW_PERMISSION = "rebalancer.view_console"
 # The dashboard's history ranges (?range=hour|day|week), in seconds.

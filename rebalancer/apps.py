@@ -7,13 +7,13 @@ def _ensure_sweep_schedule(sender, using="default", **kwargs):
     from operations.sweep import sweep_schedule_ensure
 
     sweep_schedule_ensure(using=using)
-    from rebalancer.console.alerts import alerts_schedule_ensure
+    from console.alerts import alerts_schedule_ensure
 
     alerts_schedule_ensure(using=using)
 
 
 def _ensure_roles(sender, using="default", **kwargs):
-    from rebalancer.console.roles import roles_ensure
+    from console.roles import roles_ensure
 
     roles_ensure(using=using)
 
@@ -36,32 +36,32 @@ class RebalancerConfig(AppConfig):
         post_migrate.connect(
             _ensure_roles,
             sender=self,
-            dispatch_uid="rebalancer.console.roles",
+            dispatch_uid="console.roles",
         )
         from inventory.store import events_appended
         from operations.services import operation_released, pools_recheck
         from rebalancer import oplog, trigger
-        from rebalancer.console import history
+        from console import history
 
         # Inside the appending transaction: terminal events end operations, pools are checked.
         events_appended.connect(
-            trigger.on_events_appended, dispatch_uid="rebalancer.trigger.events_appended"
+            trigger.on_events_appended, dispatch_uid="service.trigger.events_appended"
         )
         # One INFO line per operation state change, when it commits.
         events_appended.connect(
-            oplog.on_events_appended, dispatch_uid="rebalancer.oplog.events_appended"
+            oplog.on_events_appended, dispatch_uid="service.oplog.events_appended"
         )
         # An operation ended without a terminal event: re-check its pool and USDC.
         operation_released.connect(
-            trigger.on_operation_released, dispatch_uid="rebalancer.trigger.operation_released"
+            trigger.on_operation_released, dispatch_uid="service.trigger.operation_released"
         )
         # A cool-down ended or an operator resumed a pool: re-check it.
         pools_recheck.connect(
-            trigger.on_pools_recheck, dispatch_uid="rebalancer.trigger.pools_recheck"
+            trigger.on_pools_recheck, dispatch_uid="service.trigger.pools_recheck"
         )
         # Each venue poll leaves one ratio sample per pool it touched (the console's charts).
         events_appended.connect(
-            history.on_events_appended, dispatch_uid="rebalancer.console.history"
+            history.on_events_appended, dispatch_uid="console.history"
         )
 
 
@@ -69,4 +69,4 @@ class ConsoleAdminConfig(admin_apps.AdminConfig):
     """The admin, with the operator console's site (dashboard index, operator actions)."""
 
     default = False
-    default_site = "rebalancer.console.site.ConsoleSite"
+    default_site = "console.site.ConsoleSite"

@@ -5,7 +5,7 @@ from django.urls import path
 
 from rebalancer import views
 from rebalancer.api import api
-from rebalancer.console.metrics import metrics_view
+from console.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),

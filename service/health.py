@@ -18,10 +18,10 @@ from django.utils import timezone
 
 from inventory.models import InventoryPool
 from operations.selectors import operations_needing_attention
-from rebalancer.market import market_clock_get
-from rebalancer.models import Heartbeat
-from rebalancer.periodic import CLUSTER_HEARTBEAT
-from rebalancer.poller import VENUES, venue_heartbeat_name
+from service.market import market_clock_get
+from service.models import Heartbeat
+from service.periodic import CLUSTER_HEARTBEAT
+from service.poller import VENUES, venue_heartbeat_name
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from operations.venues import Venues, venues_get
-from rebalancer.models import MarketClock
+from service.models import MarketClock
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from rebalancer.models import Heartbeat, PeriodicRun
+from service.models import Heartbeat, PeriodicRun
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def heartbeat_get(name: str) -> Heartbeat | None:
 
 
 CLUSTER_HEARTBEAT = "cluster"
-CLUSTER_HEARTBEAT_TASK = "rebalancer.periodic.cluster_heartbeat"
+CLUSTER_HEARTBEAT_TASK = "service.periodic.cluster_heartbeat"
 
 
 def cluster_heartbeat() -> None:

@@ -12,7 +12,7 @@ and records them through `inventory.services.snapshot_record`. A venue that fail
 a WARNING and recorded nothing; the other venue is still recorded. Nothing is ever guessed.
 
 Runs at service start, then every `SNAPSHOT_INTERVAL_S`, claimed through
-`rebalancer.periodic` so that several hosts never double a poll.
+`service.periodic` so that several hosts never double a poll.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from django.utils import timezone
 from inventory.models import Asset
 from inventory.services import snapshot_record
 from operations.venues import Venues, venues_get
-from rebalancer.periodic import heartbeat_beat, periodic_claim
+from service.periodic import heartbeat_beat, periodic_claim
 from venues.alpaca import USDC_POSITION_SYMBOL
 
 USDC_UNIT = Decimal("0.000001")
@@ -45,7 +45,7 @@ VENUE_LABELS = {
     OFFCHAIN_VENUE: "Alpaca positions and cash",
 }
 POLL_JOB = "venue_poll"
-POLL_TASK = "rebalancer.poller.venue_poll_if_due"
+POLL_TASK = "service.poller.venue_poll_if_due"
 
 
 def venue_heartbeat_name(venue: str) -> str:

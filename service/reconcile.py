@@ -23,7 +23,7 @@ from decimal import Decimal
 from inventory.domain.values import USDC_POOL
 from inventory.models import InventoryPool
 from operations.venues import Venues
-from rebalancer.poller import (
+from service.poller import (
     OFFCHAIN_VENUE,
     ONCHAIN_VENUE,
     VenueReadings,
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 DRIFT_PERSISTENT = "drift_persistent"
 RECONCILE_SCHEDULE_NAME = "rebalancer.reconcile"
-RECONCILE_FUNC = "rebalancer.reconcile.reconcile_scheduled"
+RECONCILE_FUNC = "service.reconcile.reconcile_scheduled"
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def drifts_compute(readings: VenueReadings) -> list[Drift]:
 
 def reconcile_run(*, venues: Venues | None = None) -> ReconcileReport:
     """Read the venues, compute the drift against the projection, record the snapshots."""
-    from rebalancer.console.alerts import alerts_drift_report
+    from console.alerts import alerts_drift_report
 
     readings = venue_balances_read(venues=venues)
     drifts = drifts_compute(readings)
@@ -139,8 +139,8 @@ def reconcile_run(*, venues: Venues | None = None) -> ReconcileReport:
 
 
 def _open_drift_reports() -> set[str]:
-    from rebalancer.console.alerts import DRIFT_REPORT
-    from rebalancer.models import AlertState
+    from console.alerts import DRIFT_REPORT
+    from console.models import AlertState
 
     return set(
         AlertState.objects.filter(kind=DRIFT_REPORT, resolved_at__isnull=True).values_list(
@@ -168,7 +168,7 @@ def persistent_drifts(drifts: list[Drift], reported_before: set[str]) -> list[Dr
 def _persistent_drift_flag(
     drifts: list[Drift], reported_before: set[str], readings: VenueReadings
 ) -> None:
-    from rebalancer.console.alerts import Condition, alerts_record
+    from console.alerts import Condition, alerts_record
 
     # Only the venues read this time can confirm or clear their pairs.
     read = {venue for venue in (ONCHAIN_VENUE, OFFCHAIN_VENUE) if venue not in readings.failures}

@@ -8,7 +8,7 @@ from decimal import Decimal
 from inventory.domain.inventory import TooMuchOffchain, TooMuchOnchain, detect_imbalance, ratio
 from inventory.selectors import pools_list, rebalancing_settings_get
 from operations.models import ACTIVE_STATUSES, Operation
-from rebalancer.decisions import Deferral, Proposal, deferrals_latest, proposals_latest
+from service.decisions import Deferral, Proposal, deferrals_latest, proposals_latest
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@
 
 Several hosts may run it on one PostgreSQL database: operations are claimed with a lease by
 the runner (one host advances an operation at a time) and periodic jobs are claimed through
-`rebalancer.periodic` (a poll is never doubled).
+`service.periodic` (a poll is never doubled).
 """
 
 from __future__ import annotations
@@ -256,8 +256,8 @@ def service_schedules_ensure() -> None:
     from django_q.models import Schedule
 
     from operations.sweep import sweep_schedule_ensure
-    from rebalancer.poller import POLL_TASK
-    from rebalancer.reconcile import RECONCILE_FUNC, RECONCILE_SCHEDULE_NAME
+    from service.poller import POLL_TASK
+    from service.reconcile import RECONCILE_FUNC, RECONCILE_SCHEDULE_NAME
 
     sweep_schedule_ensure()
     minutes = max(1, round(settings.SERVICE.snapshot_interval_s / 60))
@@ -280,8 +280,8 @@ def startup_work(*, once: bool = False) -> None:
     """Market clock, sweep and the first venue poll (each failure logged, never fatal)."""
     from operations.due import queued_marks_release
     from operations.sweep import sweep_nonce_fills, sweep_operations
-    from rebalancer.market import market_clock_refresh
-    from rebalancer.poller import venue_balances_poll, venue_poll_if_due
+    from service.market import market_clock_refresh
+    from service.poller import venue_balances_poll, venue_poll_if_due
 
     if settings.REBALANCING.enabled:
         market_clock_refresh(force=True)
@@ -440,7 +440,7 @@ class ClusterProcess(Child):
             return None
         if time.time() - self.ready_at <= self.stall_s:
             return None
-        from rebalancer.periodic import CLUSTER_HEARTBEAT, heartbeat_get
+        from service.periodic import CLUSTER_HEARTBEAT, heartbeat_get
 
         try:
             beat = heartbeat_get(CLUSTER_HEARTBEAT)
@@ -601,7 +601,7 @@ class HeartbeatSender:
     def __call__(self) -> None:
         from django_q.tasks import async_task
 
-        from rebalancer.periodic import (
+        from service.periodic import (
             CLUSTER_HEARTBEAT,
             CLUSTER_HEARTBEAT_TASK,
             heartbeat_get,
@@ -627,7 +627,7 @@ def nonce_fills_sweep_if_due() -> int | None:
     """The nonce filler sweep (`operations.sweep.sweep_nonce_fills`), claimed across hosts
     every REBALANCER_TX_POLL_INTERVAL_S; None when another host has this period."""
     from operations.sweep import sweep_nonce_fills
-    from rebalancer.periodic import periodic_claim
+    from service.periodic import periodic_claim
 
     if not settings.REBALANCING.writes:
         return None  # REBALANCING_MODE=monitor: no transaction is sent
@@ -644,7 +644,7 @@ def gas_quotes_refresh_if_due() -> int | None:
     """The cost gate's gas prices and ETH/USD (`operations.costgate.gas_quotes_refresh`),
     claimed across hosts every SNAPSHOT_INTERVAL_S; None when another host has this period."""
     from operations.costgate import gas_quotes_refresh
-    from rebalancer.periodic import periodic_claim
+    from service.periodic import periodic_claim
 
     if not periodic_claim(name=GAS_QUOTES_JOB, interval_s=settings.SERVICE.snapshot_interval_s):
         return None
@@ -654,8 +654,8 @@ def gas_quotes_refresh_if_due() -> int | None:
 def ticker(stop: threading.Event) -> None:
     """Periodic jobs, each claimed so that several hosts never double one: the venue poll,
     the cluster heartbeat task, the market clock and the nonce filler sweep."""
-    from rebalancer.market import market_clock_refresh
-    from rebalancer.poller import venue_poll_if_due
+    from service.market import market_clock_refresh
+    from service.poller import venue_poll_if_due
 
     jobs: list[tuple[str, Callable[[], object]]] = [("heartbeat", HeartbeatSender())]
     if settings.REBALANCING.enabled:

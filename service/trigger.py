@@ -65,7 +65,7 @@ from operations.services import (
     pool_breakers_load,
     pool_hold_reason,
 )
-from rebalancer.market import equity_market_open
+from service.market import equity_market_open
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def pools_check(
             ):
                 # The cost gate (issue 24): estimate, then start only within the limits.
                 from operations.costgate import gate_check
-                from rebalancer.decisions import deferral_record
+                from service.decisions import deferral_record
 
                 minimum = (
                     settings.usdc_minimum if key == USDC_POOL else (settings.equity_minimum_shares)
@@ -268,7 +268,7 @@ def pools_check(
                     continue
             if config.monitor_only:
                 # REBALANCING_MODE=monitor: record what would start, write to no venue.
-                from rebalancer.decisions import proposal_record
+                from service.decisions import proposal_record
 
                 proposal_record(
                     pool=planned.pool,

@@ -9,7 +9,7 @@
 
 Every import counts: module level, inside functions and under `TYPE_CHECKING`.
 
-One exception: `rebalancer.config` (typed settings parsed from the environment) may be
+One exception: `conf.env` (typed settings parsed from the environment) may be
 imported by `inventory` and `operations`. It is a leaf: a test below keeps it free of app
 imports, so the dependency graph stays acyclic. Moving it to a neutral package would remove
 the exception.
@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ("inventory", "operations", "rebalancer", "venues")
 # Leaf modules of the project package that lower layers may read (see the module docstring).
-LEAF_CONFIG = frozenset({"rebalancer.config"})
+LEAF_CONFIG = frozenset({"conf.env"})
 
 
 def module_name(path: Path) -> str:
@@ -236,7 +236,7 @@ from .units import to_units
 from .. import store
 
 def lazy():
-    import rebalancer.config
+    import conf.env
 
 if TYPE_CHECKING:
     from operations.models import Operation
@@ -250,7 +250,7 @@ if TYPE_CHECKING:
         "inventory.domain.values",
         "inventory.domain.units",
         "inventory.store",
-        "rebalancer.config",
+        "conf.env",
         "operations.models",
     }
 

@@ -49,7 +49,7 @@ from operations.services import (
 from operations.venues import Venues
 from operations.workflows.base import NotFailable, OperationInactive, Wait
 from operations.workflows.chaos import chaos_point
-from rebalancer.config import WorkerConfig
+from conf.env import WorkerConfig
 from venues.chain import ChainError, EvmChain, NonceAlreadyUsed, Receipt, SignedTx
 
 logger = logging.getLogger(__name__)

@@ -52,7 +52,7 @@ from operations.workflows.base import (
 )
 from operations.workflows.context import StepContext
 from operations.workflows.registry import NoWorkflow, Workflow, workflow_for
-from rebalancer.config import WorkerConfig
+from conf.env import WorkerConfig
 
 logger = logging.getLogger(__name__)
 

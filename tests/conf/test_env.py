@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rebalancer.config import (
+from conf.env import (
     ConfigError,
     EnvReader,
     RebalancingConfig,

@@ -12,9 +12,9 @@ from django.utils import timezone
 from pytest_httpserver import HTTPServer
 
 from operations.models import Operation, OperationKind, OperationStatus
-from rebalancer.config import AlertConfig, Secret
-from rebalancer.console.alerts import alerts_drift_report, alerts_evaluate, alerts_record
-from rebalancer.models import AlertState
+from conf.env import AlertConfig, Secret
+from console.alerts import alerts_drift_report, alerts_evaluate, alerts_record
+from console.models import AlertState
 
 pytestmark = pytest.mark.django_db
 

@@ -351,7 +351,7 @@ def test_the_usdc_pool_shows_alpacas_cash_withdrawable_cash_and_usdc(viewer_clie
 
 
 def test_alerts_link_to_the_operation_or_pool_they_concern(admin_client, trading_state):
-    from rebalancer.models import AlertState
+    from console.models import AlertState
 
     attention = trading_state["attention"]
     AlertState.objects.create(
@@ -368,7 +368,7 @@ def test_alerts_link_to_the_operation_or_pool_they_concern(admin_client, trading
 def test_references_name_chains_and_read_alpaca_ids_from_transfer_references():
     from types import SimpleNamespace
 
-    from rebalancer.console.selectors import operation_references
+    from console.selectors import operation_references
 
     def event(event_type: str, payload: dict) -> dict:
         return {"row": SimpleNamespace(event_type=event_type, payload=payload)}

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from operations.venues import Venues, VenuesNotConfigured
-from rebalancer.config import EnvReader, load_rebalancing_config
-from tests.rebalancer.support import REBALANCING_ENV
+from conf.env import EnvReader, load_rebalancing_config
+from tests.service.support import REBALANCING_ENV
 
 
 def config(**env: str):

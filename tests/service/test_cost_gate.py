@@ -14,7 +14,7 @@ from inventory.models import Event
 from operations.costgate import estimate_cost, gas_quote_record
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.services import operation_finish
-from tests.rebalancer.flows import enable, observe
+from tests.service.flows import enable, observe
 
 GWEI = 10**9
 

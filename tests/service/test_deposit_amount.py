@@ -10,7 +10,7 @@ import pytest
 from inventory.domain import events as ev
 from inventory.domain.values import TransferRef, TransferRefKind
 from inventory.services import inventory_rebuild
-from tests.rebalancer.flows import (
+from tests.service.flows import (
     TX,
     active,
     append,

@@ -18,7 +18,7 @@ from operations.services import (
     OperationAlreadyFinished,
     operation_force_fail,
 )
-from tests.rebalancer.flows import (
+from tests.service.flows import (
     REDEMPTION_WALLET,
     TX,
     WALLET,

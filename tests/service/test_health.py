@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from inventory.models import InventoryPool
 from operations.models import Operation, OperationKind
-from rebalancer.periodic import CLUSTER_HEARTBEAT, heartbeat_beat
+from service.periodic import CLUSTER_HEARTBEAT, heartbeat_beat
 
 pytestmark = pytest.mark.django_db
 

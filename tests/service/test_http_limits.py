@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rebalancer.service import HttpServer
+from service.supervisor import HttpServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

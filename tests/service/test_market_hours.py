@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from operations.models import Operation, OperationKind
-from rebalancer.health import health_report
-from rebalancer.market import equity_market_open
-from rebalancer.models import MarketClock
-from tests.rebalancer.flows import enable, observe, register
+from service.health import health_report
+from service.market import equity_market_open
+from service.models import MarketClock
+from tests.service.flows import enable, observe, register
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +34,7 @@ def test_market_closed_blocks_new_equity_operations_but_not_usdc(settings, caplo
     enable(settings)
     store_clock(is_open=False, now=datetime.now(UTC))
     register("AAPL")
-    with caplog.at_level(logging.INFO, logger="rebalancer.trigger"):
+    with caplog.at_level(logging.INFO, logger="service.trigger"):
         observe("AAPL", onchain="20", offchain="80")
         observe(usdc_onchain="100", usdc_offchain="900")
     kinds = list(Operation.objects.values_list("kind", flat=True))

@@ -17,9 +17,9 @@ from inventory.models import Event
 from inventory.services import aggregate_states_check, api_token_create
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.tasks import execute_operation
-from rebalancer.decisions import proposals_latest
-from tests.rebalancer.flows import enable, observe
-from tests.rebalancer.support import queued_tasks
+from service.decisions import proposals_latest
+from tests.service.flows import enable, observe
+from tests.service.support import queued_tasks
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 

@@ -16,7 +16,7 @@ from inventory.domain.offchain import OffchainLeavable
 from inventory.domain.values import TransferRef, TransferRefKind
 from inventory.services import hedge_place, snapshot_record
 from operations.models import Operation, OperationKind
-from tests.rebalancer.flows import (
+from tests.service.flows import (
     TX,
     append,
     enable,
@@ -96,7 +96,7 @@ def test_the_cash_reserve_is_never_planned_away(settings):
 
 def test_below_the_minimum_after_the_reserve_nothing_is_planned(settings, caplog):
     enable(settings, offchain_cash_reserve=D(300))
-    with caplog.at_level("INFO", logger="rebalancer.trigger"):
+    with caplog.at_level("INFO", logger="service.trigger"):
         alpaca(cash="900", usdc="0", withdrawable="340", usdc_onchain="100")
     assert usdc_operation() is None
     assert "40.000000 can leave Alpaca" in caplog.text

@@ -13,7 +13,7 @@ from inventory.domain.values import TransferRef, TransferRefKind
 from inventory.services import setting_change
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.services import operation_fail
-from tests.rebalancer.flows import (
+from tests.service.flows import (
     TX,
     active,
     after_cooldown,
@@ -32,7 +32,7 @@ from tests.rebalancer.flows import (
     usdc_requested,
     vault_deposit_submitted,
 )
-from tests.rebalancer.support import queued_operation_tasks
+from tests.service.support import queued_operation_tasks
 
 pytestmark = pytest.mark.django_db
 

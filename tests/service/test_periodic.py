@@ -1,5 +1,5 @@
 """Periodic jobs claimed through the database: one claimant per period, on any number of
-hosts (threads here; two processes in tests/rebalancer/test_service.py)."""
+hosts (threads here; two processes in tests/service/test_service.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 
-from rebalancer.periodic import periodic_claim
+from service.periodic import periodic_claim
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 

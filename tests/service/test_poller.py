@@ -16,9 +16,9 @@ from inventory.domain.values import USDC_POOL
 from inventory.models import Event, InventoryPool
 from inventory.services import fill_record_onchain
 from operations.venues import Venues
-from rebalancer.models import Heartbeat
-from rebalancer.poller import venue_balances_poll
-from rebalancer.service import inventory_role_problems
+from service.models import Heartbeat
+from service.poller import venue_balances_poll
+from service.supervisor import inventory_role_problems
 from tests.operations.conftest import config_from_env
 from venues.sim.venue import SimVenue, equity_vault_id
 
@@ -123,7 +123,7 @@ def test_alpaca_down_records_the_vaults_and_warns_naming_alpaca(
     broken = Venues.from_config(
         config_from_env({**worker_env, "ALPACA_BASE_URL": "http://127.0.0.1:9"})
     )
-    with caplog.at_level(logging.WARNING, logger="rebalancer.poller"):
+    with caplog.at_level(logging.WARNING, logger="service.poller"):
         result = venue_balances_poll(venues=broken)
     assert set(result.failures) == {"alpaca"}
     assert "venue poll: alpaca (Alpaca positions and cash) failed" in caplog.text
@@ -140,7 +140,7 @@ def test_base_down_records_alpaca_and_warns_naming_base_without_the_url(
 ):
     secret_url = "http://127.0.0.1:9/secret-api-key-123"
     broken = Venues.from_config(config_from_env({**worker_env, "BASE_RPC_URL": secret_url}))
-    with caplog.at_level(logging.WARNING, logger="rebalancer.poller"):
+    with caplog.at_level(logging.WARNING, logger="service.poller"):
         result = venue_balances_poll(venues=broken)
     assert set(result.failures) == {"base"}
     assert "venue poll: base (Base order book vaults) failed" in caplog.text
@@ -177,11 +177,11 @@ def test_fill_inside_a_poll_is_not_counted_again_when_reported(sim_venue, venues
 
 
 def test_market_clock_from_the_venue_pauses_equity_and_says_so(sim_venue, venues, caplog):
-    from rebalancer.market import equity_market_open, market_clock_refresh
+    from service.market import equity_market_open, market_clock_refresh
 
     sim_venue.server.set_knobs(market_open=False)
     try:
-        with caplog.at_level(logging.INFO, logger="rebalancer.market"):
+        with caplog.at_level(logging.INFO, logger="service.market"):
             clock = market_clock_refresh(venues=venues, force=True)
         assert clock is not None and clock.is_open is False
         assert equity_market_open() is False
@@ -197,13 +197,13 @@ def test_market_clock_from_the_venue_pauses_equity_and_says_so(sim_venue, venues
 
 
 def test_market_clock_read_failure_keeps_the_stored_clock(sim_venue, venues, worker_env, caplog):
-    from rebalancer.market import market_clock_refresh
+    from service.market import market_clock_refresh
 
     stored = market_clock_refresh(venues=venues, force=True)
     broken = Venues.from_config(
         config_from_env({**worker_env, "ALPACA_BASE_URL": "http://127.0.0.1:9"})
     )
-    with caplog.at_level(logging.WARNING, logger="rebalancer.market"):
+    with caplog.at_level(logging.WARNING, logger="service.market"):
         assert market_clock_refresh(venues=broken, force=True) == stored
     assert "market clock: alpaca clock read failed" in caplog.text
 

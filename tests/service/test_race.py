@@ -11,8 +11,8 @@ from django.db import connection
 
 from inventory.services import inventory_rebuild
 from operations.models import ACTIVE_STATUSES, Operation, OperationKind
-from tests.rebalancer.flows import enable, observe, onchain_fill, pool, register
-from tests.rebalancer.support import REBALANCING_ENV, ROOT, child_command, queued_operation_tasks
+from tests.service.flows import enable, observe, onchain_fill, pool, register
+from tests.service.support import REBALANCING_ENV, ROOT, child_command, queued_operation_tasks
 
 FILLS_PER_PROCESS = 6
 

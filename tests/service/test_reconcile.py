@@ -76,9 +76,9 @@ def test_a_drift_the_snapshots_do_not_correct_raises_an_alert_and_holds_the_pool
 
     from inventory.services import fill_record_onchain
     from operations.models import PoolBreaker
-    from rebalancer.models import AlertState
-    from rebalancer.poller import venue_balances_read
-    from rebalancer.reconcile import reconcile_run
+    from console.models import AlertState
+    from service.poller import venue_balances_read
+    from service.reconcile import reconcile_run
 
     settings.REBALANCING = venue_config
     truth = venue_balances_read().onchain

@@ -30,8 +30,8 @@ from inventory.domain import events as ev
 from inventory.models import Event, InventoryPool
 from inventory.services import asset_register
 from operations.models import ACTIVE_STATUSES, Operation, OperationKind, OperationStatus
-from rebalancer.models import Heartbeat
-from tests.rebalancer.support import REBALANCING_ENV, ROOT, database_url
+from service.models import Heartbeat
+from tests.service.support import REBALANCING_ENV, ROOT, database_url
 from venues.sim.server import KEY_MINT
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
@@ -330,7 +330,7 @@ def test_a_worker_killed_mid_step_loses_nothing_and_doubles_nothing(sim_venue, r
 def test_a_frozen_cluster_is_replaced(sim_venue, rebalancers):
     """Every process under the sentinel stopped (SIGSTOP: alive, but no task runs): once no
     heartbeat ran for the stall limit, the supervisor replaces the cluster."""
-    from rebalancer.service import cluster_members
+    from service.supervisor import cluster_members
 
     register_sim_assets(sim_venue)
     service = rebalancers(extra_env={"Q_TIMEOUT_S": "5", "Q_RETRY_S": "8"})

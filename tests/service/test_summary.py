@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from inventory.services import setting_change
-from rebalancer.service import ServiceOptions, migration_problems, startup_summary
+from service.supervisor import ServiceOptions, migration_problems, startup_summary
 from tests.operations.conftest import config_from_env
-from tests.rebalancer.flows import register
-from tests.rebalancer.support import REBALANCING_ENV
+from tests.service.flows import register
+from tests.service.support import REBALANCING_ENV
 
 pytestmark = pytest.mark.django_db
 

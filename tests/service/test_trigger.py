@@ -12,7 +12,7 @@ from django_q.models import OrmQ
 from inventory.models import Asset
 from inventory.services import setting_change
 from operations.models import Operation, OperationKind, OperationStatus
-from tests.rebalancer.flows import (
+from tests.service.flows import (
     TOKENS,
     active,
     enable,
@@ -21,7 +21,7 @@ from tests.rebalancer.flows import (
     pool,
     register,
 )
-from tests.rebalancer.support import queued_operation_tasks, queued_tasks
+from tests.service.support import queued_operation_tasks, queued_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -68,7 +68,7 @@ def test_too_much_onchain_without_token_address_creates_nothing_and_warns(enable
     Asset.objects.create(
         base_symbol="AAPL", token_address="", token_symbol="tAAPL", vault_id="0x" + "11" * 32
     )
-    with caplog.at_level(logging.WARNING, logger="rebalancer.trigger"):
+    with caplog.at_level(logging.WARNING, logger="service.trigger"):
         observe("AAPL", onchain="80", offchain="20")
     assert Operation.objects.count() == 0
     assert queued_tasks() == []
@@ -207,7 +207,7 @@ def test_asset_with_rebalancing_disabled_is_skipped(enabled):
 
 
 def test_symbol_that_is_not_a_configured_asset_is_skipped(enabled, caplog):
-    with caplog.at_level(logging.DEBUG, logger="rebalancer.trigger"):
+    with caplog.at_level(logging.DEBUG, logger="service.trigger"):
         observe("NVDA", onchain="20", offchain="80")
     assert Operation.objects.count() == 0
     assert any("NVDA" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)

@@ -1,4 +1,4 @@
-"""Print the service's health; exit 1 when unhealthy (rebalancer.health)."""
+"""Print the service's health; exit 1 when unhealthy (service.health)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rebalancer.health import health_report
+from service.health import health_report
 
 
 class Command(BaseCommand):

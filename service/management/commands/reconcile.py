@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 from rich.table import Table
 
-from rebalancer.reconcile import reconcile_run
+from service.reconcile import reconcile_run
 
 
 class Command(BaseCommand):

@@ -1,4 +1,4 @@
-"""Run the rebalancer: checks, summary, cluster, due loop, venue polls (rebalancer.service)."""
+"""Run the rebalancer: checks, summary, cluster, due loop, venue polls (service.supervisor)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rebalancer.service import PreflightFailed, Service, ServiceOptions
+from service.supervisor import PreflightFailed, Service, ServiceOptions
 
 _HOST_PORT = re.compile(r"^(?P<host>[^\s:]*|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 
