@@ -38,10 +38,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from console.models import AlertState
+from console.selectors import last_snapshot_per_venue
 from inventory.models import InventoryPool
 from operations.models import ACTIVE_STATUSES, Operation
-from console.selectors import last_snapshot_per_venue
-from console.models import AlertState
 
 logger = logging.getLogger(__name__)
 

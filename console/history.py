@@ -5,10 +5,10 @@ from __future__ import annotations
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from console.models import PoolRatioSample
 from inventory.domain.events import SNAPSHOT
 from inventory.domain.inventory import ratio
 from inventory.models import InventoryPool
-from console.models import PoolRatioSample
 
 _RATIO_STEP = Decimal("0.000001")
 

@@ -19,12 +19,12 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from console.models import AlertState
+from console.selectors import last_snapshot_per_venue, step_timings
 from inventory.domain.inventory import ratio
 from inventory.models import ApiTokenScope, InventoryPool
 from inventory.selectors import api_token_authenticate
 from operations.models import Operation
-from console.selectors import last_snapshot_per_venue, step_timings
-from console.models import AlertState
 
 
 class RebalancerCollector:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 VIEWER_PERMISSIONS = [
-    ("rebalancer", "view_console"),
-    ("rebalancer", "view_poolratiosample"),
-    ("rebalancer", "view_alertstate"),
+    ("console", "view_console"),
+    ("console", "view_poolratiosample"),
+    ("console", "view_alertstate"),
     ("inventory", "view_apitoken"),
     ("inventory", "view_event"),
     ("inventory", "view_inventorypool"),
@@ -20,7 +20,7 @@ VIEWER_PERMISSIONS = [
     ("django_q", "view_failure"),
 ]
 OPERATOR_PERMISSIONS = VIEWER_PERMISSIONS + [
-    ("rebalancer", "operate"),
+    ("console", "operate"),
     ("inventory", "add_apitoken"),
     ("inventory", "change_apitoken"),
     ("inventory", "add_asset"),

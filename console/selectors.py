@@ -14,6 +14,7 @@ from django.conf import settings as django_settings
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
+from console.models import AlertState, PoolRatioSample
 from inventory.domain.events import (
     OPERATION_EVENT_TYPES,
     SNAPSHOT,
@@ -31,7 +32,6 @@ from inventory.selectors import (
     rebalancing_settings_get,
 )
 from operations.models import ACTIVE_STATUSES, Operation, OperationStatus, PoolBreaker
-from console.models import AlertState, PoolRatioSample
 from service.selectors import PoolOverview, pools_overview
 
 # Pool states, in the order an operator cares about them.
@@ -268,7 +268,8 @@ def last_snapshot_per_venue() -> dict[str, datetime | None]:
 
 def workers_last_task_at() -> datetime | None:
     """The last time a django-q worker finished a task (success or failure); not the cluster
-    heartbeat (`service.periodic.cluster_heartbeat`, the health check of that name)."""
+    heartbeat (`service.periodic.cluster_heartbeat_record`, read by the health check
+    `cluster_heartbeat`)."""
     from django_q.models import Task
 
     return Task.objects.order_by("-stopped").values_list("stopped", flat=True).first()

@@ -14,14 +14,14 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
+from console import charts, selectors
 from inventory.domain.values import InvalidValue
 from inventory.services import setting_change
-from console import charts, selectors
 
-VIEW_PERMISSION = "rebalancer.view_console"
+VIEW_PERMISSION = "console.view_console"
 # The dashboard's history ranges (?range=hour|day|week), in seconds.
 RANGES = {"hour": 3600, "day": 86400, "week": 7 * 86400}
-OPERATE_PERMISSION = "rebalancer.operate"
+OPERATE_PERMISSION = "console.operate"
 
 
 def _history_since(pool: Any, now: Any, span_s: float) -> Any:

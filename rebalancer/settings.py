@@ -43,8 +43,14 @@ INSTALLED_APPS = [
     "django_q",
     "ninja",
     "axes",
+    # Lowest first: conf (no app) < venues < inventory < operations < service < console, the
+    # project package on top (tests/test_architecture.py keeps every import pointing down).
     "inventory",
     "operations",
+    "service",
+    "console",
+    # The project package: its migration history (the tables service and console took over)
+    # and the project-wide commands.
     "rebalancer",
 ]
 

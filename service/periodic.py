@@ -67,11 +67,15 @@ def heartbeat_get(name: str) -> Heartbeat | None:
     return Heartbeat.objects.filter(name=name).first()
 
 
+# The Heartbeat row the cluster heartbeat task writes; the health check `cluster_heartbeat`
+# and the supervisor's stall watch read it.
 CLUSTER_HEARTBEAT = "cluster"
-CLUSTER_HEARTBEAT_TASK = "service.periodic.cluster_heartbeat"
+CLUSTER_HEARTBEAT_TASK = "service.periodic.cluster_heartbeat_record"
+# The periodic job (a PeriodicRun claim) that enqueues that task: not the health check.
+HEARTBEAT_ENQUEUE_JOB = "heartbeat_enqueue"
 
 
-def cluster_heartbeat() -> None:
+def cluster_heartbeat_record() -> None:
     """The django-q task the service enqueues every HEARTBEAT_INTERVAL_S: proof that a
     worker picked a task from the queue and ran it."""
     heartbeat_beat(name=CLUSTER_HEARTBEAT, detail=HOST_ID)

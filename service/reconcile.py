@@ -11,7 +11,8 @@ nothing inflight is a drift the snapshots do not correct (a fill re-applied abov
 snapshot, a hedge never closed, a projection defect). It opens a `drift_persistent` alert
 (resolved by the first reconcile that no longer finds it) and flags the pool: its circuit
 breaker opens (audited, like a breaker opened by failures), so nothing is rebalanced on the
-wrong numbers until an operator has looked and resumes it.
+wrong numbers until an operator has looked and resumes it. The alarm is kept by the console
+(`console/drift.py`, on the `reconciled` signal): its alert states remember the last report.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
+
+from django.dispatch import Signal
 
 from inventory.domain.values import USDC_POOL
 from inventory.models import InventoryPool
@@ -33,7 +36,10 @@ from service.poller import (
 
 logger = logging.getLogger(__name__)
 
-DRIFT_PERSISTENT = "drift_persistent"
+# Sent inside reconcile_run once the snapshots are recorded (drifts, readings): the console
+# keeps its drift alerts by it, and holds a pool whose drift persists (console.drift). A signal,
+# so the service never imports the console that reads it.
+reconciled = Signal()
 RECONCILE_SCHEDULE_NAME = "rebalancer.reconcile"
 RECONCILE_FUNC = "service.reconcile.reconcile_scheduled"
 
@@ -105,19 +111,11 @@ def drifts_compute(readings: VenueReadings) -> list[Drift]:
 
 def reconcile_run(*, venues: Venues | None = None) -> ReconcileReport:
     """Read the venues, compute the drift against the projection, record the snapshots."""
-    from console.alerts import alerts_drift_report
-
     readings = venue_balances_read(venues=venues)
     drifts = drifts_compute(readings)
     recorded = readings_record(readings)
-    # Drift the previous reconcile reported (its alert still open), before this one's report.
-    reported_before = _open_drift_reports()
-    # The console's drift alerts (opened above ALERT_DRIFT_TOLERANCE, resolved when gone); a
-    # pool never observed before has no projection to drift from.
-    alerts_drift_report(
-        {(d.pool, d.venue): d.difference for d in drifts if d.projected is not None}
-    )
-    _persistent_drift_flag(drifts, reported_before, readings)
+    # The console's drift alerts, and the hold of a pool whose drift persists (console.drift).
+    reconciled.send(sender=reconcile_run, drifts=drifts, readings=readings)
     for drift in drifts:
         if drift.difference != 0:
             logger.warning(
@@ -136,64 +134,6 @@ def reconcile_run(*, venues: Venues | None = None) -> ReconcileReport:
         recorded,
     )
     return ReconcileReport(readings=readings, drifts=drifts, events_recorded=recorded)
-
-
-def _open_drift_reports() -> set[str]:
-    from console.alerts import DRIFT_REPORT
-    from console.models import AlertState
-
-    return set(
-        AlertState.objects.filter(kind=DRIFT_REPORT, resolved_at__isnull=True).values_list(
-            "key", flat=True
-        )
-    )
-
-
-def persistent_drifts(drifts: list[Drift], reported_before: set[str]) -> list[Drift]:
-    """The drifts above tolerance, with nothing inflight, that the previous reconcile had
-    already reported (its `drift_report` alert was still open)."""
-    from django.conf import settings
-
-    tolerance = settings.ALERTS.drift_tolerance
-    return [
-        d
-        for d in drifts
-        if d.projected is not None
-        and d.inflight == 0
-        and abs(d.difference) > tolerance
-        and f"drift_report:{d.pool}:{d.venue}" in reported_before
-    ]
-
-
-def _persistent_drift_flag(
-    drifts: list[Drift], reported_before: set[str], readings: VenueReadings
-) -> None:
-    from console.alerts import Condition, alerts_record
-
-    # Only the venues read this time can confirm or clear their pairs.
-    read = {venue for venue in (ONCHAIN_VENUE, OFFCHAIN_VENUE) if venue not in readings.failures}
-    persistent = persistent_drifts(drifts, reported_before)
-    conditions = [
-        Condition(
-            f"{DRIFT_PERSISTENT}:{d.pool}:{d.venue}",
-            DRIFT_PERSISTENT,
-            f"pool {d.pool} at {d.venue}: projected {d.projected}, observed {d.observed} "
-            f"(difference {d.difference}) at two reconciles in a row: the snapshots do not "
-            f"correct it; the pool is held until an operator resumes it",
-        )
-        for d in persistent
-    ]
-    if read == {ONCHAIN_VENUE, OFFCHAIN_VENUE}:
-        alerts_record(conditions, kinds={DRIFT_PERSISTENT})
-    elif conditions:
-        alerts_record(conditions, kinds=set())
-    for pool in sorted({d.pool for d in persistent}):
-        reasons = "; ".join(
-            f"{d.venue} projected {d.projected} observed {d.observed}"
-            for d in persistent
-            if d.pool == pool
-        )
-        pool_hold_for_drift(pool=pool, reason=f"drift persisted across reconciles: {reasons}")
 
 
 def pool_hold_for_drift(*, pool: str, reason: str) -> bool:

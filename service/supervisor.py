@@ -562,9 +562,12 @@ class HttpServer(Child):
     thread: threading.Thread | None = None
 
     def start(self) -> None:
+        from django.core.servers.basehttp import get_internal_wsgi_application
         from waitress.server import create_server
 
-        from rebalancer.wsgi import application
+        # The project's WSGI application (settings.WSGI_APPLICATION), read by name as Django's
+        # runserver does, so the service never imports the project package above it.
+        application = get_internal_wsgi_application()
 
         # A body above DATA_UPLOAD_MAX_MEMORY_SIZE is refused (413) by waitress before it is
         # read, not buffered up to waitress's default of 1 GB first.
@@ -604,6 +607,7 @@ class HeartbeatSender:
         from service.periodic import (
             CLUSTER_HEARTBEAT,
             CLUSTER_HEARTBEAT_TASK,
+            HEARTBEAT_ENQUEUE_JOB,
             heartbeat_get,
             periodic_claim,
         )
@@ -615,7 +619,7 @@ class HeartbeatSender:
             overdue = time.time() - self._enqueued_at > service.health_heartbeat_max_age_s
             if not ran and not overdue:
                 return
-        if periodic_claim(name="cluster_heartbeat", interval_s=service.heartbeat_interval_s):
+        if periodic_claim(name=HEARTBEAT_ENQUEUE_JOB, interval_s=service.heartbeat_interval_s):
             self._enqueued_at = time.time()
             async_task(CLUSTER_HEARTBEAT_TASK, q_options={"task_name": "cluster heartbeat"})
 

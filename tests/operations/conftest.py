@@ -34,11 +34,11 @@ from pathlib import Path
 import pytest
 from django.db import connections
 
+from conf.env import EnvReader, RebalancingConfig, load_rebalancing_config
 from inventory.services import asset_register
 from operations.models import Operation
 from operations.venues import Venues
 from operations.workflows import AdvanceResult, operation_advance
-from conf.env import EnvReader, RebalancingConfig, load_rebalancing_config
 from tests.service.support import ROOT, database_url
 from venues.sim.venue import SimKnobs, SimVenue
 

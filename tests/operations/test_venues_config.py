@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from operations.venues import Venues, VenuesNotConfigured
 from conf.env import EnvReader, load_rebalancing_config
+from operations.venues import Venues, VenuesNotConfigured
 from tests.service.support import REBALANCING_ENV
 
 

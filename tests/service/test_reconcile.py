@@ -74,9 +74,9 @@ def test_a_drift_the_snapshots_do_not_correct_raises_an_alert_and_holds_the_pool
     breaker opens (audited), so nothing is rebalanced on the wrong numbers."""
     from datetime import timedelta
 
+    from console.models import AlertState
     from inventory.services import fill_record_onchain
     from operations.models import PoolBreaker
-    from console.models import AlertState
     from service.poller import venue_balances_read
     from service.reconcile import reconcile_run
 
