@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from console.models import AlertState
 from console.selectors import last_snapshot_per_venue
+from inventory.domain.costs import WEI_PER_ETH
 from inventory.models import InventoryPool
 from operations.models import ACTIVE_STATUSES, Operation
 
@@ -47,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 ALERT_SCHEDULE_NAME = "rebalancer.alerts"
 ALERT_FUNC = "console.alerts.alerts_check"
-WEI_PER_ETH = Decimal(10) ** 18
 DRIFT_REPORT = "drift_report"
 # The kinds the every-minute check evaluates (and so may resolve); reported drift is opened and
 # resolved only by `alerts_drift_report` (the reconcile command).

@@ -175,7 +175,9 @@ def operations_active_first() -> list[Operation]:
     return list(rows.order_by("-needs_attention", "created_at")[:100])
 
 
-def operations_needing_attention() -> list[Operation]:
+def operations_attention_queue() -> list[Operation]:
+    """The operations a human must look at, oldest first (at most 100), with their step; the
+    dashboard's list (`operations.selectors.operations_needing_attention` is the query)."""
     rows = operations_with_step(Operation.objects.filter(needs_attention=True))
     return list(rows.order_by("created_at")[:100])
 
@@ -324,7 +326,7 @@ def console_health() -> Health:
     )
 
 
-def operation_events(operation: Operation) -> list[dict[str, Any]]:
+def operation_timeline(operation: Operation) -> list[dict[str, Any]]:
     """Every event of the operation's aggregate in order, with the time since the previous."""
     rows = Event.objects.filter(
         aggregate_type=operation.aggregate_type, aggregate_id=operation.aggregate_id

@@ -105,7 +105,7 @@ class ConsoleSite(admin.AdminSite):
                 for pool in pools
             ],
             "triage": selectors.triage(pools, health),
-            "attention": selectors.operations_needing_attention(),
+            "attention": selectors.operations_attention_queue(),
             "active": selectors.operations_active_first(),
             "failures": selectors.operations_recent_failures(),
             "timings": selectors.step_timings(since=now - timedelta(days=1)),

@@ -27,8 +27,8 @@ from console.modeladmin import (
 )
 from console.selectors import (
     current_step_subquery,
-    operation_events,
     operation_references,
+    operation_timeline,
 )
 from console.site import can_operate, require_operator
 from console.templatetags import console as console_tags
@@ -222,7 +222,7 @@ class OperationAdmin(ReadOnlyAdmin):
         context = dict(extra_context or {})
         operation = Operation.objects.filter(pk=object_id).first()
         if operation is not None and self.has_view_permission(request, operation):
-            events = operation_events(operation)
+            events = operation_timeline(operation)
             for item in events:
                 item["payload_json"] = json.dumps(item["row"].payload, indent=2, sort_keys=True)
             context.update(

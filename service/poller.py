@@ -27,13 +27,12 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from inventory.domain.offchain import USDC_UNIT
 from inventory.models import Asset
 from inventory.services import snapshot_record
 from operations.venues import Venues, venues_get
 from service.periodic import heartbeat_beat, periodic_claim
 from venues.alpaca import USDC_POSITION_SYMBOL
-
-USDC_UNIT = Decimal("0.000001")
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,16 @@ from django.db import migrations, models
 MODELS = ("consolerole", "alertstate", "poolratiosample")
 
 
-def relabel(old, new):
+def relabel(old, new, models=MODELS):
+    """Move the content types of `models` from app label `old` to `new` (kept where `new`
+    already has one). Service 0001 uses it for its models."""
+
     def run(apps, schema_editor):
         from django.contrib.contenttypes.models import ContentType as LiveContentType
 
         ContentType = apps.get_model("contenttypes", "ContentType")
         rows = ContentType.objects.using(schema_editor.connection.alias)
-        for model in MODELS:
+        for model in models:
             if not rows.filter(app_label=new, model=model).exists():
                 rows.filter(app_label=old, model=model).update(app_label=new)
         LiveContentType.objects.clear_cache()

@@ -4,24 +4,16 @@ Their tables keep their names (`rebalancer_*`, created by rebalancer 0003), so o
 state moves (rebalancer 0004 drops it there); nothing is copied. The content types are
 relabelled in place, so their permissions keep their ids and grants."""
 
+from importlib import import_module
+
 import django.utils.timezone
 from django.db import migrations, models
 
 MODELS = ("heartbeat", "marketclock", "periodicrun")
 
 
-def relabel(old, new):
-    def run(apps, schema_editor):
-        from django.contrib.contenttypes.models import ContentType as LiveContentType
-
-        ContentType = apps.get_model("contenttypes", "ContentType")
-        rows = ContentType.objects.using(schema_editor.connection.alias)
-        for model in MODELS:
-            if not rows.filter(app_label=new, model=model).exists():
-                rows.filter(app_label=old, model=model).update(app_label=new)
-        LiveContentType.objects.clear_cache()
-
-    return run
+# The frozen helper of console 0001 (a migration, not live code).
+relabel = import_module("console.migrations.0001_initial").relabel
 
 
 class Migration(migrations.Migration):
@@ -30,6 +22,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("rebalancer", "0003_service_state"),
         ("contenttypes", "0002_remove_content_type_name"),
+        ("console", "0001_initial"),
     ]
 
     operations = [
@@ -68,5 +61,7 @@ class Migration(migrations.Migration):
                 ),
             ],
         ),
-        migrations.RunPython(relabel("rebalancer", "service"), relabel("service", "rebalancer")),
+        migrations.RunPython(
+            relabel("rebalancer", "service", MODELS), relabel("service", "rebalancer", MODELS)
+        ),
     ]
