@@ -16,10 +16,7 @@ from django_q.admin import FailAdmin as DjangoQFailAdmin
 from django_q.admin import ScheduleAdmin as DjangoQScheduleAdmin
 from django_q.models import Failure, Schedule
 
-from console.modeladmin import (
-    ReadOnlyAdmin,
-    pool_operations_link,
-)
+from console.modeladmin import ReadOnlyAdmin, pool_operations_link
 from console.models import AlertState
 
 

@@ -22,13 +22,8 @@ from console.site import can_operate
 from inventory.domain import settings as settings_domain
 from inventory.domain.events import SETTINGS
 from inventory.domain.values import InvalidValue
-from inventory.models import (
-    Event,
-    InventoryPool,
-)
-from inventory.services import (
-    setting_change,
-)
+from inventory.models import Event, InventoryPool
+from inventory.services import setting_change
 
 # --- read-only records --------------------------------------------------------------------------
 

@@ -41,12 +41,7 @@ from inventory.models import (
     RebalancingSettingsRow,
 )
 from inventory.selectors import offchain_cash_latest, rebalancing_settings_get
-from inventory.services import (
-    api_token_create,
-    api_token_revoke,
-    asset_register,
-    setting_change,
-)
+from inventory.services import api_token_create, api_token_revoke, asset_register, setting_change
 from operations.models import Operation
 from operations.venues import VenuesNotConfigured
 from service.selectors import pool_state

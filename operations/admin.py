@@ -20,16 +20,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from console.modeladmin import (
-    PoolFilter,
-    ReadOnlyAdmin,
-    pool_operations_link,
-)
-from console.selectors import (
-    current_step_subquery,
-    operation_references,
-    operation_timeline,
-)
+from console.modeladmin import PoolFilter, ReadOnlyAdmin, pool_operations_link
+from console.selectors import current_step_subquery, operation_references, operation_timeline
 from console.site import can_operate, require_operator
 from console.templatetags import console as console_tags
 from inventory.domain.values import InvalidValue
