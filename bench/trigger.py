@@ -2,7 +2,7 @@
 
     python bench/trigger.py [--events 5000]      # DATABASE_URL=postgres://... for PostgreSQL
 
-Times `rebalancer.trigger.trigger_events` for one appended fill (the symbol and USDC checked,
+Times `service.trigger.trigger_events` for one appended fill (the symbol and USDC checked,
 rebalancing enabled, the asset registered, pools balanced so the decision is "nothing to do"),
 inside the appending transaction with the pool rows already locked, as the store calls it.
 Also times the decision alone (`pool_plan` on the locked rows with the settings already read:
@@ -50,7 +50,7 @@ def main() -> None:
         from inventory.selectors import rebalancing_settings_get
         from inventory.services import fills_record_batch
         from operations.services import pool_breakers
-        from rebalancer.trigger import pool_plan, trigger_events
+        from service.trigger import pool_plan, trigger_events
 
         seed()
         [result] = fills_record_batch(fills=fills(1))

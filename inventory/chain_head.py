@@ -2,7 +2,7 @@
 
 The service learns the head from the venue poller: a poll reads the Base head
 (`eth_blockNumber`), pins every vault read to it and records the onchain snapshots with that
-block (`rebalancer.poller.onchain_read`). `ChainHead` holds the highest such block, raised in
+block (`service.poller.onchain_read`). `ChainHead` holds the highest such block, raised in
 the transaction that appends the snapshot (derived from the log: `rebuild_inventory` checks
 it).
 
@@ -19,7 +19,7 @@ is nothing to bound a fill by, and it is accepted: refusing would lose the fills
 side reports in the seconds before the first poll. Such a fill cannot hide: `rebuild_inventory
 --check` names every fill above the highest head seen plus the margin, and a drift it causes
 against the vault persists across reconciles, which raises an alert and flags the pool
-(`rebalancer.reconcile`).
+(`service.reconcile`).
 """
 
 from __future__ import annotations

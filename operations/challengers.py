@@ -1,6 +1,6 @@
 """The live challenger (issue 25): candidate settings evaluated in shadow, never acted on.
 
-`REBALANCING_CHALLENGERS` (`rebalancer.config`) names candidates (`NAME:key=value,...`, the
+`REBALANCING_CHALLENGERS` (`conf.env`) names candidates (`NAME:key=value,...`, the
 backtest's syntax, `inventory.domain.candidates`). On every pool the trigger checks,
 `challengers_evaluate` runs the trigger's own pure decision (`inventory.domain.plan.plan_pool`)
 with each candidate's settings over the live pool state and the trigger's facts (hold, market

@@ -14,7 +14,7 @@ from functools import cached_property
 from cachetools import LRUCache, cached
 from django.conf import settings
 
-from rebalancer.config import RebalancingConfig, WorkerConfig
+from conf.env import RebalancingConfig, WorkerConfig
 from venues.alpaca import AlpacaClient
 from venues.chain import EvmChain
 from venues.circle import IrisClient

@@ -37,7 +37,7 @@ from inventory.services import BatchInvalid, FillConflict, ReplayConflict
 from inventory.store import ConcurrencyError
 from operations.api import OperatorRefused, decimal_text
 from operations.api import router as operations_router
-from rebalancer.selectors import PoolOverview, pools_overview
+from service.selectors import PoolOverview, pools_overview
 
 RATIO_PLACES = Decimal("1e-8")
 
@@ -371,7 +371,7 @@ def costs(request: HttpRequest, filters: Query[CostFilters]) -> Any:
     """The realized cost of the operations created in [from, to), per UTC day and kind, with
     the cost per 10,000 USD moved (the same as `manage.py costs --json`)."""
     from operations.costs import costs_report, jsonable
-    from rebalancer.management.commands.costs import parse_moment
+    from service.management.commands.costs import parse_moment
 
     moments = {}
     for name, text in (("from", filters.since), ("to", filters.until)):

@@ -1,72 +1,11 @@
-from django.apps import AppConfig, apps
-from django.contrib.admin import apps as admin_apps
-from django.db.models.signals import post_migrate
-
-
-def _ensure_sweep_schedule(sender, using="default", **kwargs):
-    from operations.sweep import sweep_schedule_ensure
-
-    sweep_schedule_ensure(using=using)
-    from rebalancer.console.alerts import alerts_schedule_ensure
-
-    alerts_schedule_ensure(using=using)
-
-
-def _ensure_roles(sender, using="default", **kwargs):
-    from rebalancer.console.roles import roles_ensure
-
-    roles_ensure(using=using)
+from django.apps import AppConfig
 
 
 class RebalancerConfig(AppConfig):
+    """The project package. An installed app only for its migration history (0001-0003 created
+    the console's and the service's tables, 0004 hands their state to those apps) and its
+    project-wide commands (`apidocs`, `diffsettings`, `inventory`)."""
+
     default = True
     name = "rebalancer"
     verbose_name = "Rebalancer"
-
-    def ready(self) -> None:
-        # After every migrate (and the test flushes, which re-send post_migrate), make sure the
-        # sweep runs every minute. post_migrate is sent only for apps with models, so listen
-        # for `operations` (sent after every migration ran, so django_q's tables exist).
-        post_migrate.connect(
-            _ensure_sweep_schedule,
-            sender=apps.get_app_config("operations"),
-            dispatch_uid="rebalancer.sweep_schedule",
-        )
-        # Permissions are created on post_migrate by auth (connected before us), then roles.
-        post_migrate.connect(
-            _ensure_roles,
-            sender=self,
-            dispatch_uid="rebalancer.console.roles",
-        )
-        from inventory.store import events_appended
-        from operations.services import operation_released, pools_recheck
-        from rebalancer import oplog, trigger
-        from rebalancer.console import history
-
-        # Inside the appending transaction: terminal events end operations, pools are checked.
-        events_appended.connect(
-            trigger.on_events_appended, dispatch_uid="rebalancer.trigger.events_appended"
-        )
-        # One INFO line per operation state change, when it commits.
-        events_appended.connect(
-            oplog.on_events_appended, dispatch_uid="rebalancer.oplog.events_appended"
-        )
-        # An operation ended without a terminal event: re-check its pool and USDC.
-        operation_released.connect(
-            trigger.on_operation_released, dispatch_uid="rebalancer.trigger.operation_released"
-        )
-        # A cool-down ended or an operator resumed a pool: re-check it.
-        pools_recheck.connect(
-            trigger.on_pools_recheck, dispatch_uid="rebalancer.trigger.pools_recheck"
-        )
-        # Each venue poll leaves one ratio sample per pool it touched (the console's charts).
-        events_appended.connect(
-            history.on_events_appended, dispatch_uid="rebalancer.console.history"
-        )
-
-
-class ConsoleAdminConfig(admin_apps.AdminConfig):
-    """The admin, with the operator console's site (dashboard index, operator actions)."""
-
-    default = False
-    default_site = "rebalancer.console.site.ConsoleSite"

@@ -27,7 +27,7 @@ from urllib.parse import quote
 from django.core.signals import setting_changed
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
-from rebalancer.config import Secret, redact, secret_parts
+from conf.env import Secret, redact, secret_parts
 
 REDACTED = "<redacted>"
 HIDDEN = re.compile(

@@ -1,14 +1,14 @@
 """Django settings, read from the environment.
 
-Every variable is parsed in `rebalancer.config.load_settings_env`; a missing or invalid one
+Every variable is parsed in `conf.env.load_settings_env`; a missing or invalid one
 stops the process at start with one message that names every bad variable.
 """
 
 from datetime import timedelta
 from pathlib import Path
 
+from conf.env import load_settings_env
 from inventory.domain.candidates import parse_candidate
-from rebalancer.config import load_settings_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = ENV.security["DATA_UPLOAD_MAX_MEMORY_SIZE"]
 METRICS_TRUST_LOOPBACK = ENV.metrics_trust_loopback
 
 INSTALLED_APPS = [
-    "rebalancer.apps.ConsoleAdminConfig",
+    "console.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -45,8 +45,14 @@ INSTALLED_APPS = [
     "django_q",
     "ninja",
     "axes",
+    # Lowest first: conf (no app) < venues < inventory < operations < service < console, the
+    # project package on top (tests/test_architecture.py keeps every import pointing down).
     "inventory",
     "operations",
+    "service",
+    "console",
+    # The project package: its migration history (the tables service and console took over)
+    # and the project-wide commands.
     "rebalancer",
 ]
 
@@ -125,7 +131,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # second worker while the first still runs; our workflows are resumable either way.
 Q_CLUSTER = ENV.q_cluster
 
-# Typed rebalancing configuration (rebalancer.config.RebalancingConfig).
+# Typed rebalancing configuration (conf.env.RebalancingConfig).
 REBALANCING = ENV.rebalancing
 
 # Observations (fills, balance polls) stamped further ahead of now than this are refused.
@@ -135,10 +141,10 @@ HEDGE_PLACEMENT_TOLERANCE_SHARES = ENV.hedge_placement_tolerance_shares
 # A fill's block may be at most this many blocks above the chain head last seen
 # (inventory.chain_head; 300 Base blocks are 10 minutes).
 FILL_BLOCK_MARGIN = ENV.fill_block_margin
-# Alert conditions and the optional webhook (rebalancer.config.AlertConfig).
+# Alert conditions and the optional webhook (conf.env.AlertConfig).
 ALERTS = ENV.alerts
 
-# How runrebalancer polls venues, beats and judges health (rebalancer.config.ServiceConfig).
+# How runrebalancer polls venues, beats and judges health (conf.env.ServiceConfig).
 SERVICE = ENV.service
 
 # The debug page and error reports never show a secret (settings, environment, exceptions).

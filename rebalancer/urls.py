@@ -3,9 +3,9 @@
 from django.contrib import admin
 from django.urls import path
 
-from rebalancer import views
+from console import views
+from console.metrics import metrics_view
 from rebalancer.api import api
-from rebalancer.console.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),

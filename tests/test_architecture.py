@@ -1,18 +1,17 @@
-"""Dependencies point one way (STYLE.md "Layout"), read from the source with `ast`.
+"""Dependencies point one way (STYLE.md "Layout", docs/architecture.md), read from the source
+with `ast`.
 
 - every module under `inventory/domain/` imports only the standard library and
   `inventory.domain.*`;
-- `venues` imports no app (`inventory`, `operations`, `rebalancer`);
-- `inventory` imports neither `operations` nor `rebalancer`;
-- `operations` does not import `rebalancer`;
-- no two files of the apps import each other, directly or through others (no import cycle).
+- the packages are layered, lowest first: `conf` (typed settings from the environment) <
+  `venues` < `inventory` < `operations` < `service` < `console` < `rebalancer` (the project
+  package: settings, URLs, WSGI, the API root); a package imports only packages below it;
+- an app's `admin.py` is the console's page for that app's models (Django's pattern: each
+  app's admin module registers on the admin site): it sits at the console's layer, so it may
+  import the console, and no module of ours imports it (the admin's autodiscovery does);
+- no two files of the packages import each other, directly or through others (no cycle).
 
-Every import counts: module level, inside functions and under `TYPE_CHECKING`.
-
-One exception: `rebalancer.config` (typed settings parsed from the environment) may be
-imported by `inventory` and `operations`. It is a leaf: a test below keeps it free of app
-imports, so the dependency graph stays acyclic. Moving it to a neutral package would remove
-the exception.
+Every import counts: module level, inside functions and under `TYPE_CHECKING`. No exception.
 """
 
 from __future__ import annotations
@@ -25,9 +24,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("inventory", "operations", "rebalancer", "venues")
-# Leaf modules of the project package that lower layers may read (see the module docstring).
-LEAF_CONFIG = frozenset({"rebalancer.config"})
+# Lowest first: each imports only those before it.
+LAYERS = ("conf", "venues", "inventory", "operations", "service", "console", "rebalancer")
+APPS = LAYERS
+# Apps with models (and migrations).
+MODEL_APPS = ("inventory", "operations", "service", "console", "rebalancer")
+# `<app>/admin.py`: the console's layer (see the module docstring).
+ADMIN_LAYER = LAYERS.index("console")
 
 
 def module_name(path: Path) -> str:
@@ -94,31 +97,55 @@ def test_domain_imports_only_stdlib_and_domain():
     assert {path: names for path, names in bad.items() if names} == {}
 
 
-@pytest.mark.parametrize(
-    ("directory", "forbidden", "allowed"),
-    [
-        ("venues", ("inventory", "operations", "rebalancer"), frozenset()),
-        ("inventory", ("operations", "rebalancer"), LEAF_CONFIG),
-        ("operations", ("rebalancer",), LEAF_CONFIG),
-    ],
-    ids=["venues-imports-no-app", "inventory-imports-no-later-layer", "operations-not-rebalancer"],
-)
-def test_dependencies_point_one_way(directory, forbidden, allowed):
+def is_admin_module(path: str) -> bool:
+    return Path(path).name == "admin.py" and len(Path(path).parts) == 2
+
+
+def layer_violations(directory: str, imports: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Per file of `directory`: the imported modules of a package above its layer."""
+    own = LAYERS.index(directory)
+    bad = {}
+    for path, names in imports.items():
+        top = max(own, ADMIN_LAYER) if is_admin_module(path) else own
+        above = LAYERS[top + 1 :]
+        wrong = sorted(n for n in names if any(is_within(n, p) for p in above))
+        if wrong:
+            bad[path] = wrong
+    return bad
+
+
+@pytest.mark.parametrize("directory", LAYERS)
+def test_each_package_imports_only_packages_below_it(directory):
     imports = imports_of(directory)
+    assert imports, f"no modules found under {directory}/"
+    assert layer_violations(directory, imports) == {}
+
+
+def test_no_module_imports_an_apps_admin():
+    admin_modules = {f"{app}.admin" for app in LAYERS}
     bad = {
-        path: sorted(
-            n for n in names if any(is_within(n, f) for f in forbidden) and n not in allowed
-        )
-        for path, names in imports.items()
+        path: sorted(n for n in names if n in admin_modules)
+        for app in LAYERS
+        for path, names in imports_of(app).items()
     }
     assert {path: names for path, names in bad.items() if names} == {}
 
 
-def test_leaf_config_imports_no_app():
-    for name in LEAF_CONFIG:
-        path = ROOT / (name.replace(".", "/") + ".py")
-        names = imported_modules(path.read_text(encoding="utf-8"), name)
-        assert sorted(n for n in names if any(is_within(n, app) for app in APPS)) == []
+def test_layer_checker_refuses_upward_imports_and_allows_admin_modules_the_console():
+    imports = {
+        "operations/services.py": {"inventory.models", "service.trigger", "conf.env"},
+        "operations/admin.py": {"console.modeladmin", "service.selectors"},
+        "operations/admin_helpers.py": {"console.site"},
+        "console/admin.py": {"rebalancer.api"},
+    }
+    assert layer_violations("operations", imports) == {
+        "operations/services.py": ["service.trigger"],
+        "operations/admin_helpers.py": ["console.site"],
+        "console/admin.py": ["rebalancer.api"],
+    }
+    assert layer_violations("conf", {"conf/env.py": {"inventory.models"}}) == {
+        "conf/env.py": ["inventory.models"]
+    }
 
 
 def module_files() -> dict[str, Path]:
@@ -210,7 +237,7 @@ def test_migrations_import_no_live_app_code():
     """What a migration does is frozen in it: a later change to an app's code cannot change
     an old migration (shared pieces come from earlier migrations by `import_module`)."""
     bad = {}
-    for app in ("inventory", "operations", "rebalancer"):
+    for app in MODEL_APPS:
         for path in sorted((ROOT / app / "migrations").glob("*.py")):
             names = imported_modules(path.read_text(encoding="utf-8"), module_name(path))
             app_names = sorted(
@@ -236,7 +263,7 @@ from .units import to_units
 from .. import store
 
 def lazy():
-    import rebalancer.config
+    import conf.env
 
 if TYPE_CHECKING:
     from operations.models import Operation
@@ -250,7 +277,7 @@ if TYPE_CHECKING:
         "inventory.domain.values",
         "inventory.domain.units",
         "inventory.store",
-        "rebalancer.config",
+        "conf.env",
         "operations.models",
     }
 

@@ -1,6 +1,6 @@
 """The rebalancing decision for one pool: which operation it needs now, or why none. Pure.
 
-The trigger (`rebalancer.trigger.pool_plan`) reads the facts from the database and calls
+The trigger (`service.trigger.pool_plan`) reads the facts from the database and calls
 `plan_pool`; the backtest (`operations.backtest`) and the live challenger call the same
 function with the facts of their model, so a replay decides exactly as the service does.
 

@@ -22,7 +22,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-from rebalancer.config import WorkerConfig
+from conf.env import WorkerConfig
 
 logger = logging.getLogger(__name__)
 

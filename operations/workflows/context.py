@@ -34,6 +34,7 @@ from django.db import transaction
 from django.utils import timezone
 from eth_utils import keccak
 
+from conf.env import WorkerConfig
 from inventory.domain import events as ev
 from inventory.domain.aggregate import AggregateSpec
 from inventory.store import LoadedAggregate, StoredEvent, aggregate_execute, aggregate_load
@@ -49,7 +50,6 @@ from operations.services import (
 from operations.venues import Venues
 from operations.workflows.base import NotFailable, OperationInactive, Wait
 from operations.workflows.chaos import chaos_point
-from rebalancer.config import WorkerConfig
 from venues.chain import ChainError, EvmChain, NonceAlreadyUsed, Receipt, SignedTx
 
 logger = logging.getLogger(__name__)

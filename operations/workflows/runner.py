@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from conf.env import WorkerConfig
 from operations.models import ACTIVE_STATUSES, Operation, OperationStatus
 from operations.services import (
     OperationAlreadyFinished,
@@ -52,7 +53,6 @@ from operations.workflows.base import (
 )
 from operations.workflows.context import StepContext
 from operations.workflows.registry import NoWorkflow, Workflow, workflow_for
-from rebalancer.config import WorkerConfig
 
 logger = logging.getLogger(__name__)
 

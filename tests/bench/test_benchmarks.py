@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from django.db import connection
 
-from tests.rebalancer.support import ROOT, database_url
+from tests.service.support import ROOT, database_url
 
 TINY = {
     "ingest.py": ["--fills", "5", "--batches", "2", "--batch-size", "10", "--history", "60"]

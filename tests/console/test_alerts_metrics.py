@@ -11,10 +11,10 @@ from django.test import Client
 from django.utils import timezone
 from pytest_httpserver import HTTPServer
 
+from conf.env import AlertConfig, Secret
+from console.alerts import alerts_drift_report, alerts_evaluate, alerts_record
+from console.models import AlertState
 from operations.models import Operation, OperationKind, OperationStatus
-from rebalancer.config import AlertConfig, Secret
-from rebalancer.console.alerts import alerts_drift_report, alerts_evaluate, alerts_record
-from rebalancer.models import AlertState
 
 pytestmark = pytest.mark.django_db
 

@@ -303,7 +303,7 @@ def test_the_dashboard_shows_a_cost_deferral_beside_its_pool_and_still_fits(oper
     """Issue 24: what the cost gate held back is shown beside the pool (its rule and figures),
     and the long detail still fits a laptop's window."""
     from inventory.domain import costgate
-    from rebalancer.decisions import deferral_record
+    from service.decisions import deferral_record
 
     deferral_record(
         pool="AAPL",

@@ -9,9 +9,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from console.models import PoolRatioSample
 from inventory.models import Event
 from inventory.selectors import rebalancing_settings_get
-from rebalancer.models import PoolRatioSample
 
 pytestmark = pytest.mark.django_db
 
@@ -134,7 +134,7 @@ def test_the_dashboard_opens_with_what_is_wrong_and_what_to_do(viewer_client, tr
 def test_a_drift_alert_shows_on_its_pool_and_health_is_not_green_while_it_is_open(
     viewer_client, trading_state
 ):
-    from rebalancer.models import AlertState
+    from console.models import AlertState
 
     Operation = trading_state["attention"].__class__
     Operation.objects.update(needs_attention=False)
@@ -154,9 +154,9 @@ def test_a_drift_alert_shows_on_its_pool_and_health_is_not_green_while_it_is_ope
 
 
 def test_nothing_wrong_says_so(viewer_client, db):
-    from rebalancer.periodic import cluster_heartbeat
+    from service.periodic import cluster_heartbeat_record
 
-    cluster_heartbeat()
+    cluster_heartbeat_record()
     body = viewer_client.get(reverse("admin:index")).content.decode()
     assert 'id="all-well"' in body and "Nothing needs you" in body
 

@@ -49,7 +49,7 @@ def test_the_admin_login_works_behind_a_tls_proxy_with_the_production_example(
     origins and no proxy SSL header)."""
     import secrets
 
-    from rebalancer.config import load_settings_env
+    from conf.env import load_settings_env
     from tests.rebalancer.test_deploy import production_example
 
     example = production_example() | {"SECRET_KEY": secrets.token_urlsafe(50)}

@@ -286,7 +286,7 @@ def test_viewer_can_change_nothing_through_any_console_url(viewer_client, tradin
 @pytest.mark.parametrize(
     ("url", "said"),
     [
-        ("admin:rebalancer_alertstate_changelist", "No alert has been raised."),
+        ("admin:console_alertstate_changelist", "No alert has been raised."),
         ("admin:operations_poolbreaker_changelist", "No pool has failed"),
         ("admin:operations_operation_changelist", "An operation starts when a pool leaves"),
         ("admin:django_q_failure_changelist", "No task has failed."),
@@ -351,7 +351,7 @@ def test_the_usdc_pool_shows_alpacas_cash_withdrawable_cash_and_usdc(viewer_clie
 
 
 def test_alerts_link_to_the_operation_or_pool_they_concern(admin_client, trading_state):
-    from rebalancer.models import AlertState
+    from console.models import AlertState
 
     attention = trading_state["attention"]
     AlertState.objects.create(
@@ -359,7 +359,7 @@ def test_alerts_link_to_the_operation_or_pool_they_concern(admin_client, trading
     )
     AlertState.objects.create(key="drift:USDC", kind="drift", message="pool USDC drifts")
     results = _results(
-        admin_client.get(reverse("admin:rebalancer_alertstate_changelist")).content.decode()
+        admin_client.get(reverse("admin:console_alertstate_changelist")).content.decode()
     )
     assert reverse("admin:operations_operation_change", args=[attention.pk]) in results
     assert reverse("admin:operations_operation_changelist") + "?pool=USDC" in results
@@ -368,7 +368,7 @@ def test_alerts_link_to_the_operation_or_pool_they_concern(admin_client, trading
 def test_references_name_chains_and_read_alpaca_ids_from_transfer_references():
     from types import SimpleNamespace
 
-    from rebalancer.console.selectors import operation_references
+    from console.selectors import operation_references
 
     def event(event_type: str, payload: dict) -> dict:
         return {"row": SimpleNamespace(event_type=event_type, payload=payload)}
@@ -414,7 +414,7 @@ def test_references_name_chains_and_read_alpaca_ids_from_transfer_references():
 @pytest.mark.parametrize(
     "url",
     [
-        "admin:rebalancer_alertstate_changelist",
+        "admin:console_alertstate_changelist",
         "admin:operations_poolbreaker_changelist",
         "admin:operations_operation_changelist",
         "admin:django_q_failure_changelist",

@@ -13,14 +13,14 @@ import pytest
 from django.utils import timezone
 from pytest_httpserver import HTTPServer
 
-from rebalancer.config import AlertConfig, ConfigError, Secret, load_settings_env
-from rebalancer.console.alerts import (
+from conf.env import AlertConfig, ConfigError, Secret, load_settings_env
+from console.alerts import (
     WebhookRefused,
     alerts_evaluate,
     alerts_record,
     webhook_post,
 )
-from rebalancer.models import AlertState
+from console.models import AlertState
 
 LOCAL = {"allow_http": True, "allow_private": True}
 

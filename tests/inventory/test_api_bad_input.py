@@ -13,7 +13,7 @@ from inventory.domain import events as ev
 from inventory.models import Event, InventoryPool
 from inventory.services import api_token_create
 from tests.inventory.test_api import fill
-from tests.rebalancer.support import ROOT, child_command, run_django_child
+from tests.service.support import ROOT, child_command, run_django_child
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from inventory import config_stamp
 from inventory.selectors import rebalancing_settings_get
 from operations.models import PoolBreaker
 from operations.services import pool_hold_reason
-from tests.rebalancer.flows import register
+from tests.service.flows import register
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from inventory.models import Event
 from inventory.services import OnchainFill, fill_record_onchain, fills_record_batch
-from tests.rebalancer.flows import T0, enable, observe, register
+from tests.service.flows import T0, enable, observe, register
 
 D = Decimal
 HISTORY = 400

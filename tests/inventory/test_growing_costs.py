@@ -19,7 +19,7 @@ from inventory.models import Event
 from inventory.services import asset_register, fill_record_onchain
 from operations.workflows.usdc import _claimed_withdrawals
 from tests.inventory.projection_helpers import T0, append, usdc_initiated
-from tests.rebalancer.flows import enable, observe, register
+from tests.service.flows import enable, observe, register
 
 pytestmark = pytest.mark.django_db
 

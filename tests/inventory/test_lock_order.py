@@ -22,7 +22,7 @@ from inventory.domain import events as ev
 from inventory.models import InventoryPool
 from inventory.services import inventory_rebuild, snapshot_record
 from inventory.store import in_retried_transaction
-from tests.rebalancer.flows import (
+from tests.service.flows import (
     active,
     append,
     enable,

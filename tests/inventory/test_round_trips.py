@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from inventory.models import Event, EventKey, InventoryPool, OnchainFillLeg
 from inventory.services import fill_record_onchain
-from tests.rebalancer.flows import T0, enable, observe, register
+from tests.service.flows import T0, enable, observe, register
 
 D = Decimal
 

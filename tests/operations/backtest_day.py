@@ -21,7 +21,7 @@ from inventory.models import Event
 from inventory.services import asset_register, fill_record_onchain, setting_change, snapshot_record
 from inventory.store import events_append
 from operations.models import ACTIVE_STATUSES, Operation
-from tests.rebalancer.flows import _RAW, REDEMPTION_WALLET, TOKENS, TX, WALLET
+from tests.service.flows import _RAW, REDEMPTION_WALLET, TOKENS, TX, WALLET
 
 DAY = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
 # Time in flight (intent to completion) of each kind in this day.

@@ -34,12 +34,12 @@ from pathlib import Path
 import pytest
 from django.db import connections
 
+from conf.env import EnvReader, RebalancingConfig, load_rebalancing_config
 from inventory.services import asset_register
 from operations.models import Operation
 from operations.venues import Venues
 from operations.workflows import AdvanceResult, operation_advance
-from rebalancer.config import EnvReader, RebalancingConfig, load_rebalancing_config
-from tests.rebalancer.support import ROOT, database_url
+from tests.service.support import ROOT, database_url
 from venues.sim.venue import SimKnobs, SimVenue
 
 FAST_WORKER_ENV = {

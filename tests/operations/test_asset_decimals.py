@@ -12,7 +12,7 @@ from inventory.domain.values import InvalidValue
 from inventory.models import Asset, Event
 from inventory.services import asset_register
 from operations.models import Operation, OperationKind
-from tests.rebalancer.flows import TOKENS, active, enable, observe
+from tests.service.flows import TOKENS, active, enable, observe
 
 pytestmark = [pytest.mark.django_db]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from conf.env import ConfigError, load_settings_env
 from inventory.domain import challengers
 from inventory.domain import events as ev
 from inventory.domain.candidates import parse_candidate
@@ -24,11 +25,10 @@ from inventory.services import aggregate_states_check
 from operations.challengers import challenger_comparison
 from operations.costgate import gas_quote_record
 from operations.models import Operation
-from rebalancer.config import ConfigError, load_settings_env
 from tests.console.conftest import viewer  # noqa: F401 - fixture
 from tests.console.conftest import viewer_client as viewer_client  # noqa: F401 - fixture
-from tests.rebalancer.flows import enable, observe, onchain_fill, register
-from tests.rebalancer.support import queued_tasks
+from tests.service.flows import enable, observe, onchain_fill, register
+from tests.service.support import queued_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)

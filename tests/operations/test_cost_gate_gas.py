@@ -20,7 +20,7 @@ from operations.costgate import DEFAULT_GAS_UNITS, gas_quotes_refresh
 from operations.costs import operation_costs
 from operations.models import GasQuote, Operation, OperationKind, OperationStatus
 from tests.operations.conftest import advance_until_finished
-from tests.rebalancer.flows import observe
+from tests.service.flows import observe
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]
 

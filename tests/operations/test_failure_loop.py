@@ -19,7 +19,7 @@ from operations.models import Operation, OperationStatus, PoolBreaker
 from operations.operator import OperatorError, operator_resume_pool
 from tests.operations.conftest import advance_until_finished
 from tests.operations.test_workers_e2e import moment, register_sim_assets
-from tests.rebalancer.flows import active, after_cooldown
+from tests.service.flows import active, after_cooldown
 from venues.sim.server import KEY_MINT
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]

@@ -23,7 +23,7 @@ from operations.services import (
     operation_released,
 )
 from operations.tasks import execute_operation
-from tests.rebalancer.support import queued_operation_tasks, run_django_child
+from tests.service.support import queued_operation_tasks, run_django_child
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 TOKEN = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"

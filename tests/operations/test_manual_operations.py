@@ -19,7 +19,7 @@ from inventory.models import Event
 from inventory.services import api_token_create
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.operator import OperatorError, operator_cancel, operator_start
-from tests.rebalancer.flows import (
+from tests.service.flows import (
     TOKENS,
     append,
     enable,
@@ -27,7 +27,7 @@ from tests.rebalancer.flows import (
     observe,
     register,
 )
-from tests.rebalancer.support import queued_operation_tasks
+from tests.service.support import queued_operation_tasks
 
 pytestmark = pytest.mark.django_db
 

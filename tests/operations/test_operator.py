@@ -27,7 +27,7 @@ from operations.services import operation_create
 from operations.venues import Venues
 from operations.workflows import operation_advance
 from tests.operations.conftest import FAST_KNOBS, advance_until_finished
-from tests.rebalancer.support import queued_operation_tasks
+from tests.service.support import queued_operation_tasks
 from venues.sim.server import KEY_MINT, KEY_TOKENIZATION_LIST
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]

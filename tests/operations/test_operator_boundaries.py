@@ -30,7 +30,7 @@ from inventory.domain.values import (
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.operator import OperatorError, operator_force_fail, operator_retry_now
 from operations.services import operation_create, operation_fail
-from tests.rebalancer.support import queued_operation_tasks
+from tests.service.support import queued_operation_tasks
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from operations.services import operation_create
 from operations.workflows import operation_advance
 from operations.workflows.runner import backoff_seconds
 from tests.operations.conftest import FAST_KNOBS
-from tests.rebalancer.support import queued_operation_tasks
+from tests.service.support import queued_operation_tasks
 from venues.sim.server import FAULT_5XX, FAULT_5XX_AFTER, FAULT_429, KEY_MINT, KEY_TOKENIZATION_LIST
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]

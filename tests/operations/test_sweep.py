@@ -26,7 +26,7 @@ from operations.sweep import (
 )
 from operations.tasks import execute_operation
 from operations.workflows import operation_advance
-from tests.rebalancer.support import queued_operation_tasks, queued_tasks
+from tests.service.support import queued_operation_tasks, queued_tasks
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 

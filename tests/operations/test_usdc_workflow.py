@@ -52,7 +52,7 @@ from tests.operations.usdc_support import (
     usdc_events,
     usdc_state,
 )
-from tests.rebalancer.flows import observe
+from tests.service.flows import observe
 from venues.sim.server import FAULT_5XX, FAULT_5XX_AFTER
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]

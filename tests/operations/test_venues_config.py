@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
+from conf.env import EnvReader, load_rebalancing_config
 from operations.venues import Venues, VenuesNotConfigured
-from rebalancer.config import EnvReader, load_rebalancing_config
-from tests.rebalancer.support import REBALANCING_ENV
+from tests.service.support import REBALANCING_ENV
 
 
 def config(**env: str):

@@ -9,7 +9,7 @@ import pytest
 from inventory.domain import events as ev
 from inventory.services import api_token_create, snapshot_record
 from operations.models import Operation
-from tests.rebalancer.flows import (
+from tests.service.flows import (
     active,
     append,
     enable,

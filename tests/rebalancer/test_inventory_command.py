@@ -8,7 +8,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from tests.rebalancer.flows import active, enable, observe, register
+from tests.service.flows import active, enable, observe, register
 
 pytestmark = pytest.mark.django_db
 

@@ -14,13 +14,13 @@ import pytest
 from django.test import RequestFactory
 from django.views.debug import technical_500_response
 
-from rebalancer.config import (
+from conf.env import (
     DEVELOPMENT_SECRET_KEY,
     ConfigError,
     Secret,
     load_settings_env,
 )
-from tests.rebalancer.support import REBALANCING_ENV, ROOT
+from tests.service.support import REBALANCING_ENV, ROOT
 
 DB_PASSWORD = "db-pass-Zq81x"
 REDIS_PASSWORD = "redis-pass-Yw42v"

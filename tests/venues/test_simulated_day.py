@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rebalancer.support import ROOT
+from tests.service.support import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 

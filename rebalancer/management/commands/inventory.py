@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rebalancer.api import pool_body
-from rebalancer.selectors import pools_overview
+from service.selectors import pools_overview
 
 
 class Command(BaseCommand):

@@ -1,0 +1,1 @@
+"""Typed settings read from the environment: the bottom layer, imports no app."""
