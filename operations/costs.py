@@ -20,7 +20,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from inventory.domain import events as ev
 from inventory.domain import onchain_tx
@@ -30,16 +30,24 @@ from operations.models import Operation
 
 PER = Decimal(10_000)
 # The ledger's events in the operations' own logs (the legacy ones: aggregate `OperationCost`).
-LEDGER_EVENT_TYPES = tuple(
+LEDGER_TX_EVENT_TYPES = tuple(
     cls.event_type_name()
     for cls in (
         ev.MintTransactionCostRecorded,
-        ev.MintVenueCostRecorded,
         ev.RedemptionTransactionCostRecorded,
-        ev.RedemptionVenueCostRecorded,
         ev.UsdcTransactionCostRecorded,
-        ev.UsdcVenueCostRecorded,
     )
+)
+LEDGER_EVENT_TYPES = (
+    *LEDGER_TX_EVENT_TYPES,
+    *(
+        cls.event_type_name()
+        for cls in (
+            ev.MintVenueCostRecorded,
+            ev.RedemptionVenueCostRecorded,
+            ev.UsdcVenueCostRecorded,
+        )
+    ),
 )
 USD_PLACES = Decimal("1e-8")
 
@@ -317,6 +325,16 @@ def operation_costs_body(costs: OperationCosts) -> dict[str, Any]:
     )
 
 
+def ledger_rows(*, transactions_only: bool = False) -> QuerySet[Event]:
+    """Every cost ledger event in the log: the operations' own and the legacy `OperationCost`
+    aggregate's (`transactions_only`: the receipts, `TransactionCostRecorded`)."""
+    if transactions_only:
+        return Event.objects.filter(
+            event_type__in=(*LEDGER_TX_EVENT_TYPES, ev.TransactionCostRecorded.event_type_name())
+        )
+    return Event.objects.filter(Q(aggregate_type=ev.COSTS) | Q(event_type__in=LEDGER_EVENT_TYPES))
+
+
 def cost_totals(
     *, since: datetime
 ) -> tuple[dict[tuple[str, str], Decimal], dict[tuple[str, str], int]]:
@@ -325,10 +343,7 @@ def cost_totals(
     venue) and native fees in wei by (operation kind, chain)."""
     usd: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     wei: dict[tuple[str, str], int] = defaultdict(int)
-    ledger = Event.objects.filter(recorded_at__gte=since).filter(
-        Q(aggregate_type=ev.COSTS) | Q(event_type__in=LEDGER_EVENT_TYPES)
-    )
-    for row in ledger:
+    for row in ledger_rows().filter(recorded_at__gte=since):
         event = row.domain_event()
         if isinstance(event, ev.TxCostFields):
             wei[(event.operation_kind, event.chain)] += event.native_fee_wei

@@ -287,14 +287,14 @@ def _lifecycle_events(base: type, enum: str, prefix: str) -> tuple[type, type, t
     """The aggregate `base`'s variants `<enum>::TransactionReplaced`,
     `<enum>::TransactionCostRecorded` and `<enum>::VenueCostRecorded` (Python names
     `<prefix>TransactionReplaced`, ...)."""
-    made = []
+    made: list[type] = []
     for name, fields in (
         ("TransactionReplaced", TxReplacedFields),
         ("TransactionCostRecorded", TxCostFields),
         ("VenueCostRecorded", VenueCostFields),
     ):
         namespace = {"ENUM": enum, "__module__": __name__, "__doc__": fields.__doc__}
-        cls = dataclass(frozen=True)(type(name, (base, fields), namespace))
+        cls: type = dataclass(frozen=True)(type(name, (base, fields), namespace))
         cls.__qualname__ = f"{prefix}{name}"
         made.append(cls)
     return made[0], made[1], made[2]

@@ -58,7 +58,7 @@ from inventory.domain.onchain_tx import (
     StoredTx,
     replacement_of,
 )
-from inventory.domain.values import Address, InvalidValue, TxHash, validate_symbol
+from inventory.domain.values import Address, TxHash, validate_symbol
 
 
 class MintStep(enum.StrEnum):
@@ -769,14 +769,8 @@ def apply(state: Lifecycle[MintState], event: Any) -> Lifecycle[MintState]:
 
 
 def _refuse_if_invalid(current: MintState | None, command: Any) -> None:
-    validity: dict[Any, Any] = _VALIDITY
-    if isinstance(command, ReplaceTransaction):
-        key = (ReplaceTransaction, onchain_tx.validate_purpose(command.purpose))
-        if key not in _VALIDITY:
-            raise InvalidValue("purpose", command.purpose, "a mint sends no such transaction")
-        validity = {ReplaceTransaction: _VALIDITY[key]}
     refuse_by_table(
-        validity=validity,
+        validity=onchain_tx.validity_for(_VALIDITY, command, "a mint"),
         command=command,
         current=current,
         step=MintStep.UNINITIALIZED if current is None else current.STEP,

@@ -27,7 +27,7 @@ one `Replacement`, so old and new logs fold to the same state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -216,6 +216,18 @@ def decide_replacement(
             replaced_at=now,
         )
     ]
+
+
+def validity_for(validity: Mapping[Any, Any], command: Any, aggregate: str) -> Mapping[Any, Any]:
+    """An equity aggregate's command table (`checks.refuse_by_table`) for `command`: its rows
+    of `ReplaceTransaction` are keyed by (ReplaceTransaction, purpose), one per transaction
+    that aggregate sends."""
+    if not isinstance(command, ReplaceTransaction):
+        return validity
+    key = (ReplaceTransaction, validate_purpose(command.purpose))
+    if key not in validity:
+        raise InvalidValue("purpose", command.purpose, f"{aggregate} sends no such transaction")
+    return {ReplaceTransaction: validity[key]}
 
 
 def validate_purpose(purpose: Any) -> ev.TxPurpose:
