@@ -176,11 +176,13 @@ def test_a_usdc_vault_withdraw_underpriced_for_the_chain_is_replaced_and_the_mov
     fund_vault(sim_venue, venues, "120")
     operation = new_usdc(B2A, "120")
 
-    def signed() -> list[ev.TransactionSigned]:
+    def signed() -> list:
+        """The vault withdrawal as signed, then its replacements (TransactionReplaced)."""
         return [
             e
             for e in usdc_events(operation)
-            if isinstance(e, ev.TransactionSigned) and e.purpose == ev.TxPurpose.VAULT_WITHDRAW
+            if isinstance(e, ev.TransactionSigned | ev.TxReplacedFields)
+            and e.purpose == ev.TxPurpose.VAULT_WITHDRAW
         ]
 
     with base_mines_on_demand(sim_venue):
@@ -197,6 +199,7 @@ def test_a_usdc_vault_withdraw_underpriced_for_the_chain_is_replaced_and_the_mov
             time.sleep(0.2)
             operation_advance(operation_id=operation.pk, venues=quick)
         replacement = signed()[1]
+        assert isinstance(replacement, ev.UsdcTransactionReplaced)
         assert replacement.replaces == first.tx_hash
         assert signed_fields(replacement.raw_tx)["nonce"] == signed_fields(first.raw_tx)["nonce"]
         assert base.transaction_known(replacement.tx_hash)

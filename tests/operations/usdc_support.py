@@ -194,5 +194,7 @@ def drain_usdc(sim_venue: SimVenue, chain_name: str, owner: str) -> None:
 
 
 def business_types(operation: Operation) -> list[str]:
-    """Event types without the TransactionSigned records."""
-    return [t for t in event_types(operation) if t != "TransactionSigned"]
+    """Event types without the transaction records (TransactionSigned, TransactionReplaced)."""
+    return [
+        t for t in event_types(operation) if t not in ("TransactionSigned", "TransactionReplaced")
+    ]
