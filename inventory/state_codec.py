@@ -141,11 +141,16 @@ def encode_state(state: Lifecycle[Any]) -> dict[str, Any]:
     """A live or uninitialized lifecycle as JSON; raises `Unencodable` for a failed one."""
     if state.is_failed:
         raise Unencodable("a failed lifecycle is folded from the log, not cached")
-    return {"status": state.status.value, "value": encode_value(state.value)}
+    data = {"status": state.status.value, "value": encode_value(state.value)}
+    if state.ledger:
+        data["ledger"] = sorted(state.ledger)
+    return data
 
 
 def decode_state(data: dict[str, Any]) -> Lifecycle[Any]:
     status = LifecycleStatus(data["status"])
     if status is LifecycleStatus.FAILED:
         raise Unencodable("a failed lifecycle is never cached")
-    return Lifecycle(status, value=decode_value(data["value"]))
+    return Lifecycle(
+        status, value=decode_value(data["value"]), ledger=frozenset(data.get("ledger", ()))
+    )

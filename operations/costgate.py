@@ -28,6 +28,7 @@ from inventory.domain import events as ev
 from inventory.domain.inventory import GENESIS_TYPES
 from inventory.domain.values import USDC_POOL
 from inventory.models import Event
+from operations.costs import ledger_rows
 from operations.models import Operation
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,7 @@ class Estimate:
 def _gas_units(kind: str) -> dict[str, int]:
     units = dict(DEFAULT_GAS_UNITS.get(kind, {}))
     per_operation: dict[tuple[str, str], int] = {}
-    rows = Event.objects.filter(
-        aggregate_type=ev.COSTS, event_type=ev.TransactionCostRecorded.event_type_name()
-    ).order_by("-id")[: LEDGER_SAMPLE * 6]
+    rows = ledger_rows(transactions_only=True).order_by("-id")[: LEDGER_SAMPLE * 6]
     for row in rows:
         event = row.domain_event()
         if event.operation_kind != kind:

@@ -1,7 +1,8 @@
 """The cost ledger, read (issue 24): what each operation cost, from the log.
 
-Per operation: every transaction it sent (`TransactionCostRecorded`: chain, gas used,
-effective gas price, native fee, its USD value at the price read when it was recorded),
+Per operation: every transaction it sent (`TransactionCostRecorded`, an event of the
+operation's own aggregate; older logs: of the legacy `OperationCost` aggregate): chain, gas
+used, effective gas price, native fee, its USD value at the price read when it was recorded),
 Circle's fee as charged (`Bridged.fee`, else what was burned minus what was minted), Alpaca's
 withdrawal fee as Alpaca reported it (`WithdrawalConfirmed.fee`), venue charges (each USDCUSD
 conversion's `ConversionConfirmed.cost`, the USD lost to its spread, and `VenueCostRecorded`)
@@ -19,12 +20,35 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import Q, QuerySet
+
 from inventory.domain import events as ev
+from inventory.domain import onchain_tx
 from inventory.domain.values import USDC_POOL
 from inventory.models import Event
 from operations.models import Operation
 
 PER = Decimal(10_000)
+# The ledger's events in the operations' own logs (the legacy ones: aggregate `OperationCost`).
+LEDGER_TX_EVENT_TYPES = tuple(
+    cls.event_type_name()
+    for cls in (
+        ev.MintTransactionCostRecorded,
+        ev.RedemptionTransactionCostRecorded,
+        ev.UsdcTransactionCostRecorded,
+    )
+)
+LEDGER_EVENT_TYPES = (
+    *LEDGER_TX_EVENT_TYPES,
+    *(
+        cls.event_type_name()
+        for cls in (
+            ev.MintVenueCostRecorded,
+            ev.RedemptionVenueCostRecorded,
+            ev.UsdcVenueCostRecorded,
+        )
+    ),
+)
 USD_PLACES = Decimal("1e-8")
 
 
@@ -119,11 +143,21 @@ def operation_costs(operation: Operation) -> OperationCosts:
         day=operation.created_at.date().isoformat(),
         moved_usd=moved_usd(operation),
     )
-    for row in Event.objects.filter(
+    legacy = Event.objects.filter(
         aggregate_type=ev.COSTS, aggregate_id=operation.aggregate_id
+    ).order_by("sequence")
+    rows: list[Event] = []
+    ledger: list[Any] = [row.domain_event() for row in legacy]
+    for row in Event.objects.filter(
+        aggregate_type=operation.aggregate_type, aggregate_id=operation.aggregate_id
     ).order_by("sequence"):
         event = row.domain_event()
-        if isinstance(event, ev.TransactionCostRecorded):
+        if onchain_tx.is_ledger(event):
+            ledger.append(event)
+        else:
+            rows.append(row)
+    for event in ledger:
+        if isinstance(event, ev.TxCostFields):
             result.transactions.append(
                 TransactionCost(
                     chain=event.chain,
@@ -137,13 +171,8 @@ def operation_costs(operation: Operation) -> OperationCosts:
                     recorded_at=event.recorded_at,
                 )
             )
-        elif isinstance(event, ev.VenueCostRecorded):
+        elif isinstance(event, ev.VenueCostFields):
             result.venue_costs_usd += event.spread_usd + event.fee_usd
-    rows = list(
-        Event.objects.filter(
-            aggregate_type=operation.aggregate_type, aggregate_id=operation.aggregate_id
-        ).order_by("sequence")
-    )
     burned: Decimal | None = None
     for row in rows:
         event = row.domain_event()
@@ -296,6 +325,16 @@ def operation_costs_body(costs: OperationCosts) -> dict[str, Any]:
     )
 
 
+def ledger_rows(*, transactions_only: bool = False) -> QuerySet[Event]:
+    """Every cost ledger event in the log: the operations' own and the legacy `OperationCost`
+    aggregate's (`transactions_only`: the receipts, `TransactionCostRecorded`)."""
+    if transactions_only:
+        return Event.objects.filter(
+            event_type__in=(*LEDGER_TX_EVENT_TYPES, ev.TransactionCostRecorded.event_type_name())
+        )
+    return Event.objects.filter(Q(aggregate_type=ev.COSTS) | Q(event_type__in=LEDGER_EVENT_TYPES))
+
+
 def cost_totals(
     *, since: datetime
 ) -> tuple[dict[tuple[str, str], Decimal], dict[tuple[str, str], int]]:
@@ -304,13 +343,13 @@ def cost_totals(
     venue) and native fees in wei by (operation kind, chain)."""
     usd: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     wei: dict[tuple[str, str], int] = defaultdict(int)
-    for row in Event.objects.filter(aggregate_type=ev.COSTS, recorded_at__gte=since):
+    for row in ledger_rows().filter(recorded_at__gte=since):
         event = row.domain_event()
-        if isinstance(event, ev.TransactionCostRecorded):
+        if isinstance(event, ev.TxCostFields):
             wei[(event.operation_kind, event.chain)] += event.native_fee_wei
             if event.fee_usd is not None:
                 usd[(event.operation_kind, "gas")] += event.fee_usd
-        elif isinstance(event, ev.VenueCostRecorded):
+        elif isinstance(event, ev.VenueCostFields):
             usd[(event.operation_kind, "venue")] += event.spread_usd + event.fee_usd
     fee_types = (
         ev.WithdrawalConfirmed.event_type_name(),

@@ -7,7 +7,7 @@ state are `CommandRefused` subclasses defined per aggregate.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -225,53 +225,6 @@ def refuse_by_table(
         raise error(command, current, **details)
     if isinstance(command, reconcile_command) and not getattr(current, "inflight_kept", False):
         raise not_reconcilable(command, current, inflight_kept=False, **details)
-
-
-def replacement_check(
-    command: Any,
-    current: object,
-    *,
-    stored_raw: bytes,
-    stored_hash: str,
-    known_hashes: tuple[str, ...],
-    not_new: type[CommandRefused],
-) -> tuple[bytes, TxHash] | None:
-    """A bumped-fee replacement (`command.raw_tx` / `command.tx_hash`) of the stored signed
-    transaction: its validated (raw, hash); None when it IS the stored one (recorded already:
-    a no-op); `not_new` when it names one the stored transaction replaced."""
-    raw_tx = validate_bytes("raw_tx", command.raw_tx)
-    tx_hash = validate_tx_hash("tx_hash", command.tx_hash)
-    if tx_hash.lower() == stored_hash.lower() and raw_tx == stored_raw:
-        return None
-    if any(tx_hash.lower() == known.lower() for known in known_hashes):
-        raise not_new(command, current, tx_hash=tx_hash)
-    return raw_tx, tx_hash
-
-
-def replacement_events(
-    command: Any,
-    current: object,
-    *,
-    stored_raw: bytes,
-    stored_hash: str,
-    known_hashes: tuple[str, ...],
-    not_new: type[CommandRefused],
-    event: Callable[..., Any],
-    now: datetime,
-) -> list[Any]:
-    """`replacement_check`, then the `event` recording the replacement of `stored_hash`;
-    [] when the command names the stored transaction (recorded already: idempotent)."""
-    new = replacement_check(
-        command,
-        current,
-        stored_raw=stored_raw,
-        stored_hash=stored_hash,
-        known_hashes=known_hashes,
-        not_new=not_new,
-    )
-    if new is None:
-        return []
-    return [event(raw_tx=new[0], tx_hash=new[1], replaces=stored_hash, replaced_at=now)]
 
 
 def names_one_of(tx_hash: str, known_hashes: tuple[str, ...]) -> bool:

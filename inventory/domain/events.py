@@ -209,6 +209,98 @@ class ReconciliationFields:
     reconciled_at: datetime
 
 
+# --- The onchain transaction lifecycle, shared by the operation aggregates --------------------
+# (`inventory.domain.onchain_tx`: sign and store, broadcast, watch, replace, give back the nonce,
+# record the receipt). Each operation aggregate has its own variant of the replacement and the
+# ledger events below (`<Enum>::TransactionReplaced`, `<Enum>::TransactionCostRecorded`,
+# `<Enum>::VenueCostRecorded`), made by `_lifecycle_events`.
+
+
+class TxPurpose(enum.StrEnum):
+    """What a signed transaction of an operation is for (one stored transaction per purpose)."""
+
+    VAULT_WITHDRAW = "vault_withdraw"
+    BURN = "burn"
+    MINT = "mint"
+    VAULT_DEPOSIT = "vault_deposit"
+    ALPACA_DEPOSIT = "alpaca_deposit"
+    # Standing max ERC-20 approvals, signed and recorded like any other tx (h7, USDC workflow).
+    APPROVE_BURN = "approve_burn"  # USDC -> TokenMessenger on the burn chain
+    APPROVE_VAULT = "approve_vault"  # USDC (or a mint's share token) -> orderbook vault on Base
+    TRANSFER = "transfer"  # a redemption's ERC-20 transfer to the redemption wallet
+
+
+@dataclass(frozen=True)
+class TxReplacedFields:
+    """The stored transaction of `purpose` (`replaces`) stayed unmined: the same transaction at
+    the same nonce, re-signed with bumped fees, stored before it is broadcast. Both stay
+    watched until one is mined (only one can be: they share the nonce)."""
+
+    purpose: TxPurpose
+    raw_tx: bytes
+    tx_hash: TxHash
+    replaces: TxHash
+    replaced_at: datetime
+
+
+@dataclass(frozen=True)
+class TxCostFields:
+    """One mined transaction an operation sent, from its receipt (exact): gas used times the
+    effective gas price is the native fee (wei). Valued in USD when recorded, at the ETH/USD
+    price the service read itself (the feed, its round and answer kept with the value, so a
+    report never re-prices history); None when no price could be read."""
+
+    operation_kind: str
+    pool: str
+    chain: str
+    chain_id: int
+    tx_hash: TxHash
+    gas_used: int
+    effective_gas_price_wei: int
+    native_fee_wei: int
+    eth_usd: Decimal | None
+    eth_usd_feed: str | None
+    eth_usd_round: int | None
+    fee_usd: Decimal | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class VenueCostFields:
+    """A venue's charge that no other operation event holds, e.g. a USD<->USDC conversion at
+    Alpaca: `cost_kind` "conversion", `notional` what was converted, `filled_price` against 1
+    and `spread_usd` (notional x |1 - filled price|) plus `fee_usd`. `reference` is the venue's
+    id of the order or transfer (one cost per reference)."""
+
+    operation_kind: str
+    pool: str
+    venue: str
+    cost_kind: str
+    reference: str
+    notional: Decimal
+    filled_price: Decimal | None
+    spread_usd: Decimal
+    fee_usd: Decimal
+    recorded_at: datetime
+
+
+def _lifecycle_events(base: type, enum: str, prefix: str) -> tuple[type, type, type]:
+    """The aggregate `base`'s variants `<enum>::TransactionReplaced`,
+    `<enum>::TransactionCostRecorded` and `<enum>::VenueCostRecorded` (Python names
+    `<prefix>TransactionReplaced`, ...)."""
+    made: list[type] = []
+    for name, fields in (
+        ("TransactionReplaced", TxReplacedFields),
+        ("TransactionCostRecorded", TxCostFields),
+        ("VenueCostRecorded", VenueCostFields),
+    ):
+        namespace = {"ENUM": enum, "__module__": __name__, "__doc__": fields.__doc__}
+        cls: type = dataclass(frozen=True)(type(name, (base, fields), namespace))
+        cls.__qualname__ = f"{prefix}{name}"
+        made.append(cls)
+    return made[0], made[1], made[2]
+
+
 # --- TokenizedEquityMint (aggregate id = our issuer request id, a UUID) -----------------------
 
 
@@ -363,6 +455,11 @@ class MintReconciled(MintEvent, ReconciliationFields):
     ENUM: ClassVar[str] = "TokenizedEquityMintEvent"
 
 
+MintTransactionReplaced, MintTransactionCostRecorded, MintVenueCostRecorded = _lifecycle_events(
+    MintEvent, "TokenizedEquityMintEvent", "Mint"
+)
+
+
 # --- EquityRedemption (aggregate id = UUID) ---------------------------------------------------
 
 
@@ -508,23 +605,19 @@ class RedemptionReconciled(RedemptionEvent, ReconciliationFields):
     ENUM: ClassVar[str] = "EquityRedemptionEvent"
 
 
+(
+    RedemptionTransactionReplaced,
+    RedemptionTransactionCostRecorded,
+    RedemptionVenueCostRecorded,
+) = _lifecycle_events(RedemptionEvent, "EquityRedemptionEvent", "Redemption")
+
+
 # --- UsdcRebalance (aggregate id = UUID) ------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class UsdcRebalanceEvent(DomainEvent):
     AGGREGATE_TYPE: ClassVar[str] = USDC_REBALANCE
-
-
-class TxPurpose(enum.StrEnum):
-    VAULT_WITHDRAW = "vault_withdraw"
-    BURN = "burn"
-    MINT = "mint"
-    VAULT_DEPOSIT = "vault_deposit"
-    ALPACA_DEPOSIT = "alpaca_deposit"
-    # Standing max ERC-20 approvals, signed and recorded like any other tx (h7, USDC workflow).
-    APPROVE_BURN = "approve_burn"  # USDC -> TokenMessenger on the burn chain
-    APPROVE_VAULT = "approve_vault"  # USDC -> orderbook vault on Base
 
 
 @dataclass(frozen=True)
@@ -557,8 +650,9 @@ class TransactionSigned(UsdcRebalanceEvent):
     raw_tx: bytes
     tx_hash: TxHash
     signed_at: datetime
-    # The stored transaction of this purpose it replaces (same nonce, bumped fees): both stay
-    # watched until one is mined.
+    # Logs written before `UsdcTransactionReplaced`: the stored transaction of this purpose it
+    # replaced (same nonce, bumped fees). New logs record a replacement as
+    # `UsdcRebalanceEvent::TransactionReplaced`; both fold alike (`onchain_tx.replacement_of`).
     replaces: TxHash | None = None
 
 
@@ -698,6 +792,11 @@ class ConversionFailed(UsdcRebalanceEvent):
 @dataclass(frozen=True)
 class UsdcReconciled(UsdcRebalanceEvent, ReconciliationFields):
     ENUM: ClassVar[str] = "UsdcRebalanceEvent"
+
+
+UsdcTransactionReplaced, UsdcTransactionCostRecorded, UsdcVenueCostRecorded = _lifecycle_events(
+    UsdcRebalanceEvent, "UsdcRebalanceEvent", "Usdc"
+)
 
 
 # --- InventorySnapshot (aggregate id = "venues"): observed venue balances (B1) ---------------
@@ -874,10 +973,10 @@ class ChallengerDecided(ChallengerEvent):
     decided_at: datetime
 
 
-# --- OperationCost (aggregate id = the operation's aggregate id): the realized cost ledger -----
-# Circle's fee (`Bridged.fee`) and Alpaca's withdrawal fee (`WithdrawalConfirmed.fee`) are
-# already facts of the USDC aggregate; the ledger reads them there. What no operation event
-# holds is recorded here: each transaction's receipt, and other venue charges.
+# --- OperationCost (aggregate id = the operation's aggregate id): the legacy cost ledger --------
+# Logs written before the ledger became part of each operation's own log hold the cost of its
+# transactions and venue charges here; they stay readable (`operations.costs` reads both).
+# New costs are events of the operation's aggregate (`<Enum>::TransactionCostRecorded`).
 
 
 @dataclass(frozen=True)
@@ -886,46 +985,13 @@ class CostEvent(DomainEvent):
 
 
 @dataclass(frozen=True)
-class TransactionCostRecorded(CostEvent):
-    """One mined transaction an operation sent, from its receipt (exact): gas used times the
-    effective gas price is the native fee (wei). Valued in USD when recorded, at the ETH/USD
-    price the service read itself (the feed, its round and answer kept with the value, so a
-    report never re-prices history); None when no price could be read."""
-
+class TransactionCostRecorded(CostEvent, TxCostFields):
     ENUM: ClassVar[str] = "OperationCostEvent"
-    operation_kind: str
-    pool: str
-    chain: str
-    chain_id: int
-    tx_hash: TxHash
-    gas_used: int
-    effective_gas_price_wei: int
-    native_fee_wei: int
-    eth_usd: Decimal | None
-    eth_usd_feed: str | None
-    eth_usd_round: int | None
-    fee_usd: Decimal | None
-    recorded_at: datetime
 
 
 @dataclass(frozen=True)
-class VenueCostRecorded(CostEvent):
-    """A venue's charge that no operation event holds, e.g. a USD<->USDC conversion at Alpaca:
-    `cost_kind` "conversion", `notional` what was converted, `filled_price` against 1 and
-    `spread_usd` (notional x |1 - filled price|) plus `fee_usd`. `reference` is the venue's
-    id of the order or transfer (one cost per reference)."""
-
+class VenueCostRecorded(CostEvent, VenueCostFields):
     ENUM: ClassVar[str] = "OperationCostEvent"
-    operation_kind: str
-    pool: str
-    venue: str
-    cost_kind: str
-    reference: str
-    notional: Decimal
-    filled_price: Decimal | None
-    spread_usd: Decimal
-    fee_usd: Decimal
-    recorded_at: datetime
 
 
 OPERATION_EVENT_TYPES = (MINT, REDEMPTION, USDC_REBALANCE)

@@ -561,6 +561,8 @@ def affected_pools(
             return (aggregate_id, USDC_POOL)
         return (aggregate_id,)
     if aggregate_type in ev.OPERATION_EVENT_TYPES:
+        if isinstance(event, ev.TxCostFields | ev.VenueCostFields):
+            return ()  # the cost ledger (part of the operation's log) moves no inventory
         return (track.genesis.pool_key,) if track is not None else ()
     if isinstance(event, ev.OnchainEquity):
         return tuple(sorted(event.balances))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from inventory.domain.values import DomainError
@@ -74,6 +74,9 @@ class Lifecycle(Generic[S]):
     status: LifecycleStatus
     value: S | None = None
     error: LifecycleError | None = None
+    # What the operation's cost ledger holds (`onchain_tx.recorded_keys`): its events move no
+    # state, only this set, so a receipt or venue charge is recorded once.
+    ledger: frozenset[str] = frozenset()
 
     @classmethod
     def uninitialized(cls) -> Lifecycle[S]:
@@ -161,3 +164,16 @@ def lifecycle_apply(
 ) -> Lifecycle[S]:
     """The full apply: transition, then genesis when it was uninitialized."""
     return state.transition(event, apply_transition).or_initialize(event, from_event)
+
+
+def with_ledger(
+    state: Lifecycle[S], event: E, keys: frozenset[str] | None, then: Callable[[], Lifecycle[S]]
+) -> Lifecycle[S]:
+    """A cost ledger event (`keys`: what it records) adds to `state.ledger` and moves nothing
+    else, in any state; any other event folds by `then()`, the ledger kept."""
+    if keys is not None:
+        return replace(state, ledger=state.ledger | keys)
+    folded = then()
+    if folded.ledger != state.ledger:
+        folded = replace(folded, ledger=state.ledger)
+    return folded

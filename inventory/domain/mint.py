@@ -34,12 +34,12 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from inventory.domain import events as ev
+from inventory.domain import onchain_tx
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.checks import (
     CommandRefused,
     names_one_of,
     refuse_by_table,
-    replacement_events,
     validate_address,
     validate_amount,
     validate_aware,
@@ -49,7 +49,15 @@ from inventory.domain.checks import (
     validate_tx_hash,
     validate_u256,
 )
+from inventory.domain.events import TxPurpose
 from inventory.domain.lifecycle import Lifecycle, Mismatch, lifecycle_apply
+from inventory.domain.onchain_tx import (
+    RecordReceipt,
+    RecordVenueCost,
+    ReplaceTransaction,
+    StoredTx,
+    replacement_of,
+)
 from inventory.domain.values import Address, TxHash, validate_symbol
 
 
@@ -262,28 +270,12 @@ class RecordVaultApproval:
 
 
 @dataclass(frozen=True)
-class ReplaceVaultApproval:
-    """Store a bumped-fee replacement of the pending approval (same nonce) before sending it."""
-
-    raw_tx: bytes
-    tx_hash: TxHash
-
-
-@dataclass(frozen=True)
 class SubmitVaultDeposit:
     """Store the signed `deposit4` of the received tokens before broadcasting it."""
 
     vault: Address
     vault_id: str
     amount_units: int
-    raw_tx: bytes
-    tx_hash: TxHash
-
-
-@dataclass(frozen=True)
-class ReplaceVaultDeposit:
-    """Store a bumped-fee replacement of the pending deposit (same nonce) before sending it."""
-
     raw_tx: bytes
     tx_hash: TxHash
 
@@ -324,9 +316,10 @@ MintCommand = (
     | ReceiveTokens
     | Finalize
     | RecordVaultApproval
-    | ReplaceVaultApproval
     | SubmitVaultDeposit
-    | ReplaceVaultDeposit
+    | ReplaceTransaction
+    | RecordReceipt
+    | RecordVenueCost
     | ConfirmVaultDeposit
     | FailVaultDeposit
     | TimeOutMint
@@ -369,10 +362,6 @@ class VaultApprovalNotSigned(MintError):
     RULE = "no signed vault approval is waiting"
 
 
-class ReplacementNotNew(MintError):
-    RULE = "a replacement must be a signed transaction not stored yet"
-
-
 class DepositMismatch(MintError):
     RULE = "ConfirmVaultDeposit must name the stored deposit (or one it replaced)"
 
@@ -397,7 +386,7 @@ class NotReconcilable(MintError):
 # spec 15.1; Finalize is refused now that a mint ends in the vault): for each command the
 # error per step; None = valid. Steps not listed (Reconciled) refuse with AlreadyReconciled.
 _S = MintStep
-_VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
+_VALIDITY: dict[Any, dict[MintStep, type[MintError] | None]] = {
     RequestMint: {
         _S.UNINITIALIZED: None,
         _S.REQUESTED: AlreadyInProgress,
@@ -461,7 +450,7 @@ _VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
         _S.COMPLETED: AlreadyCompleted,
         _S.FAILED: AlreadyFailed,
     },
-    ReplaceVaultApproval: {
+    (ReplaceTransaction, TxPurpose.APPROVE_VAULT): {
         _S.UNINITIALIZED: TokensNotReceived,
         _S.REQUESTED: TokensNotReceived,
         _S.ACCEPTED: TokensNotReceived,
@@ -479,7 +468,7 @@ _VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
         _S.COMPLETED: AlreadyCompleted,
         _S.FAILED: AlreadyFailed,
     },
-    ReplaceVaultDeposit: {
+    (ReplaceTransaction, TxPurpose.VAULT_DEPOSIT): {
         _S.UNINITIALIZED: VaultDepositNotSubmitted,
         _S.REQUESTED: VaultDepositNotSubmitted,
         _S.ACCEPTED: VaultDepositNotSubmitted,
@@ -528,6 +517,34 @@ _VALIDITY: dict[type, dict[MintStep, type[MintError] | None]] = {
 
 
 # --- helpers for the trigger, the projection and workers ------------------------------------
+
+
+def stored_tx(
+    state: Lifecycle[MintState] | MintState | None, purpose: TxPurpose
+) -> StoredTx | None:
+    """The stored transaction of `purpose` (approval or deposit) in the current step."""
+    value = _value(state)
+    if purpose is TxPurpose.APPROVE_VAULT and isinstance(value, TokensReceived):
+        if value.approval_raw_tx is None or value.approval_tx_hash is None:
+            return None
+        assert value.approval_signed_at is not None
+        return StoredTx(
+            purpose=purpose,
+            raw_tx=value.approval_raw_tx,
+            tx_hash=value.approval_tx_hash,
+            signed_at=value.approval_signed_at,
+            earlier_hashes=value.approval_earlier_hashes,
+        )
+    if purpose is TxPurpose.VAULT_DEPOSIT and isinstance(value, VaultDepositSubmitted):
+        return StoredTx(
+            purpose=purpose,
+            raw_tx=value.deposit_raw_tx,
+            tx_hash=value.deposit_tx_hash,
+            signed_at=value.deposit_last_signed_at,
+            earlier_hashes=value.deposit_earlier_hashes,
+            first_signed_at=value.submitted_at,
+        )
+    return None
 
 
 def _value(state: Lifecycle[MintState] | MintState | None) -> MintState | None:
@@ -668,15 +685,18 @@ def _transition(state: MintState, event: Any) -> MintState:
                 approval_signed_at=event.signed_at,
                 approval_earlier_hashes=(),
             )
-        if isinstance(event, ev.VaultApprovalReplaced) and _same_hex(
-            event.replaces, state.approval_tx_hash
+        replaced = replacement_of(event)
+        if (
+            replaced is not None
+            and replaced.purpose is TxPurpose.APPROVE_VAULT
+            and _same_hex(replaced.replaces, state.approval_tx_hash)
         ):
             assert state.approval_tx_hash is not None
             return replace(
                 state,
-                approval_raw_tx=event.raw_tx,
-                approval_tx_hash=event.tx_hash,
-                approval_signed_at=event.replaced_at,
+                approval_raw_tx=replaced.raw_tx,
+                approval_tx_hash=replaced.tx_hash,
+                approval_signed_at=replaced.replaced_at,
                 approval_earlier_hashes=(*state.approval_earlier_hashes, state.approval_tx_hash),
             )
         if isinstance(event, ev.VaultDepositSubmitted):
@@ -710,14 +730,17 @@ def _transition(state: MintState, event: Any) -> MintState:
             return _completed(
                 state, event.deposited_at, deposit_tx_hash=event.tx_hash or state.deposit_tx_hash
             )
-        if isinstance(event, ev.VaultDepositReplaced) and _same_hex(
-            event.replaces, state.deposit_tx_hash
+        replaced = replacement_of(event)
+        if (
+            replaced is not None
+            and replaced.purpose is TxPurpose.VAULT_DEPOSIT
+            and _same_hex(replaced.replaces, state.deposit_tx_hash)
         ):
             return replace(
                 state,
-                deposit_raw_tx=event.raw_tx,
-                deposit_tx_hash=event.tx_hash,
-                deposit_replaced_at=event.replaced_at,
+                deposit_raw_tx=replaced.raw_tx,
+                deposit_tx_hash=replaced.tx_hash,
+                deposit_replaced_at=replaced.replaced_at,
                 deposit_earlier_hashes=(*state.deposit_earlier_hashes, state.deposit_tx_hash),
             )
         if isinstance(event, ev.VaultDepositFailed):
@@ -734,8 +757,12 @@ def _transition(state: MintState, event: Any) -> MintState:
     raise Mismatch(state, event)
 
 
-def apply(state: Lifecycle[MintState], event: Any) -> Lifecycle[MintState]:
+def _fold(state: Lifecycle[MintState], event: Any) -> Lifecycle[MintState]:
     return lifecycle_apply(state, event, apply_transition=_transition, from_event=_from_event)
+
+
+def apply(state: Lifecycle[MintState], event: Any) -> Lifecycle[MintState]:
+    return onchain_tx.apply(state, event, _fold)
 
 
 # --- handle ---------------------------------------------------------------------------------
@@ -743,7 +770,7 @@ def apply(state: Lifecycle[MintState], event: Any) -> Lifecycle[MintState]:
 
 def _refuse_if_invalid(current: MintState | None, command: Any) -> None:
     refuse_by_table(
-        validity=_VALIDITY,
+        validity=onchain_tx.validity_for(_VALIDITY, command, "a mint"),
         command=command,
         current=current,
         step=MintStep.UNINITIALIZED if current is None else current.STEP,
@@ -760,6 +787,14 @@ def handle(state: Lifecycle[MintState], command: Any, now: datetime) -> list[ev.
     A Failed (corrupted) lifecycle refuses every command with its `LifecycleError`.
     """
     validate_aware("now", now)
+    if isinstance(command, onchain_tx.LEDGER_COMMANDS):
+        return onchain_tx.handle_ledger(
+            state,
+            command,
+            now,
+            transaction_cost=ev.MintTransactionCostRecorded,
+            venue_cost=ev.MintVenueCostRecorded,
+        )
     current: MintState | None = state.current()
     _refuse_if_invalid(current, command)
 
@@ -809,31 +844,12 @@ def handle(state: Lifecycle[MintState], command: Any, now: datetime) -> list[ev.
                 signed_at=now,
             )
         ]
-    if isinstance(command, ReplaceVaultApproval):
-        assert isinstance(current, TokensReceived)
-        if current.approval_raw_tx is None or current.approval_tx_hash is None:
+    if isinstance(command, ReplaceTransaction):
+        stored = stored_tx(current, command.purpose)
+        if stored is None:  # TokensReceived without a signed approval
             raise VaultApprovalNotSigned(command, current)
-        return replacement_events(
-            command,
-            current,
-            stored_raw=current.approval_raw_tx,
-            stored_hash=current.approval_tx_hash,
-            known_hashes=current.approval_hashes(),
-            not_new=ReplacementNotNew,
-            event=ev.VaultApprovalReplaced,
-            now=now,
-        )
-    if isinstance(command, ReplaceVaultDeposit):
-        assert isinstance(current, VaultDepositSubmitted)
-        return replacement_events(
-            command,
-            current,
-            stored_raw=current.deposit_raw_tx,
-            stored_hash=current.deposit_tx_hash,
-            known_hashes=current.deposit_hashes(),
-            not_new=ReplacementNotNew,
-            event=ev.VaultDepositReplaced,
-            now=now,
+        return onchain_tx.decide_replacement(
+            command, current, stored, event=ev.MintTransactionReplaced, now=now
         )
     if isinstance(command, SubmitVaultDeposit):
         return [
@@ -889,5 +905,8 @@ SPEC = AggregateSpec(
         ev.DepositedIntoVault,
         ev.VaultDepositFailed,
         ev.MintReconciled,
+        ev.MintTransactionReplaced,
+        ev.MintTransactionCostRecorded,
+        ev.MintVenueCostRecorded,
     ),
 )

@@ -17,8 +17,9 @@ States (`STEP` names each one for workers):
 `VaultWithdrawPending` stores the signed `withdraw4` and `TransferPending` the signed ERC-20
 transfer (raw bytes and hash) so a resumed worker rebroadcasts the same bytes; `SendTokens`
 from there must name the same transfer. A transaction left unmined is replaced (same nonce,
-bumped fees, stored before it is broadcast): the withdrawal by `ReplaceVaultWithdraw` ->
-`VaultWithdrawReplaced`, the transfer by `ReplaceTransfer` -> `TransferReplaced`;
+bumped fees, stored before it is broadcast) by the lifecycle every operation shares
+(`inventory.domain.onchain_tx`): `ReplaceTransaction(VAULT_WITHDRAW | TRANSFER, ...)` ->
+`TransactionReplaced` (older logs: `VaultWithdrawReplaced` / `TransferReplaced`, read alike);
 `ConfirmVaultWithdraw` / `SendTokens` may then name it or any one it replaced, whichever was
 mined.
 
@@ -30,18 +31,17 @@ event. Workers should branch on `step_of(lifecycle)`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
 from inventory.domain import events as ev
+from inventory.domain import onchain_tx
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.checks import (
     CommandRefused,
     refuse_by_table,
-    replacement_events,
     validate_address,
     validate_amount,
     validate_aware,
@@ -51,7 +51,15 @@ from inventory.domain.checks import (
     validate_tx_hash,
     validate_u256,
 )
+from inventory.domain.events import TxPurpose
 from inventory.domain.lifecycle import Lifecycle, Mismatch, lifecycle_apply
+from inventory.domain.onchain_tx import (
+    RecordReceipt,
+    RecordVenueCost,
+    ReplaceTransaction,
+    StoredTx,
+    replacement_of,
+)
 from inventory.domain.values import Address, TxHash, validate_symbol
 
 
@@ -251,15 +259,6 @@ class ConfirmVaultWithdraw:
 
 
 @dataclass(frozen=True)
-class ReplaceVaultWithdraw:
-    """Store a bumped-fee replacement of the pending withdrawal (same nonce) before sending
-    it."""
-
-    raw_tx: bytes
-    tx_hash: TxHash
-
-
-@dataclass(frozen=True)
 class FailVaultWithdraw:
     """The withdrawal reverted, can never be mined, or moved nothing: the vault kept all."""
 
@@ -284,14 +283,6 @@ class SendTokens:
     symbol: str
     quantity: Decimal
     redemption_wallet: Address
-    tx_hash: TxHash
-
-
-@dataclass(frozen=True)
-class ReplaceTransfer:
-    """Store a bumped-fee replacement of the pending transfer (same nonce) before sending it."""
-
-    raw_tx: bytes
     tx_hash: TxHash
 
 
@@ -331,7 +322,9 @@ class ReconcileRedemption:
 RedemptionCommand = (
     SignVaultWithdraw
     | ConfirmVaultWithdraw
-    | ReplaceVaultWithdraw
+    | ReplaceTransaction
+    | RecordReceipt
+    | RecordVenueCost
     | FailVaultWithdraw
     | SignTransfer
     | SendTokens
@@ -403,10 +396,6 @@ class SignedTransferMismatch(RedemptionError):
     RULE = "SendTokens must name the transfer that was signed and stored (or one it replaced)"
 
 
-class ReplacementNotNew(RedemptionError):
-    RULE = "a replacement must be a signed transaction not stored yet"
-
-
 class NotReconcilable(RedemptionError):
     RULE = "only a failed redemption whose tokens were sent (inflight kept) can be reconciled"
 
@@ -431,7 +420,7 @@ def _row(*errors: type[RedemptionError] | None) -> dict[RedemptionStep, Any]:
 OK = None
 # Command validation (spec 4.3 table plus the additions): the error per step, None = valid.
 # Reconciled (not listed) refuses every command with AlreadyReconciled.
-_VALIDITY: dict[type, dict[RedemptionStep, type[RedemptionError] | None]] = {
+_VALIDITY: dict[Any, dict[RedemptionStep, type[RedemptionError] | None]] = {
     #                      U                     VaultWithdrawPending WithdrawnFromVault
     #                      TransferPending       TokensSent           Pending
     #                      Completed             Failed
@@ -445,7 +434,7 @@ _VALIDITY: dict[type, dict[RedemptionStep, type[RedemptionError] | None]] = {
         AlreadyCompleted, AlreadyCompleted, AlreadyCompleted,
         AlreadyCompleted, AlreadyFailed,
     ),
-    ReplaceVaultWithdraw: _row(
+    (ReplaceTransaction, TxPurpose.VAULT_WITHDRAW): _row(
         VaultWithdrawNotSigned, OK, AlreadyCompleted,
         AlreadyCompleted, AlreadyCompleted, AlreadyCompleted,
         AlreadyCompleted, AlreadyFailed,
@@ -465,7 +454,7 @@ _VALIDITY: dict[type, dict[RedemptionStep, type[RedemptionError] | None]] = {
         OK, AlreadyCompleted, AlreadyCompleted,
         AlreadyCompleted, AlreadyFailed,
     ),
-    ReplaceTransfer: _row(
+    (ReplaceTransaction, TxPurpose.TRANSFER): _row(
         TransferNotSigned, TransferNotSigned, TransferNotSigned,
         OK, AlreadyCompleted, AlreadyCompleted,
         AlreadyCompleted, AlreadyFailed,
@@ -606,14 +595,20 @@ def _one_of(value: str, candidates: tuple[str, ...]) -> bool:
 
 
 def _with_replacement(
-    state: VaultWithdrawPending | TransferPending, event: Any
-) -> VaultWithdrawPending | TransferPending:
-    """The pending transaction replaced by `event`'s (the one it replaced kept as earlier)."""
+    state: VaultWithdrawPending | TransferPending, event: Any, purpose: TxPurpose
+) -> VaultWithdrawPending | TransferPending | None:
+    """The pending transaction replaced by `event`'s (the one it replaced kept as earlier);
+    None when `event` is no replacement of it."""
+    replaced = replacement_of(event)
+    if replaced is None or replaced.purpose is not purpose:
+        return None
+    if not _same_hex(replaced.replaces, state.tx_hash):
+        return None
     return replace(
         state,
-        raw_tx=event.raw_tx,
-        tx_hash=event.tx_hash,
-        replaced_at=event.replaced_at,
+        raw_tx=replaced.raw_tx,
+        tx_hash=replaced.tx_hash,
+        replaced_at=replaced.replaced_at,
         earlier_tx_hashes=(*state.earlier_tx_hashes, state.tx_hash),
     )
 
@@ -631,8 +626,9 @@ def _transition(state: RedemptionState, event: Any) -> RedemptionState:
                 amount_units=event.amount_units,
                 withdrawn_at=event.withdrawn_at,
             )
-        if isinstance(event, ev.VaultWithdrawReplaced) and _same_hex(event.replaces, state.tx_hash):
-            return _with_replacement(state, event)
+        withdraw = _with_replacement(state, event, TxPurpose.VAULT_WITHDRAW)
+        if withdraw is not None:
+            return withdraw
         if isinstance(event, ev.VaultWithdrawFailed):
             return Failed(
                 symbol=state.symbol,
@@ -670,8 +666,9 @@ def _transition(state: RedemptionState, event: Any) -> RedemptionState:
                 tx_hash=event.tx_hash,  # the one that was mined
                 sent_at=event.sent_at,
             )
-        if isinstance(event, ev.TransferReplaced) and _same_hex(event.replaces, state.tx_hash):
-            return _with_replacement(state, event)
+        transfer = _with_replacement(state, event, TxPurpose.TRANSFER)
+        if transfer is not None:
+            return transfer
         if isinstance(event, ev.TransferFailed):
             return Failed(
                 symbol=state.symbol,
@@ -740,8 +737,12 @@ def _transition(state: RedemptionState, event: Any) -> RedemptionState:
     raise Mismatch(state, event)
 
 
-def apply(state: Lifecycle[RedemptionState], event: Any) -> Lifecycle[RedemptionState]:
+def _fold(state: Lifecycle[RedemptionState], event: Any) -> Lifecycle[RedemptionState]:
     return lifecycle_apply(state, event, apply_transition=_transition, from_event=_from_event)
+
+
+def apply(state: Lifecycle[RedemptionState], event: Any) -> Lifecycle[RedemptionState]:
+    return onchain_tx.apply(state, event, _fold)
 
 
 # --- handle ---------------------------------------------------------------------------------
@@ -749,7 +750,7 @@ def apply(state: Lifecycle[RedemptionState], event: Any) -> Lifecycle[Redemption
 
 def _refuse_if_invalid(current: RedemptionState | None, command: Any) -> None:
     refuse_by_table(
-        validity=_VALIDITY,
+        validity=onchain_tx.validity_for(_VALIDITY, command, "a redemption"),
         command=command,
         current=current,
         step=RedemptionStep.UNINITIALIZED if current is None else current.STEP,
@@ -797,22 +798,25 @@ def _check_same_transfer(command: SendTokens, signed: TransferPending) -> None:
             )
 
 
-def _replaced(
-    command: Any,
-    current: VaultWithdrawPending | TransferPending,
-    event: Callable[..., Any],
-    now: datetime,
-) -> list[Any]:
-    """The stored transaction (vault withdraw or transfer) replaced by the command's."""
-    return replacement_events(
-        command,
-        current,
-        stored_raw=current.raw_tx,
-        stored_hash=current.tx_hash,
-        known_hashes=current.all_tx_hashes(),
-        not_new=ReplacementNotNew,
-        event=event,
-        now=now,
+def stored_tx(
+    state: Lifecycle[RedemptionState] | RedemptionState | None, purpose: TxPurpose
+) -> StoredTx | None:
+    """The stored transaction of `purpose` (vault withdraw or transfer) in the current step."""
+    value = state.value if isinstance(state, Lifecycle) else state
+    pending = {
+        TxPurpose.VAULT_WITHDRAW: VaultWithdrawPending,
+        TxPurpose.TRANSFER: TransferPending,
+    }.get(purpose)
+    if pending is None or not isinstance(value, pending):
+        return None
+    assert isinstance(value, VaultWithdrawPending | TransferPending)
+    return StoredTx(
+        purpose=purpose,
+        raw_tx=value.raw_tx,
+        tx_hash=value.tx_hash,
+        signed_at=value.last_signed_at,
+        earlier_hashes=value.earlier_tx_hashes,
+        first_signed_at=value.signed_at,
     )
 
 
@@ -824,6 +828,14 @@ def handle(
     A Failed (corrupted) lifecycle refuses every command with its `LifecycleError`.
     """
     validate_aware("now", now)
+    if isinstance(command, onchain_tx.LEDGER_COMMANDS):
+        return onchain_tx.handle_ledger(
+            state,
+            command,
+            now,
+            transaction_cost=ev.RedemptionTransactionCostRecorded,
+            venue_cost=ev.RedemptionVenueCostRecorded,
+        )
     current: RedemptionState | None = state.current()
     _refuse_if_invalid(current, command)
 
@@ -852,9 +864,14 @@ def handle(
             if not _one_of(mined, current.all_tx_hashes()):
                 raise WithdrawMismatch(command, current, tx_hash=mined)
         return [ev.WithdrawnFromVault(amount_units=moved, withdrawn_at=now, tx_hash=mined)]
-    if isinstance(command, ReplaceVaultWithdraw):
-        assert isinstance(current, VaultWithdrawPending)
-        return _replaced(command, current, ev.VaultWithdrawReplaced, now)
+    if isinstance(command, ReplaceTransaction):
+        return onchain_tx.decide_replacement(
+            command,
+            current,
+            stored_tx(current, command.purpose),
+            event=ev.RedemptionTransactionReplaced,
+            now=now,
+        )
     if isinstance(command, FailVaultWithdraw):
         return [
             ev.VaultWithdrawFailed(reason=validate_text("reason", command.reason), failed_at=now)
@@ -884,9 +901,6 @@ def handle(
         if isinstance(current, TransferPending):
             _check_same_transfer(command, current)
         return [event]
-    if isinstance(command, ReplaceTransfer):
-        assert isinstance(current, TransferPending)
-        return _replaced(command, current, ev.TransferReplaced, now)
     if isinstance(command, FailTransfer):
         return [ev.TransferFailed(reason=validate_text("reason", command.reason), failed_at=now)]
     if isinstance(command, Detect):
@@ -934,5 +948,8 @@ SPEC = AggregateSpec(
         ev.Completed,
         ev.RedemptionRejected,
         ev.RedemptionReconciled,
+        ev.RedemptionTransactionReplaced,
+        ev.RedemptionTransactionCostRecorded,
+        ev.RedemptionVenueCostRecorded,
     ),
 )

@@ -21,10 +21,11 @@ broadcast, in any non-terminal state from Requested on. Every state carries
 `transactions: dict[TxPurpose, SignedTx]` so a resumed worker finds the bytes for its step.
 Rule: recording the identical transaction again is a no-op (no event); recording a different
 transaction for a purpose already recorded is refused (`TransactionConflict`) unless the
-current state is past that purpose's step (then the newer one replaces it), or unless it names
-the stored one in `replaces` (a bumped-fee replacement at the same nonce of a transaction left
-unmined: the stored one's hash stays watched in `earlier_hashes`, and outcome commands may name
-either). Each purpose's
+current state is past that purpose's step (then the newer one replaces it). A bumped-fee
+replacement at the same nonce of a transaction left unmined is the shared lifecycle's
+`ReplaceTransaction(purpose, ...)` -> `TransactionReplaced` (`inventory.domain.onchain_tx`;
+older logs: `TransactionSigned(replaces=...)`, read alike): the stored one's hash stays watched
+in `earlier_hashes`, and outcome commands may name either. Each purpose's
 step: vault_withdraw -> Requested, burn -> WithdrawalComplete, mint -> Attested,
 vault_deposit / alpaca_deposit -> Bridged. A step's outcome command (Initiate with an
 OnchainTx ref, InitiateBridging, ConfirmBridging, InitiateDeposit with an OnchainTx ref) must
@@ -48,6 +49,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from inventory.domain import events as ev
+from inventory.domain import onchain_tx
 from inventory.domain.aggregate import AggregateSpec
 from inventory.domain.checks import (
     CommandRefused,
@@ -63,6 +65,13 @@ from inventory.domain.checks import (
 )
 from inventory.domain.events import TxPurpose
 from inventory.domain.lifecycle import Lifecycle, Mismatch, lifecycle_apply
+from inventory.domain.onchain_tx import (
+    RecordReceipt,
+    RecordVenueCost,
+    ReplaceTransaction,
+    StoredTx,
+    replacement_of,
+)
 from inventory.domain.values import (
     USDC_DECIMALS,
     InvalidValue,
@@ -140,27 +149,8 @@ PURPOSE_STEP: dict[TxPurpose, UsdcStep] = {
 # --- state data -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SignedTx:
-    """A signed transaction stored before broadcast (rebroadcast the same bytes on resume)."""
-
-    purpose: TxPurpose
-    chain_id: int
-    raw_tx: bytes
-    tx_hash: TxHash
-    signed_at: datetime  # of this transaction (a replacement: when it was signed)
-    # Hashes of the transactions this one replaced (same nonce, lower fees), oldest first.
-    earlier_hashes: tuple[TxHash, ...] = ()
-    first_signed_at: datetime | None = None  # of the first one it replaced (None: itself)
-
-    @property
-    def pending_since(self) -> datetime:
-        """When the first transaction for this nonce was signed (time-outs count from it)."""
-        return self.first_signed_at or self.signed_at
-
-    def all_hashes(self) -> tuple[TxHash, ...]:
-        """The latest signed transaction first, then the ones it replaced."""
-        return (self.tx_hash, *reversed(self.earlier_hashes))
+# A signed transaction stored before broadcast (rebroadcast the same bytes on resume).
+SignedTx = StoredTx
 
 
 @dataclass(frozen=True)
@@ -368,8 +358,6 @@ class RecordTransaction:
     chain_id: int
     raw_tx: bytes
     tx_hash: TxHash
-    # Set to the stored transaction's hash to record a bumped-fee replacement of it.
-    replaces: TxHash | None = None
 
 
 @dataclass(frozen=True)
@@ -465,6 +453,9 @@ UsdcCommand = (
     Request
     | FailRequest
     | RecordTransaction
+    | ReplaceTransaction
+    | RecordReceipt
+    | RecordVenueCost
     | Initiate
     | ConfirmWithdrawal
     | FailWithdrawal
@@ -757,25 +748,29 @@ def _base(state: _Initiated) -> dict[str, Any]:
 
 
 def _transition(state: UsdcState, event: Any) -> UsdcState:
+    replacement = replacement_of(event)
+    if replacement is not None:  # TransactionReplaced, or a TransactionSigned(replaces=...)
+        if state.STEP not in _LIVE_NON_TERMINAL:
+            raise Mismatch(state, event)
+        replaced = state.transactions.get(replacement.purpose)
+        if replaced is None or replaced.tx_hash.lower() != replacement.replaces.lower():
+            raise Mismatch(state, event)
+        return replace(
+            state,
+            transactions={
+                **state.transactions,
+                replacement.purpose: replaced.replaced_by(replacement),
+            },
+        )
     if isinstance(event, ev.TransactionSigned):
         if state.STEP not in _LIVE_NON_TERMINAL:
             raise Mismatch(state, event)
-        earlier: tuple[TxHash, ...] = ()
-        first_signed_at: datetime | None = None
-        replaced = state.transactions.get(event.purpose)
-        if event.replaces is not None:
-            if replaced is None or replaced.tx_hash.lower() != event.replaces.lower():
-                raise Mismatch(state, event)
-            earlier = (*replaced.earlier_hashes, replaced.tx_hash)
-            first_signed_at = replaced.pending_since
-        signed = SignedTx(
+        signed = StoredTx(
             purpose=event.purpose,
             chain_id=event.chain_id,
             raw_tx=event.raw_tx,
             tx_hash=event.tx_hash,
             signed_at=event.signed_at,
-            earlier_hashes=earlier,
-            first_signed_at=first_signed_at,
         )
         return replace(state, transactions={**state.transactions, event.purpose: signed})
 
@@ -934,8 +929,12 @@ def _deposit_failed(state: Bridged | DepositInitiated, event: ev.DepositFailed) 
     )
 
 
-def apply(state: Lifecycle[UsdcState], event: Any) -> Lifecycle[UsdcState]:
+def _fold(state: Lifecycle[UsdcState], event: Any) -> Lifecycle[UsdcState]:
     return lifecycle_apply(state, event, apply_transition=_transition, from_event=_from_event)
+
+
+def apply(state: Lifecycle[UsdcState], event: Any) -> Lifecycle[UsdcState]:
+    return onchain_tx.apply(state, event, _fold)
 
 
 # --- handle ---------------------------------------------------------------------------------
@@ -956,13 +955,15 @@ def _refuse_if_invalid(current: UsdcState | None, command: Any) -> None:
         if step not in RECONCILABLE_STEPS:
             raise NotReconcilable(command, current, **details)
         return
-    if type(command) not in _RULES and not isinstance(command, RecordTransaction):
+    if type(command) not in _RULES and not isinstance(
+        command, RecordTransaction | ReplaceTransaction
+    ):
         raise InvalidValue("command", command, "not a UsdcRebalance command")
     if step is _S.RECONCILED:
         raise AlreadyReconciled(command, current, **details)
     if step is _S.REQUEST_FAILED:
         raise RequestAlreadyFailed(command, current, **details)
-    if isinstance(command, RecordTransaction):
+    if isinstance(command, RecordTransaction | ReplaceTransaction):
         if step is _S.UNINITIALIZED:
             raise NotRequested(command, current)
         if step not in _LIVE_NON_TERMINAL:
@@ -1006,9 +1007,9 @@ def _record_transaction(
         raise InvalidValue("chain_id", chain_id, "must be a positive integer")
     raw_tx = validate_bytes("raw_tx", command.raw_tx)
     tx_hash = validate_tx_hash("tx_hash", command.tx_hash)
+    if command.purpose not in PURPOSE_STEP:
+        raise InvalidValue("purpose", command.purpose, "a USDC move sends no such transaction")
     stored = current.transactions.get(command.purpose)
-    if command.replaces is not None:
-        return _record_replacement(command, current, stored, raw_tx, tx_hash, now)
     if stored is not None:
         same = (
             stored.tx_hash.lower() == tx_hash.lower()
@@ -1037,60 +1038,33 @@ def _record_transaction(
     ]
 
 
-def _record_replacement(
-    command: RecordTransaction,
-    current: UsdcState,
-    stored: SignedTx | None,
-    raw_tx: bytes,
-    tx_hash: TxHash,
-    now: datetime,
-) -> list[ev.UsdcRebalanceEvent]:
-    """A bumped-fee replacement of the stored transaction `command.replaces` (its purpose's
-    current one); recording the current one again is a no-op."""
-    assert command.replaces is not None
-    replaces = validate_tx_hash("replaces", command.replaces)
-    if (
-        stored is not None
-        and stored.tx_hash.lower() == tx_hash.lower()
-        and stored.raw_tx == raw_tx
-        and stored.chain_id == command.chain_id
-    ):
-        return []  # already recorded: idempotent
-    if (
-        stored is None
-        or stored.tx_hash.lower() != replaces.lower()
-        or stored.chain_id != command.chain_id
-        or any(h.lower() == tx_hash.lower() for h in stored.all_hashes())
-    ):
-        raise TransactionConflict(
-            command,
-            current,
-            purpose=str(command.purpose),
-            recorded=None if stored is None else stored.tx_hash,
-            actual=tx_hash,
-            replaces=replaces,
-        )
-    return [
-        ev.TransactionSigned(
-            purpose=command.purpose,
-            chain_id=command.chain_id,
-            raw_tx=raw_tx,
-            tx_hash=tx_hash,
-            signed_at=now,
-            replaces=stored.tx_hash,
-        )
-    ]
-
-
 def handle(state: Lifecycle[UsdcState], command: Any, now: datetime) -> list[ev.UsdcRebalanceEvent]:
     """Decide the events for `command`, or raise a `UsdcRebalanceError` / `InvalidValue`.
 
     A Failed (corrupted) lifecycle refuses every command with its `LifecycleError`.
     """
     validate_aware("now", now)
+    if isinstance(command, onchain_tx.LEDGER_COMMANDS):
+        return onchain_tx.handle_ledger(
+            state,
+            command,
+            now,
+            transaction_cost=ev.UsdcTransactionCostRecorded,
+            venue_cost=ev.UsdcVenueCostRecorded,
+        )
     current: UsdcState | None = state.current()
     _refuse_if_invalid(current, command)
 
+    if isinstance(command, ReplaceTransaction):
+        assert current is not None
+        purpose = onchain_tx.validate_purpose(command.purpose)
+        return onchain_tx.decide_replacement(
+            command,
+            current,
+            current.transactions.get(purpose),
+            event=ev.UsdcTransactionReplaced,
+            now=now,
+        )
     if isinstance(command, Request):
         return [
             ev.Requested(
@@ -1308,6 +1282,9 @@ SPEC = AggregateSpec(
         ev.DepositConfirmed,
         ev.DepositFailed,
         ev.UsdcReconciled,
+        ev.UsdcTransactionReplaced,
+        ev.UsdcTransactionCostRecorded,
+        ev.UsdcVenueCostRecorded,
         ev.ConversionInitiated,
         ev.ConversionConfirmed,
         ev.ConversionFailed,

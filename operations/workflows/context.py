@@ -8,12 +8,13 @@ ctx.execute(command) -> events        (lease + active checked under the row lock
 ctx.ensure_active()                   (call right before a side effect outside execute)
 ctx.sign_and_record(chain=, build=, command=, label=) -> SignedTx
                                       (nonce allocation + sign + event in ONE transaction)
-ctx.tx_resume(chain=, raw_tx=, tx_hash=, label=, earlier_hashes=, signed_at=, replace=)
-                                      -> TxMined | TxPending | TxDead (receipt of it or of one
-                                      it replaced first, else rebroadcast the same bytes;
-                                      pending too long -> a bumped-fee replacement, recorded,
-                                      then broadcast). Every signed transaction of every
-                                      workflow goes through it, so none can stay stuck.
+ctx.tx_resume(chain=, stored=, label=)  -> TxMined | TxPending | TxDead (receipt of the
+                                      stored tx or of one it replaced first, recorded in the
+                                      operation's own log; else rebroadcast the same bytes;
+                                      pending too long -> a bumped-fee replacement, recorded
+                                      by the shared `ReplaceTransaction`, then broadcast).
+                                      Every signed transaction of every workflow goes through
+                                      it, so none can stay stuck.
 ctx.tx_probe_all(chain=, tx_hashes=)  -> TxMined | TxPending | None without broadcasting
 ctx.nonce_give_back(chain=, raw_tx=)  (abandoned never-broadcast tx: release or fill its nonce)
 ctx.chaos("before:request_mint")      (operator drill, see operations.workflows.chaos)
@@ -36,7 +37,10 @@ from eth_utils import keccak
 
 from conf.env import WorkerConfig
 from inventory.domain import events as ev
+from inventory.domain import onchain_tx
 from inventory.domain.aggregate import AggregateSpec
+from inventory.domain.events import TxPurpose
+from inventory.domain.onchain_tx import StoredTx
 from inventory.store import LoadedAggregate, StoredEvent, aggregate_execute, aggregate_load
 from operations.models import ACTIVE_STATUSES, Operation
 from operations.nonces import nonce_allocate, nonce_fill, nonce_fills_resume
@@ -301,38 +305,34 @@ class StepContext:
         return signed
 
     def tx_resume(
-        self,
-        *,
-        chain: EvmChain,
-        raw_tx: bytes,
-        tx_hash: str,
-        label: str,
-        earlier_hashes: Sequence[str],
-        signed_at: datetime,
-        replace: Callable[[SignedTx], Any],
+        self, *, chain: EvmChain, stored: StoredTx | None, label: str | None = None
     ) -> TxStatus:
         """Where a stored signed transaction stands; broadcasts the same bytes when needed.
 
-        A receipt for it or for one it replaced (`earlier_hashes`) -> `TxMined` (the receipt
-        names the mined one: the workflow records that one). Otherwise broadcast
+        The lifecycle of `inventory.domain.onchain_tx`, the same for every workflow. A receipt
+        for it or for one it replaced -> `TxMined` (the receipt, recorded in the operation's
+        log first, names the mined one: the workflow records that one). Otherwise broadcast
         (idempotent): accepted -> `TxPending`; its nonce already used by another transaction
         -> `TxDead` (sign anew or fail). A transaction still not mined
-        `config.tx_replace_after_s` after it was signed (`signed_at`: of the stored one, a
-        replacement's own) is replaced instead of re-sent unchanged: same nonce, fees bumped
-        (`chain.build_replacement`), the replacement recorded by the aggregate command
-        `replace(signed)` (committed) before it is broadcast; every earlier hash stays
-        watched. A worker that dies in between finds the replacement stored and re-sends
-        those bytes. Chaos points `before:broadcast:<label>` / `after:broadcast:<label>`.
+        `config.tx_replace_after_s` after it was signed (`stored.signed_at`: a replacement's
+        own) is replaced instead of re-sent unchanged: same nonce, fees bumped
+        (`chain.build_replacement`), the replacement recorded by `ReplaceTransaction` (committed)
+        before it is broadcast; every earlier hash stays watched. A worker that dies in between
+        finds the replacement stored and re-sends those bytes. Chaos points
+        `before:broadcast:<label>` / `after:broadcast:<label>` (label: the purpose's name).
         """
-        hashes = [tx_hash, *earlier_hashes]
+        if stored is None:
+            raise ValueError("tx_resume: no signed transaction is stored for this step")
+        label = label or str(stored.purpose)
+        hashes = list(stored.all_hashes())
         receipt = self._first_receipt(chain, hashes)
         if receipt is not None:
             return TxMined(receipt)
-        signed = signed_from_raw(raw_tx, tx_hash)
+        signed = signed_from_raw(stored.raw_tx, stored.tx_hash)
         # A filler that takes an abandoned nonce below ours must be out there too (no gap).
         nonce_fills_resume(chain=chain, below_nonce=signed.nonce)
-        if self.seconds_since(signed_at) > self.config.tx_replace_after_s:
-            signed = self._replace(chain=chain, stuck=signed, replace=replace, label=label)
+        if self.seconds_since(stored.signed_at) > self.config.tx_replace_after_s:
+            signed = self._replace(chain=chain, stuck=signed, purpose=stored.purpose, label=label)
             hashes = [signed.tx_hash, *hashes]
         self.ensure_active()
         self.chaos(f"before:broadcast:{label}")
@@ -365,11 +365,11 @@ class StepContext:
         return None
 
     def tx_cost_record(self, *, chain: EvmChain, receipt: Receipt) -> None:
-        """The cost ledger (issue 24): a mined transaction of ours, from its receipt (gas used,
-        effective gas price, native fee), valued at the ETH/USD feed's latest round, once per
-        transaction (`inventory.domain.costs`). A ledger failure is logged, never the step's."""
-        from inventory.domain import costs
-
+        """Record the receipt (the lifecycle's last step) in the operation's own log: the
+        cost ledger's `TransactionCostRecorded` (issue 24: gas used, effective gas price,
+        native fee, exact), valued at the ETH/USD feed's latest round read now, once per
+        transaction (`onchain_tx.RecordReceipt`). A ledger failure is logged, never the
+        step's."""
         feed = self.config.eth_usd_aggregator
         price = None
         if feed:
@@ -381,9 +381,9 @@ class StepContext:
                 )
         try:
             aggregate_execute(
-                spec=costs.SPEC,
+                spec=self.spec,
                 aggregate_id=self.aggregate_id,
-                command=costs.RecordTransactionCost(
+                command=onchain_tx.RecordReceipt(
                     operation_kind=self.kind,
                     pool=self.operation.pool,
                     chain=chain.name,
@@ -407,12 +407,16 @@ class StepContext:
         *,
         chain: EvmChain,
         stuck: SignedTx,
-        replace: Callable[[SignedTx], Any],
+        purpose: TxPurpose,
         label: str,
     ) -> SignedTx:
         """Sign `stuck` again with bumped fees and record it (before it is broadcast)."""
         replacement = chain.build_replacement(stuck.raw)
-        self.execute(replace(replacement))
+        self.execute(
+            onchain_tx.ReplaceTransaction(
+                purpose=purpose, raw_tx=replacement.raw, tx_hash=replacement.tx_hash
+            )
+        )
         logger.warning(
             "operation %s: %s tx %s not mined after %gs; replaced by %s (nonce %d, fees bumped)",
             self.operation_id,

@@ -13,7 +13,7 @@ TokensReceived  -> the tokens go into the asset's vault (spec 15.1: onchain inve
                    the order book can trade): allowance short -> a standing max approval of
                    the order book, signed and recorded (RecordVaultApproval), then broadcast
                    until mined (after REBALANCER_TX_REPLACE_AFTER_S unmined: a bumped-fee
-                   replacement stored first, ReplaceVaultApproval); then
+                   replacement stored first, ReplaceTransaction); then
                    `deposit4(token, vault_id, Float amount, [])` signed and recorded
                    (SubmitVaultDeposit). A refused deposit -> FailVaultDeposit (tokens in the
                    wallet, inflight kept, attention)
@@ -22,7 +22,7 @@ VaultDepositSubmitted -> receipt (of the deposit or one it replaced)? success an
                    ConfirmVaultDeposit naming the mined one (DepositedIntoVault, terminal);
                    reverted or dropped -> FailVaultDeposit; none -> broadcast the same bytes,
                    or after REBALANCER_TX_REPLACE_AFTER_S a bumped-fee replacement stored first
-                   (ReplaceVaultDeposit), Wait
+                   (ReplaceTransaction), Wait
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import logging
 from typing import Any
 
 from inventory.domain import mint
+from inventory.domain.events import TxPurpose
 from inventory.domain.units import UnitConversionError, to_units
 from inventory.domain.values import DomainError
 from inventory.selectors import asset_by_symbol
@@ -291,14 +292,8 @@ class MintWorkflow:
         if state.approval_raw_tx is not None and state.approval_tx_hash is not None:
             status = ctx.tx_resume(
                 chain=chain,
-                raw_tx=state.approval_raw_tx,
-                tx_hash=state.approval_tx_hash,
+                stored=mint.stored_tx(state, TxPurpose.APPROVE_VAULT),
                 label="vault_approval",
-                earlier_hashes=state.approval_earlier_hashes,
-                signed_at=state.approval_signed_at or state.received_at,
-                replace=lambda signed: mint.ReplaceVaultApproval(
-                    raw_tx=signed.raw, tx_hash=signed.tx_hash
-                ),
             )
             if isinstance(status, TxPending):
                 return Wait(ctx.config.tx_poll_interval_s, "vault approval not mined yet")
@@ -336,17 +331,7 @@ class MintWorkflow:
 
     def _confirm_deposit(self, ctx: StepContext, state: mint.VaultDepositSubmitted) -> Outcome:
         base = ctx.venues.base
-        status = ctx.tx_resume(
-            chain=base,
-            raw_tx=state.deposit_raw_tx,
-            tx_hash=state.deposit_tx_hash,
-            label="vault_deposit",
-            earlier_hashes=state.deposit_earlier_hashes,
-            signed_at=state.deposit_last_signed_at,
-            replace=lambda signed: mint.ReplaceVaultDeposit(
-                raw_tx=signed.raw, tx_hash=signed.tx_hash
-            ),
-        )
+        status = ctx.tx_resume(chain=base, stored=mint.stored_tx(state, TxPurpose.VAULT_DEPOSIT))
         if isinstance(status, TxPending):
             return ctx.tx_not_mined("vault deposit", state.deposit_tx_hash, state.submitted_at)
         if isinstance(status, TxDead):

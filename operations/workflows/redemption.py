@@ -13,13 +13,13 @@ VaultWithdrawPending -> receipt (of the withdrawal or one it replaced)? success 
                     dropped -> FailVaultWithdraw (the vault kept the tokens); moved part ->
                     attention; none -> broadcast the same bytes, or after
                     REBALANCER_TX_REPLACE_AFTER_S a bumped-fee replacement stored first
-                    (ReplaceVaultWithdraw), Wait
+                    (ReplaceTransaction), Wait
 WithdrawnFromVault -> sign the ERC-20 transfer to the redemption wallet and record it
                     (SignTransfer: raw bytes + hash) in one transaction
 TransferPending  -> receipt (of the transfer or one it replaced)? success -> SendTokens
                     naming the mined one; reverted -> FailTransfer; none -> broadcast the
                     same bytes, or after REBALANCER_TX_REPLACE_AFTER_S a bumped-fee
-                    replacement stored first (ReplaceTransfer) (dead: nonce used elsewhere ->
+                    replacement stored first (ReplaceTransaction) (dead: nonce used elsewhere ->
                     FailTransfer, nothing left our wallet; tokens that came out of the vault
                     stay inflight for an operator) then Wait short
 TokensSent       -> the redeem request matched by OUR tx hash (never by wallet, B14):
@@ -35,6 +35,7 @@ import logging
 from typing import Any
 
 from inventory.domain import redemption
+from inventory.domain.events import TxPurpose
 from inventory.domain.units import UnitConversionError, to_units
 from inventory.domain.values import DomainError
 from inventory.selectors import asset_by_address
@@ -166,15 +167,7 @@ class RedemptionWorkflow:
     ) -> Outcome:
         base = ctx.venues.base
         status = ctx.tx_resume(
-            chain=base,
-            raw_tx=state.raw_tx,
-            tx_hash=state.tx_hash,
-            label="vault_withdraw",
-            earlier_hashes=state.earlier_tx_hashes,
-            signed_at=state.last_signed_at,
-            replace=lambda signed: redemption.ReplaceVaultWithdraw(
-                raw_tx=signed.raw, tx_hash=signed.tx_hash
-            ),
+            chain=base, stored=redemption.stored_tx(state, TxPurpose.VAULT_WITHDRAW)
         )
         if isinstance(status, TxPending):
             return ctx.tx_not_mined("vault withdraw", state.tx_hash, state.signed_at)
@@ -251,15 +244,7 @@ class RedemptionWorkflow:
 
     def _send(self, ctx: StepContext, state: redemption.TransferPending) -> Outcome:
         status = ctx.tx_resume(
-            chain=ctx.venues.base,
-            raw_tx=state.raw_tx,
-            tx_hash=state.tx_hash,
-            label="transfer",
-            earlier_hashes=state.earlier_tx_hashes,
-            signed_at=state.last_signed_at,
-            replace=lambda signed: redemption.ReplaceTransfer(
-                raw_tx=signed.raw, tx_hash=signed.tx_hash
-            ),
+            chain=ctx.venues.base, stored=redemption.stored_tx(state, TxPurpose.TRANSFER)
         )
         if isinstance(status, TxMined):
             mined = status.receipt.tx_hash

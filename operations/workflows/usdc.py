@@ -303,21 +303,7 @@ class UsdcWorkflow:
     def _resume(self, ctx: StepContext, chain: EvmChain, stored: usdc.SignedTx) -> Any:
         """Receipt of the stored tx (or one it replaced), else broadcast it; unmined past
         `tx_replace_after_s` -> a bumped-fee replacement recorded for its purpose first."""
-        return ctx.tx_resume(
-            chain=chain,
-            raw_tx=stored.raw_tx,
-            tx_hash=stored.tx_hash,
-            label=str(stored.purpose),
-            earlier_hashes=stored.earlier_hashes,
-            signed_at=stored.signed_at,
-            replace=lambda signed: usdc.RecordTransaction(
-                purpose=stored.purpose,
-                chain_id=signed.chain_id,
-                raw_tx=signed.raw,
-                tx_hash=signed.tx_hash,
-                replaces=stored.tx_hash,
-            ),
-        )
+        return ctx.tx_resume(chain=chain, stored=stored)
 
     def _pending(self, ctx: StepContext, stored: usdc.SignedTx) -> Outcome:
         return ctx.tx_not_mined(f"{stored.purpose} tx", stored.tx_hash, stored.pending_since)

@@ -7,7 +7,8 @@ from decimal import Decimal
 import pytest
 
 from inventory.domain import events as ev
-from inventory.domain import mint
+from inventory.domain import mint, onchain_tx
+from inventory.domain.events import TxPurpose
 from inventory.domain.lifecycle import Lifecycle, LifecycleError, LifecycleErrorKind
 from inventory.domain.values import InvalidValue
 
@@ -41,8 +42,12 @@ SUBMIT = mint.SubmitVaultDeposit(VAULT, VAULT_ID, 30 * 10**18, b"\x02deposit", D
 CONFIRM = mint.ConfirmVaultDeposit()
 NEW_APPROVAL_TX = "0x" + "a2" * 32
 NEW_DEPOSIT_TX = "0x" + "d2" * 32
-REPLACE_APPROVAL = mint.ReplaceVaultApproval(b"\x02approve-bumped", NEW_APPROVAL_TX)
-REPLACE_DEPOSIT = mint.ReplaceVaultDeposit(b"\x02deposit-bumped", NEW_DEPOSIT_TX)
+REPLACE_APPROVAL = onchain_tx.ReplaceTransaction(
+    TxPurpose.APPROVE_VAULT, b"\x02approve-bumped", NEW_APPROVAL_TX
+)
+REPLACE_DEPOSIT = onchain_tx.ReplaceTransaction(
+    TxPurpose.VAULT_DEPOSIT, b"\x02deposit-bumped", NEW_DEPOSIT_TX
+)
 FAIL_DEPOSIT = mint.FailVaultDeposit("vault deposit reverted")
 REJECT = mint.RejectMint("insufficient position")
 FAIL_ACCEPTANCE = mint.FailAcceptance("alpaca rejected")
@@ -286,16 +291,25 @@ TABLE = {
     "ReceiveTokens": [NA, NA, OK, AC, AC, AC, AF, AF, AF, AF, AR],
     "Finalize": [TNR, TNR, TNR, VDR, AC, AC, AF, AF, AF, AF, AR],
     "RecordVaultApproval": [TNR, TNR, TNR, OK, AC, AC, AF, AF, AF, AF, AR],
-    "ReplaceVaultApproval": [TNR, TNR, TNR, VANS, AC, AC, AF, AF, AF, AF, AR],
+    "ReplaceTransaction:approve_vault": [TNR, TNR, TNR, VANS, AC, AC, AF, AF, AF, AF, AR],
     "SubmitVaultDeposit": [TNR, TNR, TNR, OK, AC, AC, AF, AF, AF, AF, AR],
-    "ReplaceVaultDeposit": [VNS, VNS, VNS, VNS, OK, AC, AF, AF, AF, AF, AR],
+    "ReplaceTransaction:vault_deposit": [VNS, VNS, VNS, VNS, OK, AC, AF, AF, AF, AF, AR],
     "ConfirmVaultDeposit": [VNS, VNS, VNS, VNS, OK, AC, AF, AF, AF, AF, AR],
     "FailVaultDeposit": [TNR, TNR, TNR, OK, OK, AC, AF, AF, AF, AF, AR],
     "TimeOutMint": [NA, NA, OK, AC, AC, AC, AF, AF, AF, AF, AR],
     "ReconcileMint": [NREC, NREC, NREC, NREC, NREC, NREC, NREC, NREC, OK, OK, AR],
 }
+
+
+def row_of(command):
+    """The table's row: the command's name (and purpose, for the shared replacement)."""
+    name = type(command).__name__
+    purpose = getattr(command, "purpose", None)
+    return name if purpose is None else f"{name}:{purpose}"
+
+
 CASES = [
-    (command, state, TABLE[type(command).__name__][index])
+    (command, state, TABLE[row_of(command)][index])
     for command in ALL_COMMANDS
     for index, state in enumerate(STATES)
 ]
@@ -577,7 +591,9 @@ def test_replace_vault_approval_stores_the_replacement_and_keeps_the_old_hash_wa
     state, _ = run(reach("TokensReceived"), APPROVE, at(3))
     state, events = run(state, REPLACE_APPROVAL, at(5))
     assert events == [
-        ev.VaultApprovalReplaced(REPLACE_APPROVAL.raw_tx, NEW_APPROVAL_TX, APPROVAL_TX, at(5))
+        ev.MintTransactionReplaced(
+            TxPurpose.APPROVE_VAULT, REPLACE_APPROVAL.raw_tx, NEW_APPROVAL_TX, APPROVAL_TX, at(5)
+        )
     ]
     value = state.live_value()
     assert (value.approval_raw_tx, value.approval_tx_hash) == (
@@ -587,11 +603,13 @@ def test_replace_vault_approval_stores_the_replacement_and_keeps_the_old_hash_wa
     assert value.approval_signed_at == at(5)
     assert value.approval_hashes() == (NEW_APPROVAL_TX, APPROVAL_TX)
     assert run(state, REPLACE_APPROVAL, at(6))[1] == []  # the stored one again: a no-op
-    with pytest.raises(mint.ReplacementNotNew):
+    with pytest.raises(onchain_tx.ReplacementNotNew):
         mint.handle(state, APPROVE_AGAIN_AS_REPLACEMENT, at(6))
 
 
-APPROVE_AGAIN_AS_REPLACEMENT = mint.ReplaceVaultApproval(b"\x02approve", APPROVAL_TX)
+APPROVE_AGAIN_AS_REPLACEMENT = onchain_tx.ReplaceTransaction(
+    TxPurpose.APPROVE_VAULT, b"\x02approve", APPROVAL_TX
+)
 
 
 def test_a_new_approval_after_a_dead_one_forgets_the_replaced_hashes():
@@ -604,7 +622,9 @@ def test_a_new_approval_after_a_dead_one_forgets_the_replaced_hashes():
 def test_replace_vault_deposit_keeps_the_first_signing_time_and_every_hash():
     state, events = run(reach("VaultDepositSubmitted"), REPLACE_DEPOSIT, at(5))
     assert events == [
-        ev.VaultDepositReplaced(REPLACE_DEPOSIT.raw_tx, NEW_DEPOSIT_TX, DEPOSIT_TX, at(5))
+        ev.MintTransactionReplaced(
+            TxPurpose.VAULT_DEPOSIT, REPLACE_DEPOSIT.raw_tx, NEW_DEPOSIT_TX, DEPOSIT_TX, at(5)
+        )
     ]
     value = state.live_value()
     assert (value.deposit_raw_tx, value.deposit_tx_hash) == (
@@ -613,8 +633,9 @@ def test_replace_vault_deposit_keeps_the_first_signing_time_and_every_hash():
     )
     assert (value.submitted_at, value.deposit_last_signed_at) == (at(3), at(5))
     assert value.deposit_hashes() == (NEW_DEPOSIT_TX, DEPOSIT_TX)
-    with pytest.raises(mint.ReplacementNotNew):
-        mint.handle(state, mint.ReplaceVaultDeposit(b"\x02deposit", DEPOSIT_TX), at(6))
+    with pytest.raises(onchain_tx.ReplacementNotNew):
+        again = onchain_tx.ReplaceTransaction(TxPurpose.VAULT_DEPOSIT, b"\x02deposit", DEPOSIT_TX)
+        mint.handle(state, again, at(6))
 
 
 @pytest.mark.parametrize("mined", [DEPOSIT_TX, NEW_DEPOSIT_TX])

@@ -7,7 +7,9 @@ from decimal import Decimal
 import pytest
 
 from inventory.domain import events as ev
+from inventory.domain import onchain_tx
 from inventory.domain import redemption as rd
+from inventory.domain.events import TxPurpose
 from inventory.domain.lifecycle import Lifecycle, LifecycleError, LifecycleErrorKind
 from inventory.domain.values import InvalidValue
 
@@ -544,7 +546,9 @@ def test_transfer_after_the_withdrawal_must_redeem_what_was_withdrawn(command, f
 
 
 NEW_WITHDRAW_TX = "0x" + "c2" * 32
-REPLACE_WITHDRAW = rd.ReplaceVaultWithdraw(b"\x02withdraw-bumped", NEW_WITHDRAW_TX)
+REPLACE_WITHDRAW = onchain_tx.ReplaceTransaction(
+    TxPurpose.VAULT_WITHDRAW, b"\x02withdraw-bumped", NEW_WITHDRAW_TX
+)
 VAULT_COMMANDS = [
     WITHDRAW,
     CONFIRM_WITHDRAW,
@@ -559,7 +563,7 @@ VAULT_TABLE = {
     #        U    VWP  WFV  TP   TS   Done F(wd) F(tr)
     "SignVaultWithdraw": ["ok", "AIP", "AIP", "AIP", "AIP", "AIP", "AIP", "AIP"],
     "ConfirmVaultWithdraw": ["VWNS", "ok", "AC", "AC", "AC", "AC", "AF", "AF"],
-    "ReplaceVaultWithdraw": ["VWNS", "ok", "AC", "AC", "AC", "AC", "AF", "AF"],
+    "ReplaceTransaction": ["VWNS", "ok", "AC", "AC", "AC", "AC", "AF", "AF"],
     "FailVaultWithdraw": ["VWNS", "ok", "AC", "AC", "AC", "AC", "AF", "AF"],
     "SignTransfer": ["ok", "NWFV", "ok", "AIP", "AIP", "AIP", "AIP", "AIP"],
     "SendTokens": ["ok", "NWFV", "TNS", "ok", "AC", "AC", "AF", "AF"],
@@ -602,12 +606,16 @@ def test_vault_command_validation_table(command, state_name, expected):
 # --- a stuck transfer is replaced (issue 8) ---------------------------------------------------
 
 REPLACEMENT_TX = "0x" + "02" * 32
-REPLACE = rd.ReplaceTransfer(b"\x02\xf8bumped-fees", REPLACEMENT_TX)
+REPLACE = onchain_tx.ReplaceTransaction(TxPurpose.TRANSFER, b"\x02\xf8bumped-fees", REPLACEMENT_TX)
 
 
 def test_replace_transfer_stores_the_replacement_and_keeps_the_old_hash_watched():
     state, events = run(reach("TransferPending"), REPLACE, at(5))
-    assert events == [ev.TransferReplaced(REPLACE.raw_tx, REPLACEMENT_TX, TX, at(5))]
+    assert events == [
+        ev.RedemptionTransactionReplaced(
+            TxPurpose.TRANSFER, REPLACE.raw_tx, REPLACEMENT_TX, TX, at(5)
+        )
+    ]
     value = state.live_value()
     assert (value.raw_tx, value.tx_hash) == (REPLACE.raw_tx, REPLACEMENT_TX)
     assert (value.signed_at, value.last_signed_at) == (at(0), at(5))  # time-outs: the first
@@ -622,8 +630,8 @@ def test_replacing_with_the_stored_transfer_again_records_nothing():
 
 def test_replacing_with_a_transfer_it_replaced_is_refused():
     state, _ = run(reach("TransferPending"), REPLACE, at(5))
-    with pytest.raises(rd.ReplacementNotNew):
-        rd.handle(state, rd.ReplaceTransfer(RAW, TX), at(6))
+    with pytest.raises(onchain_tx.ReplacementNotNew):
+        rd.handle(state, onchain_tx.ReplaceTransaction(TxPurpose.TRANSFER, RAW, TX), at(6))
 
 
 @pytest.mark.parametrize("mined", [TX, REPLACEMENT_TX])
@@ -660,15 +668,20 @@ def test_replace_transfer_outside_transfer_pending_is_refused(path, error):
 def test_replace_vault_withdraw_stores_the_replacement_and_keeps_the_old_hash_watched():
     state, events = run(reach_via_vault("VaultWithdrawPending"), REPLACE_WITHDRAW, at(5))
     assert events == [
-        ev.VaultWithdrawReplaced(REPLACE_WITHDRAW.raw_tx, NEW_WITHDRAW_TX, WITHDRAW_TX, at(5))
+        ev.RedemptionTransactionReplaced(
+            TxPurpose.VAULT_WITHDRAW, REPLACE_WITHDRAW.raw_tx, NEW_WITHDRAW_TX, WITHDRAW_TX, at(5)
+        )
     ]
     value = state.live_value()
     assert (value.raw_tx, value.tx_hash) == (REPLACE_WITHDRAW.raw_tx, NEW_WITHDRAW_TX)
     assert (value.signed_at, value.last_signed_at) == (at(0), at(5))
     assert value.all_tx_hashes() == (NEW_WITHDRAW_TX, WITHDRAW_TX)
     assert run(state, REPLACE_WITHDRAW, at(6))[1] == []  # the stored one again: a no-op
-    with pytest.raises(rd.ReplacementNotNew):
-        rd.handle(state, rd.ReplaceVaultWithdraw(b"\x02withdraw", WITHDRAW_TX), at(6))
+    with pytest.raises(onchain_tx.ReplacementNotNew):
+        again = onchain_tx.ReplaceTransaction(
+            TxPurpose.VAULT_WITHDRAW, b"\x02withdraw", WITHDRAW_TX
+        )
+        rd.handle(state, again, at(6))
 
 
 @pytest.mark.parametrize("mined", [WITHDRAW_TX, NEW_WITHDRAW_TX])

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from inventory.domain import events as ev
-from inventory.domain import usdc
+from inventory.domain import onchain_tx, usdc
 from inventory.domain.events import TxPurpose
 from inventory.domain.lifecycle import Lifecycle, LifecycleError, LifecycleErrorKind
 from inventory.domain.values import InvalidValue, RebalanceDirection, TransferRef, TransferRefKind
@@ -981,10 +981,8 @@ def test_step_of_and_is_terminal(state_name, step, terminal):
 REPLACED_BURN_TX = h("0b")
 
 
-def replace_burn(tx_hash: str = REPLACED_BURN_TX, replaces: str = BURN_TX):
-    return usdc.RecordTransaction(
-        TxPurpose.BURN, 1, b"raw-" + tx_hash.encode(), tx_hash, replaces=replaces
-    )
+def replace_burn(tx_hash: str = REPLACED_BURN_TX):
+    return onchain_tx.ReplaceTransaction(TxPurpose.BURN, b"raw-" + tx_hash.encode(), tx_hash)
 
 
 def test_recording_a_replacement_keeps_the_replaced_hash_watched():
@@ -1006,15 +1004,13 @@ def test_the_outcome_may_name_whichever_transaction_was_mined(mined):
     assert events[0].burn_tx_hash == mined
 
 
-def test_a_replacement_must_name_the_stored_transaction():
-    state, _ = run(reach("WithdrawalComplete"), REC_BURN, at(5))
-    with pytest.raises(usdc.TransactionConflict):
-        run(state, replace_burn(replaces=h("0c")), at(6))
-    with pytest.raises(usdc.TransactionConflict):
+def test_a_replacement_needs_a_stored_transaction_and_must_be_new():
+    with pytest.raises(onchain_tx.NothingToReplace):
         run(reach("WithdrawalComplete"), replace_burn(), at(6))  # nothing stored to replace
+    state, _ = run(reach("WithdrawalComplete"), REC_BURN, at(5))
     state, _ = run(state, replace_burn(), at(6))
-    with pytest.raises(usdc.TransactionConflict):  # back to one it already replaced
-        run(state, replace_burn(tx_hash=BURN_TX, replaces=REPLACED_BURN_TX), at(7))
+    with pytest.raises(onchain_tx.ReplacementNotNew):  # back to one it already replaced
+        run(state, replace_burn(tx_hash=BURN_TX), at(7))
 
 
 # --- issue 20: USDCUSD conversions at Alpaca (spec 15.5) ---------------------------------------

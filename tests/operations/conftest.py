@@ -35,7 +35,10 @@ import pytest
 from django.db import connections
 
 from conf.env import EnvReader, RebalancingConfig, load_rebalancing_config
+from inventory.domain import onchain_tx
+from inventory.domain.aggregate import AggregateSpec
 from inventory.services import asset_register
+from inventory.store import StoredEvent, aggregate_load
 from operations.models import Operation
 from operations.venues import Venues
 from operations.workflows import AdvanceResult, operation_advance
@@ -55,6 +58,14 @@ FAST_KNOBS = SimKnobs(
     redemption_detect_delay_s=0.1,
     redemption_complete_delay_s=0.3,
 )
+
+
+def step_events(spec: AggregateSpec, aggregate_id: str) -> list[StoredEvent]:
+    """An operation's stored events without its cost ledger (`TransactionCostRecorded` and
+    `VenueCostRecorded` are part of the same log but record receipts, not steps: the ledger's
+    own tests read them)."""
+    loaded = aggregate_load(spec, aggregate_id)
+    return [s for s in loaded.events if not onchain_tx.is_ledger(s.event)]
 
 
 def unvalidated_operation(kind: str, pool: str, amount: str, token_address: str = "") -> Operation:

@@ -15,8 +15,9 @@ from django.test import Client
 
 from inventory.domain import costs as costs_domain
 from inventory.domain import events as ev
+from inventory.domain import usdc
 from inventory.domain.lifecycle import Lifecycle
-from inventory.domain.values import InvalidValue
+from inventory.domain.values import InvalidValue, RebalanceDirection
 from inventory.models import Event
 from inventory.store import aggregate_execute
 from operations.costs import costs_report, operation_costs
@@ -175,13 +176,21 @@ def test_a_usdc_move_records_every_transaction_exactly_as_the_chains_charged_it(
     assert group["total_usd"] == costs.total_usd
     assert group["cost_per_10k_usd"] == (costs.total_usd / 150 * 10_000).quantize(Decimal("1e-8"))
 
-    # Recording a receipt again (a worker resuming) adds nothing.
-    count = Event.objects.filter(aggregate_type=ev.COSTS).count()
+    # The ledger is part of the operation's own log (nothing in the legacy aggregate), and
+    # recording a receipt again (a worker resuming) adds nothing.
+    assert not Event.objects.filter(aggregate_type=ev.COSTS).exists()
+    own = Event.objects.filter(
+        aggregate_type=ev.USDC_REBALANCE,
+        event_type=ev.UsdcTransactionCostRecorded.event_type_name(),
+        aggregate_id=operation.aggregate_id,
+    )
+    count = own.count()
+    assert count == len(costs.transactions)
     first = costs.transactions[0]
     receipt = chains[first.chain].receipt(first.tx_hash)
     assert (
         aggregate_execute(
-            spec=costs_domain.SPEC,
+            spec=usdc.SPEC,
             aggregate_id=operation.aggregate_id,
             command=record(
                 operation_kind=A2B,
@@ -194,7 +203,7 @@ def test_a_usdc_move_records_every_transaction_exactly_as_the_chains_charged_it(
         )
         == []
     )
-    assert Event.objects.filter(aggregate_type=ev.COSTS).count() == count
+    assert own.count() == count
 
 
 @pytest.mark.django_db
@@ -257,17 +266,27 @@ def test_a_conversions_spread_is_a_venue_cost_of_its_operation_everywhere(
 # --- the ledger's surfaces: manage.py costs, /api/v1/costs, the operation, console, /metrics ---
 
 
-@pytest.fixture
-def ledger(db):
-    """A USDC move with two recorded transactions (Ethereum unvalued, Base at 2,500)."""
+@pytest.fixture(params=["own log", "legacy OperationCost"])
+def ledger(db, request):
+    """A USDC move with two recorded transactions (Ethereum unvalued, Base at 2,500): in the
+    operation's own log, or in the legacy `OperationCost` aggregate that older logs hold (the
+    ledger reads both alike)."""
     operation = operation_create(kind=A2B, pool="USDC", amount=Decimal(2000))
     assert operation is not None
+    spec = costs_domain.SPEC
+    if request.param == "own log":
+        spec = usdc.SPEC
+        aggregate_execute(
+            spec=spec,
+            aggregate_id=operation.aggregate_id,
+            command=usdc.Request(RebalanceDirection.ALPACA_TO_BASE, Decimal(2000)),
+        )
     for chain, tx_hash, gas, price, eth_usd in (
         ("ethereum", "0x" + "01" * 32, 100_000, 20_000_000_000, None),
         ("base", "0x" + "02" * 32, 200_000, 1_000_000_000, Decimal("2500")),
     ):
         aggregate_execute(
-            spec=costs_domain.SPEC,
+            spec=spec,
             aggregate_id=operation.aggregate_id,
             command=record(
                 operation_kind=A2B,

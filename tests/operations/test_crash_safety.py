@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from inventory.domain import mint, redemption
-from inventory.store import aggregate_load
 from operations.models import OperationKind, OperationStatus
 from operations.services import operation_create
+from tests.operations.conftest import step_events
 from tests.operations.test_workers_e2e import mint_requests, register_sim_assets, wait_finished
 from venues.sim.server import KEY_MINT
 from venues.sim.venue import equity_vault_id
@@ -123,9 +123,7 @@ def test_mint_killed_at_each_step_boundary_completes_once_after_restart(
         token=token, from_block=start_block, from_=wallet, to=sim_venue.vault
     )
     assert [t.amount_units for t in deposits] == [25 * UNIT // 10]
-    names = [
-        type(s.event).__name__ for s in aggregate_load(mint.SPEC, operation.aggregate_id).events
-    ]
+    names = [type(s.event).__name__ for s in step_events(mint.SPEC, operation.aggregate_id)]
     assert names == [
         "MintRequested",
         "MintAccepted",
@@ -181,10 +179,7 @@ def test_redemption_killed_at_each_step_boundary_completes_once_after_restart(
         15 * UNIT // 10
     )
     assert posts_since(sim_venue, posts_before) == {}  # a redemption posts nothing to Alpaca
-    names = [
-        type(s.event).__name__
-        for s in aggregate_load(redemption.SPEC, operation.aggregate_id).events
-    ]
+    names = [type(s.event).__name__ for s in step_events(redemption.SPEC, operation.aggregate_id)]
     assert names == [
         "VaultWithdrawSigned",
         "WithdrawnFromVault",

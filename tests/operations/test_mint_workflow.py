@@ -19,7 +19,12 @@ from operations.models import Operation, OperationKind, OperationStatus
 from operations.services import operation_create
 from operations.venues import Venues
 from operations.workflows import operation_advance
-from tests.operations.conftest import FAST_KNOBS, advance_until_finished, unvalidated_operation
+from tests.operations.conftest import (
+    FAST_KNOBS,
+    advance_until_finished,
+    step_events,
+    unvalidated_operation,
+)
 from venues.sim.server import FAULT_5XX, FAULT_5XX_AFTER, KEY_MINT
 from venues.sim.venue import equity_vault_id
 
@@ -43,8 +48,7 @@ def sim_requests_for(sim_venue, operation: Operation) -> list[dict]:
 
 
 def event_types(operation: Operation) -> list[str]:
-    loaded = aggregate_load(mint.SPEC, operation.aggregate_id)
-    return [type(s.event).__name__ for s in loaded.events]
+    return [type(s.event).__name__ for s in step_events(mint.SPEC, operation.aggregate_id)]
 
 
 def observe_aapl(*, onchain: str, offchain: str) -> None:
@@ -89,14 +93,14 @@ def test_mint_completes_with_one_request_and_the_tokens_deposited_into_the_asset
     # Minted to our wallet, then into the vault: onchain inventory is what the book can trade.
     assert chains.balance(chains.base, token, venues.market_maker_wallet) == wallet_before
     assert vault_balance(sim_venue, venues, "AAPL") - vault_before == 5_500_000_000_000_000_000
-    events = [s.event for s in aggregate_load(mint.SPEC, operation.aggregate_id).events]
+    events = [s.event for s in step_events(mint.SPEC, operation.aggregate_id)]
     received = events[2]
     assert isinstance(received, ev.TokensReceived)
     assert received.shares_minted == 5_500_000_000_000_000_000
     (deposit,) = [e for e in events if isinstance(e, ev.VaultDepositSubmitted)]
     assert deposit.amount_units == 5_500_000_000_000_000_000
     assert deposit.vault_id == equity_vault_id("AAPL")
-    assert aggregate_load(mint.SPEC, operation.aggregate_id).events[0].metadata == {
+    assert step_events(mint.SPEC, operation.aggregate_id)[0].metadata == {
         "operation_id": operation.pk,
         "actor": "worker",
     }

@@ -22,7 +22,7 @@ from operations.workflows import operation_advance
 from operations.workflows.base import Continue
 from operations.workflows.context import StepContext, decode_signed
 from operations.workflows.redemption import WORKFLOW
-from tests.operations.conftest import advance_until_finished
+from tests.operations.conftest import advance_until_finished, step_events
 from tests.operations.test_workers_e2e import fund_equity_vault
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]
@@ -50,8 +50,7 @@ def sign_only(operation: Operation, venues) -> redemption.VaultWithdrawPending:
 
 
 def event_types(operation: Operation) -> list[str]:
-    loaded = aggregate_load(redemption.SPEC, operation.aggregate_id)
-    return [type(s.event).__name__ for s in loaded.events]
+    return [type(s.event).__name__ for s in step_events(redemption.SPEC, operation.aggregate_id)]
 
 
 def test_force_failing_a_never_broadcast_transfer_below_another_fills_its_nonce(

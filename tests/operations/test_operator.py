@@ -26,7 +26,7 @@ from operations.operator import (
 from operations.services import operation_create
 from operations.venues import Venues
 from operations.workflows import operation_advance
-from tests.operations.conftest import FAST_KNOBS, advance_until_finished
+from tests.operations.conftest import FAST_KNOBS, advance_until_finished, step_events
 from tests.service.support import queued_operation_tasks
 from venues.sim.server import KEY_MINT, KEY_TOKENIZATION_LIST
 
@@ -43,9 +43,7 @@ def new_mint(amount: str = "1") -> Operation:
 
 
 def events(operation: Operation) -> list[str]:
-    return [
-        type(s.event).__name__ for s in aggregate_load(mint.SPEC, operation.aggregate_id).events
-    ]
+    return [type(s.event).__name__ for s in step_events(mint.SPEC, operation.aggregate_id)]
 
 
 def accepted_mint(sim_venue, venues) -> Operation:
@@ -85,7 +83,7 @@ def test_force_fail_after_acceptance_times_out_keeping_inflight_then_reconcile_c
     assert failed.status == OperationStatus.FAILED
     assert failed.needs_attention
     assert events(operation)[-1] == "MintTimedOut"
-    last = aggregate_load(mint.SPEC, operation.aggregate_id).events[-1]
+    last = step_events(mint.SPEC, operation.aggregate_id)[-1]
     assert last.metadata["actor"] == "alice"
 
     reconciled = operator_reconcile(
@@ -220,8 +218,7 @@ def signed_redemption(sim_venue, venues, sim_assets) -> tuple[Operation, object]
 def redemption_events(operation: Operation) -> list[str]:
     from inventory.domain import redemption
 
-    loaded = aggregate_load(redemption.SPEC, operation.aggregate_id)
-    return [type(s.event).__name__ for s in loaded.events]
+    return [type(s.event).__name__ for s in step_events(redemption.SPEC, operation.aggregate_id)]
 
 
 def test_force_fail_of_a_never_broadcast_transfer_fails_it_and_gives_the_nonce_back(
@@ -388,6 +385,6 @@ def test_force_fail_of_a_requested_mint_alpaca_cannot_confirm_stays_active_until
     assert reconciled.status == OperationStatus.FAILED
     assert not reconciled.needs_attention
     assert events(operation) == ["MintRequested", "MintRejected"]
-    last = aggregate_load(mint.SPEC, operation.aggregate_id).events[-1]
+    last = step_events(mint.SPEC, operation.aggregate_id)[-1]
     assert last.event.reason == "reconciled by bob: no such request in Alpaca's dashboard"
     assert last.metadata["action"] == "reconcile"

@@ -15,7 +15,12 @@ from operations.services import operation_create
 from operations.venues import Venues
 from operations.workflows import operation_advance
 from operations.workflows.context import StepContext, decode_signed
-from tests.operations.conftest import FAST_KNOBS, advance_until_finished, unvalidated_operation
+from tests.operations.conftest import (
+    FAST_KNOBS,
+    advance_until_finished,
+    step_events,
+    unvalidated_operation,
+)
 from venues.sim.venue import equity_vault_id
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]
@@ -49,8 +54,7 @@ def new_redemption(token: str, amount: str = "4", symbol: str = "MSFT") -> Opera
 
 
 def event_types(operation: Operation) -> list[str]:
-    loaded = aggregate_load(redemption.SPEC, operation.aggregate_id)
-    return [type(s.event).__name__ for s in loaded.events]
+    return [type(s.event).__name__ for s in step_events(redemption.SPEC, operation.aggregate_id)]
 
 
 def transfers_to_redemption(sim_venue, venues, token: str, from_block: int) -> list:
@@ -177,7 +181,7 @@ def test_nonces_are_allocated_past_both_the_stored_and_the_chain_pending_value(
     operation = new_redemption(funded["MSFT"], "1")
     pending = base.pending_nonce()
     operation_advance(operation_id=operation.pk, venues=venues)
-    events = [s.event for s in aggregate_load(redemption.SPEC, operation.aggregate_id).events]
+    events = [s.event for s in step_events(redemption.SPEC, operation.aggregate_id)]
     signed = [decode_signed(e.raw_tx) for e in events if hasattr(e, "raw_tx")]
     # The vault withdrawal first, then (if the advance got that far) the transfer.
     assert signed[0] == (base.chain_id, pending)

@@ -15,7 +15,7 @@ from operations.models import Operation, OperationKind, OperationStatus
 from operations.services import operation_create
 from operations.workflows import operation_advance
 from operations.workflows.runner import backoff_seconds
-from tests.operations.conftest import FAST_KNOBS
+from tests.operations.conftest import FAST_KNOBS, step_events
 from tests.service.support import queued_operation_tasks
 from venues.sim.server import FAULT_5XX, FAULT_5XX_AFTER, FAULT_429, KEY_MINT, KEY_TOKENIZATION_LIST
 
@@ -32,9 +32,7 @@ def new_mint(amount: str = "1", symbol: str = "AAPL") -> Operation:
 
 
 def events(operation: Operation) -> list[str]:
-    return [
-        type(s.event).__name__ for s in aggregate_load(mint.SPEC, operation.aggregate_id).events
-    ]
+    return [type(s.event).__name__ for s in step_events(mint.SPEC, operation.aggregate_id)]
 
 
 def test_duplicate_delivery_skips_while_another_workers_lease_is_valid(venues, sim_assets):

@@ -1,7 +1,7 @@
 """Transactions cannot get stuck on too low a fee (issue 8), on the real anvil chain.
 
 A signed transfer that stays unmined for `REBALANCER_TX_REPLACE_AFTER_S` is replaced: same
-nonce, fees bumped, the replacement stored (TransferReplaced) before it is broadcast, and every
+nonce, fees bumped, the replacement stored (TransactionReplaced) before it is broadcast, and every
 earlier hash watched until one of them is mined. Base mines only on demand here (automine off)
 and its base fee is pushed above the first transfer's fee cap, as on a congested chain.
 """
@@ -17,13 +17,13 @@ from decimal import Decimal
 import pytest
 
 from inventory.domain import events as ev
-from inventory.domain import redemption
+from inventory.domain import onchain_tx, redemption
 from inventory.store import aggregate_execute, aggregate_load
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.services import operation_create
 from operations.venues import Venues
 from operations.workflows import operation_advance
-from tests.operations.conftest import advance_until_finished
+from tests.operations.conftest import advance_until_finished, step_events
 from tests.operations.test_workers_e2e import fund_equity_vault
 from venues.chain import signed_fields
 from venues.sim.venue import SimVenue
@@ -64,7 +64,7 @@ def new_redemption(sim_venue, venues, token: str) -> Operation:
 
 
 def events(operation: Operation) -> list:
-    return [s.event for s in aggregate_load(redemption.SPEC, operation.aggregate_id).events]
+    return [s.event for s in step_events(redemption.SPEC, operation.aggregate_id)]
 
 
 def advance_to_a_broadcast_transfer(
@@ -100,11 +100,11 @@ def test_a_transfer_underpriced_for_the_chain_is_replaced_with_bumped_fees_and_c
         assert base.receipt(first.tx_hash) is None
 
         deadline = time.monotonic() + 120
-        while not any(isinstance(e, ev.TransferReplaced) for e in events(operation)):
+        while not any(isinstance(e, ev.RedemptionTransactionReplaced) for e in events(operation)):
             assert time.monotonic() < deadline, "the stuck transfer was never replaced"
             time.sleep(0.2)
             operation_advance(operation_id=operation.pk, venues=quick)
-        replaced = next(e for e in events(operation) if isinstance(e, ev.TransferReplaced))
+        replaced = one_of(events(operation), replaced_as(ev.TxPurpose.TRANSFER))
         assert replaced.replaces == first.tx_hash
         assert replaced.tx_hash != first.tx_hash
         old, new = signed_fields(first.raw_tx), signed_fields(replaced.raw_tx)
@@ -123,7 +123,7 @@ def test_a_transfer_underpriced_for_the_chain_is_replaced_with_bumped_fees_and_c
         "VaultWithdrawSigned",
         "WithdrawnFromVault",
         "TransferSigned",
-        "TransferReplaced",
+        "TransactionReplaced",
         "TokensSent",
         "Detected",
         "Completed",
@@ -148,7 +148,9 @@ def test_the_replaced_transfer_is_still_watched_and_counts_when_it_is_the_one_mi
         aggregate_execute(
             spec=redemption.SPEC,
             aggregate_id=operation.aggregate_id,
-            command=redemption.ReplaceTransfer(raw_tx=replacement.raw, tx_hash=replacement.tx_hash),
+            command=onchain_tx.ReplaceTransaction(
+                ev.TxPurpose.TRANSFER, raw_tx=replacement.raw, tx_hash=replacement.tx_hash
+            ),
             metadata={"operation_id": operation.pk, "actor": "worker"},
         )
         rpc(sim_venue, "evm_mine")  # the first transfer is the one mined
@@ -174,11 +176,13 @@ def test_a_usdc_vault_withdraw_underpriced_for_the_chain_is_replaced_and_the_mov
     fund_vault(sim_venue, venues, "120")
     operation = new_usdc(B2A, "120")
 
-    def signed() -> list[ev.TransactionSigned]:
+    def signed() -> list:
+        """The vault withdrawal as signed, then its replacements (TransactionReplaced)."""
         return [
             e
             for e in usdc_events(operation)
-            if isinstance(e, ev.TransactionSigned) and e.purpose == ev.TxPurpose.VAULT_WITHDRAW
+            if isinstance(e, ev.TransactionSigned | ev.TxReplacedFields)
+            and e.purpose == ev.TxPurpose.VAULT_WITHDRAW
         ]
 
     with base_mines_on_demand(sim_venue):
@@ -195,6 +199,7 @@ def test_a_usdc_vault_withdraw_underpriced_for_the_chain_is_replaced_and_the_mov
             time.sleep(0.2)
             operation_advance(operation_id=operation.pk, venues=quick)
         replacement = signed()[1]
+        assert isinstance(replacement, ev.UsdcTransactionReplaced)
         assert replacement.replaces == first.tx_hash
         assert signed_fields(replacement.raw_tx)["nonce"] == signed_fields(first.raw_tx)["nonce"]
         assert base.transaction_known(replacement.tx_hash)
@@ -242,8 +247,13 @@ def same_transaction_bumped(old_raw: bytes, new_raw: bytes) -> None:
     assert new["maxFeePerGas"] > old["maxFeePerGas"] * 4  # payable at the jumped base fee
 
 
+def replaced_as(purpose: ev.TxPurpose) -> list:
+    """The kind `one_of` finds: the shared lifecycle's replacement of `purpose`'s transaction."""
+    return [ev.TxReplacedFields, purpose]
+
+
 def stuck_then_replaced(
-    sim_venue: SimVenue, operation: Operation, quick: Venues, signed, replaced: type, log
+    sim_venue: SimVenue, operation: Operation, quick: Venues, signed, replaced: list, log
 ):
     """`signed` (broadcast, waiting) gets stuck; the worker replaces it with the same
     transaction at a higher fee, stores it, broadcasts it; a block mines it. Returns the
@@ -252,8 +262,8 @@ def stuck_then_replaced(
     advance_until(
         operation,
         quick,
-        lambda: any(isinstance(e, replaced) for e in log()),
-        f"the stuck transaction replaced ({replaced.__name__})",
+        lambda: any(is_kind(e, replaced) for e in log()),
+        f"the stuck transaction replaced ({replaced[1]})",
     )
     replacement = one_of(log(), replaced)
     assert replacement.replaces == signed.tx_hash
@@ -266,11 +276,18 @@ def stuck_then_replaced(
 def mint_events(operation: Operation) -> list:
     from inventory.domain import mint
 
-    return [s.event for s in aggregate_load(mint.SPEC, operation.aggregate_id).events]
+    return [s.event for s in step_events(mint.SPEC, operation.aggregate_id)]
 
 
-def one_of(events_: list, kind: type):
-    [found] = [e for e in events_ if isinstance(e, kind)]
+def is_kind(event, kind) -> bool:
+    """`kind`: an event class, or [class, purpose] for a transaction lifecycle event."""
+    if isinstance(kind, list):
+        return isinstance(event, kind[0]) and event.purpose == kind[1]
+    return isinstance(event, kind)
+
+
+def one_of(events_: list, kind):
+    [found] = [e for e in events_ if is_kind(e, kind)]
     return found
 
 
@@ -341,7 +358,7 @@ def test_a_mint_whose_vault_approval_and_deposit_get_stuck_replaces_both_and_com
         advance_mint_to_a_broadcast_approval(sim_venue, operation, venues)
         approval = one_of(mint_events(operation), ev.VaultApprovalSigned)
         approval_2 = stuck_then_replaced(
-            sim_venue, operation, quick, approval, ev.VaultApprovalReplaced, log
+            sim_venue, operation, quick, approval, replaced_as(ev.TxPurpose.APPROVE_VAULT), log
         )
 
         advance_until(
@@ -352,7 +369,7 @@ def test_a_mint_whose_vault_approval_and_deposit_get_stuck_replaces_both_and_com
         )
         deposit = one_of(mint_events(operation), ev.VaultDepositSubmitted)
         deposit_2 = stuck_then_replaced(
-            sim_venue, operation, quick, deposit, ev.VaultDepositReplaced, log
+            sim_venue, operation, quick, deposit, replaced_as(ev.TxPurpose.VAULT_DEPOSIT), log
         )
 
     advance_until_finished(operation, venues)
@@ -364,9 +381,9 @@ def test_a_mint_whose_vault_approval_and_deposit_get_stuck_replaces_both_and_com
         "MintAccepted",
         "TokensReceived",
         "VaultApprovalSigned",
-        "VaultApprovalReplaced",
+        "TransactionReplaced",
         "VaultDepositSubmitted",
-        "VaultDepositReplaced",
+        "TransactionReplaced",
         "DepositedIntoVault",
     ]
     assert one_of(mint_events(operation), ev.DepositedIntoVault).tx_hash == deposit_2.tx_hash
@@ -407,7 +424,7 @@ def test_a_redemption_whose_vault_withdraw_gets_stuck_replaces_it_and_completes(
             operation,
             quick,
             withdraw,
-            ev.VaultWithdrawReplaced,
+            replaced_as(ev.TxPurpose.VAULT_WITHDRAW),
             lambda: events(operation),
         )
 
@@ -417,7 +434,7 @@ def test_a_redemption_whose_vault_withdraw_gets_stuck_replaces_it_and_completes(
     assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
     assert [type(e).__name__ for e in events(operation)] == [
         "VaultWithdrawSigned",
-        "VaultWithdrawReplaced",
+        "TransactionReplaced",
         "WithdrawnFromVault",
         "TransferSigned",
         "TokensSent",
@@ -449,8 +466,8 @@ def test_a_worker_resuming_after_storing_a_vault_withdraw_replacement_sends_thos
         aggregate_execute(
             spec=redemption.SPEC,
             aggregate_id=operation.aggregate_id,
-            command=redemption.ReplaceVaultWithdraw(
-                raw_tx=replacement.raw, tx_hash=replacement.tx_hash
+            command=onchain_tx.ReplaceTransaction(
+                ev.TxPurpose.VAULT_WITHDRAW, raw_tx=replacement.raw, tx_hash=replacement.tx_hash
             ),
             metadata={"operation_id": operation.pk, "actor": "worker"},
         )
@@ -464,9 +481,8 @@ def test_a_worker_resuming_after_storing_a_vault_withdraw_replacement_sends_thos
 
     operation.refresh_from_db()
     assert operation.status == OperationStatus.COMPLETED, operation.failure_reason
-    assert [e.tx_hash for e in events(operation) if isinstance(e, ev.VaultWithdrawReplaced)] == [
-        replacement.tx_hash
-    ]
+    replacements = [e for e in events(operation) if isinstance(e, ev.TxReplacedFields)]
+    assert [e.tx_hash for e in replacements] == [replacement.tx_hash]
     assert one_of(events(operation), ev.WithdrawnFromVault).tx_hash == replacement.tx_hash
     assert base.receipt(withdraw.tx_hash) is None
     vault_after, redeemed_after = redemption_units_moved(sim_venue, venues, token)

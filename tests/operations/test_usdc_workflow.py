@@ -85,8 +85,10 @@ B2A_EVENTS = [
 
 
 def business_events(operation) -> list[str]:
-    """Event types without the TransactionSigned records."""
-    return [t for t in event_types(operation) if t != "TransactionSigned"]
+    """Event types without the transaction records (TransactionSigned, TransactionReplaced)."""
+    return [
+        t for t in event_types(operation) if t not in ("TransactionSigned", "TransactionReplaced")
+    ]
 
 
 def signed_purposes(operation) -> list[str]:

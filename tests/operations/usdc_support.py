@@ -16,6 +16,7 @@ from operations.venues import Venues
 from operations.workflows.base import Continue, Done, Wait
 from operations.workflows.context import StepContext
 from operations.workflows.usdc import WORKFLOW, ZERO_ADDRESS
+from tests.operations.conftest import step_events
 from venues.sim.server import KEY_WITHDRAW
 from venues.sim.venue import SimVenue
 
@@ -46,7 +47,7 @@ def new_usdc(kind: OperationKind, amount: str) -> Operation:
 
 
 def usdc_events(operation: Operation) -> list:
-    return [s.event for s in aggregate_load(usdc.SPEC, operation.aggregate_id).events]
+    return [s.event for s in step_events(usdc.SPEC, operation.aggregate_id)]
 
 
 def first_event(events: list, kind: type) -> Any:
@@ -193,5 +194,7 @@ def drain_usdc(sim_venue: SimVenue, chain_name: str, owner: str) -> None:
 
 
 def business_types(operation: Operation) -> list[str]:
-    """Event types without the TransactionSigned records."""
-    return [t for t in event_types(operation) if t != "TransactionSigned"]
+    """Event types without the transaction records (TransactionSigned, TransactionReplaced)."""
+    return [
+        t for t in event_types(operation) if t not in ("TransactionSigned", "TransactionReplaced")
+    ]
