@@ -398,7 +398,7 @@ class World:
             pool = pools[key]
             if pool.reason is not None:
                 missed = True
-            pool.fills.clear()  # no snapshot comes: no leg needs remembering
+            pool.fills = []  # no snapshot comes: no leg needs remembering
         if missed:
             for (before, saved), key in zip(kept, keys, strict=True):
                 if before is None:

@@ -649,7 +649,11 @@ def test_record_transaction_valid_in_every_non_terminal_state(state_name):
     ]
     assert usdc.step_of(state) is usdc.step_of(before)
     assert usdc.transaction_for(state, TxPurpose.ALPACA_DEPOSIT) == usdc.SignedTx(
-        TxPurpose.ALPACA_DEPOSIT, 1, command.raw_tx, AD_TX, at(50)
+        purpose=TxPurpose.ALPACA_DEPOSIT,
+        chain_id=1,
+        raw_tx=command.raw_tx,
+        tx_hash=AD_TX,
+        signed_at=at(50),
     )
 
 
