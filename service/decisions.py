@@ -112,21 +112,24 @@ class Deferral:
     last_operation_id: int = 0
 
 
+def _newest_per_pool(*event_classes: type) -> dict[str, Event]:
+    """The newest event of each pool among `event_classes` of the decision log, by pool key."""
+    decisions = Event.objects.filter(
+        aggregate_type=ev.DECISIONS,
+        event_type__in=[cls.event_type_name() for cls in event_classes],
+    )
+    newest: dict[str, Event] = {}
+    for pool in sorted(set(decisions.values_list("aggregate_id", flat=True).distinct())):
+        row = decisions.filter(aggregate_id=pool).order_by("-sequence").first()
+        if row is not None:
+            newest[pool] = row
+    return newest
+
+
 def deferrals_latest() -> dict[str, Deferral]:
     """The newest decision of each pool when it is a `RebalanceDeferred`, by pool key."""
     latest: dict[str, Deferral] = {}
-    decisions = Event.objects.filter(
-        aggregate_type=ev.DECISIONS,
-        event_type__in=(
-            ev.RebalanceProposed.event_type_name(),
-            ev.RebalanceDeferred.event_type_name(),
-        ),
-    )
-    pools = sorted(set(decisions.values_list("aggregate_id", flat=True).distinct()))
-    for pool in pools:
-        row = decisions.filter(aggregate_id=pool).order_by("-sequence").first()
-        if row is None:
-            continue
+    for pool, row in _newest_per_pool(ev.RebalanceProposed, ev.RebalanceDeferred).items():
         event = row.domain_event()
         if isinstance(event, ev.RebalanceDeferred):
             latest[pool] = Deferral(
@@ -146,14 +149,7 @@ def deferrals_latest() -> dict[str, Deferral]:
 def proposals_latest() -> dict[str, Proposal]:
     """The newest `RebalanceProposed` of each pool, by pool key."""
     latest: dict[str, Proposal] = {}
-    proposals = Event.objects.filter(
-        aggregate_type=ev.DECISIONS, event_type=ev.RebalanceProposed.event_type_name()
-    )
-    pools = sorted(set(proposals.values_list("aggregate_id", flat=True).distinct()))
-    for pool in pools:
-        row = proposals.filter(aggregate_id=pool).order_by("-sequence").first()
-        if row is None:
-            continue
+    for pool, row in _newest_per_pool(ev.RebalanceProposed).items():
         event = row.domain_event()
         assert isinstance(event, ev.RebalanceProposed)
         latest[pool] = Proposal(
