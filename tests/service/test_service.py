@@ -515,3 +515,13 @@ def test_two_hosts_on_postgresql_share_the_work_each_effect_once(sim_venue, reba
     for service in (first, second):
         service.signal(signal.SIGTERM)
     assert first.wait() == 0 and second.wait() == 0
+
+
+@pytest.mark.parametrize("given", ["0", "-1"])
+def test_a_simulated_day_refuses_a_status_interval_that_is_not_positive(given, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    db = tmp_path / "day.sqlite3"
+    with pytest.raises(CommandError, match=f"--status-every {float(given)}: must be > 0 seconds"):
+        call_command("runrebalancer", "--simulate", "--status-every", given, "--db", str(db))
+    assert not db.exists()  # refused before anything starts

@@ -122,10 +122,10 @@ def test_a_day_with_killed_workers_and_venue_faults_still_loses_and_doubles_noth
 def test_a_monitor_day_records_proposals_and_writes_to_no_venue(tmp_path):
     """REBALANCING_MODE=monitor bin/run: the desk trades, the service reads the venues and
     runs the trigger, and the day ends with proposals recorded, no operation, and the
-    end-of-day checks counting zero venue writes."""
+    end-of-day checks counting zero venue writes. `--until-covered` ends it once each kind was
+    proposed."""
     env = day_env() | {"REBALANCING_MODE": "monitor"}
-    argv = day_argv(tmp_path)
-    argv[argv.index("420")] = "150"
+    argv = day_argv(tmp_path, "--until-covered")
     result = subprocess.run(
         argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
     )
@@ -136,6 +136,9 @@ def test_a_monitor_day_records_proposals_and_writes_to_no_venue(tmp_path):
         r"proposals recorded \(REBALANCING_MODE=monitor, nothing started\): (\d+)", summary
     )
     assert recorded is not None and int(recorded[1]) >= 1, summary
+    assert "each kind of operation was proposed at least once: ending the day" in output, summary
+    for kind in KINDS:
+        assert re.search(rf"\b{kind} [1-9]", summary[summary.find("proposals recorded") :]), summary
     assert not re.search(r"^\s+(mint|redemption|usdc_\w+)\s+(completed|failed)", summary, re.M)
     for check in CHECKS:
         assert f"[ok] {check}" in summary, summary
@@ -198,9 +201,9 @@ class RunningDay:
     """A day started as a terminal would start it: its own process group (the test is not in
     it), output read line by line as it comes."""
 
-    def __init__(self, tmp_path) -> None:
+    def __init__(self, tmp_path, *extra: str) -> None:
         self.process = subprocess.Popen(
-            day_argv(tmp_path),
+            day_argv(tmp_path, *extra),
             cwd=ROOT,
             env=day_env(),
             stdout=subprocess.PIPE,
@@ -282,7 +285,7 @@ def test_ctrl_c_in_a_terminal_ends_the_day_with_its_summary_and_checks(tmp_path)
     """Issue 22: a terminal's Ctrl-C sends SIGINT to the whole foreground process group. The
     chains and the venue must outlive the service (they stop last), so the day ends as if only
     the main process had been told: the summary, the four checks held, exit 0."""
-    day = RunningDay(tmp_path)
+    day = RunningDay(tmp_path, "--status-every", "5")
     try:
         day.wait_for_a_completed_operation()
         # The periodic status line: operations by state, pools out of band.

@@ -120,7 +120,9 @@ class DayOptions:
     db_path: str | None = None
     http: str = "127.0.0.1:8000"
     chaos: bool = False
-    until_covered: bool = False  # stop as soon as each kind of operation completed once
+    # Stop as soon as each kind of operation completed once (REBALANCING_MODE=monitor: as soon
+    # as each kind was proposed once, since nothing starts).
+    until_covered: bool = False
     settle_s: float = 90.0  # how long operations may take to finish at the end
     log_dir: str | None = None
     status_every_s: float = 30.0  # a one-line status while the day runs
@@ -441,6 +443,12 @@ class SimulatedDay:
                     if self.gas.covered():
                         self._out("a USDC move started after gas fell completed: ending the day")
                         break
+                elif self._monitoring():
+                    if set(self._proposals_recorded()) >= set(KINDS):
+                        self._out(
+                            "each kind of operation was proposed at least once: ending the day"
+                        )
+                        break
                 elif self._covered():
                     self._out("each kind of operation completed at least once: ending the day")
                     break
@@ -530,6 +538,12 @@ class SimulatedDay:
         if attention:
             line += f"; needs reconciliation: {', '.join(attention)}"
         self._out(line)
+
+    @staticmethod
+    def _monitoring() -> bool:
+        """REBALANCING_MODE=monitor for this day's service (see `_env`)."""
+        mode = os.environ.get("SIM_REBALANCING_MODE") or os.environ.get("REBALANCING_MODE")
+        return mode == "monitor"
 
     def _covered(self) -> bool:
         assert self.client is not None

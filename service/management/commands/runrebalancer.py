@@ -67,7 +67,7 @@ class Command(BaseCommand):
         simulate.add_argument(
             "--until-covered",
             action="store_true",
-            help="end the day once each kind of operation completed (for tests)",
+            help="end the day once each kind of operation completed (monitor mode: was proposed)",
         )
         simulate.add_argument(
             "--gas-spike",
@@ -75,6 +75,13 @@ class Command(BaseCommand):
             default=None,
             metavar="GWEI",
             help="Ethereum's base fee until the cost gate defers a USDC move, then 1 gwei",
+        )
+        simulate.add_argument(
+            "--status-every",
+            type=float,
+            default=30.0,
+            metavar="SECONDS",
+            help="seconds between the day's status lines (default 30)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -107,6 +114,8 @@ class Command(BaseCommand):
             raise CommandError(f"--symbols {options['symbols']!r}: name at least one equity")
         if options["duration"] is not None and options["duration"] <= 0:
             raise CommandError(f"--duration {options['duration']}: must be > 0 seconds")
+        if options["status_every"] <= 0:
+            raise CommandError(f"--status-every {options['status_every']}: must be > 0 seconds")
         day = SimulatedDay(
             DayOptions(
                 symbols=symbols,
@@ -117,6 +126,7 @@ class Command(BaseCommand):
                 chaos=options["chaos"],
                 until_covered=options["until_covered"],
                 gas_spike_gwei=options["gas_spike"],
+                status_every_s=options["status_every"],
             ),
             out=self._line,
         )
