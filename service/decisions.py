@@ -14,6 +14,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from django.db.models import OuterRef, QuerySet, Subquery
+
 from inventory.domain import decisions as decisions_domain
 from inventory.domain import events as ev
 from inventory.domain.values import USDC_POOL
@@ -113,17 +115,20 @@ class Deferral:
 
 
 def _newest_per_pool(*event_classes: type) -> dict[str, Event]:
-    """The newest event of each pool among `event_classes` of the decision log, by pool key."""
-    decisions = Event.objects.filter(
-        aggregate_type=ev.DECISIONS,
-        event_type__in=[cls.event_type_name() for cls in event_classes],
-    )
-    newest: dict[str, Event] = {}
-    for pool in sorted(set(decisions.values_list("aggregate_id", flat=True).distinct())):
-        row = decisions.filter(aggregate_id=pool).order_by("-sequence").first()
-        if row is not None:
-            newest[pool] = row
-    return newest
+    """The newest event of each pool among `event_classes` of the decision log, by pool key
+    (one query: each pool's row whose sequence is that pool's newest among those types)."""
+
+    def decisions() -> QuerySet[Event]:
+        return Event.objects.filter(
+            aggregate_type=ev.DECISIONS,
+            event_type__in=[cls.event_type_name() for cls in event_classes],
+        )
+
+    newest_sequence = (
+        decisions().filter(aggregate_id=OuterRef("aggregate_id")).order_by("-sequence")
+    ).values("sequence")[:1]
+    rows = decisions().filter(sequence=Subquery(newest_sequence)).order_by("aggregate_id")
+    return {row.aggregate_id: row for row in rows}
 
 
 def deferrals_latest() -> dict[str, Deferral]:

@@ -18,7 +18,7 @@ from inventory.services import aggregate_states_check, api_token_create
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.tasks import execute_operation
 from service.decisions import proposals_latest
-from tests.service.flows import enable, observe
+from tests.service.flows import enable, observe, register
 from tests.service.support import queued_tasks
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -118,6 +118,23 @@ def test_monitor_mode_records_proposals_and_creates_no_operation(monitor):
     assert (latest["USDC"].kind, latest["USDC"].amount) == ("usdc_alpaca_to_base", Decimal("400"))
     # The decisions are part of the log: their cached state matches a fold of it.
     assert aggregate_states_check(write=False) == []
+
+
+@pytest.mark.django_db
+def test_the_newest_proposal_of_every_pool_is_read_in_one_query(monitor, django_assert_num_queries):
+    register("AAPL")
+    register("MSFT")
+    observe(usdc_onchain="900", usdc_offchain="100")
+    observe("AAPL", onchain="10", offchain="90")
+    observe("MSFT", onchain="90", offchain="10")
+    observe("MSFT", onchain="99", offchain="1")  # a second, newer MSFT proposal
+    with django_assert_num_queries(1):
+        latest = proposals_latest()
+    assert {pool: (p.kind, p.amount) for pool, p in latest.items()} == {
+        "AAPL": ("mint", Decimal("40")),
+        "MSFT": ("redemption", Decimal("49")),
+        "USDC": ("usdc_base_to_alpaca", Decimal("400")),
+    }
 
 
 @pytest.mark.django_db
