@@ -260,6 +260,9 @@ def test_a_dead_cluster_is_restarted(sim_venue, rebalancers):
     def started() -> list[str]:
         return re.findall(r"cluster started \(pid (\d+)", service.logs())
 
+    def more_than(count: int) -> Callable[[], bool]:
+        return lambda: len(started()) > count
+
     wait_until(started, "the cluster to start", logs=service.logs)
     wait_until(lambda: Heartbeat.objects.filter(name="cluster").exists(), "a heartbeat")
     while True:
@@ -270,7 +273,7 @@ def test_a_dead_cluster_is_restarted(sim_venue, rebalancers):
             os.killpg(int(before[-1]), signal.SIGKILL)
             break
         except ProcessLookupError:
-            wait_until(lambda: len(started()) > len(before), "the replacement", logs=service.logs)
+            wait_until(more_than(len(before)), "the replacement", logs=service.logs)
     killed_at = time.time()
     wait_until(
         lambda: "cluster died: restarting it" in service.logs() and len(started()) > len(before),
