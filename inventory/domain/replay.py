@@ -23,6 +23,7 @@ venue side with nothing available, or the last fill missed), and ratio samples f
 
 from __future__ import annotations
 
+import copy
 import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -296,6 +297,14 @@ class PoolStats:
     def finish(self, end: datetime) -> None:
         self.advance(end)
 
+    def copy(self) -> PoolStats:
+        copied = PoolStats.__new__(PoolStats)
+        for name in PoolStats.__slots__:
+            setattr(copied, name, getattr(self, name))
+        copied.samples = list(self.samples)
+        copied.bands = list(self.bands)
+        return copied
+
 
 @dataclass
 class Started:
@@ -326,18 +335,24 @@ class World:
         self,
         *,
         candidate: Candidate,
-        timing: str,
+        runs: Mapping[str, Model],
         base: RebalancingSettings,
         pools: Mapping[str, PoolInventory],
         start: datetime,
         end: datetime,
-        model: Model,
         market: Market,
         keys: frozenset[str] | None = None,
     ) -> None:
         self.candidate = candidate
-        self.timing = timing
-        self.model = model
+        if not runs:
+            raise ValueError("a world stands for at least one run")
+        # The timings this world stands for (timing -> model), while they agree.
+        self.runs: dict[str, Model] = dict(runs)
+        self.model = next(iter(self.runs.values()))
+        # Per started operation (its index in `started`), while the runs are shared: each
+        # run's (end, cost) when they differ.
+        self._variants: dict[int, dict[str, tuple[datetime, Decimal | None]]] = {}
+        self._active_index: dict[str, int] = {}
         self.market = market
         self.keys = keys
         self.end = end
@@ -359,8 +374,19 @@ class World:
 
     # -- settings ---------------------------------------------------------------------------
 
-    def base_changed(self, base: RebalancingSettings, moment: datetime) -> None:
-        self.advance(moment)
+    @property
+    def timings(self) -> tuple[str, ...]:
+        return tuple(self.runs)
+
+    def base_changed(self, base: RebalancingSettings, moment: datetime) -> list[World]:
+        """The settings in force changed at `moment`; -> the worlds split off (see `advance`),
+        which took the change too."""
+        forks = self.advance(moment)
+        for world in (self, *forks):
+            world._base_changed(base, moment)
+        return forks
+
+    def _base_changed(self, base: RebalancingSettings, moment: datetime) -> None:
         self.settings = candidate_settings(base, self.candidate)
         self._bands.clear()
         for key in sorted(self.stats):
@@ -378,17 +404,36 @@ class World:
     def _wanted(self, key: str) -> bool:
         return self.keys is None or key in self.keys
 
-    def advance(self, moment: datetime) -> None:
-        """Complete the modelled operations due by `moment`, in time order."""
-        due = self._due
-        while due and due[0][0] <= moment:
-            at, key = heapq.heappop(due)
-            self._complete(key, at)
+    def advance(self, moment: datetime) -> list[World]:
+        """Complete the modelled operations due by `moment`, in time order.
 
-    def flow(self, aggregate_id: str, event: Any, moment: datetime) -> None:
-        """One market event (fill or hedge) at `moment` (its `recorded_at`)."""
-        if self._due and self._due[0][0] <= moment:
-            self.advance(moment)
+        A world shared by several runs (`runs`) is one world until an operation completes at
+        a different time in one run than in another: there it splits, before that completion,
+        into one world per run (each completing its operations at its own times). -> the
+        worlds split off (this one keeps the first run)."""
+        due = self._due
+        forks: list[World] = []
+        while due and due[0][0] <= moment:
+            at, key = due[0]
+            if self._variants and self._ends_differ(key):
+                forks = self._split()
+                for world in (self, *forks):
+                    world.advance(moment)
+                return forks
+            heapq.heappop(due)
+            self._complete(key, at)
+        return forks
+
+    def flow(self, aggregate_id: str, event: Any, moment: datetime) -> list[World]:
+        """One market event (fill or hedge) at `moment` (its `recorded_at`). -> the worlds
+        split off before it (`advance`), which took it too."""
+        forks = self.advance(moment) if self._due and self._due[0][0] <= moment else []
+        self._flow(aggregate_id, event, moment)
+        for world in forks:
+            world._flow(aggregate_id, event, moment)
+        return forks
+
+    def _flow(self, aggregate_id: str, event: Any, moment: datetime) -> None:
         pools = self.pools
         keys = (aggregate_id, USDC_POOL)
         kept = [(pools.get(key), _saved(pools.get(key))) for key in keys]
@@ -488,7 +533,6 @@ class World:
     def _start_operation(
         self, plan: plan_domain.Planned, pool: PoolInventory, moment: datetime
     ) -> None:
-        kind = self.model.kinds[plan.kind]
         try:
             if plan.kind in (plan_domain.MINT, plan_domain.USDC_ALPACA_TO_BASE):
                 moved = pool.move_offchain_to_inflight(plan.amount)
@@ -498,23 +542,32 @@ class World:
             return
         self.pools[plan.pool].load(moved)
         usd = self.market.usd(plan.pool, plan.amount)
-        ends = moment + _seconds(kind.seconds)
+        variants = {}
+        for timing, model in self.runs.items():
+            kind = model.kinds[plan.kind]
+            variants[timing] = (moment + _seconds(kind.seconds), kind.cost(usd))
+        ends, cost = next(iter(variants.values()))
+        if len(set(variants.values())) > 1:
+            self._variants[len(self.started)] = variants
+            ends = min(end for end, _ in variants.values())
         started = Started(
             at=moment,
             kind=plan.kind,
             pool=plan.pool,
             amount=plan.amount,
             moved_usd=usd,
-            cost_usd=kind.cost(usd),
+            cost_usd=cost,
             ends_at=ends,
         )
         self.active[plan.pool] = started
+        self._active_index[plan.pool] = len(self.started)
         self.started.append(started)
         heapq.heappush(self._due, (ends, plan.pool))
         self._observe(plan.pool, moment)
 
     def _complete(self, key: str, moment: datetime) -> None:
         started = self.active.pop(key)
+        self._active_index.pop(key, None)
         pool = self.pools[key].domain()
         if started.kind in (plan_domain.MINT, plan_domain.USDC_ALPACA_TO_BASE):
             done = pool.transfer_offchain_inflight_to_onchain(started.amount)
@@ -525,17 +578,80 @@ class World:
             self._observe(key, moment)
         self._check({key, USDC_POOL}, moment)
 
-    def finish(self) -> None:
-        """Complete what is due by the end (later ones stay inflight) and close the figures."""
-        self.advance(self.end)
-        for stats in self.stats.values():
-            stats.finish(self.end)
+    def finish(self) -> list[World]:
+        """Complete what is due by the end (later ones stay inflight) and close the figures.
+        A world still shared by runs whose operations differ (end or cost) splits, so each
+        run reports its own; -> the worlds split off, finished too."""
+        forks = self.advance(self.end)
+        if self._variants:
+            forks += self._split()
+        for world in (self, *forks):
+            for stats in world.stats.values():
+                stats.finish(world.end)
+        return forks
+
+    # -- runs shared until they differ ------------------------------------------------------
+
+    def _ends_differ(self, key: str) -> bool:
+        index = self._active_index.get(key)
+        variants = None if index is None else self._variants.get(index)
+        return variants is not None and len({end for end, _ in variants.values()}) > 1
+
+    def _split(self) -> list[World]:
+        """One world per run: this one keeps the first, a copy takes each other one."""
+        first, *others = self.runs
+        forks = [self._copy() for _ in others]
+        for world, timing in zip((self, *forks), (first, *others), strict=True):
+            world._settle(timing)
+        return forks
+
+    def _copy(self) -> World:
+        world = copy.copy(self)
+        world.pools = {key: _pool_copy(pool) for key, pool in self.pools.items()}
+        world.stats = {key: stats.copy() for key, stats in self.stats.items()}
+        world._fold = InventoryFold()
+        world.active = dict(self.active)
+        world._active_index = dict(self._active_index)
+        world._due = list(self._due)
+        world.started = list(self.started)
+        world._bands = dict(self._bands)
+        world._variants = dict(self._variants)
+        world.runs = dict(self.runs)
+        return world
+
+    def _settle(self, timing: str) -> None:
+        """From now on this world is run `timing` alone: its operations' ends and costs."""
+        model = self.runs[timing]
+        self.runs = {timing: model}
+        self.model = model
+        for index, variants in self._variants.items():
+            old = self.started[index]
+            ends, cost = variants[timing]
+            new = replace(old, ends_at=ends, cost_usd=cost)
+            self.started[index] = new
+            if self.active.get(old.pool) is old:
+                self.active[old.pool] = new
+        self._variants = {}
+        self._due = [
+            (started.ends_at, key)
+            for key, started in self.active.items()
+            if started.ends_at is not None
+        ]
+        heapq.heapify(self._due)
 
 
 def _seconds(seconds: float) -> Any:
     from datetime import timedelta
 
     return timedelta(seconds=seconds)
+
+
+def _pool_copy(pool: MutablePool) -> MutablePool:
+    copied = MutablePool.__new__(MutablePool)
+    for name in MutablePool.__slots__:
+        value = getattr(pool, name)
+        setattr(copied, name, list(value) if type(value) is list else value)
+    return copied
 
 
 def _saved(pool: MutablePool | None) -> tuple[Any, ...] | None:

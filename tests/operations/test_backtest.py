@@ -52,7 +52,7 @@ def day(django_db_setup, django_db_blocker):
         transaction.set_rollback(True)
 
 
-def run(day, *candidates: str, pools=None) -> dict:
+def run(day, *candidates: str, pools=None, share_runs=True) -> dict:
     return jsonable(
         backtest_run(
             BacktestRequest(
@@ -60,7 +60,8 @@ def run(day, *candidates: str, pools=None) -> dict:
                 end=day.end,
                 candidates=tuple(parse_candidate(c) for c in candidates),
                 pools=pools,
-            )
+            ),
+            share_runs=share_runs,
         )
     )
 
@@ -132,6 +133,17 @@ def test_a_wider_band_starts_fewer_operations(day):
     # The narrow band moves more.
     narrow, wide = entry(report, "narrow")["pools"]["AAPL"], entry(report, "wide")["pools"]["AAPL"]
     assert Decimal(narrow["volume"]) > Decimal(wide["volume"])
+
+
+def test_median_and_p90_runs_shared_report_what_they_report_run_apart(day):
+    candidates = ("narrow:equity_deviation=0.04,usdc_deviation=0.04", "idle:paused=true")
+    shared = run(day, *candidates)
+    apart = run(day, *candidates, share_runs=False)
+    assert shared["candidates"] == apart["candidates"]
+    assert sum(sum(f["operations"].values()) for f in entry(shared, "narrow")["pools"].values())
+    # Three candidates: six runs apart; shared, one world each while their runs agree.
+    assert apart["worlds_run"] == 6
+    assert 3 <= shared["worlds_run"] <= 6
 
 
 def test_a_candidate_that_never_rebalances_runs_out_of_stock(settings):
