@@ -64,7 +64,10 @@ FLOW_EVENTS = (
 )
 ZERO = Decimal(0)
 _EXACT_ADD = _EXACT.add
+_RATIO_DIVIDE = _RATIO.divide
 SAMPLES = 240  # ratio samples per pool for the chart
+SAMPLES_LAST = SAMPLES - 1
+_FILLS = (ev.OnChainOrderFilled, ev.OffChainOrderFilled)
 
 
 # --- the settings in force over time (the log's audited changes) -----------------------------
@@ -267,9 +270,21 @@ class PoolStats:
         return 0 if at < 0 else (SAMPLES - 1 if at >= SAMPLES else at)
 
     def update(self, moment: datetime, pool: MutablePool, band: tuple[Decimal, ...]) -> None:
-        """The time up to `moment` counted in the old state, then the pool's state from it."""
-        ts = _ts(moment)
-        self._advance(ts)
+        """The time up to `moment` counted in the old state, then the pool's state from it.
+        (The hot path of the replay: `_ts` and `_advance` written out.)"""
+        global _last_moment, _last_ts
+        if moment is _last_moment:
+            ts = _last_ts
+        else:
+            ts = _last_ts = moment.timestamp()
+            _last_moment = moment
+        last = self.last
+        if ts > last:
+            if self.out:
+                self.out_s += ts - last
+            if self.short:
+                self.short_s += ts - last
+            self.last = ts
         target, lower, upper = band
         bands = self.bands
         if not bands or bands[-1][1] != lower or bands[-1][2] != upper:
@@ -288,11 +303,13 @@ class PoolStats:
             return
         # Exactly `detect_imbalance`'s comparison (products, strict edges).
         self.out = on_total < _mul(total, lower) or on_total > _mul(total, upper)
-        value = _RATIO.divide(on_total, total)
+        value = _RATIO_DIVIDE(on_total, total)
         deviation = abs(value - target)
-        if self.largest is None or deviation > self.largest:
+        largest = self.largest
+        if largest is None or deviation > largest:
             self.largest = deviation
-        self.samples[self._index(ts)] = value
+        at = int((ts - self.start) * self.scale)
+        self.samples[0 if at < 0 else (SAMPLES_LAST if at >= SAMPLES else at)] = value
 
     def finish(self, end: datetime) -> None:
         self.advance(end)
@@ -435,32 +452,42 @@ class World:
 
     def _flow(self, aggregate_id: str, event: Any, moment: datetime) -> None:
         pools = self.pools
-        keys = (aggregate_id, USDC_POOL)
-        kept = [(pools.get(key), _saved(pools.get(key))) for key in keys]
+        keys = _PAIRS.get(aggregate_id)
+        if keys is None:
+            keys = _PAIRS[aggregate_id] = tuple(sorted({aggregate_id, USDC_POOL}))
+        kept = [(key, pools.get(key)) for key in keys]
+        saved = [_saved(pool) for _, pool in kept]
         fold_stored(pools, self._fold, ev.POSITION, aggregate_id, event, moment)
         missed = False
         for key in keys:
             pool = pools[key]
             if pool.reason is not None:
                 missed = True
-            pool.fills = []  # no snapshot comes: no leg needs remembering
+            if pool.fills:
+                pool.fills = []  # no snapshot comes: no leg needs remembering
         if missed:
-            for (before, saved), key in zip(kept, keys, strict=True):
+            for (key, before), state in zip(kept, saved, strict=True):
                 if before is None:
                     pools[key].reason = None
                     pools[key].on = pools[key].off = None
                 else:
-                    _restore(before, saved)
-        fill = type(event) in (ev.OnChainOrderFilled, ev.OffChainOrderFilled)
+                    _restore(before, state)
+        fill = type(event) in _FILLS
+        wanted = self.keys
+        stats_of = self.stats
         for key in keys:
-            if not self._wanted(key):
+            if wanted is not None and key not in wanted:
                 continue
-            stats = self.stats.get(key)
-            if stats is not None and fill:
+            stats = stats_of.get(key)
+            if stats is None:
+                self._observe(key, moment)
+                continue
+            if fill:
                 if missed:
                     stats.missed += 1
                 stats.missed_fill = missed
-            self._observe(key, moment)
+            band = self._bands.get(key)
+            stats.update(moment, pools[key], band if band is not None else self.band(key))
         self._check(keys, moment)
 
     # -- decisions and modelled operations --------------------------------------------------
@@ -475,11 +502,11 @@ class World:
         else:
             stats.advance(moment)
 
-    def _check(self, keys: Iterable[str], moment: datetime) -> None:
-        """The trigger's decision for each pool (sorted). A pool within its band is never
+    def _check(self, keys: tuple[str, ...], moment: datetime) -> None:
+        """The trigger's decision for each pool (`keys` sorted). A pool within its band is never
         asked: inside it `plan_pool` plans nothing whatever the other facts (`stats.out` is
         `detect_imbalance`'s own comparison, made when the pool was last observed)."""
-        for key in sorted(set(keys)):
+        for key in keys:
             if not self._wanted(key):
                 continue
             mutable = self.pools.get(key)
@@ -576,7 +603,7 @@ class World:
         self.pools[key].load(done.with_last_rebalancing(moment))
         if self._wanted(key):
             self._observe(key, moment)
-        self._check({key, USDC_POOL}, moment)
+        self._check(tuple(sorted({key, USDC_POOL})), moment)
 
     def finish(self) -> list[World]:
         """Complete what is due by the end (later ones stay inflight) and close the figures.
@@ -644,6 +671,10 @@ def _seconds(seconds: float) -> Any:
     from datetime import timedelta
 
     return timedelta(seconds=seconds)
+
+
+# A position event's pools, in the trigger's (sorted) order: the symbol and USDC.
+_PAIRS: dict[str, tuple[str, ...]] = {}
 
 
 def _pool_copy(pool: MutablePool) -> MutablePool:
@@ -753,16 +784,24 @@ class Reality:
                             aggregate_id=aggregate_id,
                         )
                     )
-        fill = type(event) in (ev.OnChainOrderFilled, ev.OffChainOrderFilled)
+        fill = type(event) in _FILLS
+        wanted = self.keys
         for key in keys:
-            if self.keys is not None and key not in self.keys:
+            if wanted is not None and key not in wanted:
                 continue
             pool = self.pools[key]
             stats = self.stats.get(key)
-            if fill and stats is not None:
+            if stats is None:
+                self._observe(key, moment)
+                continue
+            if fill:
                 stats.missed_fill = pool.reason is not None
                 stats.missed += pool.reason is not None
-            self._observe(key, moment)
+            band = self._bands.get(key)
+            if band is None:
+                self._observe(key, moment)
+            else:
+                stats.update(moment, pool, band)
         return keys
 
     def settings_changed(self, settings: RebalancingSettings, moment: datetime) -> None:
