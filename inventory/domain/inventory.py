@@ -26,6 +26,7 @@ from decimal import (
     InvalidOperation,
     Overflow,
 )
+from functools import cached_property
 from typing import Any
 
 from inventory.domain import events as ev
@@ -335,11 +336,12 @@ class ImbalanceThreshold:
         if self.deviation < 0:
             raise InvalidValue("deviation", self.deviation, "must be >= 0")
 
-    @property
+    # Computed once per threshold (every decision compares with both).
+    @cached_property
     def lower(self) -> Decimal:
         return _EXACT.subtract(self.target, self.deviation)
 
-    @property
+    @cached_property
     def upper(self) -> Decimal:
         return _EXACT.add(self.target, self.deviation)
 
