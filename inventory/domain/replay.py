@@ -27,7 +27,7 @@ import copy
 import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -569,7 +569,7 @@ class World:
             return
         self.pools[plan.pool].load(moved)
         usd = self.market.usd(plan.pool, plan.amount)
-        variants = {}
+        variants: dict[str, tuple[datetime, Decimal | None]] = {}
         for timing, model in self.runs.items():
             kind = model.kinds[plan.kind]
             variants[timing] = (moment + _seconds(kind.seconds), kind.cost(usd))
@@ -667,9 +667,7 @@ class World:
         heapq.heapify(self._due)
 
 
-def _seconds(seconds: float) -> Any:
-    from datetime import timedelta
-
+def _seconds(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
 
 
