@@ -386,23 +386,26 @@ def detect_imbalance(pool: PoolInventory, threshold: ImbalanceThreshold) -> Imba
 
     Compared as products (`on < lower * total`), so no division rounding decides an edge.
     """
+    onchain, offchain = pool.onchain, pool.offchain
+    if onchain is None or offchain is None:  # unobserved
+        return None
+    if onchain.inflight != 0 or offchain.inflight != 0:
+        return None
+    # `_EXACT` directly (the trigger and the replay decide on every event): a result it cannot
+    # represent exactly raises an ArithmeticError, which `_add` and `_mul` would turn into an
+    # `InventoryError`: either way, no imbalance is reported.
+    add, mul = _EXACT.add, _EXACT.multiply
     try:
-        if pool.has_inflight():
-            return None
-        totals = _venue_totals(pool)
-        if totals is None:
-            return None
-        on, off = totals
-        total = _add(on, off)
+        on = add(onchain.available, onchain.inflight)
+        total = add(on, add(offchain.available, offchain.inflight))
         if total == 0:
             return None
-        target_onchain = _mul(total, threshold.target)
-        if on < _mul(total, threshold.lower):
-            return TooMuchOffchain(excess=_sub(target_onchain, on))
-        if on > _mul(total, threshold.upper):
-            return TooMuchOnchain(excess=_sub(on, target_onchain))
+        if on < mul(total, threshold.lower):
+            return TooMuchOffchain(excess=_EXACT.subtract(mul(total, threshold.target), on))
+        if on > mul(total, threshold.upper):
+            return TooMuchOnchain(excess=_EXACT.subtract(on, mul(total, threshold.target)))
         return None
-    except InventoryError:
+    except ArithmeticError:
         return None
 
 
