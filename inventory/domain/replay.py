@@ -421,8 +421,9 @@ class World:
     def _wanted(self, key: str) -> bool:
         return self.keys is None or key in self.keys
 
-    def advance(self, moment: datetime) -> list[World]:
-        """Complete the modelled operations due by `moment`, in time order.
+    def advance(self, moment: datetime, *, before: bool = False) -> list[World]:
+        """Complete the modelled operations due by `moment` (with `before`, only those due
+        before it), in time order.
 
         A world shared by several runs (`runs`) is one world until an operation completes at
         a different time in one run than in another: there it splits, before that completion,
@@ -430,12 +431,12 @@ class World:
         worlds split off (this one keeps the first run)."""
         due = self._due
         forks: list[World] = []
-        while due and due[0][0] <= moment:
+        while due and (due[0][0] < moment if before else due[0][0] <= moment):
             at, key = due[0]
             if self._variants and self._ends_differ(key):
                 forks = self._split()
                 for world in (self, *forks):
-                    world.advance(moment)
+                    world.advance(moment, before=before)
                 return forks
             heapq.heappop(due)
             self._complete(key, at)
@@ -443,8 +444,14 @@ class World:
 
     def flow(self, aggregate_id: str, event: Any, moment: datetime) -> list[World]:
         """One market event (fill or hedge) at `moment` (its `recorded_at`). -> the worlds
-        split off before it (`advance`), which took it too."""
-        forks = self.advance(moment) if self._due and self._due[0][0] <= moment else []
+        split off before it (`advance`), which took it too.
+
+        An operation due at the very moment of a market event completes after it (and after
+        any other market event at that moment), as the days the replay is held to the trigger
+        on record it (`tests/operations/backtest_day.py`: a completion after the fills of its
+        second); the log alone cannot order a tie."""
+        due = self._due
+        forks = self.advance(moment, before=True) if due and due[0][0] < moment else []
         self._flow(aggregate_id, event, moment)
         for world in forks:
             world._flow(aggregate_id, event, moment)
