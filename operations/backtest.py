@@ -414,6 +414,18 @@ def _separate_processes_see_it() -> bool:
     return not (connection.vendor == "sqlite" and bool(connection.is_in_memory_db()))
 
 
+def worker_count(requested: int | None, candidates: int) -> int:
+    """How many processes run the candidates: `requested` (default one per candidate, up to
+    the cores), at most one per candidate; one when other processes would not see this one's
+    data (`_separate_processes_see_it`) or when this process may not start any: a daemonic
+    process, such as a django-q2 worker running the console's backtest task."""
+    if requested is None:
+        requested = min(candidates, os.cpu_count() or 1)
+    if multiprocessing.current_process().daemon or not _separate_processes_see_it():
+        return 1
+    return max(1, min(requested, candidates))
+
+
 def backtest_run(
     request: BacktestRequest, *, workers: int | None = None, share_runs: bool = True
 ) -> dict[str, Any]:
@@ -424,11 +436,7 @@ def backtest_run(
     built = model_build(request.end)
     models = {timing: built[timing] for timing in TIMINGS}
     candidates = (as_run(), *[c for c in request.candidates if c.name != AS_RUN])
-    if workers is None:
-        workers = min(len(candidates), os.cpu_count() or 1)
-    if not _separate_processes_see_it():
-        workers = 1
-    workers = max(1, min(workers, len(candidates)))
+    workers = worker_count(workers, len(candidates))
     groups = [candidates[i::workers] for i in range(workers)]
     jobs = [
         (replace(request, candidates=tuple(group)), base, models, index == 0, share_runs)
