@@ -414,13 +414,17 @@ def _decoder(tp: Any) -> Decoder:
     return unsupported
 
 
+_ABSENT = object()  # a field the payload does not carry (None is a value)
+
+
 @cache
 def _dataclass_decoder(cls: type) -> Decoder:
     """Decoder of a dataclass body: unknown fields refused, missing ones defaulted or refused.
     The field decoders are resolved on first use (a type may refer to itself)."""
     fields = _fields(cls)
     known = frozenset(name for name, _, _ in fields)
-    compiled: list[tuple[str, Decoder, bool]] = []
+    # (name, its decoder, whether it has a default, ".name" for a nested path)
+    compiled: list[tuple[str, Decoder, bool, str]] = []
 
     def decode(raw: Any, path: str) -> Any:
         if not isinstance(raw, dict):
@@ -431,14 +435,17 @@ def _dataclass_decoder(cls: type) -> Decoder:
                 f"{path}.{unknown[0]}" if path else unknown[0], raw[unknown[0]], "unknown field"
             )
         if not compiled:
-            compiled.extend((name, _decoder(ftp), has_default) for name, ftp, has_default in fields)
+            compiled.extend(
+                (name, _decoder(ftp), has_default, f".{name}") for name, ftp, has_default in fields
+            )
         kwargs = {}
-        for name, field_decoder, has_default in compiled:
-            if name not in raw:
+        for name, field_decoder, has_default, dotted in compiled:
+            value = raw.get(name, _ABSENT)
+            if value is _ABSENT:
                 if has_default:
                     continue
-                raise _FieldError(f"{path}.{name}" if path else name, None, "is missing")
-            kwargs[name] = field_decoder(raw[name], f"{path}.{name}" if path else name)
+                raise _FieldError(path + dotted if path else name, None, "is missing")
+            kwargs[name] = field_decoder(value, path + dotted if path else name)
         return cls(**kwargs)
 
     return decode
@@ -463,9 +470,9 @@ def decode_event(event_type: str, payload: Any) -> DomainEvent:
     if cls is None:
         raise PayloadError(event_type, "event_type", event_type, "unknown event type")
     variant = cls.variant()
-    if not isinstance(payload, dict) or list(payload) != [variant]:
+    if not isinstance(payload, dict) or len(payload) != 1 or variant not in payload:
         raise PayloadError(event_type, "payload", payload, f"expected {{{variant!r}: {{...}}}}")
     try:
-        return _decode_dataclass(cls, payload[variant], "")
+        return _dataclass_decoder(cls)(payload[variant], "")
     except _FieldError as error:
         raise PayloadError(event_type, error.path, error.value, error.rule) from None

@@ -80,6 +80,11 @@ ASSUMED_SECONDS = {
 # Operations per kind the model reads (the newest before the period's end).
 MODEL_SAMPLE = 200
 SETTING_CHANGED = ev.SettingChanged.event_type_name()
+# What a process without the real fold reads in the period: the market's flow, the settings'
+# changes and what `Market` keeps (fill prices, hedge placements, Alpaca's cash).
+WORLD_EVENT_TYPES = frozenset(
+    cls.event_type_name() for cls in (*FLOW_EVENTS, ev.SettingChanged, ev.OffchainCash)
+)
 
 
 @dataclass(frozen=True)
@@ -237,22 +242,31 @@ def _pass(
     models: Mapping[str, Model],
     *,
     with_reality: bool,
+    share_runs: bool = True,
 ) -> dict[str, Any]:
     """Read the log once: the real fold up to the start, then every world and (with
-    `with_reality`) the real figures over the period. -> figures (jsonable)."""
+    `with_reality`) the real figures over the period. -> figures (jsonable).
+
+    With `share_runs`, a candidate's median and p90 runs are one world until an operation
+    completes at different times in them (`World.advance`): the same figures as two worlds
+    (`share_runs=False`), for half the work while they agree."""
     market = Market(reserve=django_settings.REBALANCING.offchain_cash_reserve)
     reality = Reality()
     worlds: list[World] = []
     start, end = request.start, request.end
     measuring = False
     events = 0
+    split: list[World] = []
     for _id, aggregate_type, aggregate_id, event_type, payload, moment in log_rows():
         if moment >= end:
             break
+        if measuring and not with_reality and event_type not in WORLD_EVENT_TYPES:
+            events += 1  # an event no world and no market fact needs: not even decoded
+            continue
         event = decode_event(event_type, payload)
         if not measuring and moment >= start:
             measuring = True
-            worlds = _worlds(request, base, models, reality, market)
+            worlds = _worlds(request, base, models, reality, market, share_runs)
             reality.begin(start=start, end=end, settings=base, keys=request.pools)
         market.see(aggregate_id, event)
         if measuring:
@@ -260,29 +274,34 @@ def _pass(
             kind = type(event)
             if kind in FLOW_EVENTS:
                 for world in worlds:
-                    world.flow(aggregate_id, event, moment)
+                    forks = world.flow(aggregate_id, event, moment)
+                    if forks:
+                        split.extend(forks)
             elif kind is ev.SettingChanged:
                 base = settings_with_change(
                     base, event.scope, event.setting, event.new_value, registered=_registered
                 )
                 for world in worlds:
-                    world.base_changed(base, moment)
+                    split.extend(world.base_changed(base, moment))
                 reality.settings_changed(base, moment)
+            if split:
+                worlds.extend(split)
+                split.clear()
             if with_reality:
                 reality.apply(aggregate_type, aggregate_id, event, moment, market)
         else:
             reality.apply(aggregate_type, aggregate_id, event, moment, market)
     if not measuring:
-        worlds = _worlds(request, base, models, reality, market)
+        worlds = _worlds(request, base, models, reality, market, share_runs)
         reality.begin(start=start, end=end, settings=base, keys=request.pools)
-    for world in worlds:
-        world.finish()
+    for world in list(worlds):
+        worlds.extend(world.finish())
     reality.finish()
-    result: dict[str, Any] = {"events": events, "worlds": {}}
+    result: dict[str, Any] = {"events": events, "worlds": {}, "worlds_run": len(worlds)}
     for world in worlds:
-        result["worlds"].setdefault(world.candidate.name, {})[world.timing] = _figures(
-            world.stats, world.started, world.pools, start, end
-        )
+        figures = _figures(world.stats, world.started, world.pools, start, end)
+        for timing in world.timings:
+            result["worlds"].setdefault(world.candidate.name, {})[timing] = figures
     if with_reality:
         result["reality"] = _figures(reality.stats, reality.started, reality.pools, start, end)
         result["reality_started"] = [(s.aggregate_id, s.pool) for s in reality.started]
@@ -295,22 +314,23 @@ def _worlds(
     models: Mapping[str, Model],
     reality: Reality,
     market: Market,
+    share_runs: bool = True,
 ) -> list[World]:
     pools = reality.domains()
+    groups = [TIMINGS] if share_runs else [(timing,) for timing in TIMINGS]
     return [
         World(
             candidate=candidate,
-            timing=timing,
+            runs={timing: models[timing] for timing in group},
             base=base,
             pools=pools,
             start=request.start,
             end=request.end,
-            model=models[timing],
             market=market,
             keys=request.pools,
         )
         for candidate in request.candidates
-        for timing in TIMINGS
+        for group in groups
     ]
 
 
@@ -376,10 +396,12 @@ def _figures(
     return figures
 
 
-def _child(args: tuple[BacktestRequest, RebalancingSettings, Mapping[str, Model], bool]) -> Any:
-    request, base, models, with_reality = args
+def _child(
+    args: tuple[BacktestRequest, RebalancingSettings, Mapping[str, Model], bool, bool],
+) -> Any:
+    request, base, models, with_reality, share_runs = args
     try:
-        return _pass(request, base, models, with_reality=with_reality)
+        return _pass(request, base, models, with_reality=with_reality, share_runs=share_runs)
     finally:
         connections.close_all()
 
@@ -392,24 +414,36 @@ def _separate_processes_see_it() -> bool:
     return not (connection.vendor == "sqlite" and bool(connection.is_in_memory_db()))
 
 
-def backtest_run(request: BacktestRequest, *, workers: int | None = None) -> dict[str, Any]:
-    """Run the backtest; -> {"from", "to", "pools", "model", "events", "candidates": [...]}."""
+def worker_count(requested: int | None, candidates: int) -> int:
+    """How many processes run the candidates: `requested` (default one per candidate, up to
+    the cores), at most one per candidate; one when other processes would not see this one's
+    data (`_separate_processes_see_it`) or when this process may not start any: a daemonic
+    process, such as a django-q2 worker running the console's backtest task."""
+    if requested is None:
+        requested = min(candidates, os.cpu_count() or 1)
+    if multiprocessing.current_process().daemon or not _separate_processes_see_it():
+        return 1
+    return max(1, min(requested, candidates))
+
+
+def backtest_run(
+    request: BacktestRequest, *, workers: int | None = None, share_runs: bool = True
+) -> dict[str, Any]:
+    """Run the backtest; -> {"from", "to", "pools", "model", "events", "candidates": [...]}.
+    `share_runs=False` runs each candidate's median and p90 as two worlds from the start
+    (the same figures, slower: `_pass`)."""
     base = settings_at(request.start)
     built = model_build(request.end)
     models = {timing: built[timing] for timing in TIMINGS}
     candidates = (as_run(), *[c for c in request.candidates if c.name != AS_RUN])
-    if workers is None:
-        workers = min(len(candidates), os.cpu_count() or 1)
-    if not _separate_processes_see_it():
-        workers = 1
-    workers = max(1, min(workers, len(candidates)))
+    workers = worker_count(workers, len(candidates))
     groups = [candidates[i::workers] for i in range(workers)]
     jobs = [
-        (replace(request, candidates=tuple(group)), base, models, index == 0)
+        (replace(request, candidates=tuple(group)), base, models, index == 0, share_runs)
         for index, group in enumerate(groups)
     ]
     if workers == 1:
-        results = [_pass(jobs[0][0], base, models, with_reality=True)]
+        results = [_pass(jobs[0][0], base, models, with_reality=True, share_runs=share_runs)]
     else:
         connections.close_all()
         context = multiprocessing.get_context("fork")
@@ -434,6 +468,7 @@ def backtest_run(request: BacktestRequest, *, workers: int | None = None) -> dic
         "pools": sorted(request.pools) if request.pools else None,
         "events": results[0]["events"],
         "workers": workers,
+        "worlds_run": sum(result["worlds_run"] for result in results),
         "model": built["basis"],
         "candidates": entries,
     }

@@ -26,6 +26,7 @@ from decimal import (
     InvalidOperation,
     Overflow,
 )
+from functools import cached_property
 from typing import Any
 
 from inventory.domain import events as ev
@@ -139,6 +140,20 @@ def _mul(lhs: Decimal, rhs: Decimal) -> Decimal:
 # --- 3.1 VenueBalance -------------------------------------------------------------------------
 
 
+def _available_plus(available: Decimal, a: Decimal) -> Decimal:
+    """`available` with `a` (>= 0) added: `VenueBalance.add_available`'s rule."""
+    return _add(available, _amount(a))
+
+
+def _available_minus(available: Decimal, a: Decimal) -> Decimal:
+    """`available` less `a` (>= 0), never below zero: `VenueBalance.remove_available`'s rule."""
+    a = _amount(a)
+    left = _sub(available, a)
+    if left < 0:
+        raise InsufficientAvailable(requested=a, available=available)
+    return left
+
+
 @dataclass(frozen=True)
 class VenueBalance:
     """Assets ready at a venue (`available`) and assets that left it (`inflight`)."""
@@ -174,15 +189,10 @@ class VenueBalance:
         return VenueBalance(available=_add(self.available, a), inflight=inflight)
 
     def add_available(self, a: Decimal) -> VenueBalance:
-        a = _amount(a)
-        return VenueBalance(available=_add(self.available, a), inflight=self.inflight)
+        return VenueBalance(available=_available_plus(self.available, a), inflight=self.inflight)
 
     def remove_available(self, a: Decimal) -> VenueBalance:
-        a = _amount(a)
-        available = _sub(self.available, a)
-        if available < 0:
-            raise InsufficientAvailable(requested=a, available=self.available)
-        return VenueBalance(available=available, inflight=self.inflight)
+        return VenueBalance(available=_available_minus(self.available, a), inflight=self.inflight)
 
     def with_available(self, a: Decimal) -> VenueBalance:
         return VenueBalance(available=_amount(a), inflight=self.inflight)
@@ -243,7 +253,8 @@ class PoolInventory:
         return replace(self, offchain=balance)
 
     def has_inflight(self) -> bool:
-        return any(v is not None and v.has_inflight() for v in (self.onchain, self.offchain))
+        on, off = self.onchain, self.offchain
+        return (on is not None and on.inflight != 0) or (off is not None and off.inflight != 0)
 
     def add_onchain_available(self, a: Decimal) -> PoolInventory:
         return self.with_venue(ONCHAIN, self.venue(ONCHAIN).add_available(a))
@@ -325,11 +336,12 @@ class ImbalanceThreshold:
         if self.deviation < 0:
             raise InvalidValue("deviation", self.deviation, "must be >= 0")
 
-    @property
+    # Computed once per threshold (every decision compares with both).
+    @cached_property
     def lower(self) -> Decimal:
         return _EXACT.subtract(self.target, self.deviation)
 
-    @property
+    @cached_property
     def upper(self) -> Decimal:
         return _EXACT.add(self.target, self.deviation)
 
@@ -374,23 +386,26 @@ def detect_imbalance(pool: PoolInventory, threshold: ImbalanceThreshold) -> Imba
 
     Compared as products (`on < lower * total`), so no division rounding decides an edge.
     """
+    onchain, offchain = pool.onchain, pool.offchain
+    if onchain is None or offchain is None:  # unobserved
+        return None
+    if onchain.inflight != 0 or offchain.inflight != 0:
+        return None
+    # `_EXACT` directly (the trigger and the replay decide on every event): a result it cannot
+    # represent exactly raises an ArithmeticError, which `_add` and `_mul` would turn into an
+    # `InventoryError`: either way, no imbalance is reported.
+    add, mul = _EXACT.add, _EXACT.multiply
     try:
-        if pool.has_inflight():
-            return None
-        totals = _venue_totals(pool)
-        if totals is None:
-            return None
-        on, off = totals
-        total = _add(on, off)
+        on = add(onchain.available, onchain.inflight)
+        total = add(on, add(offchain.available, offchain.inflight))
         if total == 0:
             return None
-        target_onchain = _mul(total, threshold.target)
-        if on < _mul(total, threshold.lower):
-            return TooMuchOffchain(excess=_sub(target_onchain, on))
-        if on > _mul(total, threshold.upper):
-            return TooMuchOnchain(excess=_sub(on, target_onchain))
+        if on < mul(total, threshold.lower):
+            return TooMuchOffchain(excess=_EXACT.subtract(mul(total, threshold.target), on))
+        if on > mul(total, threshold.upper):
+            return TooMuchOnchain(excess=_EXACT.subtract(on, mul(total, threshold.target)))
         return None
-    except InventoryError:
+    except ArithmeticError:
         return None
 
 
@@ -660,9 +675,10 @@ def _available_moved(balance: list[Decimal] | None, venue: str, delta: Decimal) 
     `VenueBalance`'s checks and errors (a venue never observed, an amount not available)."""
     if balance is None:
         raise VenueNotObserved(venue)
-    before = VenueBalance(balance[0], balance[1])
-    after = before.add_available(delta) if delta >= 0 else before.remove_available(-delta)
-    balance[0] = after.available
+    if delta >= 0:
+        balance[0] = _available_plus(balance[0], delta)
+    else:
+        balance[0] = _available_minus(balance[0], -delta)
 
 
 _ONCHAIN_FILLED = ev.OnChainOrderFilled

@@ -23,10 +23,11 @@ venue side with nothing available, or the last fill missed), and ratio samples f
 
 from __future__ import annotations
 
+import copy
 import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -63,7 +64,10 @@ FLOW_EVENTS = (
 )
 ZERO = Decimal(0)
 _EXACT_ADD = _EXACT.add
+_RATIO_DIVIDE = _RATIO.divide
 SAMPLES = 240  # ratio samples per pool for the chart
+SAMPLES_LAST = SAMPLES - 1
+_FILLS = (ev.OnChainOrderFilled, ev.OffChainOrderFilled)
 
 
 # --- the settings in force over time (the log's audited changes) -----------------------------
@@ -266,9 +270,21 @@ class PoolStats:
         return 0 if at < 0 else (SAMPLES - 1 if at >= SAMPLES else at)
 
     def update(self, moment: datetime, pool: MutablePool, band: tuple[Decimal, ...]) -> None:
-        """The time up to `moment` counted in the old state, then the pool's state from it."""
-        ts = _ts(moment)
-        self._advance(ts)
+        """The time up to `moment` counted in the old state, then the pool's state from it.
+        (The hot path of the replay: `_ts` and `_advance` written out.)"""
+        global _last_moment, _last_ts
+        if moment is _last_moment:
+            ts = _last_ts
+        else:
+            ts = _last_ts = moment.timestamp()
+            _last_moment = moment
+        last = self.last
+        if ts > last:
+            if self.out:
+                self.out_s += ts - last
+            if self.short:
+                self.short_s += ts - last
+            self.last = ts
         target, lower, upper = band
         bands = self.bands
         if not bands or bands[-1][1] != lower or bands[-1][2] != upper:
@@ -287,14 +303,24 @@ class PoolStats:
             return
         # Exactly `detect_imbalance`'s comparison (products, strict edges).
         self.out = on_total < _mul(total, lower) or on_total > _mul(total, upper)
-        value = _RATIO.divide(on_total, total)
+        value = _RATIO_DIVIDE(on_total, total)
         deviation = abs(value - target)
-        if self.largest is None or deviation > self.largest:
+        largest = self.largest
+        if largest is None or deviation > largest:
             self.largest = deviation
-        self.samples[self._index(ts)] = value
+        at = int((ts - self.start) * self.scale)
+        self.samples[0 if at < 0 else (SAMPLES_LAST if at >= SAMPLES else at)] = value
 
     def finish(self, end: datetime) -> None:
         self.advance(end)
+
+    def copy(self) -> PoolStats:
+        copied = PoolStats.__new__(PoolStats)
+        for name in PoolStats.__slots__:
+            setattr(copied, name, getattr(self, name))
+        copied.samples = list(self.samples)
+        copied.bands = list(self.bands)
+        return copied
 
 
 @dataclass
@@ -326,18 +352,24 @@ class World:
         self,
         *,
         candidate: Candidate,
-        timing: str,
+        runs: Mapping[str, Model],
         base: RebalancingSettings,
         pools: Mapping[str, PoolInventory],
         start: datetime,
         end: datetime,
-        model: Model,
         market: Market,
         keys: frozenset[str] | None = None,
     ) -> None:
         self.candidate = candidate
-        self.timing = timing
-        self.model = model
+        if not runs:
+            raise ValueError("a world stands for at least one run")
+        # The timings this world stands for (timing -> model), while they agree.
+        self.runs: dict[str, Model] = dict(runs)
+        self.model = next(iter(self.runs.values()))
+        # Per started operation (its index in `started`), while the runs are shared: each
+        # run's (end, cost) when they differ.
+        self._variants: dict[int, dict[str, tuple[datetime, Decimal | None]]] = {}
+        self._active_index: dict[str, int] = {}
         self.market = market
         self.keys = keys
         self.end = end
@@ -359,8 +391,19 @@ class World:
 
     # -- settings ---------------------------------------------------------------------------
 
-    def base_changed(self, base: RebalancingSettings, moment: datetime) -> None:
-        self.advance(moment)
+    @property
+    def timings(self) -> tuple[str, ...]:
+        return tuple(self.runs)
+
+    def base_changed(self, base: RebalancingSettings, moment: datetime) -> list[World]:
+        """The settings in force changed at `moment`; -> the worlds split off (see `advance`),
+        which took the change too."""
+        forks = self.advance(moment)
+        for world in (self, *forks):
+            world._base_changed(base, moment)
+        return forks
+
+    def _base_changed(self, base: RebalancingSettings, moment: datetime) -> None:
         self.settings = candidate_settings(base, self.candidate)
         self._bands.clear()
         for key in sorted(self.stats):
@@ -378,44 +421,80 @@ class World:
     def _wanted(self, key: str) -> bool:
         return self.keys is None or key in self.keys
 
-    def advance(self, moment: datetime) -> None:
-        """Complete the modelled operations due by `moment`, in time order."""
-        due = self._due
-        while due and due[0][0] <= moment:
-            at, key = heapq.heappop(due)
-            self._complete(key, at)
+    def advance(self, moment: datetime, *, before: bool = False) -> list[World]:
+        """Complete the modelled operations due by `moment` (with `before`, only those due
+        before it), in time order.
 
-    def flow(self, aggregate_id: str, event: Any, moment: datetime) -> None:
-        """One market event (fill or hedge) at `moment` (its `recorded_at`)."""
-        if self._due and self._due[0][0] <= moment:
-            self.advance(moment)
+        A world shared by several runs (`runs`) is one world until an operation completes at
+        a different time in one run than in another: there it splits, before that completion,
+        into one world per run (each completing its operations at its own times). -> the
+        worlds split off (this one keeps the first run)."""
+        due = self._due
+        forks: list[World] = []
+        while due and (due[0][0] < moment if before else due[0][0] <= moment):
+            at, key = due[0]
+            if self._variants and self._ends_differ(key):
+                forks = self._split()
+                for world in (self, *forks):
+                    world.advance(moment, before=before)
+                return forks
+            heapq.heappop(due)
+            self._complete(key, at)
+        return forks
+
+    def flow(self, aggregate_id: str, event: Any, moment: datetime) -> list[World]:
+        """One market event (fill or hedge) at `moment` (its `recorded_at`). -> the worlds
+        split off before it (`advance`), which took it too.
+
+        An operation due at the very moment of a market event completes after it (and after
+        any other market event at that moment), as the days the replay is held to the trigger
+        on record it (`tests/operations/backtest_day.py`: a completion after the fills of its
+        second); the log alone cannot order a tie."""
+        due = self._due
+        forks = self.advance(moment, before=True) if due and due[0][0] < moment else []
+        self._flow(aggregate_id, event, moment)
+        for world in forks:
+            world._flow(aggregate_id, event, moment)
+        return forks
+
+    def _flow(self, aggregate_id: str, event: Any, moment: datetime) -> None:
         pools = self.pools
-        keys = (aggregate_id, USDC_POOL)
-        kept = [(pools.get(key), _saved(pools.get(key))) for key in keys]
+        keys = _PAIRS.get(aggregate_id)
+        if keys is None:
+            keys = _PAIRS[aggregate_id] = tuple(sorted({aggregate_id, USDC_POOL}))
+        kept = [(key, pools.get(key)) for key in keys]
+        saved = [_saved(pool) for _, pool in kept]
         fold_stored(pools, self._fold, ev.POSITION, aggregate_id, event, moment)
         missed = False
         for key in keys:
             pool = pools[key]
             if pool.reason is not None:
                 missed = True
-            pool.fills = []  # no snapshot comes: no leg needs remembering
+            if pool.fills:
+                pool.fills = []  # no snapshot comes: no leg needs remembering
         if missed:
-            for (before, saved), key in zip(kept, keys, strict=True):
+            for (key, before), state in zip(kept, saved, strict=True):
                 if before is None:
                     pools[key].reason = None
                     pools[key].on = pools[key].off = None
                 else:
-                    _restore(before, saved)
-        fill = type(event) in (ev.OnChainOrderFilled, ev.OffChainOrderFilled)
+                    _restore(before, state)
+        fill = type(event) in _FILLS
+        wanted = self.keys
+        stats_of = self.stats
         for key in keys:
-            if not self._wanted(key):
+            if wanted is not None and key not in wanted:
                 continue
-            stats = self.stats.get(key)
-            if stats is not None and fill:
+            stats = stats_of.get(key)
+            if stats is None:
+                self._observe(key, moment)
+                continue
+            if fill:
                 if missed:
                     stats.missed += 1
                 stats.missed_fill = missed
-            self._observe(key, moment)
+            band = self._bands.get(key)
+            stats.update(moment, pools[key], band if band is not None else self.band(key))
         self._check(keys, moment)
 
     # -- decisions and modelled operations --------------------------------------------------
@@ -430,11 +509,11 @@ class World:
         else:
             stats.advance(moment)
 
-    def _check(self, keys: Iterable[str], moment: datetime) -> None:
-        """The trigger's decision for each pool (sorted). A pool within its band is never
+    def _check(self, keys: tuple[str, ...], moment: datetime) -> None:
+        """The trigger's decision for each pool (`keys` sorted). A pool within its band is never
         asked: inside it `plan_pool` plans nothing whatever the other facts (`stats.out` is
         `detect_imbalance`'s own comparison, made when the pool was last observed)."""
-        for key in sorted(set(keys)):
+        for key in keys:
             if not self._wanted(key):
                 continue
             mutable = self.pools.get(key)
@@ -488,7 +567,6 @@ class World:
     def _start_operation(
         self, plan: plan_domain.Planned, pool: PoolInventory, moment: datetime
     ) -> None:
-        kind = self.model.kinds[plan.kind]
         try:
             if plan.kind in (plan_domain.MINT, plan_domain.USDC_ALPACA_TO_BASE):
                 moved = pool.move_offchain_to_inflight(plan.amount)
@@ -498,23 +576,32 @@ class World:
             return
         self.pools[plan.pool].load(moved)
         usd = self.market.usd(plan.pool, plan.amount)
-        ends = moment + _seconds(kind.seconds)
+        variants: dict[str, tuple[datetime, Decimal | None]] = {}
+        for timing, model in self.runs.items():
+            kind = model.kinds[plan.kind]
+            variants[timing] = (moment + _seconds(kind.seconds), kind.cost(usd))
+        ends, cost = next(iter(variants.values()))
+        if len(set(variants.values())) > 1:
+            self._variants[len(self.started)] = variants
+            ends = min(end for end, _ in variants.values())
         started = Started(
             at=moment,
             kind=plan.kind,
             pool=plan.pool,
             amount=plan.amount,
             moved_usd=usd,
-            cost_usd=kind.cost(usd),
+            cost_usd=cost,
             ends_at=ends,
         )
         self.active[plan.pool] = started
+        self._active_index[plan.pool] = len(self.started)
         self.started.append(started)
         heapq.heappush(self._due, (ends, plan.pool))
         self._observe(plan.pool, moment)
 
     def _complete(self, key: str, moment: datetime) -> None:
         started = self.active.pop(key)
+        self._active_index.pop(key, None)
         pool = self.pools[key].domain()
         if started.kind in (plan_domain.MINT, plan_domain.USDC_ALPACA_TO_BASE):
             done = pool.transfer_offchain_inflight_to_onchain(started.amount)
@@ -523,19 +610,84 @@ class World:
         self.pools[key].load(done.with_last_rebalancing(moment))
         if self._wanted(key):
             self._observe(key, moment)
-        self._check({key, USDC_POOL}, moment)
+        self._check(tuple(sorted({key, USDC_POOL})), moment)
 
-    def finish(self) -> None:
-        """Complete what is due by the end (later ones stay inflight) and close the figures."""
-        self.advance(self.end)
-        for stats in self.stats.values():
-            stats.finish(self.end)
+    def finish(self) -> list[World]:
+        """Complete what is due by the end (later ones stay inflight) and close the figures.
+        A world still shared by runs whose operations differ (end or cost) splits, so each
+        run reports its own; -> the worlds split off, finished too."""
+        forks = self.advance(self.end)
+        if self._variants:
+            forks += self._split()
+        for world in (self, *forks):
+            for stats in world.stats.values():
+                stats.finish(world.end)
+        return forks
+
+    # -- runs shared until they differ ------------------------------------------------------
+
+    def _ends_differ(self, key: str) -> bool:
+        index = self._active_index.get(key)
+        variants = None if index is None else self._variants.get(index)
+        return variants is not None and len({end for end, _ in variants.values()}) > 1
+
+    def _split(self) -> list[World]:
+        """One world per run: this one keeps the first, a copy takes each other one."""
+        first, *others = self.runs
+        forks = [self._copy() for _ in others]
+        for world, timing in zip((self, *forks), (first, *others), strict=True):
+            world._settle(timing)
+        return forks
+
+    def _copy(self) -> World:
+        world = copy.copy(self)
+        world.pools = {key: _pool_copy(pool) for key, pool in self.pools.items()}
+        world.stats = {key: stats.copy() for key, stats in self.stats.items()}
+        world._fold = InventoryFold()
+        world.active = dict(self.active)
+        world._active_index = dict(self._active_index)
+        world._due = list(self._due)
+        world.started = list(self.started)
+        world._bands = dict(self._bands)
+        world._variants = dict(self._variants)
+        world.runs = dict(self.runs)
+        return world
+
+    def _settle(self, timing: str) -> None:
+        """From now on this world is run `timing` alone: its operations' ends and costs."""
+        model = self.runs[timing]
+        self.runs = {timing: model}
+        self.model = model
+        for index, variants in self._variants.items():
+            old = self.started[index]
+            ends, cost = variants[timing]
+            new = replace(old, ends_at=ends, cost_usd=cost)
+            self.started[index] = new
+            if self.active.get(old.pool) is old:
+                self.active[old.pool] = new
+        self._variants = {}
+        self._due = [
+            (started.ends_at, key)
+            for key, started in self.active.items()
+            if started.ends_at is not None
+        ]
+        heapq.heapify(self._due)
 
 
-def _seconds(seconds: float) -> Any:
-    from datetime import timedelta
-
+def _seconds(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
+
+
+# A position event's pools, in the trigger's (sorted) order: the symbol and USDC.
+_PAIRS: dict[str, tuple[str, ...]] = {}
+
+
+def _pool_copy(pool: MutablePool) -> MutablePool:
+    copied = MutablePool.__new__(MutablePool)
+    for name in MutablePool.__slots__:
+        value = getattr(pool, name)
+        setattr(copied, name, list(value) if type(value) is list else value)
+    return copied
 
 
 def _saved(pool: MutablePool | None) -> tuple[Any, ...] | None:
@@ -637,16 +789,24 @@ class Reality:
                             aggregate_id=aggregate_id,
                         )
                     )
-        fill = type(event) in (ev.OnChainOrderFilled, ev.OffChainOrderFilled)
+        fill = type(event) in _FILLS
+        wanted = self.keys
         for key in keys:
-            if self.keys is not None and key not in self.keys:
+            if wanted is not None and key not in wanted:
                 continue
             pool = self.pools[key]
             stats = self.stats.get(key)
-            if fill and stats is not None:
+            if stats is None:
+                self._observe(key, moment)
+                continue
+            if fill:
                 stats.missed_fill = pool.reason is not None
                 stats.missed += pool.reason is not None
-            self._observe(key, moment)
+            band = self._bands.get(key)
+            if band is None:
+                self._observe(key, moment)
+            else:
+                stats.update(moment, pool, band)
         return keys
 
     def settings_changed(self, settings: RebalancingSettings, moment: datetime) -> None:

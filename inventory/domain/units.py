@@ -7,6 +7,7 @@ Truncating, never rounding. A context with enough precision that no wei is dropp
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, Context, Decimal, DecimalException
+from functools import cache
 
 from inventory.domain.values import SHARE_DECIMALS, USDC_DECIMALS, DomainError
 
@@ -36,6 +37,13 @@ class Overflow(UnitConversionError):
     pass
 
 
+@cache
+def _scale(decimals: int) -> Decimal:
+    """`10 ** decimals`, computed once per number of decimals (the trigger and the replay
+    convert every decision's amount)."""
+    return _CONTEXT.power(Decimal(10), decimals)
+
+
 def to_units(amount: Decimal, decimals: int) -> int:
     """`trunc(amount * 10**decimals)` as an integer that fits a uint256."""
     if not isinstance(amount, Decimal) or not amount.is_finite():
@@ -47,7 +55,7 @@ def to_units(amount: Decimal, decimals: int) -> int:
         # the context's exponent limit, which would raise decimal.Overflow (not ours).
         raise Overflow("overflow", amount, decimals, "amount does not fit in uint256")
     try:
-        scaled = _CONTEXT.multiply(amount, Decimal(10) ** decimals)
+        scaled = _CONTEXT.multiply(amount, _scale(decimals))
         units = int(scaled.to_integral_value(rounding=ROUND_DOWN, context=_CONTEXT))
     except DecimalException:
         raise Overflow("overflow", amount, decimals, "amount does not fit in uint256") from None
@@ -61,7 +69,7 @@ def to_units(amount: Decimal, decimals: int) -> int:
 def from_units(units: int, decimals: int) -> Decimal:
     if units < 0:
         raise NegativeValue("negative", Decimal(units), decimals, "units are negative")
-    return _CONTEXT.divide(Decimal(units), Decimal(10) ** decimals)
+    return _CONTEXT.divide(Decimal(units), _scale(decimals))
 
 
 def shares_to_units(quantity: Decimal) -> int:

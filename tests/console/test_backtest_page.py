@@ -3,8 +3,10 @@ request queues the backtest as a django-q2 task; its report is the self-containe
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from django.urls import reverse
+from django.urls import resolve, reverse
 from django_q.models import OrmQ, Task
 from django_q.tasks import async_task
 
@@ -16,6 +18,18 @@ FROM, TO = "2026-03-02T14:00:00+00:00", "2026-03-02T15:00:00+00:00"
 
 def test_the_page_shows_the_form(viewer_client):
     page = viewer_client.get(reverse("admin:console_backtest"))
+    assert page.status_code == 200
+    assert b'id="backtest-form"' in page.content
+
+
+def test_the_dashboard_links_to_the_page_and_a_viewer_can_follow_it(viewer_client):
+    dashboard = viewer_client.get(reverse("admin:index"))
+    assert dashboard.status_code == 200
+    found = re.search(r'<a id="backtest-link" href="([^"]+)"', dashboard.content.decode())
+    assert found, "the dashboard links to the backtest page"
+    href = found.group(1)
+    assert resolve(href).url_name == "console_backtest"
+    page = viewer_client.get(href)
     assert page.status_code == 200
     assert b'id="backtest-form"' in page.content
 

@@ -19,9 +19,17 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.test import override_settings
 
-from inventory.domain.candidates import parse_candidate
+from inventory.domain.candidates import as_run, parse_candidate
 from inventory.models import Event, InventoryPool
-from operations.backtest import BacktestRequest, backtest_run, jsonable
+from operations.backtest import (
+    TIMINGS,
+    BacktestRequest,
+    _pass,
+    backtest_run,
+    jsonable,
+    model_build,
+    settings_at,
+)
 from tests.operations.backtest_day import DAY, SECONDS, simulated_day
 
 ONE_DAY = timedelta(days=1)
@@ -52,7 +60,7 @@ def day(django_db_setup, django_db_blocker):
         transaction.set_rollback(True)
 
 
-def run(day, *candidates: str, pools=None) -> dict:
+def run(day, *candidates: str, pools=None, share_runs=True) -> dict:
     return jsonable(
         backtest_run(
             BacktestRequest(
@@ -60,7 +68,8 @@ def run(day, *candidates: str, pools=None) -> dict:
                 end=day.end,
                 candidates=tuple(parse_candidate(c) for c in candidates),
                 pools=pools,
-            )
+            ),
+            share_runs=share_runs,
         )
     )
 
@@ -132,6 +141,34 @@ def test_a_wider_band_starts_fewer_operations(day):
     # The narrow band moves more.
     narrow, wide = entry(report, "narrow")["pools"]["AAPL"], entry(report, "wide")["pools"]["AAPL"]
     assert Decimal(narrow["volume"]) > Decimal(wide["volume"])
+
+
+def test_median_and_p90_runs_shared_report_what_they_report_run_apart(day):
+    candidates = ("narrow:equity_deviation=0.04,usdc_deviation=0.04", "idle:paused=true")
+    shared = run(day, *candidates)
+    apart = run(day, *candidates, share_runs=False)
+    assert shared["candidates"] == apart["candidates"]
+    assert sum(sum(f["operations"].values()) for f in entry(shared, "narrow")["pools"].values())
+    # Three candidates: six runs apart; shared, one world each while their runs agree.
+    assert apart["worlds_run"] == 6
+    assert 3 <= shared["worlds_run"] <= 6
+
+
+def test_a_worker_process_without_the_real_fold_models_the_same_worlds(day):
+    """A worker that does not fold reality skips (undecoded) the events no world needs: the
+    day's snapshots and operation events. Its worlds are those of the pass that folds all."""
+    candidates = (parse_candidate("narrow:equity_deviation=0.04,usdc_deviation=0.04"), as_run())
+    request = BacktestRequest(start=day.start, end=day.end, candidates=candidates)
+    base = settings_at(day.start)
+    built = model_build(day.end)
+    models = {timing: built[timing] for timing in TIMINGS}
+    everything = _pass(request, base, models, with_reality=True)
+    worker = _pass(request, base, models, with_reality=False)
+    assert "reality" not in worker
+    assert jsonable(worker["worlds"]) == jsonable(everything["worlds"])
+    assert worker["events"] == everything["events"]
+    started = entry(run(day), "as-run")["pools"]
+    assert any(figures["started"] for figures in started.values())
 
 
 def test_a_candidate_that_never_rebalances_runs_out_of_stock(settings):

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import pytest
 from django.db import transaction
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from operations.backtest import BacktestRequest, backtest_run
@@ -37,6 +37,15 @@ pytestmark = pytest.mark.django_db
             for kind in ("mint", "redemption", "usdc_alpaca_to_base", "usdc_base_to_alpaca")
         }
     ),
+)
+@example(
+    # A USDC move completes in the very second of a fill: the completion comes after the fill
+    # (the replay completed it before, and started a move the trigger never did).
+    seed=653,
+    fills=7,
+    drift=0.0,
+    band_change=None,
+    seconds={"mint": 2, "redemption": 2, "usdc_alpaca_to_base": 2, "usdc_base_to_alpaca": 39},
 )
 def test_the_replay_decides_what_the_trigger_decided(
     django_settings, seed, fills, drift, band_change, seconds
