@@ -79,6 +79,7 @@ class AggregateTypeFilter(admin.SimpleListFilter):
             events.DECISIONS,
             events.COSTS,
             events.CHALLENGERS,
+            events.MARKET_CLOCK,
         )
         return [(name, name) for name in names]
 

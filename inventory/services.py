@@ -1191,7 +1191,7 @@ def api_token_revoke(*, name: str, revoked_by: str = "", now: datetime | None = 
 
 def aggregate_specs() -> list[Any]:
     """Every aggregate the log holds, as the store folds it."""
-    from inventory.domain import challengers, costs, decisions, mint, redemption, usdc
+    from inventory.domain import challengers, costs, decisions, market_clock, mint, redemption, usdc
 
     return [
         position.SPEC,
@@ -1203,6 +1203,7 @@ def aggregate_specs() -> list[Any]:
         decisions.SPEC,
         costs.SPEC,
         challengers.SPEC,
+        market_clock.SPEC,
     ]
 
 

@@ -81,9 +81,10 @@ ASSUMED_SECONDS = {
 MODEL_SAMPLE = 200
 SETTING_CHANGED = ev.SettingChanged.event_type_name()
 # What a process without the real fold reads in the period: the market's flow, the settings'
-# changes and what `Market` keeps (fill prices, hedge placements, Alpaca's cash).
+# changes and what `Market` keeps (fill prices, hedge placements, Alpaca's cash, its clock).
 WORLD_EVENT_TYPES = frozenset(
-    cls.event_type_name() for cls in (*FLOW_EVENTS, ev.SettingChanged, ev.OffchainCash)
+    cls.event_type_name()
+    for cls in (*FLOW_EVENTS, ev.SettingChanged, ev.OffchainCash, ev.MarketClockRead)
 )
 
 

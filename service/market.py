@@ -1,7 +1,8 @@
 """Market hours: no new equity operation starts while the market is closed.
 
 Alpaca's clock (`GET /v1/clock`) is read by the service (at start and then at most every
-`MARKET_CLOCK_CACHE_S`) and stored in the `MarketClock` row. The trigger asks
+`MARKET_CLOCK_CACHE_S`) and stored in the `MarketClock` row; each change of session is also
+recorded in the event log (`MarketClockRead`, read by the backtest's replay). The trigger asks
 `equity_market_open()`, which answers from that row without a network call; the recorded
 next open and close make it exact at the bell even between reads. Steps already running go
 on (every step is durable and resumable; the reference's B7 killed them), and USDC runs at
@@ -14,8 +15,11 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
+from inventory.domain import market_clock
+from inventory.store import aggregate_execute
 from operations.venues import Venues, venues_get
 from service.models import MarketClock
 
@@ -55,15 +59,28 @@ def market_clock_refresh(
             "market clock: alpaca clock read failed: %s: %s", type(error).__name__, error
         )
         return stored
-    clock, _ = MarketClock.objects.update_or_create(
-        pk=CLOCK_PK,
-        defaults={
-            "is_open": reading.is_open,
-            "next_open": reading.next_open,
-            "next_close": reading.next_close,
-            "fetched_at": moment,
-        },
-    )
+    with transaction.atomic():
+        clock, _ = MarketClock.objects.update_or_create(
+            pk=CLOCK_PK,
+            defaults={
+                "is_open": reading.is_open,
+                "next_open": reading.next_open,
+                "next_close": reading.next_close,
+                "fetched_at": moment,
+            },
+        )
+        # The log keeps each change of session (a replay knows when equity could start).
+        aggregate_execute(
+            spec=market_clock.SPEC,
+            aggregate_id=market_clock.VENUE,
+            command=market_clock.RecordClock(
+                is_open=reading.is_open,
+                next_open=reading.next_open,
+                next_close=reading.next_close,
+                fetched_at=moment,
+            ),
+            now=moment,
+        )
     is_open = clock.open_at(moment)
     if was_open is None or was_open != is_open:
         if is_open:

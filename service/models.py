@@ -18,6 +18,8 @@ from datetime import datetime
 from django.db import models
 from django.utils import timezone
 
+from inventory.domain.market_clock import session_open_at
+
 
 class PeriodicRun(models.Model):
     name = models.CharField(max_length=64, primary_key=True)
@@ -68,6 +70,6 @@ class MarketClock(models.Model):
     def open_at(self, now: datetime) -> bool:
         """Whether the market is open at `now`, from this reading alone (exact at the
         recorded open and close times, so a stale reading still pauses at the close)."""
-        if self.is_open:
-            return now < self.next_close
-        return self.next_open <= now < self.next_close
+        return session_open_at(
+            is_open=self.is_open, next_open=self.next_open, next_close=self.next_close, now=now
+        )

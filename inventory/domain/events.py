@@ -34,6 +34,7 @@ SETTINGS = "RebalancingSettings"
 DECISIONS = "RebalanceDecision"
 COSTS = "OperationCost"
 CHALLENGERS = "ChallengerDecision"
+MARKET_CLOCK = "MarketClock"
 
 EVENT_CLASSES: dict[str, type[DomainEvent]] = {}
 
@@ -971,6 +972,27 @@ class ChallengerDecided(ChallengerEvent):
     reason: str
     estimated_cost_usd: Decimal | None
     decided_at: datetime
+
+
+# --- MarketClock (aggregate id = the venue, "alpaca"): the market's sessions as read ----------
+
+
+@dataclass(frozen=True)
+class MarketClockEvent(DomainEvent):
+    AGGREGATE_TYPE: ClassVar[str] = MARKET_CLOCK
+
+
+@dataclass(frozen=True)
+class MarketClockRead(MarketClockEvent):
+    """Alpaca's clock (`GET /v1/clock`) when its session changed: open or not, the next open
+    and close, read at `fetched_at`. Recorded once per change (about twice a trading day), so
+    a replay of the log knows when new equity operations could start."""
+
+    ENUM: ClassVar[str] = "MarketClockEvent"
+    is_open: bool
+    next_open: datetime
+    next_close: datetime
+    fetched_at: datetime
 
 
 # --- OperationCost (aggregate id = the operation's aggregate id): the legacy cost ledger --------

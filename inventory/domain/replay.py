@@ -32,6 +32,7 @@ from decimal import Decimal
 from typing import Any
 
 from inventory.domain import events as ev
+from inventory.domain import market_clock
 from inventory.domain import plan as plan_domain
 from inventory.domain.candidates import Candidate, candidate_settings
 from inventory.domain.inventory import (
@@ -176,6 +177,13 @@ class Market:
     unsettled: Decimal = ZERO
     breakers: set[str] = field(default_factory=set)
     reserve: Decimal = ZERO
+    # Alpaca's clock as last recorded (`MarketClockRead`); None: never read, never paused.
+    clock: market_clock.ClockState | None = None
+
+    def open_at(self, moment: datetime) -> bool:
+        """Whether equity operations could start at `moment`, as the service's market clock
+        would have said (`service.market.equity_market_open`, the same rule)."""
+        return self.clock is None or self.clock.open_at(moment)
 
     def see(self, aggregate_id: str, event: Any) -> None:
         kind = type(event)
@@ -188,6 +196,10 @@ class Market:
             withdrawable = event.cash_withdrawable
             self.unsettled = (
                 ZERO if withdrawable is None else max(ZERO, event.cash_balance - withdrawable)
+            )
+        elif kind is ev.MarketClockRead:
+            self.clock = market_clock.ClockState(
+                is_open=event.is_open, next_open=event.next_open, next_close=event.next_close
             )
         elif kind is ev.SettingChanged:
             pool = breaker_pool(event.setting)
@@ -522,16 +534,17 @@ class World:
                 continue
             pool = mutable.domain()
             plan = plan_domain.plan_pool(
-                key=key, pool=pool, settings=self.settings, facts=self._facts(key, pool)
+                key=key, pool=pool, settings=self.settings, facts=self._facts(key, pool, moment)
             )
             if isinstance(plan, plan_domain.Planned):
                 self._start_operation(plan, pool, moment)
 
-    def _facts(self, key: str, pool: PoolInventory) -> plan_domain.PlanFacts:
+    def _facts(self, key: str, pool: PoolInventory, moment: datetime) -> plan_domain.PlanFacts:
         active = self.active.get(key)
+        market = self.market
         return plan_domain.PlanFacts(
-            hold_reason="circuit breaker open" if key in self.market.breakers else None,
-            market_open=True,
+            hold_reason="circuit breaker open" if key in market.breakers else None,
+            market_open=lambda: market.open_at(moment),
             active_operation=None if active is None else f"{active.kind} since {active.at}",
             leavable=lambda: self._leavable(pool),
         )

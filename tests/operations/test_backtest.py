@@ -10,7 +10,7 @@ import dataclasses
 import io
 import json
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -19,8 +19,10 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.test import override_settings
 
+from inventory.domain import market_clock
 from inventory.domain.candidates import as_run, parse_candidate
 from inventory.models import Event, InventoryPool
+from inventory.store import aggregate_execute
 from operations.backtest import (
     TIMINGS,
     BacktestRequest,
@@ -238,3 +240,38 @@ def test_times_must_be_ordered_and_carry_a_zone(day):
         call_command("backtest", "--from", day.end.isoformat(), "--to", day.start.isoformat())
     with pytest.raises(CommandError, match="time zone"):
         call_command("backtest", "--from", "2026-03-02T14:00", "--to", day.end.isoformat())
+
+
+def test_equity_operations_wait_for_the_recorded_open_and_usdc_does_not(settings):
+    """The log's market clock (`MarketClockRead`): while it says closed, a candidate starts no
+    equity operation (as the service's trigger would not); USDC moves go on; at the recorded
+    open the held operation starts on the next fill. The day's own trigger ran with no clock
+    (always open), so the real operations show what the closed market held back."""
+    settings.REBALANCING = dataclasses.replace(settings.REBALANCING, enabled=True)
+    start = DAY + 2 * ONE_DAY
+    opens = start + timedelta(seconds=200)
+    read_at = start - timedelta(hours=2)
+    aggregate_execute(
+        spec=market_clock.SPEC,
+        aggregate_id=market_clock.VENUE,
+        command=market_clock.RecordClock(
+            is_open=False,
+            next_open=opens,
+            next_close=opens + timedelta(hours=6, minutes=30),
+            fetched_at=read_at,
+        ),
+        now=read_at,
+    )
+    day = simulated_day(
+        fills=40, drift=0.45, mid_day_deviation=None, symbols=("MSFT",), start=start
+    )
+    report = run(day, pools=frozenset({"MSFT", "USDC"}))
+
+    def times(name: str, pool: str) -> list[datetime]:
+        figures = entry(report, name)["pools"][pool]
+        return [datetime.fromisoformat(s["at"]) for s in figures["started"]]
+
+    assert any(at < opens for at in times("real", "MSFT"))  # open all day for the live trigger
+    modelled = times("as-run", "MSFT")
+    assert modelled and all(at >= opens for at in modelled)
+    assert any(at < opens for at in times("as-run", "USDC"))

@@ -16,7 +16,7 @@ from inventory.domain.values import USDC_POOL
 from inventory.models import Event, InventoryPool
 from inventory.services import fill_record_onchain
 from operations.venues import Venues
-from service.models import Heartbeat
+from service.models import Heartbeat, MarketClock
 from service.poller import venue_balances_poll
 from service.supervisor import inventory_role_problems
 from tests.operations.conftest import config_from_env
@@ -186,14 +186,29 @@ def test_market_clock_from_the_venue_pauses_equity_and_says_so(sim_venue, venues
         assert clock is not None and clock.is_open is False
         assert equity_market_open() is False
         assert "market closed" in caplog.text and "USDC rebalancing continues" in caplog.text
+        # The same session read again is not recorded again (Alpaca's times are fixed until
+        # the bell).
+        assert market_clock_refresh(venues=venues, force=True) == clock
+        assert [e.is_open for e in clock_events()] == [False]
         # Cached: no new read within MARKET_CLOCK_CACHE_S, even if the venue changes its mind.
         sim_venue.server.set_knobs(market_open=True)
         assert market_clock_refresh(venues=venues) == clock
         assert equity_market_open() is False
         market_clock_refresh(venues=venues, force=True)
         assert equity_market_open() is True
+        # A new session is recorded, once.
+        market_clock_refresh(venues=venues, force=True)
+        read = clock_events()
+        assert [e.is_open for e in read] == [False, True]
+        stored = MarketClock.objects.get()
+        assert (read[1].next_open, read[1].next_close) == (stored.next_open, stored.next_close)
     finally:
         sim_venue.server.set_knobs(market_open=True)
+
+
+def clock_events() -> list:
+    rows = Event.objects.filter(aggregate_type=ev.MARKET_CLOCK).order_by("sequence")
+    return [row.domain_event() for row in rows]
 
 
 def test_market_clock_read_failure_keeps_the_stored_clock(sim_venue, venues, worker_env, caplog):

@@ -628,6 +628,9 @@ class SimVenueServer:
     ) -> None:
         self.world = world
         self._knobs = knobs or SimKnobs()
+        # The clock's current session (open?, next open, next close), as Alpaca's: fixed times
+        # that change only at the bell (or when a test turns the `market_open` knob).
+        self._session: tuple[bool, datetime, datetime] | None = None
         # Two streams from one seed: faults drawn per request (their order follows the
         # client's requests) never share draws with the settle thread's ids and rejections
         # (whose order follows chain activity), so a seed replays the same faults.
@@ -1191,16 +1194,27 @@ class SimVenueServer:
         }
 
     def _clock(self, **_: Any) -> Any:
+        """Alpaca's `GET /v1/clock`: the session's open and close are fixed times, the same on
+        every read until the bell (a regular session is 6.5 hours, the night 17.5). The knob
+        `market_open` says which side of the bell it is; turning it starts a new session."""
         now = _now().replace(microsecond=0)
-        if self._knobs.market_open:
-            next_close = now + timedelta(hours=1)
-            next_open = next_close + timedelta(hours=17, minutes=30)
-        else:
-            next_open = now + timedelta(hours=1)
-            next_close = next_open + timedelta(hours=6, minutes=30)
+        is_open = self._knobs.market_open
+        with self._lock:
+            session = self._session
+            # The next bell: the close while open, the open while closed.
+            bell = None if session is None else session[2] if is_open else session[1]
+            if session is None or session[0] != is_open or bell is None or now >= bell:
+                if is_open:
+                    next_close = now + timedelta(hours=6, minutes=30)
+                    next_open = next_close + timedelta(hours=17, minutes=30)
+                else:
+                    next_open = now + timedelta(hours=1)
+                    next_close = next_open + timedelta(hours=6, minutes=30)
+                session = self._session = (is_open, next_open, next_close)
+        next_open, next_close = session[1], session[2]
         return {
             "timestamp": _iso(now),
-            "is_open": self._knobs.market_open,
+            "is_open": is_open,
             "next_open": _iso(next_open),
             "next_close": _iso(next_close),
         }
