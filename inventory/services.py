@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from eth_utils import to_checksum_address
 
-from inventory import chain_head, config_stamp, event_keys, rawsql
+from inventory import chain_head, config_stamp, event_keys, rawsql, usdc_deltas
 from inventory.db_errors import unique_violated
 from inventory.domain import events as ev
 from inventory.domain import position
@@ -50,7 +50,7 @@ from inventory.models import (
     EventKey,
     RebalancingSettingsRow,
 )
-from inventory.projection import pools_lock, pools_lock_statement
+from inventory.projection import pools_lock, pools_lock_statements
 from inventory.rebuild import PoolDifference, inventory_rebuild  # noqa: F401
 from inventory.store import (
     AggregateSnapshot,
@@ -369,15 +369,17 @@ def _fill_reads(
     parsed: list[_ParsedFill], claims: list[event_keys.Claim]
 ) -> list[tuple[str, list[Any]]]:
     """Every read a small batch of fills needs, sent in one round trip (PostgreSQL): the trade
-    keys, the positions' cached states, the pool rows locked in key order (the symbols and
-    USDC), the chain head and the configuration stamp the trigger reads. The append turn
-    (`inventory.store._take_turn`) goes first in the same round trip. The code below asks for
-    them as it always does and gets the rows already read (`rawsql.prefetch`)."""
+    keys, the positions' cached states, the USDC gate (shared), the symbols' pool rows locked
+    in key order, the USDC row and its pending deltas (read, not locked: a fill adds its USDC
+    change as a delta, `inventory.usdc_deltas`), the chain head and the configuration stamp
+    the trigger reads. The append turn (`inventory.store._take_turn`) goes first in the same
+    round trip. The code below asks for them as it always does and gets the rows already
+    read (`rawsql.prefetch`)."""
     symbols = sorted({item.symbol for item in parsed})
     return [
         *keys_recorded_statements(claims),
         *(aggregate_state_statement(position.SPEC, symbol) for symbol in symbols),
-        pools_lock_statement([*symbols, USDC_POOL]),
+        *pools_lock_statements([*symbols, USDC_POOL], shared={USDC_POOL}),
         (chain_head.HEAD_SQL, []),
         (config_stamp.STAMP_SQL, []),
     ]
@@ -482,11 +484,13 @@ def _fills_decide_commit(
 
 def _fills_record_parsed(parsed: list[_ParsedFill], moment: datetime) -> list[FillResult]:
     pipelined = len(parsed) <= PIPELINED_MAX_FILLS and rawsql.pipelining()
-    return in_retried_transaction(
+    results = in_retried_transaction(
         lambda: _fills_commit(parsed, moment, pipelined=pipelined),
         what=f"{ev.POSITION}/batch",
         pipelined=pipelined,
     )
+    usdc_deltas.fold_if_due()
+    return results
 
 
 def fills_record_batch(

@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from inventory.models import Event, EventKey, InventoryPool, OnchainFillLeg
 from inventory.services import fill_record_onchain
+from tests.inventory.projection_helpers import pool_read
 from tests.service.flows import T0, enable, observe, register
 
 D = Decimal
@@ -100,7 +101,7 @@ def test_a_duplicate_single_fill_writes_nothing_and_a_conflict_is_refused(settin
     with pytest.raises(FillConflict):
         fill(1, amount="0.7")
     assert Event.objects.count() == events
-    assert InventoryPool.objects.get(key="USDC").onchain_available == D("99999.0")
+    assert pool_read("USDC").onchain_available == D("99999.0")
     assert not getattr(connection, "_rawsql_deferred", None)
     assert first.id == Event.objects.order_by("-id").values_list("id", flat=True).first()
 
