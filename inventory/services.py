@@ -759,6 +759,11 @@ def records_ingest(
     """
     outcomes: dict[int, RecordOutcome] = {}
     with transaction.atomic():
+        if not all(isinstance(record, OnchainFill) for record in records):
+            # A hedge moves the USDC pool itself (it takes the USDC gate exclusively): take it
+            # first, so the fills before it in this transaction do not hold it shared then
+            # need it exclusively while another writer waits on them (`inventory.usdc_deltas`).
+            pools_lock({USDC_POOL})
         index = 0
         while index < len(records):
             if isinstance(records[index], OnchainFill):

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 # pg_advisory_xact_lock key of the USDC gate ("rbaU" as an integer).
 USDC_GATE_LOCK = 0x72626155
 # A fill that saw at least this many pending deltas folds them after its commit.
-FOLD_AT = 64
+FOLD_AT = 32
 
 _GATE_SHARED_SQL = "SELECT pg_advisory_xact_lock_shared(%s)"
 _GATE_SQL = "SELECT pg_advisory_xact_lock(%s)"
