@@ -489,8 +489,15 @@ def _fills_record_parsed(parsed: list[_ParsedFill], moment: datetime) -> list[Fi
         what=f"{ev.POSITION}/batch",
         pipelined=pipelined,
     )
-    usdc_deltas.fold_if_due()
+    if usdc_deltas.fold_due_take():
+        usdc_deltas_fold()
     return results
+
+
+def usdc_deltas_fold() -> None:
+    """Fold the USDC pool's pending fill deltas into its row now, in a transaction of its own
+    (`inventory.usdc_deltas`; what any writer that locks the USDC row does first)."""
+    in_retried_transaction(lambda: pools_lock({USDC_POOL}, create=False), what="USDC/fold")
 
 
 def fills_record_batch(

@@ -25,7 +25,7 @@ writer (a shared row lock could: new share lockers do not wait behind a queued F
 SQLite has one writer at a time and no advisory locks: the same code runs without the gate.
 
 The pending rows are bounded: a fill that saw `FOLD_AT` or more of them folds after its
-commit (`fold_if_due`), and every exclusive writer folds.
+commit (`inventory.services.usdc_deltas_fold`), and every exclusive writer folds.
 """
 
 from __future__ import annotations
@@ -166,18 +166,8 @@ def fold_due(count: int) -> None:
         connection.__dict__[_FOLD_DUE] = True
 
 
-def fold_if_due() -> bool:
-    """Outside any transaction, after a fill: fold the pending deltas when a fill saw many
-    (one short exclusive transaction). Returns whether it folded."""
-    if not connection.__dict__.pop(_FOLD_DUE, False) or connection.in_atomic_block:
-        return False
-    usdc_deltas_fold()
-    return True
-
-
-def usdc_deltas_fold() -> None:
-    """Fold the pending USDC fill deltas into the USDC row now (its own transaction)."""
-    from inventory.projection import pools_lock
-    from inventory.store import in_retried_transaction
-
-    in_retried_transaction(lambda: pools_lock({USDC_POOL}, create=False), what="USDC/fold")
+def fold_due_take() -> bool:
+    """Whether a fill of this connection saw many pending deltas (and forget it): outside any
+    transaction the caller then folds them (`inventory.services.usdc_deltas_fold`)."""
+    due = bool(connection.__dict__.pop(_FOLD_DUE, False))
+    return due and not connection.in_atomic_block

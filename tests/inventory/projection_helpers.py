@@ -195,6 +195,6 @@ def pools_read_dicts() -> list[dict]:
 def usdc_folded() -> None:
     """Fold the USDC pool's pending fill deltas into its row (and its legs into
     `OnchainFillLeg`), as the next writer that locks the USDC row does."""
-    from inventory.usdc_deltas import usdc_deltas_fold
+    from inventory.services import usdc_deltas_fold
 
     usdc_deltas_fold()

@@ -19,8 +19,13 @@ from django.db import connection
 from inventory.domain.values import USDC_POOL
 from inventory.models import Event, InventoryPool, UsdcFillDelta
 from inventory.selectors import pool_get, pools_list, pools_needing_reconciliation
-from inventory.services import fill_record_onchain, inventory_rebuild, snapshot_record
-from inventory.usdc_deltas import FOLD_AT, usdc_deltas_fold
+from inventory.services import (
+    fill_record_onchain,
+    inventory_rebuild,
+    snapshot_record,
+    usdc_deltas_fold,
+)
+from inventory.usdc_deltas import FOLD_AT
 from service.health import health_report
 from tests.inventory.test_lock_order import WAIT_S, Writer, lock_waiters, wait_until
 from tests.service.flows import observe, onchain_fill, tick
