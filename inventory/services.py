@@ -489,15 +489,26 @@ def _fills_record_parsed(parsed: list[_ParsedFill], moment: datetime) -> list[Fi
         what=f"{ev.POSITION}/batch",
         pipelined=pipelined,
     )
-    if usdc_deltas.fold_due_take():
-        usdc_deltas_fold()
+    seen = usdc_deltas.fold_due_take()
+    if seen:
+        # Several writers see the same deltas pile up: the first that finds the gate free
+        # folds them, the others go on (until there are far too many: then they wait).
+        usdc_deltas_fold(wait=seen >= 4 * usdc_deltas.FOLD_AT)
     return results
 
 
-def usdc_deltas_fold() -> None:
+def usdc_deltas_fold(*, wait: bool = True) -> bool:
     """Fold the USDC pool's pending fill deltas into its row now, in a transaction of its own
-    (`inventory.usdc_deltas`; what any writer that locks the USDC row does first)."""
-    in_retried_transaction(lambda: pools_lock({USDC_POOL}, create=False), what="USDC/fold")
+    (`inventory.usdc_deltas`; what any writer that locks the USDC row does first). Without
+    `wait`, only if no one holds the USDC gate at this moment. Returns whether it folded."""
+
+    def fold() -> bool:
+        if not wait and not usdc_deltas.gate_try():
+            return False
+        pools_lock({USDC_POOL}, create=False)
+        return True
+
+    return in_retried_transaction(fold, what="USDC/fold")
 
 
 def fills_record_batch(

@@ -163,11 +163,20 @@ def deltas_insert(rows: Sequence[tuple[Any, ...]], *, deferred: bool = False) ->
 def fold_due(count: int) -> None:
     """A fill saw `count` pending deltas: fold after its commit once there are many."""
     if count >= FOLD_AT:
-        connection.__dict__[_FOLD_DUE] = True
+        connection.__dict__[_FOLD_DUE] = count
 
 
-def fold_due_take() -> bool:
-    """Whether a fill of this connection saw many pending deltas (and forget it): outside any
-    transaction the caller then folds them (`inventory.services.usdc_deltas_fold`)."""
-    due = bool(connection.__dict__.pop(_FOLD_DUE, False))
-    return due and not connection.in_atomic_block
+def gate_try() -> bool:
+    """Take the USDC gate exclusively if no one holds it now (True where there is no gate)."""
+    if connection.vendor != "postgresql":
+        return True
+    rows = rawsql.fetch("SELECT pg_try_advisory_xact_lock(%s)", [USDC_GATE_LOCK])
+    return bool(rows and rows[0][0])
+
+
+def fold_due_take() -> int:
+    """How many pending deltas a fill of this connection saw when they were `FOLD_AT` or more
+    (0 otherwise; forgotten once asked): outside any transaction the caller then folds them
+    (`inventory.services.usdc_deltas_fold`)."""
+    count = int(connection.__dict__.pop(_FOLD_DUE, 0))
+    return 0 if connection.in_atomic_block else count

@@ -264,3 +264,24 @@ def test_many_fills_from_several_threads_replay_exactly():
     assert inventory_rebuild(write=False) == []
     assert not UsdcFillDelta.objects.exists()  # the check folded them, and still agrees
     assert inventory_rebuild(write=False) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fill_that_saw_many_deltas_folds_only_when_the_gate_is_free():
+    """After its commit a fill that saw `FOLD_AT` deltas folds them without waiting: while
+    another fill is inside its transaction it leaves them (that fill, or the next, folds)."""
+    postgres_only()
+    seed()
+    onchain_fill("MSFT", "1", price="3")
+    busy = Writer(lambda: onchain_fill("AAPL", "1", price="10"), pause_after="INSERT INTO")
+    busy.start()
+    assert busy.paused.wait(WAIT_S)
+    assert usdc_deltas_fold(wait=False) is False  # returned at once: the gate is held
+    assert UsdcFillDelta.objects.count() == 1
+    busy.release()
+    busy.join(WAIT_S)
+    assert not busy.is_alive() and busy.error is None
+    assert usdc_deltas_fold(wait=False) is True
+    assert not UsdcFillDelta.objects.exists()
+    assert raw_usdc().onchain_available == D(99987)
+    assert inventory_rebuild(write=False) == []
