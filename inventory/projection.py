@@ -147,10 +147,11 @@ def pools_lock_statements(
     `rawsql.prefetch`): the USDC gate first (before any row lock), the rows locked in key
     order, the shared rows read without a lock, and the pending USDC deltas."""
     wanted = sorted(set(keys))
+    shared = frozenset(shared)
     locking, reading = _lock_modes(wanted, shared)
     statements = []
     if USDC_POOL in wanted:
-        gate = usdc_deltas.gate_statement(shared=USDC_POOL in set(shared))
+        gate = usdc_deltas.gate_statement(shared=USDC_POOL in shared)
         if gate is not None:
             statements.append(gate)
     if locking:
@@ -218,8 +219,9 @@ def pools_lock(
     wanted = sorted(set(keys))
     if not wanted:
         return {}
+    shared = frozenset(shared)
     locking, reading = _lock_modes(wanted, shared)
-    usdc_shared = USDC_POOL in set(shared)
+    usdc_shared = USDC_POOL in shared
     if USDC_POOL in wanted:
         usdc_deltas.gate_take(shared=usdc_shared)
     rows = _pools_select(locking, reading)
