@@ -25,7 +25,9 @@ writer (a shared row lock could: new share lockers do not wait behind a queued F
 SQLite has one writer at a time and no advisory locks: the same code runs without the gate.
 
 The pending rows are bounded: a fill that saw `FOLD_AT` or more of them folds after its
-commit (`inventory.services.usdc_deltas_fold`), and every exclusive writer folds.
+commit if the gate is free at that moment, and waits for it once it saw four times as many
+(`inventory.services.usdc_deltas_fold`); every exclusive writer folds. A reader's view holds
+the committed deltas only: a fill still in progress elsewhere is not in it until it commits.
 """
 
 from __future__ import annotations
