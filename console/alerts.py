@@ -41,7 +41,7 @@ from django.utils import timezone
 from console.models import AlertState
 from console.selectors import last_snapshot_per_venue
 from inventory.domain.costs import WEI_PER_ETH
-from inventory.models import InventoryPool
+from inventory.selectors import pools_needing_reconciliation
 from operations.models import ACTIVE_STATUSES, Operation
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def _drift_conditions() -> list[Condition]:
             "drift",
             f"pool {pool.key} needs reconciliation: {pool.reconciliation_reason}",
         )
-        for pool in InventoryPool.objects.filter(needs_reconciliation=True).order_by("key")
+        for pool in pools_needing_reconciliation()
     ]
 
 

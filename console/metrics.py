@@ -22,8 +22,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from console.models import AlertState
 from console.selectors import last_snapshot_per_venue, step_timings
 from inventory.domain.inventory import ratio
-from inventory.models import ApiTokenScope, InventoryPool
-from inventory.selectors import api_token_authenticate
+from inventory.models import ApiTokenScope
+from inventory.selectors import api_token_authenticate, pools_list
 from operations.models import Operation
 
 
@@ -45,7 +45,7 @@ class RebalancerCollector:
             "1 when a recorded fact could not be applied to the pool",
             labels=["pool"],
         )
-        for row in InventoryPool.objects.order_by("key"):
+        for row in pools_list():
             for venue, observed, available, inflight in (
                 ("onchain", row.onchain_observed, row.onchain_available, row.onchain_inflight),
                 ("offchain", row.offchain_observed, row.offchain_available, row.offchain_inflight),

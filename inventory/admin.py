@@ -16,6 +16,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -42,6 +43,7 @@ from inventory.models import (
 )
 from inventory.selectors import offchain_cash_latest, rebalancing_settings_get
 from inventory.services import api_token_create, api_token_revoke, asset_register, setting_change
+from inventory.usdc_deltas import pools_current
 from operations.models import Operation
 from operations.venues import VenuesNotConfigured
 from service.selectors import pool_state
@@ -155,6 +157,15 @@ class EventAdmin(ReadOnlyAdmin):
         return format_html('<pre class="payload">{}</pre>', json.dumps(obj.metadata, indent=2))
 
 
+class _CurrentPools(ChangeList):
+    """The pool list as readers see it: the USDC row with its pending fill deltas applied
+    (`inventory.usdc_deltas.pools_current`)."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        self.result_list = pools_current(self.result_list)
+
+
 @admin.register(InventoryPool)
 class InventoryPoolAdmin(ReadOnlyAdmin):
     list_display = (
@@ -171,6 +182,13 @@ class InventoryPoolAdmin(ReadOnlyAdmin):
     )
     list_filter = ("kind", "needs_reconciliation")
     empty_text = "No pool yet: a pool appears with the first fill or venue poll of its asset."
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return _CurrentPools
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        row = super().get_object(request, object_id, from_field)
+        return None if row is None else pools_current([row])[0]
 
     @admin.display(description="ratio (band)")
     def ratio_against_band(self, obj: InventoryPool) -> str:

@@ -349,3 +349,33 @@ class ConfigStamp(models.Model):
 
     def __str__(self) -> str:
         return f"configuration stamp {self.token}"
+
+
+class UsdcFillDelta(models.Model):
+    """One onchain fill's change of the USDC pool, not yet folded into its row.
+
+    Every fill moves the USDC pool; locking its row to the commit made all symbols' fills
+    take turns. A fill instead inserts this row (append-only, no lock on the USDC row: on
+    PostgreSQL a shared advisory lock, `inventory.usdc_deltas.USDC_GATE_LOCK`), and the next
+    writer that changes the USDC pool itself (a snapshot, an operation, a hedge, the rebuild)
+    takes that lock exclusively, applies these rows to the row in event id order with the
+    projection's own rule (`inventory.domain.inventory.onchain_fill_apply`) and deletes
+    them. Every reader of the USDC pool sees the row with these applied
+    (`inventory.usdc_deltas.pools_current`). Derived state, like the row itself."""
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.BigIntegerField(unique=True)
+    # The fill's signed change of the USDC onchain available (applied unless its block is at
+    # or below the pool's onchain snapshot block, or it would make the pool negative).
+    delta = ExactDecimalField()
+    block_number = models.BigIntegerField(null=True, blank=True)
+    # The fill's `seen_at` (the pool's `updated_at` once applied) and when it was recorded
+    # (a fill that cannot be applied flags the pool at that time).
+    seen_at = models.DateTimeField()
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["event_id"]
+
+    def __str__(self) -> str:
+        return f"USDC {self.delta} from event #{self.event_id}"

@@ -19,13 +19,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from inventory import rawsql
+from django.db import connection
+
+from inventory import rawsql, usdc_deltas
 from inventory.domain import events as ev
-from inventory.domain.inventory import InventoryFold, MutablePool, PoolInventory, fold_stored
+from inventory.domain.inventory import (
+    InventoryFold,
+    MutablePool,
+    PoolInventory,
+    fold_stored,
+    onchain_fill_delta,
+)
 from inventory.domain.values import USDC_POOL
 from inventory.models import Event, InventoryPool, OnchainFillLeg
 
@@ -66,6 +74,9 @@ class ProjectionPlan:
     fold: InventoryFold
     touched: set[str]
     lock: set[str]
+    # Pools the batch changes only by onchain fills, without locking the row: USDC, whose
+    # fill changes are recorded as pending deltas (`inventory.usdc_deltas`).
+    shared: set[str] = field(default_factory=set)
 
 
 Decided = tuple[str, str, int, Sequence[Any]]  # aggregate type, id, after sequence, events
@@ -105,16 +116,21 @@ def projection_plan(batches: Sequence[Decided]) -> ProjectionPlan:
     dry = InventoryFold(tracks=dict(fold.tracks))
     touched: set[str] = set()
     lock: set[str] = set()
+    usdc_exclusive = False
     for aggregate_type, aggregate_id, _, events in batches:
         for event in events:
             keys, track = dry.touches(aggregate_type, aggregate_id, event)
             touched.update(keys)
+            if USDC_POOL in keys and type(event) is not ev.OnChainOrderFilled:
+                usdc_exclusive = True
             if aggregate_type in ev.OPERATION_EVENT_TYPES:
                 if track is not None:
                     lock.add(track.genesis.pool_key)
                 if event.TERMINAL or isinstance(event, _RECONCILED):
                     lock.add(USDC_POOL)
-    return ProjectionPlan(fold=fold, touched=touched, lock=touched | lock)
+                    usdc_exclusive = True
+    shared = {USDC_POOL} if USDC_POOL in touched and not usdc_exclusive else set()
+    return ProjectionPlan(fold=fold, touched=touched, lock=touched | lock, shared=shared)
 
 
 _POOLS_ORDER = '"inventory_inventorypool"."key" ASC'
@@ -124,30 +140,91 @@ def _pools_where(count: int) -> str:
     return f'"key" IN ({rawsql.placeholders(count)})'
 
 
-def pools_lock_statement(keys: Iterable[str]) -> tuple[str, list[Any]]:
-    """The statement `pools_lock(keys)` locks with (to prefetch it: `rawsql.prefetch`)."""
+def pools_lock_statements(
+    keys: Iterable[str], *, shared: Iterable[str] = ()
+) -> list[tuple[str, list[Any]]]:
+    """The statements `pools_lock(keys, shared=shared)` runs, in order (to prefetch them:
+    `rawsql.prefetch`): the USDC gate first (before any row lock), the rows locked in key
+    order, the shared rows read without a lock, and the pending USDC deltas."""
     wanted = sorted(set(keys))
-    return rawsql.select_statement(
-        InventoryPool, _pools_where(len(wanted)), wanted, order_by=_POOLS_ORDER, for_update=True
-    )
+    shared = frozenset(shared)
+    locking, reading = _lock_modes(wanted, shared)
+    statements = []
+    if USDC_POOL in wanted:
+        gate = usdc_deltas.gate_statement(shared=USDC_POOL in shared)
+        if gate is not None:
+            statements.append(gate)
+    if locking:
+        statements.append(
+            rawsql.select_statement(
+                InventoryPool,
+                _pools_where(len(locking)),
+                locking,
+                order_by=_POOLS_ORDER,
+                for_update=True,
+            )
+        )
+    if reading:
+        statements.append(
+            rawsql.select_statement(
+                InventoryPool, _pools_where(len(reading)), reading, order_by=_POOLS_ORDER
+            )
+        )
+    if USDC_POOL in wanted:
+        statements.append(usdc_deltas.deltas_statement())
+    return statements
 
 
-def _pools_select(keys: list[str]) -> dict[str, InventoryPool]:
-    """`SELECT ... FOR UPDATE` of the pool rows of `keys`, in key order (plain SQL)."""
-    rows = rawsql.select_models(
-        InventoryPool, _pools_where(len(keys)), keys, order_by=_POOLS_ORDER, for_update=True
-    )
+def _lock_modes(wanted: list[str], shared: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(rows to lock, rows to read without a lock) of `wanted`, each in key order. Where the
+    database has no row locks (SQLite: the transaction's write lock covers everything) all
+    are read by one statement."""
+    reading = sorted(set(shared) & set(wanted))
+    if not connection.features.has_select_for_update:
+        return wanted, []
+    return [key for key in wanted if key not in reading], reading
+
+
+def _pools_select(locking: list[str], reading: list[str]) -> dict[str, InventoryPool]:
+    """`SELECT ... FOR UPDATE` of the pool rows of `locking`, in key order, and a plain
+    `SELECT` of those of `reading` (plain SQL)."""
+    rows: list[InventoryPool] = []
+    if locking:
+        rows += rawsql.select_models(
+            InventoryPool,
+            _pools_where(len(locking)),
+            locking,
+            order_by=_POOLS_ORDER,
+            for_update=True,
+        )
+    if reading:
+        rows += rawsql.select_models(
+            InventoryPool, _pools_where(len(reading)), reading, order_by=_POOLS_ORDER
+        )
     return {row.key: row for row in rows}
 
 
-def pools_lock(keys: Iterable[str], *, create: bool = True) -> dict[str, InventoryPool]:
+def pools_lock(
+    keys: Iterable[str], *, create: bool = True, shared: Iterable[str] = ()
+) -> dict[str, InventoryPool]:
     """Lock the pool rows of `keys` in key order (the one global lock order), creating the
     missing ones first when `create`. Locking rows this transaction already holds is a no-op,
-    so callers lock everything they need once, up front."""
+    so callers lock everything they need once, up front.
+
+    The USDC pool: locked, it is folded first (its pending fill deltas applied to the row and
+    saved: `inventory.usdc_deltas`), after taking the USDC gate exclusively; in `shared`
+    (a batch of onchain fills), the gate is taken shared, the row is not locked and comes back
+    as an unsaved copy with the pending deltas applied (what the fills' projection starts
+    from; they add theirs as deltas)."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    rows = _pools_select(wanted)
+    shared = frozenset(shared)
+    locking, reading = _lock_modes(wanted, shared)
+    usdc_shared = USDC_POOL in shared
+    if USDC_POOL in wanted:
+        usdc_deltas.gate_take(shared=usdc_shared)
+    rows = _pools_select(locking, reading)
     missing = [key for key in wanted if key not in rows]
     if missing and create:
         InventoryPool.objects.bulk_create(
@@ -155,7 +232,15 @@ def pools_lock(keys: Iterable[str], *, create: bool = True) -> dict[str, Invento
             ignore_conflicts=True,
         )
         logger.info("created inventory pools %s", ", ".join(missing))
-        rows = _pools_select(wanted)
+        rows = _pools_select(locking, reading)
+    if USDC_POOL in wanted:
+        deltas = usdc_deltas.deltas_read()
+        usdc = rows.get(USDC_POOL)
+        if usdc is not None and usdc_shared:
+            rows[USDC_POOL] = usdc_deltas.usdc_view(usdc, deltas)
+            usdc_deltas.fold_due(len(deltas))
+        elif usdc is not None:
+            rows[USDC_POOL] = usdc_deltas.usdc_fold(usdc, deltas)
     return rows
 
 
@@ -263,13 +348,17 @@ def projection_apply(
     if not plan.touched:
         return set()
     if rows is None or not plan.touched <= rows.keys():
-        rows = pools_lock(plan.touched | (rows.keys() if rows else set()))
+        rows = pools_lock(plan.touched | (rows.keys() if rows else set()), shared=plan.shared)
     fold = plan.fold
     touched_rows = {key: rows[key] for key in plan.touched}
     before = {key: row.to_domain() for key, row in touched_rows.items()}
     pools = {key: MutablePool(pool) for key, pool in before.items()}
     last_event: dict[str, int] = {}
-    legs = _Legs(pools, deferred=deferred)
+    # The shared pools (USDC in a batch of fills) start from their row with the pending
+    # deltas applied (`pools_lock`); each fill adds its own delta instead of changing the row,
+    # and their legs are inserted when the deltas are folded.
+    legs = _Legs({k: p for k, p in pools.items() if k not in plan.shared}, deferred=deferred)
+    deltas: list[tuple[Any, ...]] = []
     for stored in events:
         event = stored.event
         snapshot = isinstance(event, _ONCHAIN_SNAPSHOTS)
@@ -291,10 +380,21 @@ def projection_apply(
         for key in keys:
             last_event[key] = stored.id
         if counts is not None:
-            legs.added(keys, counts, stored.id)
+            if plan.shared and USDC_POOL in keys and USDC_POOL in plan.shared:
+                deltas.append(
+                    (
+                        stored.id,
+                        onchain_fill_delta(event, USDC_POOL),
+                        event.block_number,
+                        event.seen_at,
+                        stored.recorded_at,
+                    )
+                )
+            legs.added([key for key in keys if key not in plan.shared], counts, stored.id)
         elif snapshot:
             legs.release(keys)
     legs.flush()
+    usdc_deltas.deltas_insert(deltas, deferred=deferred)
     for key, row in sorted(touched_rows.items()):
         after = pools[key].domain()
         if domains is not None:
@@ -303,9 +403,9 @@ def projection_apply(
         if key in last_event and row.last_event_id != last_event[key]:
             row.last_event_id = last_event[key]
             fields.append("last_event_id")
-        if fields:
+        if fields and key not in plan.shared:
             rawsql.update_fields(row, fields, deferred=deferred)
         reason = after.reconciliation_reason
-        if reason and reason != before[key].reconciliation_reason:
+        if reason and reason != before[key].reconciliation_reason and key not in plan.shared:
             logger.warning("inventory pool %s needs reconciliation: %s", key, reason)
     return set(plan.touched)

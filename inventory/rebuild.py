@@ -41,6 +41,7 @@ from inventory.domain import events as ev
 from inventory.domain.inventory import InventoryFold, MutablePool, PoolInventory, fold_stored
 from inventory.event_keys import TRADE, trade_key
 from inventory.models import ChainHead, Event, EventKey, InventoryPool, OnchainFillLeg
+from inventory.projection import pools_lock
 
 logger = logging.getLogger(__name__)
 
@@ -379,7 +380,9 @@ def inventory_rebuild(*, write: bool, progress: Progress | None = None) -> list[
     (`write=False`), fold with the pure reference fold and also report the log's own
     problems (`LogProblem`). Runs with every pool row locked, in one transaction."""
     with transaction.atomic():
-        stored = {row.key: row for row in InventoryPool.objects.select_for_update().order_by("pk")}
+        # Every row locked in key order, the USDC pool's pending fill deltas folded into it
+        # first (`inventory.usdc_deltas`): the stored state is then all in the rows.
+        stored = pools_lock(InventoryPool.objects.values_list("key", flat=True), create=False)
         facts = LogFacts(audit=not write)
         rebuilt = fold_log(progress=progress, facts=facts, reference=not write)
         differences: list[Any] = []

@@ -28,12 +28,15 @@ from inventory.domain.settings import AssetOverride, RebalancingSettings
 from inventory.domain.snapshot import SNAPSHOT_AGGREGATE_ID
 from inventory.domain.values import USDC_POOL, Direction
 from inventory.models import ApiToken, Asset, Event, InventoryPool, RebalancingSettingsRow
+from inventory.usdc_deltas import pools_current
 
 T = TypeVar("T")
 
 
 def pool_get(*, key: str) -> InventoryPool | None:
-    return InventoryPool.objects.filter(key=key).first()
+    """The pool's row as it is (for USDC: with its pending fill deltas applied, unsaved)."""
+    row = InventoryPool.objects.filter(key=key).first()
+    return None if row is None else pools_current([row])[0]
 
 
 def pool_inventory(*, key: str) -> PoolInventory:
@@ -43,11 +46,25 @@ def pool_inventory(*, key: str) -> PoolInventory:
 
 
 def pools_list() -> list[InventoryPool]:
-    return list(InventoryPool.objects.order_by("key"))
+    """Every pool in key order, as it is (`pools_current`: USDC with its pending fill deltas
+    applied)."""
+    return pools_current(InventoryPool.objects.order_by("key"))
+
+
+def pools_by_key(keys: Iterable[str]) -> dict[str, InventoryPool]:
+    """The pools of `keys` that exist, as they are (`pools_current`)."""
+    rows = InventoryPool.objects.filter(key__in=sorted(set(keys)))
+    return {row.key: row for row in pools_current(rows)}
 
 
 def pools_needing_reconciliation() -> list[InventoryPool]:
-    return list(InventoryPool.objects.filter(needs_reconciliation=True).order_by("key"))
+    """The pools flagged for reconciliation, as they are: USDC also when a pending fill
+    delta flags it."""
+    rows = list(InventoryPool.objects.filter(needs_reconciliation=True).exclude(key=USDC_POOL))
+    usdc = pool_get(key=USDC_POOL)
+    if usdc is not None and usdc.needs_reconciliation:
+        rows.append(usdc)
+    return sorted(rows, key=lambda row: row.key)
 
 
 def asset_by_symbol(base_symbol: str) -> Asset | None:

@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from eth_utils import to_checksum_address
 
-from inventory import chain_head, config_stamp, event_keys, rawsql
+from inventory import chain_head, config_stamp, event_keys, rawsql, usdc_deltas
 from inventory.db_errors import unique_violated
 from inventory.domain import events as ev
 from inventory.domain import position
@@ -50,7 +50,7 @@ from inventory.models import (
     EventKey,
     RebalancingSettingsRow,
 )
-from inventory.projection import pools_lock, pools_lock_statement
+from inventory.projection import pools_lock, pools_lock_statements
 from inventory.rebuild import PoolDifference, inventory_rebuild  # noqa: F401
 from inventory.store import (
     AggregateSnapshot,
@@ -369,15 +369,17 @@ def _fill_reads(
     parsed: list[_ParsedFill], claims: list[event_keys.Claim]
 ) -> list[tuple[str, list[Any]]]:
     """Every read a small batch of fills needs, sent in one round trip (PostgreSQL): the trade
-    keys, the positions' cached states, the pool rows locked in key order (the symbols and
-    USDC), the chain head and the configuration stamp the trigger reads. The append turn
-    (`inventory.store._take_turn`) goes first in the same round trip. The code below asks for
-    them as it always does and gets the rows already read (`rawsql.prefetch`)."""
+    keys, the positions' cached states, the USDC gate (shared), the symbols' pool rows locked
+    in key order, the USDC row and its pending deltas (read, not locked: a fill adds its USDC
+    change as a delta, `inventory.usdc_deltas`), the chain head and the configuration stamp
+    the trigger reads. The append turn (`inventory.store._take_turn`) goes first in the same
+    round trip. The code below asks for them as it always does and gets the rows already
+    read (`rawsql.prefetch`)."""
     symbols = sorted({item.symbol for item in parsed})
     return [
         *keys_recorded_statements(claims),
         *(aggregate_state_statement(position.SPEC, symbol) for symbol in symbols),
-        pools_lock_statement([*symbols, USDC_POOL]),
+        *pools_lock_statements([*symbols, USDC_POOL], shared={USDC_POOL}),
         (chain_head.HEAD_SQL, []),
         (config_stamp.STAMP_SQL, []),
     ]
@@ -482,11 +484,31 @@ def _fills_decide_commit(
 
 def _fills_record_parsed(parsed: list[_ParsedFill], moment: datetime) -> list[FillResult]:
     pipelined = len(parsed) <= PIPELINED_MAX_FILLS and rawsql.pipelining()
-    return in_retried_transaction(
+    results = in_retried_transaction(
         lambda: _fills_commit(parsed, moment, pipelined=pipelined),
         what=f"{ev.POSITION}/batch",
         pipelined=pipelined,
     )
+    seen = usdc_deltas.fold_due_take()
+    if seen:
+        # Several writers see the same deltas pile up: the first that finds the gate free
+        # folds them, the others go on (until there are far too many: then they wait).
+        usdc_deltas_fold(wait=seen >= 4 * usdc_deltas.FOLD_AT)
+    return results
+
+
+def usdc_deltas_fold(*, wait: bool = True) -> bool:
+    """Fold the USDC pool's pending fill deltas into its row now, in a transaction of its own
+    (`inventory.usdc_deltas`; what any writer that locks the USDC row does first). Without
+    `wait`, only if no one holds the USDC gate at this moment. Returns whether it folded."""
+
+    def fold() -> bool:
+        if not wait and not usdc_deltas.gate_try():
+            return False
+        pools_lock({USDC_POOL}, create=False)
+        return True
+
+    return in_retried_transaction(fold, what="USDC/fold")
 
 
 def fills_record_batch(
@@ -755,6 +777,11 @@ def records_ingest(
     """
     outcomes: dict[int, RecordOutcome] = {}
     with transaction.atomic():
+        if not all(isinstance(record, OnchainFill) for record in records):
+            # A hedge moves the USDC pool itself (it takes the USDC gate exclusively): take it
+            # first, so the fills before it in this transaction do not hold it shared then
+            # need it exclusively while another writer waits on them (`inventory.usdc_deltas`).
+            pools_lock({USDC_POOL})
         index = 0
         while index < len(records):
             if isinstance(records[index], OnchainFill):

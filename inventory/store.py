@@ -10,7 +10,10 @@ transaction (`appends_commit`):
 
 1. plan: which pools the events touch, plus the pools the trigger will re-check (an operation's
    pool and USDC when it ends), from the events alone;
-2. lock all of those pool rows once, in key order (one global order: writers never deadlock);
+2. lock all of those pool rows once, in key order (one global order: writers never deadlock),
+   except the USDC row in a batch of onchain fills: the fills take the USDC gate shared and
+   record their USDC changes as pending deltas (`inventory.usdc_deltas`), so fills of
+   different symbols do not take turns;
 3. refuse onchain fills whose block is beyond the chain head the service has seen
    (`inventory.chain_head`); insert the events (their ids are taken under the locks, so for
    any two events that touch a common pool, id order is the order in which they were
@@ -492,7 +495,7 @@ def appends_commit(
         rows = locked
     else:
         wanted = plan.lock | (locked.keys() if locked else set())
-        rows = pools_lock(wanted) if wanted else {}
+        rows = pools_lock(wanted, shared=plan.shared) if wanted else {}
     if not keys_checked:
         _keys_check(appends)
     fills_bound_check(event for append in appends for event in append.events)

@@ -300,7 +300,7 @@ def operator_start(
     active operation; bad kind, pool or amount raise `InvalidValue` naming the field."""
     from inventory.domain import decisions as decisions_domain
     from inventory.domain import events as ev
-    from inventory.models import InventoryPool
+    from inventory.projection import pools_lock
     from inventory.selectors import asset_by_symbol
     from operations.services import _create_arguments, operation_create
 
@@ -334,7 +334,8 @@ def operator_start(
     estimate = estimate_cost(str(kind), pool, amount).usd
     now = timezone.now()
     with transaction.atomic():
-        row = InventoryPool.objects.select_for_update().filter(key=pool).first()
+        # Locked, and for USDC with its pending fill deltas folded in (`pools_lock`).
+        row = pools_lock([pool], create=False).get(pool)
         if row is None:
             raise InvalidValue("pool", pool, "no such pool (pools appear with a fill or a poll)")
         if row.needs_reconciliation:

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from inventory.models import InventoryPool
+from inventory.selectors import pools_needing_reconciliation
 from operations.selectors import operations_needing_attention
 from service.market import market_clock_get
 from service.models import Heartbeat
@@ -98,11 +98,7 @@ def health_report(*, now: datetime | None = None) -> HealthReport:
             {"ids": attention},
         )
     )
-    pools = list(
-        InventoryPool.objects.filter(needs_reconciliation=True)
-        .order_by("key")
-        .values_list("key", flat=True)
-    )
+    pools = [row.key for row in pools_needing_reconciliation()]
     checks.append(
         Check(
             "pools_needing_reconciliation",

@@ -24,7 +24,7 @@ from decimal import Decimal
 from django.dispatch import Signal
 
 from inventory.domain.values import USDC_POOL
-from inventory.models import InventoryPool
+from inventory.selectors import pools_by_key
 from operations.venues import Venues
 from service.poller import (
     OFFCHAIN_VENUE,
@@ -94,7 +94,7 @@ def _observed(readings: VenueReadings) -> dict[tuple[str, str], Decimal]:
 
 def drifts_compute(readings: VenueReadings) -> list[Drift]:
     observed = _observed(readings)
-    pools = {row.key: row for row in InventoryPool.objects.filter(key__in={k for k, _ in observed})}
+    pools = pools_by_key(key for key, _ in observed)
     drifts = []
     for (key, venue), amount in sorted(observed.items()):
         row = pools.get(key)

@@ -703,20 +703,17 @@ def position_apply(
     snapshot; every leg above it is remembered, however many (issue 19: cutting the list to
     its last 256 lost the oldest legs when a lagging snapshot re-applied them)."""
     kind = type(event)
+    if kind is _ONCHAIN_FILLED:
+        onchain_fill_apply(
+            pool,
+            _onchain_fill_delta(event, pool_key == USDC_POOL),
+            event.block_number,
+            event.seen_at,
+            now,
+            flag=flag,
+        )
+        return
     try:
-        if kind is _ONCHAIN_FILLED:
-            block = event.block_number
-            if block is None or pool.onchain_block is None or block > pool.onchain_block:
-                delta = _onchain_fill_delta(event, pool_key == USDC_POOL)
-                _available_moved(pool.on, ONCHAIN, delta)
-                if block is not None:
-                    fills = pool.fills
-                    if type(fills) is list:
-                        fills.append((block, delta))
-                    else:
-                        pool.fills = (*fills, (block, delta))
-            pool.last_updated = event.seen_at
-            return
         if kind is _OFFCHAIN_FILLED:
             pool.hedges = max(0, pool.hedges - 1)
             pool.last_fill_at = now or event.broker_timestamp
@@ -737,6 +734,42 @@ def position_apply(
             raise
         pool.reason = _flag_reason(event, error)
         pool.last_updated = now
+
+
+def onchain_fill_apply(
+    pool: MutablePool,
+    delta: Decimal,
+    block: int | None,
+    seen_at: datetime,
+    now: datetime | None,
+    *,
+    flag: bool,
+) -> None:
+    """An onchain fill's effect on one pool, in place (`position_apply`'s rule, also used to
+    fold a USDC fill delta recorded without the pool's row: `inventory.usdc_deltas`): `delta`
+    is the fill's signed change of the pool's onchain available, applied unless the fill's
+    block is at or below the pool's snapshot block (spec 15.2); an applied fill with a block
+    is remembered as a leg. One that cannot be applied flags the pool (`flag`) or raises."""
+    try:
+        if block is None or pool.onchain_block is None or block > pool.onchain_block:
+            _available_moved(pool.on, ONCHAIN, delta)
+            if block is not None:
+                fills = pool.fills
+                if type(fills) is list:
+                    fills.append((block, delta))
+                else:
+                    pool.fills = (*fills, (block, delta))
+        pool.last_updated = seen_at
+    except InventoryError as error:
+        if not flag:
+            raise
+        pool.reason = f"{_ONCHAIN_FILLED.__name__}: {error}"
+        pool.last_updated = now
+
+
+def onchain_fill_delta(event: ev.OnChainOrderFilled, pool_key: str) -> Decimal:
+    """The fill's signed change of pool `pool_key`'s onchain available."""
+    return _onchain_fill_delta(event, pool_key == USDC_POOL)
 
 
 def _flag_reason(event: Any, error: InventoryError) -> str:

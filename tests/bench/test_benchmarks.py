@@ -24,7 +24,7 @@ TINY = {
     "trigger.py": ["--events", "20"],
     "replay.py": ["--events", "120", "--baseline", "40"],
     "backtest.py": ["--events", "120", "--baseline", "40", "--candidates", "1"],
-    "concurrency.py": ["--fills", "3"],
+    "concurrency.py": ["--fills", "3", "--repeat", "1"],
     "key_index.py": ["--history", "300", "--batches", "2", "--batch-size", "50"],
 }
 

@@ -163,3 +163,38 @@ def offchain_fill(direction: str, shares: str, price_cents: int):
 
 def reconciled(cls: type) -> ev.DomainEvent:
     return cls(reason="settled by hand", operator="ops", reconciled_at=at(9))
+
+
+def pool_read(key: str):
+    """The pool as every reader sees it (`inventory.selectors.pool_get`): for USDC the row
+    with its pending fill deltas applied (`inventory.usdc_deltas`)."""
+    from inventory.selectors import pool_get
+
+    row = pool_get(key=key)
+    assert row is not None, f"no pool {key}"
+    return row
+
+
+def pools_read(*fields: str) -> list[tuple]:
+    """`fields` of every pool in key order, as readers see them (`pools_list`)."""
+    from inventory.selectors import pools_list
+
+    return [tuple(getattr(row, name) for name in fields) for row in pools_list()]
+
+
+def pools_read_dicts() -> list[dict]:
+    """Every column of every pool in key order, as readers see them (what
+    `InventoryPool.objects.values()` gives of the rows)."""
+    from inventory.models import InventoryPool
+    from inventory.selectors import pools_list
+
+    names = [f.attname for f in InventoryPool._meta.concrete_fields]
+    return [{name: getattr(row, name) for name in names} for row in pools_list()]
+
+
+def usdc_folded() -> None:
+    """Fold the USDC pool's pending fill deltas into its row (and its legs into
+    `OnchainFillLeg`), as the next writer that locks the USDC row does."""
+    from inventory.services import usdc_deltas_fold
+
+    usdc_deltas_fold()

@@ -30,8 +30,9 @@ from inventory.domain.values import (
     validate_quantity,
     validate_symbol,
 )
-from inventory.models import Event, InventoryPool
+from inventory.models import Event
 from inventory.services import asset_register, fill_record_onchain, snapshot_record
+from tests.inventory.projection_helpers import pool_read
 
 D = Decimal
 HASH = "0x" + "ab" * 32
@@ -235,8 +236,8 @@ def test_any_accepted_snapshot_sequence_keeps_the_balances_updatable(snapshots):
             block_timestamp=later,
             now=later,
         )
-        assert InventoryPool.objects.get(key="AAPL").onchain_available == D("7.25")
-        assert InventoryPool.objects.get(key="USDC").onchain_available == D(499)
+        assert pool_read("AAPL").onchain_available == D("7.25")
+        assert pool_read("USDC").onchain_available == D(499)
         transaction.set_rollback(True)
 
 
@@ -392,7 +393,7 @@ def test_a_snapshot_from_the_future_is_refused_and_real_snapshots_keep_applying(
     assert caught.value.field == "fetched_at" and "ahead of now" in caught.value.rule
     assert not Event.objects.exists()
     snapshot_record(fetched_at=now, onchain_cash=D(5), now=now)
-    assert InventoryPool.objects.get(key="USDC").onchain_available == D(5)
+    assert pool_read("USDC").onchain_available == D(5)
 
 
 @pytest.mark.django_db

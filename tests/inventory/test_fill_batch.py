@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inventory.domain import events as ev
-from inventory.models import Event, InventoryPool
+from inventory.models import Event
 from inventory.services import (
     BatchInvalid,
     FillConflict,
@@ -22,6 +22,7 @@ from inventory.services import (
     inventory_rebuild,
     snapshot_record,
 )
+from tests.inventory.projection_helpers import pool_read, pools_read
 
 D = Decimal
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -66,7 +67,8 @@ def log_rows() -> list[tuple]:
 
 
 def pool_rows() -> list[dict]:
-    return list(InventoryPool.objects.order_by("key").values(*_POOL_FIELDS))
+    """The pools as readers see them (USDC with its pending fill deltas applied)."""
+    return [dict(zip(_POOL_FIELDS, values, strict=True)) for values in pools_read(*_POOL_FIELDS)]
 
 
 _POOL_FIELDS = (
@@ -100,9 +102,9 @@ def test_a_batch_records_every_fill_and_moves_the_pools_once_per_fill():
         ["OnChainOrderFilled"],
         ["OnChainOrderFilled"],
     ]
-    assert InventoryPool.objects.get(key="AAPL").onchain_available == D(103)
-    assert InventoryPool.objects.get(key="MSFT").onchain_available == D("98.5")
-    usdc = InventoryPool.objects.get(key="USDC").onchain_available
+    assert pool_read("AAPL").onchain_available == D(103)
+    assert pool_read("MSFT").onchain_available == D("98.5")
+    usdc = pool_read("USDC").onchain_available
     assert usdc == D(100000) - 2 * D("1.5") * D("200.1") + D("1.5") * D("200.1")
     assert inventory_rebuild(write=False) == []
 

@@ -20,9 +20,10 @@ from tests.service.flows import T0, enable, observe, register
 D = Decimal
 HISTORY = 400
 # The whole hot path of one fill, savepoint included: key lookup, cached state (with the
-# log's latest sequence: no tail read when the state is current), pool lock, event and key
-# inserts, state update, two pool updates, the trigger's configuration stamp.
-MAX_QUERIES_PER_FILL = 11
+# log's latest sequence: no tail read when the state is current), pool lock, the USDC pool's
+# pending fill deltas (`inventory.usdc_deltas`), event and key inserts, state update, the
+# symbol's pool update, the fill's USDC delta, the trigger's configuration stamp.
+MAX_QUERIES_PER_FILL = 12
 
 
 def tx(n: int) -> str:

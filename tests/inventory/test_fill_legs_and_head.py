@@ -17,7 +17,7 @@ from inventory.chain_head import DEFAULT_FILL_BLOCK_MARGIN, FillBeyondChainHead,
 from inventory.codec import encode_event
 from inventory.domain import events as ev
 from inventory.domain.values import USDC_POOL, Direction
-from inventory.models import ChainHead, Event, InventoryPool, OnchainFillLeg
+from inventory.models import ChainHead, Event, OnchainFillLeg, UsdcFillDelta
 from inventory.rebuild import LogProblem
 from inventory.services import (
     OnchainFill,
@@ -27,6 +27,7 @@ from inventory.services import (
     inventory_rebuild,
     snapshot_record,
 )
+from tests.inventory.projection_helpers import pool_read, usdc_folded
 
 pytestmark = pytest.mark.django_db
 
@@ -44,7 +45,7 @@ def tx(n: int) -> str:
 
 
 def onchain(key: str) -> Decimal:
-    return InventoryPool.objects.get(key=key).onchain_available
+    return pool_read(key).onchain_available
 
 
 def snapshot(*, block: int | None, aapl: str, usdc: str, fetched: int) -> None:
@@ -105,13 +106,18 @@ def test_a_lagging_snapshot_re_applies_every_fill_above_it_however_many(batched)
             record(f)
     assert onchain("AAPL") == D(1300)
     assert OnchainFillLeg.objects.filter(pool_key="AAPL").count() == 300
+    # USDC's legs are written when its pending fill deltas are folded (`usdc_deltas`).
+    pending = UsdcFillDelta.objects.count()
+    assert OnchainFillLeg.objects.filter(pool_key=USDC_POOL).count() + pending == 300
+    usdc_folded()
     assert OnchainFillLeg.objects.filter(pool_key=USDC_POOL).count() == 300
+    assert not UsdcFillDelta.objects.exists()
 
     snapshot(block=100, aapl="1000", usdc="100000", fetched=20)  # the lagging poll
 
     assert onchain("AAPL") == D(1300)
     assert onchain(USDC_POOL) == D(100000 - 300)
-    assert not InventoryPool.objects.get(key="AAPL").needs_reconciliation
+    assert not pool_read("AAPL").needs_reconciliation
     assert inventory_rebuild(write=False) == []
 
     # A poll pinned at block 350 covers the legs at or below it: they are released.
@@ -132,11 +138,13 @@ def test_a_fill_costs_one_leg_row_per_pool_whatever_is_remembered():
 
     snapshot(block=100, aapl="1000", usdc="100000", fetched=0)
     fills_record_batch(fills=[buy(n, 101) for n in range(1, 400)], now=NOW)
+    usdc_folded()  # USDC's legs are rows once its pending deltas are folded
     with CaptureQueriesContext(connection) as queries:
         record(buy(1000, 102))
     touching = [q["sql"] for q in queries if "inventory_onchainfillleg" in q["sql"]]
     assert len(touching) == 1 and touching[0].startswith("INSERT"), touching
-    assert OnchainFillLeg.objects.filter(event_id__isnull=False).count() == 800
+    assert OnchainFillLeg.objects.filter(event_id__isnull=False).count() == 799
+    assert UsdcFillDelta.objects.count() == 1  # the fill's USDC leg, until the next fold
 
 
 # --- #3: a fill's block is bounded by the chain head -------------------------------------------
@@ -270,6 +278,7 @@ def test_check_names_a_trade_recorded_twice_and_a_fill_above_the_head():
 def test_check_compares_the_remembered_legs_and_the_head_and_write_restores_them():
     snapshot(block=100, aapl="100", usdc="100000", fetched=0)
     fills_record_batch(fills=[buy(n, 100 + n) for n in range(1, 4)], now=NOW)
+    usdc_folded()
     legs = list(OnchainFillLeg.objects.order_by("id").values_list("pool_key", "block_number"))
     OnchainFillLeg.objects.filter(block_number=102).delete()  # derived state, deletable
     ChainHead.objects.filter(id=1).update(block=10**12)

@@ -22,6 +22,7 @@ from tests.inventory.projection_helpers import (
     mint_requested,
     offchain_fill,
     onchain_fill,
+    pool_read,
     reconciled,
     snapshot,
     tokens_received,
@@ -38,7 +39,8 @@ D = Decimal
 
 
 def pool(key: str) -> InventoryPool:
-    return InventoryPool.objects.get(key=key)
+    """The pool as readers see it (USDC with its pending fill deltas applied)."""
+    return pool_read(key)
 
 
 def amounts(key: str) -> tuple[Decimal, Decimal, Decimal, Decimal]:
@@ -382,12 +384,21 @@ def test_rows_are_locked_once_in_key_order():
         append("AAPL", onchain_fill("Buy", "1", "1"))
     reads = [q["sql"] for q in queries if 'FROM "inventory_inventorypool"' in q["sql"]]
     locking = [sql for sql in reads if 'ORDER BY "inventory_inventorypool"."key" ASC' in sql]
-    assert len(locking) == 1
     if connection.vendor == "postgresql":
-        assert "FOR UPDATE" in locking[0]
+        # The symbol's row locked; the USDC row read without a lock, after the USDC gate
+        # (shared): the fill's USDC change is a pending delta (`inventory.usdc_deltas`).
+        assert len(locking) == 2
+        assert "FOR UPDATE" in locking[0] and "'AAPL'" in locking[0]
+        assert "FOR UPDATE" not in locking[1] and "'USDC'" in locking[1]
+        gate = [q["sql"] for q in queries if "pg_advisory_xact_lock_shared" in q["sql"]]
+        assert len(gate) == 1
+    else:
+        assert len(locking) == 1  # SQLite: no row locks, one read of both rows
     updates = [q["sql"] for q in queries if q["sql"].startswith('UPDATE "inventory_inventorypool"')]
-    assert len(updates) == 2  # AAPL and USDC, each with only its changed fields
-    assert all("offchain_available" not in sql for sql in updates)
+    assert len(updates) == 1  # AAPL, with only its changed fields; USDC is not written
+    assert "offchain_available" not in updates[0]
+    deltas = [q["sql"] for q in queries if q["sql"].startswith('INSERT INTO "inventory_usdcf')]
+    assert len(deltas) == 1
 
 
 # --- view-level checks (spec 13 check_equity_imbalance_* / check_usdc_imbalance_*) -----------

@@ -16,6 +16,7 @@ from tests.inventory.projection_helpers import (
     mint_accepted,
     mint_requested,
     onchain_fill,
+    pools_read,
     snapshot,
     tokens_received,
     tokens_sent,
@@ -43,7 +44,8 @@ FIELDS = [
 
 
 def rows() -> list[tuple]:
-    return list(InventoryPool.objects.order_by("key").values_list(*FIELDS))
+    """The pools as readers see them (USDC with its pending fill deltas applied)."""
+    return pools_read(*FIELDS)
 
 
 def history() -> None:

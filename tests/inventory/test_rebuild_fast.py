@@ -135,8 +135,10 @@ def pools() -> list[dict]:
     """The stored pools, leaving out a pool still in its initial state: the trigger locks
     (and so creates) the USDC pool for an equity operation's terminal event although the log
     never moves it, and the rebuild, like `--check`, treats such a row as absent."""
+    from inventory.selectors import pools_list
+
     rows = []
-    for pool in InventoryPool.objects.order_by("key"):
+    for pool in pools_list():  # as readers see them (USDC with its pending fill deltas)
         pristine = InventoryPool(key=pool.key, kind=InventoryPool.kind_for(pool.key))
         if all(getattr(pool, name) == getattr(pristine, name) for name in POOL_FIELDS):
             continue

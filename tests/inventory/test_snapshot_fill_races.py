@@ -16,7 +16,7 @@ import pytest
 
 from inventory.domain import position
 from inventory.domain.values import USDC_POOL, Direction
-from inventory.models import InventoryPool, OnchainFillLeg
+from inventory.models import OnchainFillLeg
 from inventory.services import (
     fill_record_offchain,
     fill_record_onchain,
@@ -24,6 +24,7 @@ from inventory.services import (
     snapshot_record,
 )
 from inventory.store import aggregate_execute
+from tests.inventory.projection_helpers import pool_read
 
 pytestmark = pytest.mark.django_db
 
@@ -36,11 +37,11 @@ def at(seconds: int) -> datetime:
 
 
 def onchain_available(key: str) -> Decimal:
-    return InventoryPool.objects.get(key=key).onchain_available
+    return pool_read(key).onchain_available
 
 
 def offchain_available(key: str) -> Decimal:
-    return InventoryPool.objects.get(key=key).offchain_available
+    return pool_read(key).offchain_available
 
 
 def seed() -> None:
@@ -128,7 +129,7 @@ def test_snapshot_read_below_an_applied_fill_keeps_the_fill():
     # The next poll (block 108, containing the fill) settles on the vault's truth.
     snapshot_onchain(block=108, aapl="12", usdc="700", fetched=112)
     assert (onchain_available("AAPL"), onchain_available(USDC_POOL)) == (D(12), D(700))
-    pool = InventoryPool.objects.get(key="AAPL")
+    pool = pool_read("AAPL")
     assert pool.onchain_block == 108
     assert not OnchainFillLeg.objects.filter(pool_key="AAPL").exists()
     assert_rebuild_matches()
@@ -276,10 +277,10 @@ def test_a_hedge_fill_that_flags_the_pool_is_no_longer_pending_and_the_next_snap
         broker_timestamp=at(12),
         now=at(12),
     )
-    usdc = InventoryPool.objects.get(key=USDC_POOL)
+    usdc = pool_read(USDC_POOL)
     assert usdc.needs_reconciliation and "OffChainOrderFilled" in usdc.reconciliation_reason
     assert (usdc.offchain_available, usdc.offchain_hedges_pending) == (D(2000), 0)
-    aapl = InventoryPool.objects.get(key="AAPL")
+    aapl = pool_read("AAPL")
     assert (aapl.offchain_available, aapl.offchain_hedges_pending) == (D(23), 0)
     # Alpaca's cash read after the fill is taken and clears the flag.
     snapshot_offchain(aapl="23", cash="1500", fetched=14, recorded=15)

@@ -15,7 +15,7 @@ from inventory.domain.values import USDC_POOL, Direction, InvalidValue
 from inventory.models import Event, InventoryPool
 from inventory.services import fill_record_offchain, fill_record_onchain, snapshot_record
 from inventory.store import aggregate_execute
-from tests.inventory.projection_helpers import append, mint_accepted, mint_requested
+from tests.inventory.projection_helpers import append, mint_accepted, mint_requested, pool_read
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def at(minutes: int) -> datetime:
 
 
 def amounts(key: str) -> tuple[Decimal, Decimal, Decimal, Decimal]:
-    row = InventoryPool.objects.get(key=key)
+    row = pool_read(key)
     return (
         row.onchain_available,
         row.onchain_inflight,

@@ -110,7 +110,13 @@ def append(
 
 
 def pool(key: str) -> InventoryPool:
-    return InventoryPool.objects.get(key=key)
+    """The pool as readers see it (`pool_get`: USDC with its pending fill deltas applied)."""
+    from inventory.selectors import pool_get
+
+    row = pool_get(key=key)
+    if row is None:
+        raise InventoryPool.DoesNotExist(key)
+    return row
 
 
 def active(key: str) -> Operation | None:
