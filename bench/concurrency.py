@@ -14,6 +14,11 @@ deltas not yet folded into its row) is checked against a replay of the log.
 With `--block-numbers` (the default) every fill carries a block number above the onchain
 snapshot the seed records, as the API sends them (each leaves a remembered leg);
 `--no-block-numbers` sends fills without a block (the shape before blocks were carried).
+
+With `--latency-ms X` the workers reach PostgreSQL through a local proxy that delays every
+message X ms each way (`bench/latency.py`): a database on its own host, where a writer spends
+most of a fill waiting on round trips and a lock held across them serialises the writers
+whatever the cores.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from bench.common import (  # noqa: E402
     plain_insert_rate,
     print_report,
 )
+from bench.latency import behind_latency  # noqa: E402
 
 # The CPU time of this process's PostgreSQL backend (Linux /proc; 0 elsewhere).
 BACKEND_CPU = """
@@ -304,7 +310,15 @@ def main() -> None:
         help="fills carry a block number, as the API sends them (default)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="rounds of 1, 2 and 4 processes")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="delay each message to and from PostgreSQL this much each way (a remote database)",
+    )
     args = parser.parse_args()
+    if args.latency_ms < 0:
+        parser.error(f"--latency-ms {args.latency_ms}: must be 0 or more")
 
     with bench_database() as database:
         django_setup(database.url)
@@ -319,11 +333,12 @@ def main() -> None:
         # 1, 2, 4 processes, `--repeat` times in turn (a shared machine's load drifts): the
         # median of each process count is reported.
         runs: dict[int, list[Round]] = {1: [], 2: [], 4: []}
-        for repeat in range(args.repeat):
-            for n in runs:
-                runs[n].append(run_round(database.url, n, args.fills, 10 * repeat + n, block))
+        with behind_latency(database.url, args.latency_ms) as url:
+            for repeat in range(args.repeat):
+                for n in runs:
+                    runs[n].append(run_round(url, n, args.fills, 10 * repeat + n, block))
+            plain_parallel = plain_rounds(url, args.fills)
         rounds = {n: statistics_median(found) for n, found in runs.items()}
-        plain_parallel = plain_rounds(database.url, args.fills)
         cores = os.cpu_count() or 1
 
         def described(figures: dict[int, Round], unit: str) -> dict[str, str]:
@@ -364,6 +379,11 @@ def main() -> None:
             "pools": usdc_exact(),
             "sizes": f"{args.fills} fills (and plain rows) per process, {args.plain} plain "
             "inserts, " + ("block numbers" if args.block_numbers else "no block numbers"),
+            "latency added": (
+                f"{args.latency_ms:g} ms each way to PostgreSQL (a local proxy)"
+                if args.latency_ms > 0 and database.vendor == "postgresql"
+                else "none"
+            ),
         }
         print_report("bench/concurrency.py", report, args.json)
 
