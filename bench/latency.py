@@ -52,6 +52,7 @@ class LatencyProxy:
         self.upstream = (host, port)
         self.delay_s = delay_ms / 1000
         self.port = 0
+        self._server: asyncio.Server
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -72,7 +73,7 @@ class LatencyProxy:
         async def serve() -> asyncio.Server:
             return await asyncio.start_server(handle, "127.0.0.1", 0)
 
-        server = self._loop.run_until_complete(serve())
+        server = self._server = self._loop.run_until_complete(serve())
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
@@ -83,6 +84,16 @@ class LatencyProxy:
         return self
 
     def stop(self) -> None:
+        """Close the listener and every connection through it, then end the loop."""
+
+        async def shutdown() -> None:
+            self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 

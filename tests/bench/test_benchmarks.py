@@ -24,7 +24,7 @@ TINY = {
     "trigger.py": ["--events", "20"],
     "replay.py": ["--events", "120", "--baseline", "40"],
     "backtest.py": ["--events", "120", "--baseline", "40", "--candidates", "1"],
-    "concurrency.py": ["--fills", "3", "--repeat", "1"],
+    "concurrency.py": ["--fills", "3", "--repeat", "1", "--latency-ms", "1"],
     "key_index.py": ["--history", "300", "--batches", "2", "--batch-size", "50"],
 }
 
@@ -154,3 +154,37 @@ def test_the_simulated_day_benchmark_reads_each_kind_s_costs_and_the_gas_spike()
     assert set(figures["costs"]) == {"mint", "usdc_alpaca_to_base", "redemption"}
     assert "cost_above_max_bps 1" in figures["deferrals"]
     assert figures["gas_spike"].endswith("USDC moves started after gas fell: 2 (completed 2)")
+
+
+def test_the_latency_proxy_delays_each_way_and_passes_the_bytes_unchanged():
+    """`bench/latency.py` (the remote database of `concurrency.py --latency-ms`): a round trip
+    through it takes at least twice the delay, and what goes through comes back whole."""
+    import socket
+    import socketserver
+    import threading
+    import time
+
+    from bench.latency import LatencyProxy
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            while data := self.request.recv(65536):
+                self.request.sendall(data)
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        proxy = LatencyProxy("127.0.0.1", server.server_address[1], delay_ms=50).start()
+        try:
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as client:
+                payload = bytes(range(256)) * 1000
+                began = time.monotonic()
+                client.sendall(payload)
+                received = b""
+                while len(received) < len(payload):
+                    received += client.recv(65536)
+                elapsed = time.monotonic() - began
+        finally:
+            proxy.stop()
+            server.shutdown()
+    assert received == payload
+    assert elapsed >= 0.1
