@@ -154,22 +154,12 @@ def pools_lock_statements(
         gate = usdc_deltas.gate_statement(shared=USDC_POOL in shared)
         if gate is not None:
             statements.append(gate)
-    if locking:
-        statements.append(
-            rawsql.select_statement(
-                InventoryPool,
-                _pools_where(len(locking)),
-                locking,
-                order_by=_POOLS_ORDER,
-                for_update=True,
-            )
+    statements += [
+        rawsql.select_statement(
+            InventoryPool, _pools_where(len(rows)), rows, order_by=_POOLS_ORDER, for_update=lock
         )
-    if reading:
-        statements.append(
-            rawsql.select_statement(
-                InventoryPool, _pools_where(len(reading)), reading, order_by=_POOLS_ORDER
-            )
-        )
+        for rows, lock in _pool_reads(locking, reading)
+    ]
     if USDC_POOL in wanted:
         statements.append(usdc_deltas.deltas_statement())
     return statements
@@ -188,20 +178,18 @@ def _lock_modes(wanted: list[str], shared: Iterable[str]) -> tuple[list[str], li
 def _pools_select(locking: list[str], reading: list[str]) -> dict[str, InventoryPool]:
     """`SELECT ... FOR UPDATE` of the pool rows of `locking`, in key order, and a plain
     `SELECT` of those of `reading` (plain SQL)."""
-    rows: list[InventoryPool] = []
-    if locking:
-        rows += rawsql.select_models(
-            InventoryPool,
-            _pools_where(len(locking)),
-            locking,
-            order_by=_POOLS_ORDER,
-            for_update=True,
+    return {
+        row.key: row
+        for keys, lock in _pool_reads(locking, reading)
+        for row in rawsql.select_models(
+            InventoryPool, _pools_where(len(keys)), keys, order_by=_POOLS_ORDER, for_update=lock
         )
-    if reading:
-        rows += rawsql.select_models(
-            InventoryPool, _pools_where(len(reading)), reading, order_by=_POOLS_ORDER
-        )
-    return {row.key: row for row in rows}
+    }
+
+
+def _pool_reads(locking: list[str], reading: list[str]) -> list[tuple[list[str], bool]]:
+    """The pool reads `pools_lock` makes, in order: (keys, lock them?), the empty left out."""
+    return [(keys, lock) for keys, lock in ((locking, True), (reading, False)) if keys]
 
 
 def pools_lock(
@@ -380,7 +368,7 @@ def projection_apply(
         for key in keys:
             last_event[key] = stored.id
         if counts is not None:
-            if plan.shared and USDC_POOL in keys and USDC_POOL in plan.shared:
+            if USDC_POOL in plan.shared and USDC_POOL in keys:
                 deltas.append(
                     (
                         stored.id,

@@ -1203,7 +1203,7 @@ class SimVenueServer:
             session = self._session
             # The next bell: the close while open, the open while closed.
             bell = None if session is None else session[2] if is_open else session[1]
-            if session is None or session[0] != is_open or bell is None or now >= bell:
+            if session is None or session[0] != is_open or (bell is not None and now >= bell):
                 if is_open:
                     next_close = now + timedelta(hours=6, minutes=30)
                     next_open = next_close + timedelta(hours=17, minutes=30)
